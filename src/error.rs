@@ -1,0 +1,117 @@
+//! The one error type of the crate.
+
+use std::fmt;
+use std::io;
+
+/// Everything that can go wrong when scheduling or running work on a loop.
+///
+/// Display strings are lower-case sentences, asyncio's wording where asyncio has one.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The loop is closed: nothing can be scheduled on it or run by it any more.
+    Closed,
+    /// `run_forever` or `run_until_complete` was called on a loop that is already running.
+    AlreadyRunning,
+    /// A loop was started while another loop runs on this thread.
+    AnotherLoopRunning,
+    /// `close` was called on a running loop.
+    CloseWhileRunning,
+    /// The loop stopped before the future given to `run_until_complete` finished.
+    StoppedBeforeComplete,
+    /// This thread has no current loop (only the main thread gets a default one).
+    NoCurrentLoop {
+        /// The thread's name, or its id when it has none.
+        thread: String,
+    },
+    /// No loop is running on this thread.
+    NoRunningLoop,
+    /// A loop was used from a thread other than the one that owns it.
+    WrongThread,
+    /// The work was cancelled before it finished.
+    Cancelled,
+    /// The work panicked; the payload's message.
+    Panicked(String),
+    /// The work did not finish in time.
+    Timeout,
+    /// Signal handlers can only be installed on the main thread's loop.
+    NotMainThread,
+    /// The signal number cannot be handled (SIGKILL, SIGSTOP, or out of range).
+    InvalidSignal,
+    /// A bounded inbox is full.
+    Full,
+    /// An operating-system error.
+    Io(io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Closed => f.write_str("event loop is closed"),
+            Error::AlreadyRunning => f.write_str("this event loop is already running"),
+            Error::AnotherLoopRunning => {
+                f.write_str("cannot run the event loop while another loop is running")
+            }
+            Error::CloseWhileRunning => f.write_str("cannot close a running event loop"),
+            Error::StoppedBeforeComplete => {
+                f.write_str("event loop stopped before future completed")
+            }
+            Error::NoCurrentLoop { thread } => {
+                write!(f, "there is no current event loop in thread '{thread}'")
+            }
+            Error::NoRunningLoop => f.write_str("no running event loop"),
+            Error::WrongThread => f.write_str(
+                "non-thread-safe operation invoked on an event loop other than the current one",
+            ),
+            Error::Cancelled => f.write_str("the work was cancelled"),
+            Error::Panicked(msg) => write!(f, "the work panicked: {msg}"),
+            Error::Timeout => f.write_str("the work timed out"),
+            Error::NotMainThread => {
+                f.write_str("signal handlers can only be added on the main thread's loop")
+            }
+            Error::InvalidSignal => f.write_str("invalid signal number"),
+            Error::Full => f.write_str("the loop's inbox is full"),
+            Error::Io(e) => write!(f, "i/o error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Io(e) => e,
+            Error::Timeout => io::Error::new(io::ErrorKind::TimedOut, e),
+            other => io::Error::other(other),
+        }
+    }
+}
+
+/// Turns a panic payload into its message (`&str` and `String` payloads; anything
+/// else gets a fixed text).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// Shorthand for `std::result::Result<T, shardloop::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,170 @@
+//! The threadsafe way into a loop: [`LoopHandle`], its inbox and its wakeup.
+//!
+//! One flume MPSC channel per loop plus one `mio::Waker` (an eventfd). A sender writes
+//! the eventfd only when the loop is parked ([`Doorbell`]); the loop drains the whole
+//! inbox once per iteration. A call made on the loop's own thread while that loop
+//! runs skips the channel and goes straight to the ready queue, so threadsafe and
+//! plain calls from the loop thread share one FIFO.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::ThreadId;
+
+use super::doorbell::Doorbell;
+use crate::current;
+use crate::remote::{self, Remote};
+use crate::task::TaskWaker;
+use crate::Error;
+
+/// What crosses threads into a loop.
+pub(crate) enum Msg {
+    /// A `call_soon_threadsafe` callback.
+    Call(Box<dyn FnOnce() + Send>),
+    /// A task woken on another thread.
+    Wake(Arc<TaskWaker>),
+    /// The future of `run_until_complete` was woken on another thread.
+    WakeMain,
+    /// `LoopHandle::stop`.
+    Stop,
+}
+
+/// The part of a loop that other threads may touch.
+pub(crate) struct Shared {
+    tx: flume::Sender<Msg>,
+    pub(crate) doorbell: Doorbell,
+    waker: mio::Waker,
+    pub(crate) closed: AtomicBool,
+    pub(crate) owner: ThreadId,
+    pub(crate) name: String,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        tx: flume::Sender<Msg>,
+        waker: mio::Waker,
+        owner: ThreadId,
+        name: String,
+    ) -> Self {
+        Shared {
+            tx,
+            doorbell: Doorbell::new(),
+            waker,
+            closed: AtomicBool::new(false),
+            owner,
+            name,
+        }
+    }
+
+    /// Puts `msg` in the inbox and wakes the loop if it is parked. Gives the message
+    /// back if the loop is closed.
+    pub(crate) fn send(&self, msg: Msg) -> Result<(), Msg> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(msg);
+        }
+        self.tx.send(msg).map_err(|e| e.into_inner())?;
+        self.ring();
+        Ok(())
+    }
+
+    /// Wakes the loop if it is parked (or about to park).
+    pub(crate) fn ring(&self) {
+        if self.doorbell.must_ring() {
+            // A failed eventfd write means the counter is saturated: a wakeup is
+            // already pending, which is all we need.
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// A `Send + Sync + Clone` handle to a loop, for other threads (and other loops).
+///
+/// ```
+/// let lp = shardloop::new_event_loop()?;
+/// let handle = lp.handle();
+/// let worker = std::thread::spawn(move || {
+///     let answer = handle.submit(|| async { 40 + 2 }).wait();
+///     handle.stop();
+///     answer
+/// });
+/// lp.run_forever()?;
+/// assert_eq!(worker.join().unwrap()?, 42);
+/// # Ok::<(), shardloop::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct LoopHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl LoopHandle {
+    /// Schedules `f` to run on the loop, from any thread. Wakes the loop if it sleeps.
+    ///
+    /// Returns `Err(Error::Closed)` if the loop is closed: the callback is then
+    /// dropped, never silently kept.
+    pub fn call_soon_threadsafe<F: FnOnce() + Send + 'static>(&self, f: F) -> Result<(), Error> {
+        if let Some(lp) = current::running_loop_for(&self.shared) {
+            return lp.call_soon(f).map(drop);
+        }
+        self.shared
+            .send(Msg::Call(Box::new(f)))
+            .map_err(|_| Error::Closed)
+    }
+
+    /// Runs the future made by `factory` as a task on the loop and returns its
+    /// result as a [`Remote`]: await it from another loop, or `wait()` for it from a
+    /// blocking thread. The factory is `Send`; the future it makes need not be.
+    ///
+    /// Submitting to a closed loop resolves to `Err(Error::Closed)`.
+    pub fn submit<F, Fut, T>(&self, factory: F) -> Remote<T>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        let (remote, completer) = remote::pair();
+        let state = remote.state();
+        let job = move || {
+            let fut = factory();
+            if let Ok(lp) = crate::get_running_loop() {
+                // The loop is running (we are one of its callbacks): it cannot be
+                // closed, so this only fails by a bug; the completer then reports
+                // Cancelled.
+                let _ = lp.create_task(completer.complete_with(fut));
+            }
+        };
+        if self.call_soon_threadsafe(job).is_err() {
+            state.complete(Err(Error::Closed));
+        }
+        remote
+    }
+
+    /// Stops the loop after its current iteration, from any thread; wakes it if it
+    /// sleeps. Stopping a loop that is not running makes its next run do one
+    /// iteration and return.
+    pub fn stop(&self) {
+        if let Some(lp) = current::running_loop_for(&self.shared) {
+            return lp.stop();
+        }
+        let _ = self.shared.send(Msg::Stop);
+    }
+
+    /// Whether the loop is closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// The loop's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+}
+
+impl fmt::Debug for LoopHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoopHandle")
+            .field("name", &self.shared.name)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}

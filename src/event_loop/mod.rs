@@ -1,0 +1,634 @@
+//! [`EventLoop`]: asyncio's event loop, one per thread.
+//!
+//! The data path, top to bottom: `call_soon` (or the inbox, for other threads) puts a
+//! callback in the ready queue; `call_later` puts it in the timer queue, which hands it
+//! to the ready queue when due; [`run_once`](EventLoop::run_once) runs one snapshot
+//! of the ready queue. Nothing here is shared with other threads but [`inbox::Shared`].
+
+pub(crate) mod doorbell;
+pub(crate) mod exception;
+pub(crate) mod inbox;
+pub(crate) mod ready;
+pub(crate) mod stats;
+pub(crate) mod timers;
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use crate::current;
+use crate::error::panic_message;
+use crate::io::reactor::Reactor;
+use crate::task::{self, Task, TaskWaker};
+use crate::Error;
+use exception::{default_exception_handler, ExceptionContext};
+use inbox::{LoopHandle, Msg, Shared};
+use ready::{callback, Handle, Runnable};
+use stats::{LoopStats, StatCounters};
+use timers::{deadline_after, TimerHandle, TimerQueue};
+
+/// Iterations between non-blocking I/O polls while callbacks keep the loop busy.
+const DEFAULT_EVENT_INTERVAL: u32 = 61;
+/// asyncio's default `slow_callback_duration`.
+const DEFAULT_SLOW_CALLBACK: Duration = Duration::from_millis(100);
+
+static NEXT_LOOP_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Settings for a new [`EventLoop`].
+///
+/// ```
+/// use std::time::Duration;
+/// let lp = shardloop::EventLoop::builder()
+///     .name("worker")
+///     .debug(true)
+///     .slow_callback_duration(Duration::from_millis(50))
+///     .event_interval(31)
+///     .build()?;
+/// assert!(lp.get_debug());
+/// # Ok::<(), shardloop::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct LoopBuilder {
+    name: Option<String>,
+    debug: bool,
+    slow_callback_duration: Duration,
+    event_interval: u32,
+}
+
+impl Default for LoopBuilder {
+    fn default() -> Self {
+        LoopBuilder {
+            name: None,
+            debug: std::env::var_os("SHARDLOOP_DEBUG").is_some_and(|v| v == "1"),
+            slow_callback_duration: DEFAULT_SLOW_CALLBACK,
+            event_interval: DEFAULT_EVENT_INTERVAL,
+        }
+    }
+}
+
+impl LoopBuilder {
+    /// The loop's name, used in logs (default `loop-N`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Debug mode: log slow callbacks and refuse scheduling calls from foreign
+    /// threads. Defaults to on when the environment has `SHARDLOOP_DEBUG=1`.
+    pub fn debug(mut self, on: bool) -> Self {
+        self.debug = on;
+        self
+    }
+
+    /// In debug mode, callbacks running longer than this are logged (default 100 ms).
+    pub fn slow_callback_duration(mut self, d: Duration) -> Self {
+        self.slow_callback_duration = d;
+        self
+    }
+
+    /// While callbacks keep the loop busy, poll for I/O every this many iterations
+    /// (default 61; at least 1).
+    pub fn event_interval(mut self, n: u32) -> Self {
+        self.event_interval = n.max(1);
+        self
+    }
+
+    /// Creates the loop. It is not made the thread's current loop.
+    pub fn build(self) -> Result<EventLoop, Error> {
+        let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
+        let name = self.name.unwrap_or_else(|| format!("loop-{id}"));
+        let reactor = Reactor::new()?;
+        let (tx, rx) = flume::unbounded();
+        let shared = Arc::new(Shared::new(
+            tx,
+            reactor.waker()?,
+            std::thread::current().id(),
+            name,
+        ));
+        let main_waker = Arc::new(MainWaker {
+            shared: shared.clone(),
+            scheduled: AtomicBool::new(false),
+        });
+        Ok(EventLoop {
+            inner: Rc::new(LoopInner {
+                shared,
+                rx,
+                ready: RefCell::new(VecDeque::new()),
+                timers: RefCell::new(TimerQueue::new()),
+                tasks: RefCell::new(Slab::new()),
+                reactor,
+                running: Cell::new(false),
+                stopping: Cell::new(false),
+                iteration: Cell::new(0),
+                main_due: Cell::new(false),
+                main_marker: Rc::new(MainMarker),
+                main_waker: main_waker.clone(),
+                main_waker_handle: Waker::from(main_waker),
+                exception_handler: RefCell::new(None),
+                debug: self.debug,
+                slow_callback_duration: self.slow_callback_duration,
+                event_interval: self.event_interval,
+                stats: StatCounters::default(),
+            }),
+        })
+    }
+}
+
+/// A task's entry in the loop's task table.
+struct TaskSlot {
+    task: Rc<dyn Runnable>,
+    /// Identity of the task's waker, so a stale wake for a reused slot is ignored.
+    waker: *const TaskWaker,
+}
+
+type ExceptionHandler = Rc<dyn Fn(&ExceptionContext)>;
+
+/// The loop's state. Borrows of its `RefCell`s are never held while user code runs.
+pub(crate) struct LoopInner {
+    pub(crate) shared: Arc<Shared>,
+    rx: flume::Receiver<Msg>,
+    ready: RefCell<VecDeque<Rc<dyn Runnable>>>,
+    timers: RefCell<TimerQueue>,
+    tasks: RefCell<Slab<TaskSlot>>,
+    pub(crate) reactor: Reactor,
+    running: Cell<bool>,
+    stopping: Cell<bool>,
+    iteration: Cell<u64>,
+    /// The `run_until_complete` future's turn has come in this snapshot.
+    main_due: Cell<bool>,
+    main_marker: Rc<dyn Runnable>,
+    main_waker: Arc<MainWaker>,
+    main_waker_handle: Waker,
+    exception_handler: RefCell<Option<ExceptionHandler>>,
+    debug: bool,
+    slow_callback_duration: Duration,
+    event_interval: u32,
+    pub(crate) stats: StatCounters,
+}
+
+impl LoopInner {
+    fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Relaxed)
+    }
+
+    fn check_schedulable(&self) -> Result<(), Error> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        if self.debug && std::thread::current().id() != self.shared.owner {
+            return Err(Error::WrongThread);
+        }
+        Ok(())
+    }
+
+    /// Queues a woken task, unless the wake is stale (the task is gone).
+    pub(crate) fn schedule_task(&self, waker: &Arc<TaskWaker>) {
+        let task = match self.tasks.borrow().get(waker.key) {
+            Some(slot) if std::ptr::eq(slot.waker, Arc::as_ptr(waker)) => slot.task.clone(),
+            _ => return,
+        };
+        self.ready.borrow_mut().push_back(task);
+    }
+
+    pub(crate) fn remove_task(&self, key: usize, waker: &Arc<TaskWaker>) {
+        let mut tasks = self.tasks.borrow_mut();
+        if tasks
+            .get(key)
+            .is_some_and(|slot| std::ptr::eq(slot.waker, Arc::as_ptr(waker)))
+        {
+            let slot = tasks.remove(key);
+            drop(tasks);
+            drop(slot);
+        }
+    }
+
+    fn schedule_main(&self) {
+        self.ready.borrow_mut().push_back(self.main_marker.clone());
+    }
+
+    /// Moves everything other threads sent into the ready queue, in one batch.
+    fn drain_inbox(&self) {
+        if self.rx.is_empty() {
+            return;
+        }
+        for msg in self.rx.try_iter() {
+            match msg {
+                Msg::Call(f) => self.ready.borrow_mut().push_back(callback(f)),
+                Msg::Wake(w) => self.schedule_task(&w),
+                Msg::WakeMain => self.schedule_main(),
+                Msg::Stop => self.stopping.set(true),
+            }
+        }
+    }
+
+    /// How long the loop may sleep: until the nearest timer (None: forever). A
+    /// deadline under a millisecond away gives zero, since epoll would round it up
+    /// to a whole millisecond and fire late.
+    fn park_timeout(&self) -> Option<Duration> {
+        let next = self.timers.borrow_mut().next_deadline()?;
+        let left = next.saturating_duration_since(Instant::now());
+        Some(if left < Duration::from_millis(1) {
+            Duration::ZERO
+        } else {
+            left
+        })
+    }
+
+    pub(crate) fn report_panic(&self, kind: &str, name: &'static str, msg: String) {
+        self.call_exception_handler(&ExceptionContext::panic(kind, name, msg, &self.shared.name));
+    }
+
+    fn call_exception_handler(&self, ctx: &ExceptionContext) {
+        let handler = self.exception_handler.borrow().clone();
+        let result = catch_unwind(AssertUnwindSafe(|| match handler {
+            Some(h) => h(ctx),
+            None => default_exception_handler(ctx),
+        }));
+        if let Err(payload) = result {
+            log::error!(
+                "[{}] the exception handler panicked ({}) while handling: {ctx}",
+                self.shared.name,
+                panic_message(&*payload)
+            );
+        }
+    }
+
+    /// Runs one ready-queue entry: panics are caught and reported, slow ones logged.
+    fn run_entry(&self, entry: &Rc<dyn Runnable>) {
+        let started = self.debug.then(Instant::now);
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| entry.run(self))) {
+            self.report_panic("callback", entry.name(), panic_message(&*payload));
+        }
+        self.stats.callbacks_run.set(self.stats.callbacks_run.get() + 1);
+        if let Some(started) = started {
+            let took = started.elapsed();
+            self.stats.record_duration(took);
+            if took >= self.slow_callback_duration {
+                log::warn!(
+                    "[{}] executing {} took {:.3} seconds",
+                    self.shared.name,
+                    entry.name(),
+                    took.as_secs_f64()
+                );
+            }
+        }
+    }
+
+    /// Drops everything pending, with no borrow held while destructors run.
+    fn drop_pending(&self) -> usize {
+        let ready = std::mem::take(&mut *self.ready.borrow_mut());
+        let timers = self.timers.borrow_mut().take_all();
+        let tasks: Vec<_> = self.tasks.borrow_mut().drain().map(|s| s.task).collect();
+        let mut dropped = 0;
+        for t in &tasks {
+            dropped += usize::from(t.cancel());
+        }
+        for entry in ready.iter().chain(&timers) {
+            dropped += usize::from(entry.cancel());
+        }
+        drop((ready, timers, tasks));
+        for msg in self.rx.try_iter() {
+            if let Msg::Call(f) = msg {
+                dropped += 1;
+                drop(f);
+            }
+        }
+        dropped
+    }
+}
+
+impl Drop for LoopInner {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.drop_pending();
+    }
+}
+
+/// The ready-queue entry that gives the `run_until_complete` future its turn.
+struct MainMarker;
+
+impl Runnable for MainMarker {
+    fn run(&self, lp: &LoopInner) {
+        lp.main_due.set(true);
+    }
+    fn cancel(&self) -> bool {
+        false
+    }
+    fn is_cancelled(&self) -> bool {
+        false
+    }
+    fn name(&self) -> &'static str {
+        "run_until_complete"
+    }
+}
+
+/// The waker of the `run_until_complete` future.
+struct MainWaker {
+    shared: Arc<Shared>,
+    scheduled: AtomicBool,
+}
+
+impl Wake for MainWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        match current::running_loop_for(&self.shared) {
+            Some(lp) => lp.inner.schedule_main(),
+            None => {
+                let _ = self.shared.send(Msg::WakeMain);
+            }
+        }
+    }
+}
+
+/// Resets the loop's running state however `run_forever` / `run_until_complete` end
+/// (a panic from the `run_until_complete` future included).
+struct RunningGuard<'a> {
+    lp: &'a EventLoop,
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.lp.inner.running.set(false);
+        self.lp.inner.stopping.set(false);
+        current::leave_running();
+    }
+}
+
+/// asyncio's event loop: callbacks, timers, tasks and I/O on one thread.
+///
+/// `EventLoop` is `!Send`; cloning it gives another reference to the same loop. Other
+/// threads reach it through its [`LoopHandle`].
+///
+/// ```
+/// use std::time::Duration;
+/// let lp = shardloop::new_event_loop()?;
+/// lp.call_soon(|| println!("soon"))?;
+/// let stopper = lp.clone();
+/// lp.call_later(Duration::from_millis(5), move || stopper.stop())?;
+/// lp.run_forever()?;
+/// let answer = lp.run_until_complete(async { 6 * 7 })?;
+/// assert_eq!(answer, 42);
+/// lp.close()?;
+/// assert!(lp.is_closed());
+/// # Ok::<(), shardloop::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct EventLoop {
+    pub(crate) inner: Rc<LoopInner>,
+}
+
+impl EventLoop {
+    /// A new loop with default settings (not made current).
+    pub fn new() -> Result<Self, Error> {
+        LoopBuilder::default().build()
+    }
+
+    /// Settings for a new loop.
+    pub fn builder() -> LoopBuilder {
+        LoopBuilder::default()
+    }
+
+    /// Schedules `f` to run on the next iteration. Callbacks run in the order they
+    /// were scheduled.
+    pub fn call_soon<F: FnOnce() + 'static>(&self, f: F) -> Result<Handle, Error> {
+        self.inner.check_schedulable()?;
+        let entry = callback(f);
+        self.inner.ready.borrow_mut().push_back(entry.clone());
+        Ok(Handle { entry })
+    }
+
+    /// Schedules `f` to run `delay` from now (`call_at(time() + delay)`). A zero delay
+    /// runs it on the next iteration; huge delays are clamped, never overflow.
+    pub fn call_later<F: FnOnce() + 'static>(
+        &self,
+        delay: Duration,
+        f: F,
+    ) -> Result<TimerHandle, Error> {
+        self.call_at(deadline_after(self.time(), delay), f)
+    }
+
+    /// Schedules `f` to run at `when` (never before). A past deadline runs it on the
+    /// next iteration; equal deadlines run in scheduling order.
+    pub fn call_at<F: FnOnce() + 'static>(&self, when: Instant, f: F) -> Result<TimerHandle, Error> {
+        self.inner.check_schedulable()?;
+        Ok(self.inner.timers.borrow_mut().push(when, callback(f)))
+    }
+
+    /// The loop's clock (monotonic).
+    pub fn time(&self) -> Instant {
+        Instant::now()
+    }
+
+    /// Runs `fut` as a task on this loop. The future may be `!Send`.
+    pub fn create_task<F: Future + 'static>(&self, fut: F) -> Result<Task<F::Output>, Error> {
+        self.inner.check_schedulable()?;
+        let mut tasks = self.inner.tasks.borrow_mut();
+        let slot = tasks.vacant_entry();
+        let (entry, waker, task) = task::new_task(&self.inner, slot.key(), fut);
+        slot.insert(TaskSlot {
+            task: entry.clone(),
+            waker: Arc::as_ptr(&waker),
+        });
+        drop(tasks);
+        self.inner.ready.borrow_mut().push_back(entry);
+        Ok(task)
+    }
+
+    /// Runs until [`stop`](Self::stop) is called.
+    pub fn run_forever(&self) -> Result<(), Error> {
+        let _guard = self.enter()?;
+        loop {
+            self.run_once(&mut || {});
+            if self.inner.stopping.get() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Runs until `fut` completes and returns its output. The future is polled in
+    /// its turn in the ready queue, like asyncio's wrapping task.
+    ///
+    /// `Err(Error::StoppedBeforeComplete)` if the loop is stopped first (the future is
+    /// then dropped). A panic in `fut` itself propagates to the caller.
+    pub fn run_until_complete<F: Future>(&self, fut: F) -> Result<F::Output, Error> {
+        let _guard = self.enter()?;
+        let inner = &*self.inner;
+        let mut fut = pin!(fut);
+        let mut output = None;
+        inner.main_waker.scheduled.store(true, Ordering::Release);
+        inner.schedule_main();
+        let waker = inner.main_waker_handle.clone();
+        let mut poll_main = || {
+            if output.is_some() {
+                return;
+            }
+            inner.main_waker.scheduled.store(false, Ordering::Release);
+            if let Poll::Ready(v) = fut.as_mut().poll(&mut Context::from_waker(&waker)) {
+                output = Some(v);
+                inner.stopping.set(true);
+            }
+        };
+        loop {
+            self.run_once(&mut poll_main);
+            if inner.stopping.get() {
+                break;
+            }
+        }
+        output.ok_or(Error::StoppedBeforeComplete)
+    }
+
+    /// Marks this loop running on this thread, or says why it cannot run.
+    fn enter(&self) -> Result<RunningGuard<'_>, Error> {
+        if self.inner.is_closed() {
+            return Err(Error::Closed);
+        }
+        if self.inner.running.get() {
+            return Err(Error::AlreadyRunning);
+        }
+        current::enter_running(self)?;
+        self.inner.running.set(true);
+        Ok(RunningGuard { lp: self })
+    }
+
+    /// One iteration: drain the inbox, poll I/O (blocking only when nothing is
+    /// ready), move due timers to the ready queue, then run the callbacks that are
+    /// ready now; what they schedule waits for the next iteration.
+    fn run_once(&self, main: &mut dyn FnMut()) {
+        let inner = &*self.inner;
+        inner.drain_inbox();
+        let iteration = inner.iteration.get();
+        inner.iteration.set(iteration.wrapping_add(1));
+        let idle = !inner.stopping.get() && inner.ready.borrow().is_empty();
+        if idle {
+            let timeout = inner.park_timeout();
+            inner.shared.doorbell.announce_sleep();
+            let timeout = if inner.rx.is_empty() {
+                timeout
+            } else {
+                Some(Duration::ZERO)
+            };
+            let events = inner.reactor.poll(timeout);
+            inner.shared.doorbell.awake();
+            inner.stats.add_io_events(events);
+            inner.drain_inbox();
+        } else if iteration % u64::from(inner.event_interval) == 0 {
+            let events = inner.reactor.poll(Some(Duration::ZERO));
+            inner.stats.add_io_events(events);
+        }
+        {
+            let mut timers = inner.timers.borrow_mut();
+            if !timers.is_empty() {
+                let fired = timers.move_due(Instant::now(), &mut inner.ready.borrow_mut());
+                inner.stats.add_timers_fired(fired);
+            }
+        }
+        let snapshot = inner.ready.borrow().len();
+        for _ in 0..snapshot {
+            let Some(entry) = inner.ready.borrow_mut().pop_front() else {
+                break;
+            };
+            inner.run_entry(&entry);
+            drop(entry);
+            if inner.main_due.replace(false) {
+                main();
+            }
+        }
+    }
+
+    /// Stops the loop after the current iteration. Called before `run_forever`, it
+    /// makes that run do exactly one iteration.
+    pub fn stop(&self) {
+        self.inner.stopping.set(true);
+    }
+
+    /// Closes the loop: pending callbacks, timers and tasks are dropped (tasks resolve
+    /// to `Err(Error::Cancelled)`), and every later scheduling or run call fails with
+    /// `Err(Error::Closed)`. Closing twice is a no-op; closing a running loop is
+    /// `Err(Error::CloseWhileRunning)`.
+    pub fn close(&self) -> Result<(), Error> {
+        if self.inner.running.get() {
+            return Err(Error::CloseWhileRunning);
+        }
+        if self.inner.shared.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.inner.drop_pending();
+        self.inner.reactor.wake_all();
+        Ok(())
+    }
+
+    /// Whether the loop is running (inside `run_forever` / `run_until_complete`).
+    pub fn is_running(&self) -> bool {
+        self.inner.running.get()
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    /// A `Send + Sync` handle for other threads.
+    pub fn handle(&self) -> LoopHandle {
+        LoopHandle {
+            shared: self.inner.shared.clone(),
+        }
+    }
+
+    /// The loop's name.
+    pub fn name(&self) -> &str {
+        &self.inner.shared.name
+    }
+
+    /// Whether debug mode is on.
+    pub fn get_debug(&self) -> bool {
+        self.inner.debug
+    }
+
+    /// Sets the handler that receives panics from callbacks and tasks (instead of
+    /// the default, which logs them).
+    pub fn set_exception_handler<F: Fn(&ExceptionContext) + 'static>(&self, handler: F) {
+        *self.inner.exception_handler.borrow_mut() = Some(Rc::new(handler));
+    }
+
+    /// Goes back to the default exception handler.
+    pub fn clear_exception_handler(&self) {
+        self.inner.exception_handler.borrow_mut().take();
+    }
+
+    /// Calls the loop's exception handler with `ctx`.
+    pub fn call_exception_handler(&self, ctx: &ExceptionContext) {
+        self.inner.call_exception_handler(ctx);
+    }
+
+    /// Counters of what this loop has done so far.
+    pub fn stats(&self) -> LoopStats {
+        self.inner.stats.snapshot(self.inner.rx.len(), self.inner.ready.borrow().len())
+    }
+}
+
+impl fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("name", &self.name())
+            .field("running", &self.is_running())
+            .field("closed", &self.is_closed())
+            .field("debug", &self.get_debug())
+            .finish()
+    }
+}

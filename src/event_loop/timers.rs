@@ -1,0 +1,296 @@
+//! The deadline queue behind `call_later` / `call_at`, and [`TimerHandle`].
+//!
+//! A binary heap keyed by `(deadline, sequence number)`: equal deadlines fire in the
+//! order they were scheduled. Cancelling drops the callback at once but leaves an
+//! empty shell in the heap (lazy deletion); the heap is compacted when shells
+//! outnumber live timers.
+
+use std::cell::Cell;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, VecDeque};
+use std::fmt;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use super::ready::Runnable;
+
+/// How far away "never" is: deadlines past `now + FAR_FUTURE` are clamped to it, so
+/// `Duration::MAX` delays do not overflow `Instant`.
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Below this many shells a compaction is not worth it.
+const MIN_COMPACT: usize = 256;
+
+/// `now + delay`, clamped to a far-away deadline instead of overflowing.
+pub(crate) fn deadline_after(now: Instant, delay: Duration) -> Instant {
+    now.checked_add(delay.min(FAR_FUTURE))
+        .unwrap_or_else(|| now + FAR_FUTURE)
+}
+
+struct Entry {
+    when: Instant,
+    seq: u64,
+    entry: Rc<dyn Runnable>,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.when, self.seq) == (other.when, other.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    // Reversed: BinaryHeap is a max-heap and we want the earliest deadline on top.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.when, other.seq).cmp(&(self.when, self.seq))
+    }
+}
+
+/// The loop's pending timers.
+pub(crate) struct TimerQueue {
+    heap: BinaryHeap<Entry>,
+    next_seq: u64,
+    /// Timers cancelled while in the heap (an upper bound: a timer cancelled after it
+    /// moved to the ready queue is counted too; compaction resets it).
+    cancelled: Rc<Cell<usize>>,
+}
+
+impl TimerQueue {
+    pub(crate) fn new() -> Self {
+        TimerQueue {
+            heap: BinaryHeap::new(),
+            next_seq: 0,
+            cancelled: Rc::new(Cell::new(0)),
+        }
+    }
+
+    /// Schedules `entry` at `when` and returns its handle.
+    pub(crate) fn push(&mut self, when: Instant, entry: Rc<dyn Runnable>) -> TimerHandle {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let handle = TimerHandle {
+            entry: entry.clone(),
+            when,
+            cancelled_count: Rc::downgrade(&self.cancelled),
+        };
+        self.heap.push(Entry { when, seq, entry });
+        self.maybe_compact();
+        handle
+    }
+
+    /// The earliest deadline of a live timer, dropping cancelled shells on top.
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(top) = self.heap.peek() {
+            if !top.entry.is_cancelled() {
+                return Some(top.when);
+            }
+            self.heap.pop();
+        }
+        None
+    }
+
+    /// Moves every live timer due at `now` into `ready`, in deadline order.
+    /// Returns how many it moved.
+    pub(crate) fn move_due(&mut self, now: Instant, ready: &mut VecDeque<Rc<dyn Runnable>>) -> usize {
+        let mut moved = 0;
+        while let Some(top) = self.heap.peek() {
+            if top.when > now {
+                break;
+            }
+            let Entry { entry, .. } = self.heap.pop().expect("peeked");
+            if !entry.is_cancelled() {
+                ready.push_back(entry);
+                moved += 1;
+            }
+        }
+        moved
+    }
+
+    /// Live and cancelled timers still in the heap.
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// Removes every timer and returns their entries (for the loop to drop outside
+    /// its borrows).
+    pub(crate) fn take_all(&mut self) -> Vec<Rc<dyn Runnable>> {
+        self.cancelled.set(0);
+        std::mem::take(&mut self.heap)
+            .into_vec()
+            .into_iter()
+            .map(|e| e.entry)
+            .collect()
+    }
+
+    fn maybe_compact(&mut self) {
+        let cancelled = self.cancelled.get();
+        if cancelled >= MIN_COMPACT && cancelled * 2 > self.heap.len() {
+            self.heap.retain(|e| !e.entry.is_cancelled());
+            self.cancelled.set(0);
+        }
+    }
+}
+
+/// A callback scheduled with [`EventLoop::call_later`](crate::EventLoop::call_later) or
+/// [`EventLoop::call_at`](crate::EventLoop::call_at).
+///
+/// ```
+/// use std::time::Duration;
+/// let lp = shardloop::new_event_loop()?;
+/// let t = lp.call_later(Duration::from_secs(3600), || unreachable!())?;
+/// let when = t.when();
+/// t.cancel();
+/// assert!(t.cancelled());
+/// assert_eq!(t.when(), when);
+/// # Ok::<(), shardloop::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct TimerHandle {
+    entry: Rc<dyn Runnable>,
+    when: Instant,
+    cancelled_count: Weak<Cell<usize>>,
+}
+
+impl TimerHandle {
+    /// Cancels the timer: the callback will not run, and it is dropped now. Idempotent.
+    pub fn cancel(&self) {
+        if self.entry.cancel() {
+            if let Some(count) = self.cancelled_count.upgrade() {
+                count.set(count.get() + 1);
+            }
+        }
+    }
+
+    /// Whether [`cancel`](Self::cancel) was called.
+    pub fn cancelled(&self) -> bool {
+        self.entry.is_cancelled()
+    }
+
+    /// The deadline it was scheduled for; unchanged by cancelling or firing.
+    pub fn when(&self) -> Instant {
+        self.when
+    }
+}
+
+impl fmt::Debug for TimerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TimerHandle")
+            .field("callback", &self.entry.name())
+            .field("when", &self.when)
+            .field("cancelled", &self.cancelled())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event_loop::ready::callback;
+    use proptest::prelude::*;
+    use std::cell::RefCell;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Schedule(u8),
+        Cancel(usize),
+        Advance(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => any::<u8>().prop_map(Op::Schedule),
+            2 => any::<usize>().prop_map(Op::Cancel),
+            2 => any::<u8>().prop_map(Op::Advance),
+        ]
+    }
+
+    proptest! {
+        /// The queue fires exactly the live timers whose deadline has passed, in
+        /// (deadline, scheduling order), the same as a sorted-list model.
+        #[test]
+        fn matches_a_sorted_model(ops in proptest::collection::vec(op(), 1..400)) {
+            let base = Instant::now();
+            let lp = crate::EventLoop::new().unwrap();
+            let mut q = TimerQueue::new();
+            let fired = Rc::new(RefCell::new(Vec::new()));
+            let mut handles = Vec::new();
+            // Model: (when offset, id, cancelled, fired).
+            let mut model: Vec<(u32, usize, bool, bool)> = Vec::new();
+            let mut now = 0u32;
+            for op in ops {
+                match op {
+                    Op::Schedule(d) => {
+                        let id = handles.len();
+                        let when = now + u32::from(d);
+                        let log = fired.clone();
+                        let h = q.push(
+                            base + Duration::from_micros(when.into()),
+                            callback(move || log.borrow_mut().push(id)),
+                        );
+                        handles.push(h);
+                        model.push((when, id, false, false));
+                    }
+                    Op::Cancel(i) if !handles.is_empty() => {
+                        let i = i % handles.len();
+                        handles[i].cancel();
+                        if !model[i].3 {
+                            model[i].2 = true;
+                        }
+                    }
+                    Op::Cancel(_) => {}
+                    Op::Advance(d) => {
+                        now += u32::from(d);
+                        let mut ready = VecDeque::new();
+                        q.move_due(base + Duration::from_micros(now.into()), &mut ready);
+                        for r in ready {
+                            r.run(&lp.inner);
+                        }
+                        let mut due: Vec<_> = model
+                            .iter_mut()
+                            .filter(|m| !m.2 && !m.3 && m.0 <= now)
+                            .collect();
+                        due.sort_by_key(|m| (m.0, m.1));
+                        let expected: Vec<usize> = due.iter_mut().map(|m| { m.3 = true; m.1 }).collect();
+                        let got: Vec<usize> = fired.borrow_mut().drain(..).collect();
+                        prop_assert_eq!(got, expected);
+                    }
+                }
+                let live_next = model.iter().filter(|m| !m.2 && !m.3).map(|m| m.0).min();
+                prop_assert_eq!(
+                    q.next_deadline(),
+                    live_next.map(|w| base + Duration::from_micros(w.into()))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn huge_delays_clamp_instead_of_overflowing() {
+        let now = Instant::now();
+        let far = deadline_after(now, Duration::MAX);
+        assert!(far > now + Duration::from_secs(365 * 24 * 3600));
+    }
+
+    #[test]
+    fn compaction_drops_cancelled_shells() {
+        let mut q = TimerQueue::new();
+        let now = Instant::now();
+        let handles: Vec<_> = (0..1000)
+            .map(|i| q.push(now + Duration::from_secs(i), callback(|| ())))
+            .collect();
+        for h in &handles[..900] {
+            h.cancel();
+        }
+        q.push(now, callback(|| ()));
+        assert!(q.len() <= 101, "heap still holds {} entries", q.len());
+    }
+}

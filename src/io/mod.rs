@@ -1,0 +1,3 @@
+//! The loop's reactor: mio readiness turned into task wakeups.
+
+pub(crate) mod reactor;

@@ -1,0 +1,48 @@
+//! # shardloop
+//!
+//! Python asyncio's event loop, native in Rust, and a thread-per-core runtime built
+//! from it.
+//!
+//! The model is asyncio's: one [`EventLoop`] per thread; callbacks scheduled with
+//! [`call_soon`](EventLoop::call_soon), [`call_later`](EventLoop::call_later) and
+//! [`call_at`](EventLoop::call_at); tasks for futures (which may be `!Send`); a
+//! current loop per thread ([`get_event_loop`], [`set_event_loop`]); and a
+//! [`LoopHandle`] through which other threads call into a loop
+//! ([`call_soon_threadsafe`](LoopHandle::call_soon_threadsafe),
+//! [`submit`](LoopHandle::submit)).
+//!
+//! ```
+//! use std::time::Duration;
+//! let lp = shardloop::new_event_loop()?;
+//! lp.call_soon(|| println!("hello from the loop"))?;
+//! let handle = lp.handle();
+//! let worker = std::thread::spawn(move || {
+//!     // A blocking thread hands work to the loop and waits for the result.
+//!     let n = handle.submit(|| async { 21 * 2 }).wait();
+//!     handle.stop();
+//!     n
+//! });
+//! lp.run_forever()?;
+//! assert_eq!(worker.join().unwrap()?, 42);
+//! # Ok::<(), shardloop::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+mod current;
+mod error;
+mod event_loop;
+mod io;
+mod remote;
+mod task;
+pub mod time;
+
+pub use current::{get_event_loop, get_running_loop, new_event_loop, run, set_event_loop, spawn};
+pub use error::{Error, Result};
+pub use event_loop::exception::{default_exception_handler, ExceptionContext};
+pub use event_loop::inbox::LoopHandle;
+pub use event_loop::ready::Handle;
+pub use event_loop::stats::LoopStats;
+pub use event_loop::timers::TimerHandle;
+pub use event_loop::{EventLoop, LoopBuilder};
+pub use remote::Remote;
+pub use task::Task;
