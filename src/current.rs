@@ -5,9 +5,11 @@
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
 use crate::event_loop::inbox::Shared;
+use crate::event_loop::LoopInner;
 use crate::{Error, EventLoop, Task};
 
 enum Current {
@@ -21,16 +23,42 @@ enum Current {
 thread_local! {
     static RUNNING: RefCell<Option<EventLoop>> = const { RefCell::new(None) };
     static CURRENT: RefCell<Current> = const { RefCell::new(Current::Unset) };
+    /// Every live loop created on this thread (loops are `!Send`: they stay here).
+    static OWNED: RefCell<Vec<Weak<LoopInner>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The running loop of this thread, if it is the loop behind `shared`.
-pub(crate) fn running_loop_for(shared: &Arc<Shared>) -> Option<EventLoop> {
-    RUNNING
+/// Records a loop created on this thread, so that threadsafe calls made here can
+/// reach its ready queue directly.
+pub(crate) fn register_owned(lp: &Rc<LoopInner>) {
+    OWNED.with(|o| {
+        let mut o = o.borrow_mut();
+        o.retain(|w| w.strong_count() > 0);
+        o.push(Rc::downgrade(lp));
+    });
+}
+
+/// The loop behind `shared` if it belongs to this thread: the running loop (the
+/// common case), or another loop created here.
+pub(crate) fn local_loop_for(shared: &Arc<Shared>) -> Option<EventLoop> {
+    let running = RUNNING
         .try_with(|r| {
             r.borrow()
                 .as_ref()
                 .filter(|lp| Arc::ptr_eq(&lp.inner.shared, shared))
                 .cloned()
+        })
+        .ok()
+        .flatten();
+    if running.is_some() || std::thread::current().id() != shared.owner {
+        return running;
+    }
+    OWNED
+        .try_with(|o| {
+            o.borrow()
+                .iter()
+                .filter_map(Weak::upgrade)
+                .find(|lp| Arc::ptr_eq(&lp.shared, shared))
+                .map(|inner| EventLoop { inner })
         })
         .ok()
         .flatten()
@@ -140,7 +168,8 @@ pub fn run<F: Future>(fut: F) -> Result<F::Output, Error> {
         return Err(Error::AnotherLoopRunning);
     }
     let lp = new_event_loop()?;
-    let previous = CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), Current::Set(lp.clone())));
+    let previous =
+        CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), Current::Set(lp.clone())));
     let result = lp.run_until_complete(fut);
     let closed = lp.close();
     CURRENT.with(|c| *c.borrow_mut() = previous);

@@ -114,13 +114,6 @@ impl<T> Remote<T> {
         self.state.clone()
     }
 
-    /// A `Remote` that is already resolved (used for refusals).
-    pub(crate) fn ready(result: Result<T, Error>) -> Self {
-        let (remote, completer) = pair();
-        completer.state.complete(result);
-        remote
-    }
-
     /// Blocks this thread until the result arrives.
     ///
     /// Never call it on the thread of the loop that runs the work: that loop would be
@@ -132,7 +125,11 @@ impl<T> Remote<T> {
                 slot.taken = true;
                 return r;
             }
-            slot = self.state.ready.wait(slot).unwrap_or_else(|e| e.into_inner());
+            slot = self
+                .state
+                .ready
+                .wait(slot)
+                .unwrap_or_else(|e| e.into_inner());
         }
     }
 

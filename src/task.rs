@@ -42,7 +42,7 @@ impl Wake for TaskWaker {
         if self.scheduled.swap(true, Ordering::AcqRel) {
             return;
         }
-        if let Some(lp) = current::running_loop_for(&self.shared) {
+        if let Some(lp) = current::local_loop_for(&self.shared) {
             lp.inner.schedule_task(self);
         } else {
             // A closed loop has already dropped the task; nothing is left to wake.

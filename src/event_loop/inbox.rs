@@ -103,7 +103,7 @@ impl LoopHandle {
     /// Returns `Err(Error::Closed)` if the loop is closed: the callback is then
     /// dropped, never silently kept.
     pub fn call_soon_threadsafe<F: FnOnce() + Send + 'static>(&self, f: F) -> Result<(), Error> {
-        if let Some(lp) = current::running_loop_for(&self.shared) {
+        if let Some(lp) = current::local_loop_for(&self.shared) {
             return lp.call_soon(f).map(drop);
         }
         self.shared
@@ -127,14 +127,21 @@ impl LoopHandle {
         let job = move || {
             let fut = factory();
             if let Ok(lp) = crate::get_running_loop() {
-                // The loop is running (we are one of its callbacks): it cannot be
-                // closed, so this only fails by a bug; the completer then reports
-                // Cancelled.
+                // We are one of the loop's callbacks, so the loop is open and this
+                // cannot fail; if it did, dropping the completer reports Cancelled.
                 let _ = lp.create_task(completer.complete_with(fut));
             }
         };
-        if self.call_soon_threadsafe(job).is_err() {
+        if let Some(lp) = current::local_loop_for(&self.shared) {
+            if lp.is_closed() {
+                state.complete(Err(Error::Closed));
+            } else {
+                let _ = lp.call_soon(job);
+            }
+        } else if let Err(refused) = self.shared.send(Msg::Call(Box::new(job))) {
+            // Record why before the refused job (and its completer) is dropped.
             state.complete(Err(Error::Closed));
+            drop(refused);
         }
         remote
     }
@@ -143,7 +150,7 @@ impl LoopHandle {
     /// sleeps. Stopping a loop that is not running makes its next run do one
     /// iteration and return.
     pub fn stop(&self) {
-        if let Some(lp) = current::running_loop_for(&self.shared) {
+        if let Some(lp) = current::local_loop_for(&self.shared) {
             return lp.stop();
         }
         let _ = self.shared.send(Msg::Stop);

@@ -119,7 +119,7 @@ impl LoopBuilder {
             shared: shared.clone(),
             scheduled: AtomicBool::new(false),
         });
-        Ok(EventLoop {
+        let lp = EventLoop {
             inner: Rc::new(LoopInner {
                 shared,
                 rx,
@@ -140,7 +140,9 @@ impl LoopBuilder {
                 event_interval: self.event_interval,
                 stats: StatCounters::default(),
             }),
-        })
+        };
+        current::register_owned(&lp.inner);
+        Ok(lp)
     }
 }
 
@@ -269,7 +271,9 @@ impl LoopInner {
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| entry.run(self))) {
             self.report_panic("callback", entry.name(), panic_message(&*payload));
         }
-        self.stats.callbacks_run.set(self.stats.callbacks_run.get() + 1);
+        self.stats
+            .callbacks_run
+            .set(self.stats.callbacks_run.get() + 1);
         if let Some(started) = started {
             let took = started.elapsed();
             self.stats.record_duration(took);
@@ -347,7 +351,7 @@ impl Wake for MainWaker {
         if self.scheduled.swap(true, Ordering::AcqRel) {
             return;
         }
-        match current::running_loop_for(&self.shared) {
+        match current::local_loop_for(&self.shared) {
             Some(lp) => lp.inner.schedule_main(),
             None => {
                 let _ = self.shared.send(Msg::WakeMain);
@@ -425,7 +429,11 @@ impl EventLoop {
 
     /// Schedules `f` to run at `when` (never before). A past deadline runs it on the
     /// next iteration; equal deadlines run in scheduling order.
-    pub fn call_at<F: FnOnce() + 'static>(&self, when: Instant, f: F) -> Result<TimerHandle, Error> {
+    pub fn call_at<F: FnOnce() + 'static>(
+        &self,
+        when: Instant,
+        f: F,
+    ) -> Result<TimerHandle, Error> {
         self.inner.check_schedulable()?;
         Ok(self.inner.timers.borrow_mut().push(when, callback(f)))
     }
@@ -618,7 +626,9 @@ impl EventLoop {
 
     /// Counters of what this loop has done so far.
     pub fn stats(&self) -> LoopStats {
-        self.inner.stats.snapshot(self.inner.rx.len(), self.inner.ready.borrow().len())
+        self.inner
+            .stats
+            .snapshot(self.inner.rx.len(), self.inner.ready.borrow().len())
     }
 }
 

@@ -96,7 +96,11 @@ impl TimerQueue {
 
     /// Moves every live timer due at `now` into `ready`, in deadline order.
     /// Returns how many it moved.
-    pub(crate) fn move_due(&mut self, now: Instant, ready: &mut VecDeque<Rc<dyn Runnable>>) -> usize {
+    pub(crate) fn move_due(
+        &mut self,
+        now: Instant,
+        ready: &mut VecDeque<Rc<dyn Runnable>>,
+    ) -> usize {
         let mut moved = 0;
         while let Some(top) = self.heap.peek() {
             if top.when > now {
@@ -112,6 +116,7 @@ impl TimerQueue {
     }
 
     /// Live and cancelled timers still in the heap.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.heap.len()
     }

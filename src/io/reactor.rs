@@ -34,6 +34,8 @@ pub(crate) struct IoState {
     write_waker: Cell<Option<Waker>>,
 }
 
+// The async sockets (issue 3) are the users of the readiness API.
+#[allow(dead_code)]
 impl IoState {
     fn flags(&self, dir: Direction) -> (&Cell<bool>, &Cell<Option<Waker>>) {
         match dir {
@@ -106,6 +108,7 @@ impl Reactor {
         mio::Waker::new(self.poll.borrow().registry(), WAKER_TOKEN)
     }
 
+    #[allow(dead_code)]
     /// Registers `source` for both directions; returns its token and state.
     pub(crate) fn register(&self, source: &mut impl Source) -> io::Result<(Token, Rc<IoState>)> {
         let mut sources = self.sources.borrow_mut();
@@ -121,6 +124,7 @@ impl Reactor {
         Ok((token, state))
     }
 
+    #[allow(dead_code)]
     /// Forgets `source`; its waiters are woken so that they see it gone.
     pub(crate) fn deregister(&self, source: &mut impl Source, token: Token) {
         let _ = self.poll.borrow().registry().deregister(source);
@@ -161,7 +165,12 @@ impl Reactor {
 
     /// Wakes every waiter (the loop is closing: their operations will see it).
     pub(crate) fn wake_all(&self) {
-        let all: Vec<_> = self.sources.borrow().iter().map(|(_, s)| s.clone()).collect();
+        let all: Vec<_> = self
+            .sources
+            .borrow()
+            .iter()
+            .map(|(_, s)| s.clone())
+            .collect();
         for s in all {
             s.fire(Direction::Read);
             s.fire(Direction::Write);
