@@ -24,10 +24,16 @@ fn main() -> Result<(), shardloop::Error> {
     let start = lp.time();
     lp.call_soon(|| println!("call_soon: runs on the next iteration"))?;
     lp.call_later(Duration::from_millis(20), move || {
-        println!("call_later: 20 ms later ({:?} after start)", start.elapsed())
+        println!(
+            "call_later: 20 ms later ({:?} after start)",
+            start.elapsed()
+        )
     })?;
     lp.call_at(lp.time() + Duration::from_millis(10), move || {
-        println!("call_at: at start + 10 ms ({:?} after start)", start.elapsed())
+        println!(
+            "call_at: at start + 10 ms ({:?} after start)",
+            start.elapsed()
+        )
     })?;
     trampoline(lp.clone(), Rc::new(Cell::new(1000)));
     let stopper = lp.clone();

@@ -7,6 +7,7 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
+use std::thread::ThreadId;
 
 use crate::event_loop::inbox::Shared;
 use crate::event_loop::LoopInner;
@@ -25,6 +26,8 @@ thread_local! {
     static CURRENT: RefCell<Current> = const { RefCell::new(Current::Unset) };
     /// Every live loop created on this thread (loops are `!Send`: they stay here).
     static OWNED: RefCell<Vec<Weak<LoopInner>>> = const { RefCell::new(Vec::new()) };
+    /// This thread's id, cached: `thread::current()` costs a reference count.
+    static THIS_THREAD: ThreadId = std::thread::current().id();
 }
 
 /// Records a loop created on this thread, so that threadsafe calls made here can
@@ -49,7 +52,7 @@ pub(crate) fn local_loop_for(shared: &Arc<Shared>) -> Option<EventLoop> {
         })
         .ok()
         .flatten();
-    if running.is_some() || std::thread::current().id() != shared.owner {
+    if running.is_some() || THIS_THREAD.try_with(|t| *t != shared.owner).unwrap_or(true) {
         return running;
     }
     OWNED

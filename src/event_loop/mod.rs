@@ -33,7 +33,7 @@ use crate::task::{self, Task, TaskWaker};
 use crate::Error;
 use exception::{default_exception_handler, ExceptionContext};
 use inbox::{LoopHandle, Msg, Shared};
-use ready::{callback, Handle, Runnable};
+use ready::{callback, Handle, Ready, Runnable};
 use stats::{LoopStats, StatCounters};
 use timers::{deadline_after, TimerHandle, TimerQueue};
 
@@ -129,7 +129,7 @@ impl LoopBuilder {
                 reactor,
                 running: Cell::new(false),
                 stopping: Cell::new(false),
-                iteration: Cell::new(0),
+                io_countdown: Cell::new(1),
                 main_due: Cell::new(false),
                 main_marker: Rc::new(MainMarker),
                 main_waker: main_waker.clone(),
@@ -159,13 +159,14 @@ type ExceptionHandler = Rc<dyn Fn(&ExceptionContext)>;
 pub(crate) struct LoopInner {
     pub(crate) shared: Arc<Shared>,
     rx: flume::Receiver<Msg>,
-    ready: RefCell<VecDeque<Rc<dyn Runnable>>>,
+    ready: RefCell<VecDeque<Ready>>,
     timers: RefCell<TimerQueue>,
     tasks: RefCell<Slab<TaskSlot>>,
     pub(crate) reactor: Reactor,
     running: Cell<bool>,
     stopping: Cell<bool>,
-    iteration: Cell<u64>,
+    /// Busy iterations left before the next non-blocking I/O poll.
+    io_countdown: Cell<u32>,
     /// The `run_until_complete` future's turn has come in this snapshot.
     main_due: Cell<bool>,
     main_marker: Rc<dyn Runnable>,
@@ -199,7 +200,7 @@ impl LoopInner {
             Some(slot) if std::ptr::eq(slot.waker, Arc::as_ptr(waker)) => slot.task.clone(),
             _ => return,
         };
-        self.ready.borrow_mut().push_back(task);
+        self.ready.borrow_mut().push_back(Ready::Entry(task));
     }
 
     pub(crate) fn remove_task(&self, key: usize, waker: &Arc<TaskWaker>) {
@@ -215,17 +216,19 @@ impl LoopInner {
     }
 
     fn schedule_main(&self) {
-        self.ready.borrow_mut().push_back(self.main_marker.clone());
+        self.ready
+            .borrow_mut()
+            .push_back(Ready::Entry(self.main_marker.clone()));
     }
 
     /// Moves everything other threads sent into the ready queue, in one batch.
     fn drain_inbox(&self) {
-        if self.rx.is_empty() {
+        if !self.shared.take_mail() {
             return;
         }
         for msg in self.rx.try_iter() {
             match msg {
-                Msg::Call(f) => self.ready.borrow_mut().push_back(callback(f)),
+                Msg::Call(f) => self.ready.borrow_mut().push_back(Ready::Call(f)),
                 Msg::Wake(w) => self.schedule_task(&w),
                 Msg::WakeMain => self.schedule_main(),
                 Msg::Stop => self.stopping.set(true),
@@ -266,10 +269,11 @@ impl LoopInner {
     }
 
     /// Runs one ready-queue entry: panics are caught and reported, slow ones logged.
-    fn run_entry(&self, entry: &Rc<dyn Runnable>) {
+    fn run_entry(&self, entry: Ready) {
         let started = self.debug.then(Instant::now);
+        let name = entry.name();
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| entry.run(self))) {
-            self.report_panic("callback", entry.name(), panic_message(&*payload));
+            self.report_panic("callback", name, panic_message(&*payload));
         }
         self.stats
             .callbacks_run
@@ -281,7 +285,7 @@ impl LoopInner {
                 log::warn!(
                     "[{}] executing {} took {:.3} seconds",
                     self.shared.name,
-                    entry.name(),
+                    name,
                     took.as_secs_f64()
                 );
             }
@@ -294,13 +298,13 @@ impl LoopInner {
         let timers = self.timers.borrow_mut().take_all();
         let tasks: Vec<_> = self.tasks.borrow_mut().drain().map(|s| s.task).collect();
         let mut dropped = 0;
-        for t in &tasks {
-            dropped += usize::from(t.cancel());
-        }
-        for entry in ready.iter().chain(&timers) {
+        for entry in tasks.iter().chain(&timers) {
             dropped += usize::from(entry.cancel());
         }
-        drop((ready, timers, tasks));
+        for entry in ready {
+            dropped += usize::from(entry.cancel());
+        }
+        drop((timers, tasks));
         for msg in self.rx.try_iter() {
             if let Msg::Call(f) = msg {
                 dropped += 1;
@@ -413,7 +417,10 @@ impl EventLoop {
     pub fn call_soon<F: FnOnce() + 'static>(&self, f: F) -> Result<Handle, Error> {
         self.inner.check_schedulable()?;
         let entry = callback(f);
-        self.inner.ready.borrow_mut().push_back(entry.clone());
+        self.inner
+            .ready
+            .borrow_mut()
+            .push_back(Ready::Entry(entry.clone()));
         Ok(Handle { entry })
     }
 
@@ -454,7 +461,7 @@ impl EventLoop {
             waker: Arc::as_ptr(&waker),
         });
         drop(tasks);
-        self.inner.ready.borrow_mut().push_back(entry);
+        self.inner.ready.borrow_mut().push_back(Ready::Entry(entry));
         Ok(task)
     }
 
@@ -520,8 +527,6 @@ impl EventLoop {
     fn run_once(&self, main: &mut dyn FnMut()) {
         let inner = &*self.inner;
         inner.drain_inbox();
-        let iteration = inner.iteration.get();
-        inner.iteration.set(iteration.wrapping_add(1));
         let idle = !inner.stopping.get() && inner.ready.borrow().is_empty();
         if idle {
             let timeout = inner.park_timeout();
@@ -535,9 +540,12 @@ impl EventLoop {
             inner.shared.doorbell.awake();
             inner.stats.add_io_events(events);
             inner.drain_inbox();
-        } else if iteration % u64::from(inner.event_interval) == 0 {
+        } else if inner.io_countdown.get() <= 1 {
+            inner.io_countdown.set(inner.event_interval);
             let events = inner.reactor.poll(Some(Duration::ZERO));
             inner.stats.add_io_events(events);
+        } else {
+            inner.io_countdown.set(inner.io_countdown.get() - 1);
         }
         {
             let mut timers = inner.timers.borrow_mut();
@@ -551,8 +559,7 @@ impl EventLoop {
             let Some(entry) = inner.ready.borrow_mut().pop_front() else {
                 break;
             };
-            inner.run_entry(&entry);
-            drop(entry);
+            inner.run_entry(entry);
             if inner.main_due.replace(false) {
                 main();
             }

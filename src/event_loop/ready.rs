@@ -22,6 +22,42 @@ pub(crate) trait Runnable {
     fn name(&self) -> &'static str;
 }
 
+/// An entry of the ready queue.
+pub(crate) enum Ready {
+    /// A callback (behind a `Handle`), a due timer, or a task.
+    Entry(Rc<dyn Runnable>),
+    /// A `call_soon_threadsafe` callback from another thread: it has no handle, so it
+    /// runs straight from its box, with no second allocation.
+    Call(Box<dyn FnOnce() + Send>),
+}
+
+impl Ready {
+    pub(crate) fn run(self, lp: &LoopInner) {
+        match self {
+            Ready::Entry(entry) => entry.run(lp),
+            Ready::Call(f) => f(),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Ready::Entry(entry) => entry.name(),
+            Ready::Call(_) => "call_soon_threadsafe callback",
+        }
+    }
+
+    /// Drops it unrun; whether it was still pending.
+    pub(crate) fn cancel(self) -> bool {
+        match self {
+            Ready::Entry(entry) => entry.cancel(),
+            Ready::Call(f) => {
+                drop(f);
+                true
+            }
+        }
+    }
+}
+
 /// A callback and its cancelled flag, in one allocation.
 struct CallbackCell<F> {
     cancelled: Cell<bool>,

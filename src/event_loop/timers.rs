@@ -12,7 +12,7 @@ use std::fmt;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
-use super::ready::Runnable;
+use super::ready::{Ready, Runnable};
 
 /// How far away "never" is: deadlines past `now + FAR_FUTURE` are clamped to it, so
 /// `Duration::MAX` delays do not overflow `Instant`.
@@ -96,11 +96,7 @@ impl TimerQueue {
 
     /// Moves every live timer due at `now` into `ready`, in deadline order.
     /// Returns how many it moved.
-    pub(crate) fn move_due(
-        &mut self,
-        now: Instant,
-        ready: &mut VecDeque<Rc<dyn Runnable>>,
-    ) -> usize {
+    pub(crate) fn move_due(&mut self, now: Instant, ready: &mut VecDeque<Ready>) -> usize {
         let mut moved = 0;
         while let Some(top) = self.heap.peek() {
             if top.when > now {
@@ -108,7 +104,7 @@ impl TimerQueue {
             }
             let Entry { entry, .. } = self.heap.pop().expect("peeked");
             if !entry.is_cancelled() {
-                ready.push_back(entry);
+                ready.push_back(Ready::Entry(entry));
                 moved += 1;
             }
         }
