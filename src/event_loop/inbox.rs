@@ -75,6 +75,7 @@ impl Shared {
 
     /// Loop side: whether anything was sent since the last call. A message sent
     /// after this returns sets the flag again, so none is left behind.
+    #[inline]
     pub(crate) fn take_mail(&self) -> bool {
         self.has_mail.load(Ordering::Relaxed) && self.has_mail.swap(false, Ordering::Acquire)
     }

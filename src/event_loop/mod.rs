@@ -222,6 +222,7 @@ impl LoopInner {
     }
 
     /// Moves everything other threads sent into the ready queue, in one batch.
+    #[inline]
     fn drain_inbox(&self) {
         if !self.shared.take_mail() {
             return;
@@ -268,27 +269,34 @@ impl LoopInner {
         }
     }
 
-    /// Runs one ready-queue entry: panics are caught and reported, slow ones logged.
+    /// Runs one ready-queue entry; a panic is caught and reported.
+    #[inline]
     fn run_entry(&self, entry: Ready) {
-        let started = self.debug.then(Instant::now);
-        let name = entry.name();
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| entry.run(self))) {
+        let panicked = match entry {
+            Ready::Entry(entry) => catch_unwind(AssertUnwindSafe(|| entry.run(self)))
+                .map_err(|payload| (entry.name(), payload)),
+            Ready::Call(f) => catch_unwind(AssertUnwindSafe(f))
+                .map_err(|payload| ("call_soon_threadsafe callback", payload)),
+        };
+        if let Err((name, payload)) = panicked {
             self.report_panic("callback", name, panic_message(&*payload));
         }
-        self.stats
-            .callbacks_run
-            .set(self.stats.callbacks_run.get() + 1);
-        if let Some(started) = started {
-            let took = started.elapsed();
-            self.stats.record_duration(took);
-            if took >= self.slow_callback_duration {
-                log::warn!(
-                    "[{}] executing {} took {:.3} seconds",
-                    self.shared.name,
-                    name,
-                    took.as_secs_f64()
-                );
-            }
+    }
+
+    /// Debug mode's `run_entry`: also times the entry and logs it if slow.
+    fn run_entry_timed(&self, entry: Ready) {
+        let name = entry.name();
+        let started = Instant::now();
+        self.run_entry(entry);
+        let took = started.elapsed();
+        self.stats.record_duration(took);
+        if took >= self.slow_callback_duration {
+            log::warn!(
+                "[{}] executing {} took {:.3} seconds",
+                self.shared.name,
+                name,
+                took.as_secs_f64()
+            );
         }
     }
 
@@ -559,11 +567,17 @@ impl EventLoop {
             let Some(entry) = inner.ready.borrow_mut().pop_front() else {
                 break;
             };
-            inner.run_entry(entry);
+            if inner.debug {
+                inner.run_entry_timed(entry);
+            } else {
+                inner.run_entry(entry);
+            }
             if inner.main_due.replace(false) {
                 main();
             }
         }
+        let run = &inner.stats.callbacks_run;
+        run.set(run.get() + snapshot as u64);
     }
 
     /// Stops the loop after the current iteration. Called before `run_forever`, it

@@ -32,13 +32,6 @@ pub(crate) enum Ready {
 }
 
 impl Ready {
-    pub(crate) fn run(self, lp: &LoopInner) {
-        match self {
-            Ready::Entry(entry) => entry.run(lp),
-            Ready::Call(f) => f(),
-        }
-    }
-
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Ready::Entry(entry) => entry.name(),
