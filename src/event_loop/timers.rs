@@ -253,7 +253,9 @@ mod tests {
                         let mut ready = VecDeque::new();
                         q.move_due(base + Duration::from_micros(now.into()), &mut ready);
                         for r in ready {
-                            r.run(&lp.inner);
+                            if let Ready::Entry(entry) = r {
+                                entry.run(&lp.inner);
+                            }
                         }
                         let mut due: Vec<_> = model
                             .iter_mut()
