@@ -31,6 +31,7 @@
 mod current;
 mod error;
 mod event_loop;
+mod executor;
 mod io;
 mod remote;
 mod task;

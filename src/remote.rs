@@ -214,6 +214,17 @@ pub(crate) struct Completer<T> {
 }
 
 impl<T> Completer<T> {
+    /// Completes the `Remote` with `result`, from any thread (the blocking pool's
+    /// workers use it).
+    pub(crate) fn complete(self, result: Result<T, Error>) {
+        self.state.complete(result);
+    }
+
+    /// Whether the `Remote` side cancelled the work.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.state.cancelled.load(Ordering::Acquire)
+    }
+
     /// Wraps `fut` so that its output (or its panic) completes the `Remote`, and a
     /// cancel from the `Remote` side drops it.
     pub(crate) fn complete_with<F: Future<Output = T>>(self, fut: F) -> Completing<F, T> {

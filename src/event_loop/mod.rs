@@ -139,6 +139,7 @@ impl LoopBuilder {
                 slow_callback_duration: self.slow_callback_duration,
                 event_interval: self.event_interval,
                 stats: StatCounters::default(),
+                executor: Default::default(),
             }),
         };
         current::register_owned(&lp.inner);
@@ -177,6 +178,8 @@ pub(crate) struct LoopInner {
     slow_callback_duration: Duration,
     event_interval: u32,
     pub(crate) stats: StatCounters,
+    /// The default executor of `run_in_executor` (src/executor.rs).
+    pub(crate) executor: crate::executor::LoopExecutor,
 }
 
 impl LoopInner {
@@ -598,6 +601,7 @@ impl EventLoop {
             return Ok(());
         }
         self.inner.drop_pending();
+        self.inner.executor.close();
         self.inner.reactor.wake_all();
         Ok(())
     }
