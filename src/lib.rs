@@ -34,6 +34,7 @@ mod event_loop;
 mod executor;
 mod io;
 mod remote;
+mod signal;
 mod task;
 pub mod time;
 

@@ -140,6 +140,7 @@ impl LoopBuilder {
                 event_interval: self.event_interval,
                 stats: StatCounters::default(),
                 executor: Default::default(),
+                signals: Default::default(),
             }),
         };
         current::register_owned(&lp.inner);
@@ -180,6 +181,8 @@ pub(crate) struct LoopInner {
     pub(crate) stats: StatCounters,
     /// The default executor of `run_in_executor` (src/executor.rs).
     pub(crate) executor: crate::executor::LoopExecutor,
+    /// Signal handlers, main-thread loops only (src/signal.rs).
+    pub(crate) signals: crate::signal::LoopSignals,
 }
 
 impl LoopInner {
@@ -601,6 +604,7 @@ impl EventLoop {
             return Ok(());
         }
         self.inner.drop_pending();
+        self.inner.signals.close(&self.inner.reactor);
         self.inner.executor.close();
         self.inner.reactor.wake_all();
         Ok(())
