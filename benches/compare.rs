@@ -7,6 +7,9 @@
 //! workloads by key. Memory is measured in child processes (this binary re-executed
 //! with COMPARE_MEM_CASE set) from /proc/self/status.
 
+#[path = "compare/exec.rs"]
+mod exec;
+
 use shardloop::EventLoop;
 use std::{
     cell::Cell,
@@ -86,6 +89,19 @@ const WORKLOADS: &[Workload] = &[
         ours: sl_timers,
         peers: &[("tokio sleep + abort", tokio_timers)],
     },
+    Workload {
+        key: "run_in_executor",
+        title: "run_in_executor, tiny jobs",
+        base_n: exec::EXECUTOR_JOBS,
+        ours: exec::sl_run_in_executor,
+        peers: &[
+            ("tokio spawn_blocking", exec::tokio_spawn_blocking),
+            (
+                "tokio spawn_blocking, same cap",
+                exec::tokio_spawn_blocking_capped,
+            ),
+        ],
+    },
 ];
 
 /// (key, title, shardloop case, peer name, peer case) for the memory rows.
@@ -139,6 +155,10 @@ fn main() {
                 py.map_or(String::new(), |p| ratio(p, ours)),
             ]);
         }
+    }
+    if selected("sleep_lateness") {
+        eprintln!("running sleep_lateness ...");
+        rows.extend(exec::lateness_rows(scaled(exec::SLEEP_SAMPLES)));
     }
     for &(key, title, ours, peer, theirs) in MEM_CASES.iter().filter(|c| selected(c.0)) {
         eprintln!("running {key} ...");
