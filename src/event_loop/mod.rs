@@ -523,12 +523,12 @@ impl EventLoop {
             } else {
                 Some(Duration::ZERO)
             };
-            let events = inner.reactor.poll(timeout);
+            let events = inner.reactor.poll(timeout, &inner.ready);
             inner.shared.doorbell.awake();
             inner.stats.add_io_events(events);
             inner.drain_inbox();
         } else if iteration % u64::from(inner.event_interval) == 0 {
-            let events = inner.reactor.poll(Some(Duration::ZERO));
+            let events = inner.reactor.poll(Some(Duration::ZERO), &inner.ready);
             inner.stats.add_io_events(events);
         }
         {
