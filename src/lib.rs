@@ -32,6 +32,7 @@ mod current;
 mod error;
 mod event_loop;
 mod io;
+pub mod net;
 mod remote;
 mod task;
 pub mod time;
