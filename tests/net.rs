@@ -455,6 +455,22 @@ fn unix_pair_and_connect_errors() {
 }
 
 #[test]
+fn end_of_stream_right_behind_the_data_is_seen_after_a_short_read() {
+    block_on(async {
+        // Data and the peer's shutdown reach `b` together, before its first read.
+        let (a, mut b) = UnixStream::pair()?;
+        (&a).write_all(b"0123456789").await?;
+        a.shutdown(Shutdown::Write)?;
+        let mut buf = [0u8; 100];
+        assert_eq!(b.read(&mut buf).await?, 10, "a short read");
+        // The short read must not make the stream wait for an edge that already came.
+        assert_eq!(b.read(&mut buf).await?, 0);
+        io::Result::Ok(())
+    })
+    .unwrap();
+}
+
+#[test]
 fn sockets_without_a_loop_are_an_error_naming_it() {
     // A plain thread has no current loop (only the main thread gets a default one).
     std::thread::spawn(|| {

@@ -175,6 +175,12 @@ impl EventLoop {
     /// `add_reader`, level-triggered). Adding again replaces the callback. The fd stays
     /// the caller's: remove the reader before closing it.
     ///
+    /// "Each iteration" means each time the loop polls for I/O: every iteration when
+    /// it would otherwise wait, and every `event_interval` iterations
+    /// ([`LoopBuilder::event_interval`](crate::LoopBuilder::event_interval)) while
+    /// other callbacks keep it busy. The callback runs from the ready queue, after the
+    /// callbacks that were ready before the poll.
+    ///
     /// `Err(Error::Closed)` on a closed loop; `Err(Error::Io)` if the fd cannot be
     /// watched (not open, or a regular file).
     ///

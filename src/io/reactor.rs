@@ -85,6 +85,9 @@ pub(crate) struct IoState {
     writable: Cell<bool>,
     read_waiters: Waiters,
     write_waiters: Waiters,
+    /// The peer shut its side down (sticky: no read will block again, so no edge
+    /// will come to announce data; see [`IoState::drained`]).
+    read_closed: Cell<bool>,
     /// The loop was closed (or dropped): no edge will ever come again.
     closed: Cell<bool>,
 }
@@ -111,6 +114,16 @@ impl IoState {
     /// An operation hit `WouldBlock`: wait for the next edge.
     pub(crate) fn clear(&self, dir: Direction) {
         self.flags(dir).0.set(false);
+    }
+
+    /// A stream read or wrote less than asked: its buffer is empty (or full) now, so
+    /// the next call would only get `WouldBlock`. Clearing saves that syscall; data or
+    /// space arriving later brings a new edge. Not after the peer shut down: then
+    /// no edge would come, and the next read must see the end of the stream.
+    pub(crate) fn drained(&self, dir: Direction) {
+        if !(dir == Direction::Read && self.read_closed.get()) {
+            self.clear(dir);
+        }
     }
 
     fn fire(&self, dir: Direction) {
@@ -276,6 +289,9 @@ impl Reactor {
             let entry = self.sources.borrow().get(event.token().0).cloned();
             match entry {
                 Some(Entry::Io(state)) => {
+                    if event.is_read_closed() {
+                        state.read_closed.set(true);
+                    }
                     if readable {
                         state.fire(Direction::Read);
                     }

@@ -58,6 +58,11 @@ impl<S: Source> Registered<S> {
         self.state.poll_io(dir, cx, || op(&self.source))
     }
 
+    /// A stream read or wrote less than asked (see [`IoState::drained`]).
+    pub(crate) fn drained(&self, dir: Direction) {
+        self.state.drained(dir);
+    }
+
     /// [`poll_io`](Self::poll_io) as a future.
     pub(crate) async fn io<R>(
         &self,

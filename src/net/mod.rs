@@ -59,6 +59,10 @@ use crate::io::registration::Registered;
 /// descriptors (or the kernel out of memory for sockets).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+// The stream operations below stop asking once a read or write comes back short
+// (`Registered::drained`): a short count means the socket buffer is empty (or full),
+// so the next call would only return `WouldBlock`. That saves one syscall per message.
+
 fn poll_read<S: Source>(
     io: &Registered<S>,
     cx: &mut Context<'_>,
@@ -67,7 +71,9 @@ fn poll_read<S: Source>(
 where
     for<'a> &'a S: Read,
 {
-    io.poll_io(Direction::Read, cx, |mut s| s.read(buf))
+    let want = buf.len();
+    let r = io.poll_io(Direction::Read, cx, |mut s| s.read(buf));
+    note_short(io, Direction::Read, r, want)
 }
 
 fn poll_read_vectored<S: Source>(
@@ -78,7 +84,9 @@ fn poll_read_vectored<S: Source>(
 where
     for<'a> &'a S: Read,
 {
-    io.poll_io(Direction::Read, cx, |mut s| s.read_vectored(bufs))
+    let want = bufs.iter().map(|b| b.len()).sum();
+    let r = io.poll_io(Direction::Read, cx, |mut s| s.read_vectored(bufs));
+    note_short(io, Direction::Read, r, want)
 }
 
 fn poll_write<S: Source>(
@@ -89,7 +97,8 @@ fn poll_write<S: Source>(
 where
     for<'a> &'a S: Write,
 {
-    io.poll_io(Direction::Write, cx, |mut s| s.write(buf))
+    let r = io.poll_io(Direction::Write, cx, |mut s| s.write(buf));
+    note_short(io, Direction::Write, r, buf.len())
 }
 
 fn poll_write_vectored<S: Source>(
@@ -100,7 +109,23 @@ fn poll_write_vectored<S: Source>(
 where
     for<'a> &'a S: Write,
 {
-    io.poll_io(Direction::Write, cx, |mut s| s.write_vectored(bufs))
+    let want = bufs.iter().map(|b| b.len()).sum();
+    let r = io.poll_io(Direction::Write, cx, |mut s| s.write_vectored(bufs));
+    note_short(io, Direction::Write, r, want)
+}
+
+fn note_short<S: Source>(
+    io: &Registered<S>,
+    dir: Direction,
+    r: Poll<io::Result<usize>>,
+    want: usize,
+) -> Poll<io::Result<usize>> {
+    if let Poll::Ready(Ok(n)) = &r {
+        if *n > 0 && *n < want {
+            io.drained(dir);
+        }
+    }
+    r
 }
 
 /// `AsyncWrite::poll_close` for a stream: shut the write side down. A socket that is
