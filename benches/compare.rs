@@ -9,6 +9,8 @@
 
 #[path = "compare/exec.rs"]
 mod exec;
+#[path = "compare/io.rs"]
+mod io;
 
 use shardloop::EventLoop;
 use std::{
@@ -48,6 +50,13 @@ struct Workload {
 }
 
 const WORKLOADS: &[Workload] = &[
+    Workload {
+        key: "tcp_echo",
+        title: "TCP echo, 64 conns x 64 B",
+        base_n: 200_000.0,
+        ours: io::sl_tcp_echo,
+        peers: &[("tokio current_thread", io::tokio_tcp_echo)],
+    },
     Workload {
         key: "call_soon_batch",
         title: "call_soon queued, then run",

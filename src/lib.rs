@@ -33,6 +33,7 @@ mod error;
 mod event_loop;
 mod executor;
 mod io;
+pub mod net;
 mod remote;
 mod signal;
 mod task;

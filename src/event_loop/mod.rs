@@ -550,13 +550,13 @@ impl EventLoop {
             } else {
                 Some(Duration::ZERO)
             };
-            let events = inner.reactor.poll(timeout);
+            let events = inner.reactor.poll(timeout, &inner.ready);
             inner.shared.doorbell.awake();
             inner.stats.add_io_events(events);
             inner.drain_inbox();
         } else if inner.io_countdown.get() <= 1 {
             inner.io_countdown.set(inner.event_interval);
-            let events = inner.reactor.poll(Some(Duration::ZERO));
+            let events = inner.reactor.poll(Some(Duration::ZERO), &inner.ready);
             inner.stats.add_io_events(events);
         } else {
             inner.io_countdown.set(inner.io_countdown.get() - 1);

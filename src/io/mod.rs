@@ -1,3 +1,5 @@
-//! The loop's reactor: mio readiness turned into task wakeups.
+//! The loop's reactor: mio readiness turned into task wakeups and fd callbacks.
 
+pub(crate) mod fd;
 pub(crate) mod reactor;
+pub(crate) mod registration;

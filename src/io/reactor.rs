@@ -4,16 +4,28 @@
 //! source's [`IoState`] until an operation hits `WouldBlock`, which clears it; a task
 //! waiting on the source is woken when the edge arrives. So no edge is lost and no
 //! task spins.
+//!
+//! Raw-fd watchers (`add_reader` / `add_writer`, see [`super::fd`]) are the other kind
+//! of registration: their event does not wake a task but queues the watcher itself
+//! into the loop's ready queue, where it runs the user's callbacks like any other
+//! callback (never inside this dispatch, where borrows are held).
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::io;
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use mio::event::Source;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
 use slab::Slab;
+
+use super::fd::{FdWatch, FdWatchers};
+use crate::event_loop::ready::Ready;
+use crate::Error;
 
 /// The token of the loop's cross-thread `mio::Waker`.
 pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
@@ -25,32 +37,76 @@ pub(crate) enum Direction {
     Write,
 }
 
+/// The wakers waiting on one direction of a source.
+///
+/// Nearly always one task waits, and it keeps its slot in `first` without a clone
+/// per poll. When a second task waits too (two tasks accepting on one listener, two
+/// sending on one UDP socket), it goes to `more` rather than evicting the first:
+/// every waiter is woken by the next edge, so none is lost.
+#[derive(Default)]
+struct Waiters {
+    first: Cell<Option<Waker>>,
+    more: RefCell<Vec<Waker>>,
+}
+
+impl Waiters {
+    fn register(&self, waker: &Waker) {
+        match self.first.take() {
+            None => self.first.set(Some(waker.clone())),
+            Some(current) => {
+                let same = current.will_wake(waker);
+                self.first.set(Some(current));
+                if !same {
+                    let mut more = self.more.borrow_mut();
+                    if !more.iter().any(|w| w.will_wake(waker)) {
+                        more.push(waker.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.first.take() {
+            w.wake();
+        }
+        // Taken out before waking: a waker is foreign code and may register again.
+        let more = std::mem::take(&mut *self.more.borrow_mut());
+        for w in more {
+            w.wake();
+        }
+    }
+}
+
 /// Readiness and waiters of one registered source.
 #[derive(Default)]
 pub(crate) struct IoState {
     readable: Cell<bool>,
     writable: Cell<bool>,
-    read_waker: Cell<Option<Waker>>,
-    write_waker: Cell<Option<Waker>>,
+    read_waiters: Waiters,
+    write_waiters: Waiters,
+    /// The peer shut its side down (sticky: no read will block again, so no edge
+    /// will come to announce data; see [`IoState::drained`]).
+    read_closed: Cell<bool>,
+    /// The loop was closed (or dropped): no edge will ever come again.
+    closed: Cell<bool>,
 }
 
-// The async sockets (issue 3) are the users of the readiness API.
-#[allow(dead_code)]
 impl IoState {
-    fn flags(&self, dir: Direction) -> (&Cell<bool>, &Cell<Option<Waker>>) {
+    fn flags(&self, dir: Direction) -> (&Cell<bool>, &Waiters) {
         match dir {
-            Direction::Read => (&self.readable, &self.read_waker),
-            Direction::Write => (&self.writable, &self.write_waker),
+            Direction::Read => (&self.readable, &self.read_waiters),
+            Direction::Write => (&self.writable, &self.write_waiters),
         }
     }
 
     /// Ready if the last edge has not been used up; else registers `cx`'s waker.
     pub(crate) fn poll_ready(&self, dir: Direction, cx: &mut Context<'_>) -> Poll<()> {
-        let (ready, waker) = self.flags(dir);
+        let (ready, waiters) = self.flags(dir);
         if ready.get() {
             Poll::Ready(())
         } else {
-            waker.set(Some(cx.waker().clone()));
+            waiters.register(cx.waker());
             Poll::Pending
         }
     }
@@ -60,15 +116,30 @@ impl IoState {
         self.flags(dir).0.set(false);
     }
 
-    fn fire(&self, dir: Direction) {
-        let (ready, waker) = self.flags(dir);
-        ready.set(true);
-        if let Some(w) = waker.take() {
-            w.wake();
+    /// A stream read or wrote less than asked: its buffer is empty (or full) now, so
+    /// the next call would only get `WouldBlock`. Clearing saves that syscall; data or
+    /// space arriving later brings a new edge. Not after the peer shut down: then
+    /// no edge would come, and the next read must see the end of the stream.
+    pub(crate) fn drained(&self, dir: Direction) {
+        if !(dir == Direction::Read && self.read_closed.get()) {
+            self.clear(dir);
         }
     }
 
+    fn fire(&self, dir: Direction) {
+        let (ready, waiters) = self.flags(dir);
+        ready.set(true);
+        waiters.wake();
+    }
+
+    fn close(&self) {
+        self.closed.set(true);
+        self.fire(Direction::Read);
+        self.fire(Direction::Write);
+    }
+
     /// Runs `op` while the source is ready, turning `WouldBlock` into `Pending`.
+    /// Once the loop is closed it fails instead of waiting forever.
     pub(crate) fn poll_io<R>(
         &self,
         dir: Direction,
@@ -76,6 +147,9 @@ impl IoState {
         mut op: impl FnMut() -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
         loop {
+            if self.closed.get() {
+                return Poll::Ready(Err(Error::Closed.into()));
+            }
             if self.poll_ready(dir, cx).is_pending() {
                 return Poll::Pending;
             }
@@ -88,11 +162,25 @@ impl IoState {
     }
 }
 
+/// What a token stands for.
+#[derive(Clone)]
+enum Entry {
+    /// A source driven by futures: events wake its waiters.
+    Io(Rc<IoState>),
+    /// An `add_reader` / `add_writer` fd: events queue its callbacks.
+    Watch(Rc<FdWatch>),
+}
+
+/// The ready queue that watchers are queued into.
+pub(crate) type ReadyQueue = RefCell<VecDeque<Ready>>;
+
 /// A loop's poller and its registered sources.
 pub(crate) struct Reactor {
     poll: RefCell<mio::Poll>,
     events: RefCell<Events>,
-    sources: RefCell<Slab<Rc<IoState>>>,
+    sources: RefCell<Slab<Entry>>,
+    /// The raw fds watched with `add_reader` / `add_writer`, by fd.
+    pub(crate) watchers: FdWatchers,
 }
 
 impl Reactor {
@@ -101,6 +189,7 @@ impl Reactor {
             poll: RefCell::new(mio::Poll::new()?),
             events: RefCell::new(Events::with_capacity(1024)),
             sources: RefCell::new(Slab::new()),
+            watchers: FdWatchers::default(),
         })
     }
 
@@ -108,7 +197,6 @@ impl Reactor {
         mio::Waker::new(self.poll.borrow().registry(), WAKER_TOKEN)
     }
 
-    #[allow(dead_code)]
     /// Registers `source` for both directions; returns its token and state.
     pub(crate) fn register(&self, source: &mut impl Source) -> io::Result<(Token, Rc<IoState>)> {
         let mut sources = self.sources.borrow_mut();
@@ -120,24 +208,69 @@ impl Reactor {
             Interest::READABLE | Interest::WRITABLE,
         )?;
         let state = Rc::new(IoState::default());
-        entry.insert(state.clone());
+        entry.insert(Entry::Io(state.clone()));
         Ok((token, state))
     }
 
-    #[allow(dead_code)]
     /// Forgets `source`; its waiters are woken so that they see it gone.
     pub(crate) fn deregister(&self, source: &mut impl Source, token: Token) {
         let _ = self.poll.borrow().registry().deregister(source);
-        let state = self.sources.borrow_mut().try_remove(token.0);
-        if let Some(state) = state {
+        let entry = self.sources.borrow_mut().try_remove(token.0);
+        if let Some(Entry::Io(state)) = entry {
             state.fire(Direction::Read);
             state.fire(Direction::Write);
         }
     }
 
-    /// Waits up to `timeout` (None: forever) for events and wakes their waiters.
-    /// Returns how many events arrived.
-    pub(crate) fn poll(&self, timeout: Option<Duration>) -> usize {
+    /// Registers a raw fd for a watcher built by `make` from its token.
+    pub(crate) fn register_fd(
+        &self,
+        fd: RawFd,
+        interest: Interest,
+        make: impl FnOnce(Token) -> Rc<FdWatch>,
+    ) -> io::Result<Rc<FdWatch>> {
+        let mut sources = self.sources.borrow_mut();
+        let entry = sources.vacant_entry();
+        let token = Token(entry.key());
+        self.poll
+            .borrow()
+            .registry()
+            .register(&mut SourceFd(&fd), token, interest)?;
+        let watch = make(token);
+        entry.insert(Entry::Watch(watch.clone()));
+        Ok(watch)
+    }
+
+    /// Changes a watched fd's interest and re-arms it: if the fd is ready now, the
+    /// next poll reports it again (this is what makes watchers level-triggered). An fd
+    /// that was closed and reopened under the same number is registered afresh.
+    pub(crate) fn reregister_fd(
+        &self,
+        fd: RawFd,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        let poll = self.poll.borrow();
+        let registry = poll.registry();
+        match registry.reregister(&mut SourceFd(&fd), token, interest) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                registry.register(&mut SourceFd(&fd), token, interest)
+            }
+            other => other,
+        }
+    }
+
+    /// Stops watching a raw fd. It may already be closed; that is fine.
+    pub(crate) fn deregister_fd(&self, fd: RawFd, token: Token) {
+        let _ = self.poll.borrow().registry().deregister(&mut SourceFd(&fd));
+        let entry = self.sources.borrow_mut().try_remove(token.0);
+        drop(entry);
+    }
+
+    /// Waits up to `timeout` (None: forever) for events, wakes their waiters and
+    /// queues the watchers that became ready into `ready`. Returns how many events
+    /// arrived.
+    pub(crate) fn poll(&self, timeout: Option<Duration>, ready: &ReadyQueue) -> usize {
         let mut events = self.events.borrow_mut();
         if let Err(e) = self.poll.borrow_mut().poll(&mut events, timeout) {
             if e.kind() != io::ErrorKind::Interrupted {
@@ -151,29 +284,54 @@ impl Reactor {
                 continue;
             }
             count += 1;
-            let state = self.sources.borrow().get(event.token().0).cloned();
-            let Some(state) = state else { continue };
-            if event.is_readable() || event.is_read_closed() || event.is_error() {
-                state.fire(Direction::Read);
-            }
-            if event.is_writable() || event.is_write_closed() || event.is_error() {
-                state.fire(Direction::Write);
+            let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+            let writable = event.is_writable() || event.is_write_closed() || event.is_error();
+            let entry = self.sources.borrow().get(event.token().0).cloned();
+            match entry {
+                Some(Entry::Io(state)) => {
+                    if event.is_read_closed() {
+                        state.read_closed.set(true);
+                    }
+                    if readable {
+                        state.fire(Direction::Read);
+                    }
+                    if writable {
+                        state.fire(Direction::Write);
+                    }
+                }
+                Some(Entry::Watch(watch)) => FdWatch::on_event(watch, readable, writable, ready),
+                None => {}
             }
         }
         count
     }
 
-    /// Wakes every waiter (the loop is closing: their operations will see it).
+    /// The loop is closing: every waiter is woken and from now on sees the loop
+    /// closed; every raw-fd watcher is released (its callbacks dropped).
     pub(crate) fn wake_all(&self) {
         let all: Vec<_> = self
             .sources
             .borrow()
             .iter()
-            .map(|(_, s)| s.clone())
+            .map(|(_, e)| e.clone())
             .collect();
-        for s in all {
-            s.fire(Direction::Read);
-            s.fire(Direction::Write);
+        for entry in &all {
+            if let Entry::Io(state) = entry {
+                state.close();
+            }
+        }
+        drop(all);
+        self.watchers.release_all(self);
+    }
+}
+
+impl Drop for Reactor {
+    fn drop(&mut self) {
+        // Sockets may outlive their loop: make their operations fail, not hang.
+        for (_, entry) in self.sources.get_mut().iter() {
+            if let Entry::Io(state) = entry {
+                state.close();
+            }
         }
     }
 }

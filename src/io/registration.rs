@@ -1,0 +1,82 @@
+//! A mio source registered with a loop: readiness-driven operations on it, and its
+//! registration released when it is dropped.
+
+use std::future::poll_fn;
+use std::io;
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll};
+
+use mio::event::Source;
+use mio::Token;
+
+use super::reactor::{Direction, IoState};
+use crate::event_loop::LoopInner;
+use crate::Error;
+
+/// `source`, registered with the reactor of the loop that was current when it was
+/// made. It holds the loop weakly: a socket kept alive does not keep its loop alive.
+pub(crate) struct Registered<S: Source> {
+    source: S,
+    token: Token,
+    state: Rc<IoState>,
+    lp: Weak<LoopInner>,
+}
+
+impl<S: Source> Registered<S> {
+    /// Registers `source` with this thread's loop ([`crate::get_event_loop`]). `what`
+    /// names the object for the error when there is no usable loop.
+    pub(crate) fn new(mut source: S, what: &str) -> io::Result<Self> {
+        let lp = crate::get_event_loop()
+            .map_err(|e| io::Error::other(format!("cannot create {what}: {e}")))?;
+        if lp.is_closed() {
+            return Err(io::Error::other(format!(
+                "cannot create {what}: {}",
+                Error::Closed
+            )));
+        }
+        let (token, state) = lp.inner.reactor.register(&mut source)?;
+        Ok(Registered {
+            source,
+            token,
+            state,
+            lp: Rc::downgrade(&lp.inner),
+        })
+    }
+
+    pub(crate) fn get_ref(&self) -> &S {
+        &self.source
+    }
+
+    /// Runs `op` on the source until it stops saying `WouldBlock`, waiting for
+    /// readiness in direction `dir` in between.
+    pub(crate) fn poll_io<R>(
+        &self,
+        dir: Direction,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut(&S) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        self.state.poll_io(dir, cx, || op(&self.source))
+    }
+
+    /// A stream read or wrote less than asked (see [`IoState::drained`]).
+    pub(crate) fn drained(&self, dir: Direction) {
+        self.state.drained(dir);
+    }
+
+    /// [`poll_io`](Self::poll_io) as a future.
+    pub(crate) async fn io<R>(
+        &self,
+        dir: Direction,
+        mut op: impl FnMut(&S) -> io::Result<R>,
+    ) -> io::Result<R> {
+        poll_fn(|cx| self.poll_io(dir, cx, &mut op)).await
+    }
+}
+
+impl<S: Source> Drop for Registered<S> {
+    fn drop(&mut self) {
+        if let Some(lp) = self.lp.upgrade() {
+            lp.reactor.deregister(&mut self.source, self.token);
+        }
+    }
+}

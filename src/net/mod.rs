@@ -1,0 +1,293 @@
+//! Async sockets on the loop: TCP, UDP and Unix-domain.
+//!
+//! Every socket registers with the current thread's loop when it is made (the running
+//! loop, else the one set with [`set_event_loop`](crate::set_event_loop)); where
+//! there is none, creating it fails with an `io::Error` of kind `Other` that says
+//! so. Its registration is released when it is dropped. Once its loop is closed,
+//! its operations fail instead of waiting forever.
+//!
+//! Streams implement [`futures_io::AsyncRead`] and [`futures_io::AsyncWrite`], so the
+//! `AsyncReadExt` / `AsyncWriteExt` helpers of futures-util or futures-lite work on
+//! them. Listeners that run out of file descriptors back off and keep serving.
+//!
+//! ```
+//! use futures_util::{AsyncReadExt, AsyncWriteExt};
+//! use shardloop::net::{TcpListener, TcpStream};
+//!
+//! shardloop::run(async {
+//!     let listener = TcpListener::bind("127.0.0.1:0")?;
+//!     let addr = listener.local_addr()?;
+//!     let server = shardloop::spawn(async move {
+//!         let (mut conn, _peer) = listener.accept().await?;
+//!         let mut buf = [0u8; 4];
+//!         conn.read_exact(&mut buf).await?;
+//!         conn.write_all(&buf).await?;
+//!         std::io::Result::Ok(())
+//!     });
+//!     let mut client = TcpStream::connect(addr).await?;
+//!     client.write_all(b"ping").await?;
+//!     let mut reply = [0u8; 4];
+//!     client.read_exact(&mut reply).await?;
+//!     assert_eq!(&reply, b"ping");
+//!     server.await.unwrap()?;
+//!     std::io::Result::Ok(())
+//! })??;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod tcp;
+mod udp;
+mod unix;
+
+pub use tcp::{OwnedReadHalf, OwnedWriteHalf, ReuniteError, TcpListener, TcpStream};
+pub use udp::UdpSocket;
+pub use unix::{UnixListener, UnixStream};
+
+use std::cell::Cell;
+use std::future::poll_fn;
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use mio::event::Source;
+
+use crate::io::reactor::Direction;
+use crate::io::registration::Registered;
+
+/// How long `accept` waits before trying again when the process is out of file
+/// descriptors (or the kernel out of memory for sockets).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+// The stream operations below stop asking once a read or write comes back short
+// (`Registered::drained`): a short count means the socket buffer is empty (or full),
+// so the next call would only return `WouldBlock`. That saves one syscall per message.
+
+fn poll_read<S: Source>(
+    io: &Registered<S>,
+    cx: &mut Context<'_>,
+    buf: &mut [u8],
+) -> Poll<io::Result<usize>>
+where
+    for<'a> &'a S: Read,
+{
+    let want = buf.len();
+    let r = io.poll_io(Direction::Read, cx, |mut s| s.read(buf));
+    note_short(io, Direction::Read, r, want)
+}
+
+fn poll_read_vectored<S: Source>(
+    io: &Registered<S>,
+    cx: &mut Context<'_>,
+    bufs: &mut [IoSliceMut<'_>],
+) -> Poll<io::Result<usize>>
+where
+    for<'a> &'a S: Read,
+{
+    let want = bufs.iter().map(|b| b.len()).sum();
+    let r = io.poll_io(Direction::Read, cx, |mut s| s.read_vectored(bufs));
+    note_short(io, Direction::Read, r, want)
+}
+
+fn poll_write<S: Source>(
+    io: &Registered<S>,
+    cx: &mut Context<'_>,
+    buf: &[u8],
+) -> Poll<io::Result<usize>>
+where
+    for<'a> &'a S: Write,
+{
+    let r = io.poll_io(Direction::Write, cx, |mut s| s.write(buf));
+    note_short(io, Direction::Write, r, buf.len())
+}
+
+fn poll_write_vectored<S: Source>(
+    io: &Registered<S>,
+    cx: &mut Context<'_>,
+    bufs: &[IoSlice<'_>],
+) -> Poll<io::Result<usize>>
+where
+    for<'a> &'a S: Write,
+{
+    let want = bufs.iter().map(|b| b.len()).sum();
+    let r = io.poll_io(Direction::Write, cx, |mut s| s.write_vectored(bufs));
+    note_short(io, Direction::Write, r, want)
+}
+
+fn note_short<S: Source>(
+    io: &Registered<S>,
+    dir: Direction,
+    r: Poll<io::Result<usize>>,
+    want: usize,
+) -> Poll<io::Result<usize>> {
+    if let Poll::Ready(Ok(n)) = &r {
+        if *n > 0 && *n < want {
+            io.drained(dir);
+        }
+    }
+    r
+}
+
+/// `AsyncWrite::poll_close` for a stream: shut the write side down. A socket that is
+/// no longer connected has no write side left to close, which is what was asked.
+fn shutdown_write(result: io::Result<()>) -> Poll<io::Result<()>> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Poll::Ready(Ok(())),
+        other => Poll::Ready(other),
+    }
+}
+
+/// Implements `futures_io::AsyncRead` for `$ty`, whose registration `$io` names
+/// (with `$s` bound to `&Self`).
+macro_rules! impl_async_read {
+    (&$ty:ident, |$s:ident| $io:expr) => {
+        $crate::net::impl_async_read!(@impl ['a] &'a $ty, |$s| $io);
+    };
+    ($ty:ident, |$s:ident| $io:expr) => {
+        $crate::net::impl_async_read!(@impl [] $ty, |$s| $io);
+    };
+    (@impl [$($lt:lifetime)?] $ty:ty, |$s:ident| $io:expr) => {
+        impl<$($lt)?> futures_io::AsyncRead for $ty {
+            fn poll_read(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &mut [u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                let $s = &*self;
+                $crate::net::poll_read($io, cx, buf)
+            }
+
+            fn poll_read_vectored(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                bufs: &mut [std::io::IoSliceMut<'_>],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                let $s = &*self;
+                $crate::net::poll_read_vectored($io, cx, bufs)
+            }
+        }
+    };
+}
+
+/// Implements `futures_io::AsyncWrite` for `$ty`; `poll_close` shuts the write side
+/// down (a half-close: the peer reads end-of-stream, reading still works).
+macro_rules! impl_async_write {
+    (&$ty:ident, |$s:ident| $io:expr) => {
+        $crate::net::impl_async_write!(@impl ['a] &'a $ty, |$s| $io);
+    };
+    ($ty:ident, |$s:ident| $io:expr) => {
+        $crate::net::impl_async_write!(@impl [] $ty, |$s| $io);
+    };
+    (@impl [$($lt:lifetime)?] $ty:ty, |$s:ident| $io:expr) => {
+        impl<$($lt)?> futures_io::AsyncWrite for $ty {
+            fn poll_write(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                let $s = &*self;
+                $crate::net::poll_write($io, cx, buf)
+            }
+
+            fn poll_write_vectored(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                let $s = &*self;
+                $crate::net::poll_write_vectored($io, cx, bufs)
+            }
+
+            /// Sockets have no user-space buffer: nothing to flush.
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                _cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+
+            fn poll_close(
+                self: std::pin::Pin<&mut Self>,
+                _cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                let $s = &*self;
+                $crate::net::shutdown_write(
+                    ($io).get_ref().shutdown(std::net::Shutdown::Write),
+                )
+            }
+        }
+    };
+}
+
+pub(crate) use {impl_async_read, impl_async_write};
+
+/// Whether a failed `accept` means "out of descriptors or memory": worth waiting for,
+/// never worth giving up on.
+fn out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Whether a failed `accept` concerns only the one connection that went away before
+/// it was accepted: skip it and accept the next.
+fn connection_gone(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EPROTO))
+}
+
+/// A listener's accept loop: waits for a connection, skipping connections that died
+/// in the backlog, and backing off while the process is out of file descriptors. The
+/// backoff is logged once per episode (a warning when it starts, a note when it ends);
+/// the pending connections stay in the kernel's backlog meanwhile.
+async fn accept_with_backoff<T>(
+    starved: &Cell<bool>,
+    describe: impl Fn() -> String,
+    mut poll_accept: impl FnMut(&mut Context<'_>) -> Poll<io::Result<T>>,
+) -> io::Result<T> {
+    loop {
+        match poll_fn(&mut poll_accept).await {
+            Ok(accepted) => {
+                if starved.replace(false) {
+                    log::info!("{}: accepting connections again", describe());
+                }
+                return Ok(accepted);
+            }
+            Err(e) if out_of_resources(&e) => {
+                if !starved.replace(true) {
+                    log::warn!(
+                        "{}: accept failed: {e}; retrying every {} ms until descriptors are freed",
+                        describe(),
+                        ACCEPT_BACKOFF.as_millis()
+                    );
+                }
+                crate::time::sleep(ACCEPT_BACKOFF).await;
+            }
+            Err(e) if connection_gone(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Tries `f` on each address `addr` resolves to, until one works; the last error
+/// otherwise. Host names are resolved with the system resolver, which blocks.
+fn each_addr<T>(
+    addr: impl ToSocketAddrs,
+    mut f: impl FnMut(SocketAddr) -> io::Result<T>,
+) -> io::Result<T> {
+    let mut last = None;
+    for a in addr.to_socket_addrs()? {
+        match f(a) {
+            Ok(v) => return Ok(v),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(no_addresses))
+}
+
+fn no_addresses() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "the address did not resolve to any socket address",
+    )
+}

@@ -1,0 +1,371 @@
+//! TCP: [`TcpListener`], [`TcpStream`] and a stream's owned halves.
+
+use std::cell::Cell;
+use std::fmt;
+use std::io;
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::rc::Rc;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::{accept_with_backoff, each_addr, impl_async_read, impl_async_write, no_addresses};
+use crate::io::reactor::Direction;
+use crate::io::registration::Registered;
+
+/// The listen backlog of [`TcpListener::bind_reuseport`] (mio's `bind` uses the same).
+const BACKLOG: i32 = 1024;
+
+/// A TCP socket listening for connections, registered with this thread's loop.
+///
+/// ```
+/// use shardloop::net::{TcpListener, TcpStream};
+/// shardloop::run(async {
+///     let listener = TcpListener::bind("127.0.0.1:0")?;
+///     let addr = listener.local_addr()?;
+///     let client = shardloop::spawn(async move { TcpStream::connect(addr).await });
+///     let (conn, peer) = listener.accept().await?;
+///     assert_eq!(conn.peer_addr()?, peer);
+///     assert_eq!(client.await.unwrap()?.local_addr()?, peer);
+///     std::io::Result::Ok(())
+/// })??;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct TcpListener {
+    io: Registered<mio::net::TcpListener>,
+    /// Out of descriptors right now (so the warning is logged once per episode).
+    starved: Cell<bool>,
+}
+
+impl TcpListener {
+    /// Binds to `addr` (the first of its addresses that works) and listens, with
+    /// `SO_REUSEADDR` set.
+    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
+        each_addr(addr, |a| Self::from_mio(mio::net::TcpListener::bind(a)?))
+    }
+
+    /// Like [`bind`](Self::bind), with `SO_REUSEPORT` set as well, so that several
+    /// listeners (one per shard) can bind the same address and the kernel spreads
+    /// incoming connections between them.
+    ///
+    /// ```
+    /// shardloop::run(async {
+    ///     let a = shardloop::net::TcpListener::bind_reuseport("127.0.0.1:0")?;
+    ///     let b = shardloop::net::TcpListener::bind_reuseport(a.local_addr()?)?;
+    ///     assert_eq!(a.local_addr()?, b.local_addr()?);
+    ///     std::io::Result::Ok(())
+    /// })??;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn bind_reuseport(addr: impl ToSocketAddrs) -> io::Result<Self> {
+        each_addr(addr, |a| {
+            let socket = Socket::new(Domain::for_address(a), Type::STREAM, Some(Protocol::TCP))?;
+            socket.set_reuse_address(true)?;
+            socket.set_reuse_port(true)?;
+            socket.set_nonblocking(true)?;
+            socket.bind(&a.into())?;
+            socket.listen(BACKLOG)?;
+            Self::from_mio(mio::net::TcpListener::from_std(socket.into()))
+        })
+    }
+
+    /// Takes over a listener made elsewhere (it is switched to non-blocking mode).
+    pub fn from_std(listener: std::net::TcpListener) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        Self::from_mio(mio::net::TcpListener::from_std(listener))
+    }
+
+    fn from_mio(listener: mio::net::TcpListener) -> io::Result<Self> {
+        Ok(TcpListener {
+            io: Registered::new(listener, "a TcpListener")?,
+            starved: Cell::new(false),
+        })
+    }
+
+    /// Waits for the next connection.
+    ///
+    /// When the process runs out of file descriptors (`EMFILE`, `ENFILE`), this does
+    /// not fail: it logs a warning once, retries every 100 ms, and returns a
+    /// connection as soon as descriptors are free again. Connections that die before
+    /// they are accepted are skipped.
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (stream, peer) = accept_with_backoff(
+            &self.starved,
+            || self.describe(),
+            |cx| self.io.poll_io(Direction::Read, cx, |l| l.accept()),
+        )
+        .await?;
+        Ok((TcpStream::from_mio(stream)?, peer))
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.get_ref().local_addr()
+    }
+
+    /// Sets `IP_TTL` on the listener.
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.io.get_ref().set_ttl(ttl)
+    }
+
+    fn describe(&self) -> String {
+        match self.local_addr() {
+            Ok(a) => format!("tcp listener on {a}"),
+            Err(_) => "tcp listener".to_string(),
+        }
+    }
+}
+
+impl fmt::Debug for TcpListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpListener")
+            .field("local_addr", &self.local_addr().ok())
+            .finish()
+    }
+}
+
+impl AsRawFd for TcpListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.io.get_ref().as_raw_fd()
+    }
+}
+
+impl AsFd for TcpListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.io.get_ref().as_fd()
+    }
+}
+
+/// A TCP connection, registered with this thread's loop.
+///
+/// It implements `futures_io::AsyncRead` and `AsyncWrite` (also through `&TcpStream`,
+/// so one task can read while another writes); `poll_close` shuts the write side
+/// down. [`split`](Self::split) gives owned halves for two tasks.
+pub struct TcpStream {
+    io: Registered<mio::net::TcpStream>,
+}
+
+impl TcpStream {
+    /// Connects to `addr`, trying each address it resolves to in turn. Host names
+    /// are resolved with the system resolver, which blocks; pass addresses on a
+    /// busy loop.
+    pub async fn connect(addr: impl ToSocketAddrs) -> io::Result<Self> {
+        let mut last = None;
+        for a in addr.to_socket_addrs()? {
+            match Self::connect_addr(a).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(no_addresses))
+    }
+
+    async fn connect_addr(addr: SocketAddr) -> io::Result<Self> {
+        let stream = Self::from_mio(mio::net::TcpStream::connect(addr)?)?;
+        // The connect is non-blocking: it is done when the socket turns writable and
+        // has no error and a peer (mio's recipe; a writable edge can come early).
+        stream
+            .io
+            .io(Direction::Write, |s| {
+                if let Some(e) = s.take_error()? {
+                    return Err(e);
+                }
+                match s.peer_addr() {
+                    Ok(_) => Ok(()),
+                    Err(e)
+                        if e.kind() == io::ErrorKind::NotConnected
+                            || e.raw_os_error() == Some(libc::EINPROGRESS) =>
+                    {
+                        Err(io::ErrorKind::WouldBlock.into())
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        Ok(stream)
+    }
+
+    /// Takes over a connected stream made elsewhere (switched to non-blocking mode).
+    pub fn from_std(stream: std::net::TcpStream) -> io::Result<Self> {
+        stream.set_nonblocking(true)?;
+        Self::from_mio(mio::net::TcpStream::from_std(stream))
+    }
+
+    fn from_mio(stream: mio::net::TcpStream) -> io::Result<Self> {
+        Ok(TcpStream {
+            io: Registered::new(stream, "a TcpStream")?,
+        })
+    }
+
+    /// Sets `TCP_NODELAY` (disables Nagle's algorithm: small writes go out at once).
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.io.get_ref().set_nodelay(nodelay)
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    pub fn nodelay(&self) -> io::Result<bool> {
+        self.io.get_ref().nodelay()
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.io.get_ref().peer_addr()
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.get_ref().local_addr()
+    }
+
+    /// Shuts down the read side, the write side or both. `Shutdown::Write` is a
+    /// half-close: the peer reads end-of-stream, and this side can still read.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.io.get_ref().shutdown(how)
+    }
+
+    /// Sets `IP_TTL`.
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.io.get_ref().set_ttl(ttl)
+    }
+
+    /// Takes the pending socket error (`SO_ERROR`), if any.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.io.get_ref().take_error()
+    }
+
+    /// Splits the stream into a read half and a write half, each owned (one `Rc`
+    /// shared between them), to give to two tasks. Dropping the write half shuts
+    /// the write side down; [`OwnedReadHalf::reunite`] puts them back together.
+    ///
+    /// ```
+    /// use futures_util::{AsyncReadExt, AsyncWriteExt};
+    /// use shardloop::net::{TcpListener, TcpStream};
+    /// shardloop::run(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:0")?;
+    ///     let addr = listener.local_addr()?;
+    ///     shardloop::spawn(async move {
+    ///         let (conn, _) = listener.accept().await.unwrap();
+    ///         let (mut rd, mut wr) = conn.split();
+    ///         futures_util::io::copy(&mut rd, &mut wr).await.unwrap(); // echo to EOF
+    ///     });
+    ///     let (mut rd, mut wr) = TcpStream::connect(addr).await?.split();
+    ///     wr.write_all(b"hello").await?;
+    ///     drop(wr); // half-close: the echo loop sees EOF
+    ///     let mut back = Vec::new();
+    ///     rd.read_to_end(&mut back).await?;
+    ///     assert_eq!(back, b"hello");
+    ///     std::io::Result::Ok(())
+    /// })??;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        let stream = Rc::new(self);
+        (
+            OwnedReadHalf {
+                stream: stream.clone(),
+            },
+            OwnedWriteHalf {
+                stream,
+                shutdown_on_drop: true,
+            },
+        )
+    }
+}
+
+impl fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpStream")
+            .field("local_addr", &self.local_addr().ok())
+            .field("peer_addr", &self.peer_addr().ok())
+            .finish()
+    }
+}
+
+impl AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.io.get_ref().as_raw_fd()
+    }
+}
+
+impl AsFd for TcpStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.io.get_ref().as_fd()
+    }
+}
+
+impl_async_read!(TcpStream, |s| &s.io);
+impl_async_read!(&TcpStream, |s| &s.io);
+impl_async_write!(TcpStream, |s| &s.io);
+impl_async_write!(&TcpStream, |s| &s.io);
+
+/// The read half of a [`TcpStream`], from [`TcpStream::split`].
+#[derive(Debug)]
+pub struct OwnedReadHalf {
+    stream: Rc<TcpStream>,
+}
+
+/// The write half of a [`TcpStream`], from [`TcpStream::split`]. Dropping it (or
+/// closing it with `AsyncWriteExt::close`) shuts the write side down.
+#[derive(Debug)]
+pub struct OwnedWriteHalf {
+    stream: Rc<TcpStream>,
+    shutdown_on_drop: bool,
+}
+
+impl OwnedReadHalf {
+    /// Puts the two halves of one stream back together; gives them back if they
+    /// come from different streams.
+    pub fn reunite(self, mut other: OwnedWriteHalf) -> Result<TcpStream, ReuniteError> {
+        if !Rc::ptr_eq(&self.stream, &other.stream) {
+            return Err(ReuniteError(self, other));
+        }
+        other.shutdown_on_drop = false;
+        drop(other);
+        Ok(Rc::try_unwrap(self.stream).expect("a stream has exactly two halves"))
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.peer_addr()
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.local_addr()
+    }
+}
+
+impl OwnedWriteHalf {
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.peer_addr()
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.local_addr()
+    }
+}
+
+impl Drop for OwnedWriteHalf {
+    fn drop(&mut self) {
+        if self.shutdown_on_drop {
+            let _ = self.stream.shutdown(Shutdown::Write);
+        }
+    }
+}
+
+impl_async_read!(OwnedReadHalf, |s| &s.stream.io);
+impl_async_write!(OwnedWriteHalf, |s| &s.stream.io);
+
+/// The halves given to [`OwnedReadHalf::reunite`] came from different streams.
+#[derive(Debug)]
+pub struct ReuniteError(pub OwnedReadHalf, pub OwnedWriteHalf);
+
+impl fmt::Display for ReuniteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("tried to reunite halves that are not from the same socket")
+    }
+}
+
+impl std::error::Error for ReuniteError {}

@@ -1,0 +1,126 @@
+//! UDP: [`UdpSocket`].
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+
+use super::{each_addr, no_addresses};
+use crate::io::reactor::Direction;
+use crate::io::registration::Registered;
+
+/// A UDP socket, registered with this thread's loop.
+///
+/// Several tasks may send or receive on one socket at once (share it with an `Rc`);
+/// each datagram goes to exactly one receiver.
+///
+/// ```
+/// use shardloop::net::UdpSocket;
+/// shardloop::run(async {
+///     let a = UdpSocket::bind("127.0.0.1:0")?;
+///     let b = UdpSocket::bind("127.0.0.1:0")?;
+///     a.send_to(b"ping", b.local_addr()?).await?;
+///     let mut buf = [0u8; 16];
+///     let (n, from) = b.recv_from(&mut buf).await?;
+///     assert_eq!((&buf[..n], from), (&b"ping"[..], a.local_addr()?));
+///
+///     b.connect(a.local_addr()?)?; // now send/recv talk to `a` only
+///     b.send(b"pong").await?;
+///     let (n, _) = a.recv_from(&mut buf).await?;
+///     assert_eq!(&buf[..n], b"pong");
+///     std::io::Result::Ok(())
+/// })??;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct UdpSocket {
+    io: Registered<mio::net::UdpSocket>,
+}
+
+impl UdpSocket {
+    /// Binds to `addr` (the first of its addresses that works).
+    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
+        each_addr(addr, |a| Self::from_mio(mio::net::UdpSocket::bind(a)?))
+    }
+
+    /// Takes over a socket made elsewhere (it is switched to non-blocking mode).
+    pub fn from_std(socket: std::net::UdpSocket) -> io::Result<Self> {
+        socket.set_nonblocking(true)?;
+        Self::from_mio(mio::net::UdpSocket::from_std(socket))
+    }
+
+    fn from_mio(socket: mio::net::UdpSocket) -> io::Result<Self> {
+        Ok(UdpSocket {
+            io: Registered::new(socket, "a UdpSocket")?,
+        })
+    }
+
+    /// Sets the default peer: [`send`](Self::send) goes there, and
+    /// [`recv`](Self::recv) only takes datagrams from there. No packet is sent.
+    pub fn connect(&self, addr: impl ToSocketAddrs) -> io::Result<()> {
+        each_addr(addr, |a| self.io.get_ref().connect(a))
+    }
+
+    /// Sends `buf` as one datagram to `target`; returns the bytes sent.
+    pub async fn send_to(&self, buf: &[u8], target: impl ToSocketAddrs) -> io::Result<usize> {
+        let target = target.to_socket_addrs()?.next().ok_or_else(no_addresses)?;
+        self.io
+            .io(Direction::Write, |s| s.send_to(buf, target))
+            .await
+    }
+
+    /// Receives one datagram into `buf` (the excess of a longer one is dropped);
+    /// returns its length and sender.
+    pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.io.io(Direction::Read, |s| s.recv_from(buf)).await
+    }
+
+    /// Sends `buf` as one datagram to the connected peer.
+    pub async fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        self.io.io(Direction::Write, |s| s.send(buf)).await
+    }
+
+    /// Receives one datagram from the connected peer into `buf`; returns its length.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.io.io(Direction::Read, |s| s.recv(buf)).await
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.get_ref().local_addr()
+    }
+
+    /// The connected peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.io.get_ref().peer_addr()
+    }
+
+    /// Sets `SO_BROADCAST`.
+    pub fn set_broadcast(&self, on: bool) -> io::Result<()> {
+        self.io.get_ref().set_broadcast(on)
+    }
+
+    /// Takes the pending socket error (`SO_ERROR`), if any.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.io.get_ref().take_error()
+    }
+}
+
+impl fmt::Debug for UdpSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UdpSocket")
+            .field("local_addr", &self.local_addr().ok())
+            .finish()
+    }
+}
+
+impl AsRawFd for UdpSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.io.get_ref().as_raw_fd()
+    }
+}
+
+impl AsFd for UdpSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.io.get_ref().as_fd()
+    }
+}
