@@ -243,19 +243,6 @@ impl LoopInner {
         }
     }
 
-    /// How long the loop may sleep: until the nearest timer (None: forever). A
-    /// deadline under a millisecond away gives zero, since epoll would round it up
-    /// to a whole millisecond and fire late.
-    fn park_timeout(&self) -> Option<Duration> {
-        let next = self.timers.borrow_mut().next_deadline()?;
-        let left = next.saturating_duration_since(Instant::now());
-        Some(if left < Duration::from_millis(1) {
-            Duration::ZERO
-        } else {
-            left
-        })
-    }
-
     pub(crate) fn report_panic(&self, kind: &str, name: &'static str, msg: String) {
         self.call_exception_handler(&ExceptionContext::panic(kind, name, msg, &self.shared.name));
     }
@@ -543,14 +530,13 @@ impl EventLoop {
         inner.drain_inbox();
         let idle = !inner.stopping.get() && inner.ready.borrow().is_empty();
         if idle {
-            let timeout = inner.park_timeout();
+            let deadline = inner.timers.borrow_mut().next_deadline();
             inner.shared.doorbell.announce_sleep();
-            let timeout = if inner.rx.is_empty() {
-                timeout
+            let events = if inner.rx.is_empty() {
+                inner.reactor.park(deadline, &inner.ready)
             } else {
-                Some(Duration::ZERO)
+                inner.reactor.poll(Some(Duration::ZERO), &inner.ready)
             };
-            let events = inner.reactor.poll(timeout, &inner.ready);
             inner.shared.doorbell.awake();
             inner.stats.add_io_events(events);
             inner.drain_inbox();

@@ -3,3 +3,4 @@
 pub(crate) mod fd;
 pub(crate) mod reactor;
 pub(crate) mod registration;
+mod timerfd;

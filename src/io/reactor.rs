@@ -16,7 +16,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::event::Source;
 use mio::unix::SourceFd;
@@ -24,11 +24,14 @@ use mio::{Events, Interest, Token};
 use slab::Slab;
 
 use super::fd::{FdWatch, FdWatchers};
+use super::timerfd::TimerFd;
 use crate::event_loop::ready::Ready;
 use crate::Error;
 
 /// The token of the loop's cross-thread `mio::Waker`.
 pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
+/// The token of the loop's timerfd.
+const TIMER_TOKEN: Token = Token(usize::MAX - 1);
 
 /// Which direction an operation waits on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,16 +184,40 @@ pub(crate) struct Reactor {
     sources: RefCell<Slab<Entry>>,
     /// The raw fds watched with `add_reader` / `add_writer`, by fd.
     pub(crate) watchers: FdWatchers,
+    timer: TimerFd,
 }
 
 impl Reactor {
     pub(crate) fn new() -> io::Result<Self> {
+        let poll = mio::Poll::new()?;
+        let timer = TimerFd::new()?;
+        poll.registry().register(
+            &mut SourceFd(&timer.raw_fd()),
+            TIMER_TOKEN,
+            Interest::READABLE,
+        )?;
         Ok(Reactor {
-            poll: RefCell::new(mio::Poll::new()?),
+            poll: RefCell::new(poll),
             events: RefCell::new(Events::with_capacity(1024)),
             sources: RefCell::new(Slab::new()),
             watchers: FdWatchers::default(),
+            timer,
         })
+    }
+
+    /// Sleeps until an event, a wakeup, or `deadline` (None: no timer pending), which
+    /// the timerfd makes precise to the microsecond. See [`poll`](Self::poll).
+    pub(crate) fn park(&self, deadline: Option<Instant>, ready: &ReadyQueue) -> usize {
+        let timeout = deadline.map(|d| {
+            let now = Instant::now();
+            if d <= now {
+                return Duration::ZERO;
+            }
+            self.timer.arm(d, now);
+            // A backstop only: the timerfd fires first.
+            d - now + Duration::from_millis(1)
+        });
+        self.poll(timeout, ready)
     }
 
     pub(crate) fn waker(&self) -> io::Result<mio::Waker> {
@@ -281,6 +308,10 @@ impl Reactor {
         let mut count = 0;
         for event in events.iter() {
             if event.token() == WAKER_TOKEN {
+                continue;
+            }
+            if event.token() == TIMER_TOKEN {
+                self.timer.clear();
                 continue;
             }
             count += 1;
