@@ -32,6 +32,8 @@ mod current;
 mod error;
 mod event_loop;
 mod executor;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 mod io;
 pub mod net;
 mod remote;

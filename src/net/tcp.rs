@@ -142,7 +142,7 @@ impl AsFd for TcpListener {
 /// so one task can read while another writes); `poll_close` shuts the write side
 /// down. [`split`](Self::split) gives owned halves for two tasks.
 pub struct TcpStream {
-    io: Registered<mio::net::TcpStream>,
+    pub(crate) io: Registered<mio::net::TcpStream>,
 }
 
 impl TcpStream {

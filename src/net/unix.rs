@@ -123,7 +123,7 @@ impl AsFd for UnixListener {
 /// `&UnixStream`, so one task can read while another writes); `poll_close` shuts the
 /// write side down.
 pub struct UnixStream {
-    io: Registered<mio::net::UnixStream>,
+    pub(crate) io: Registered<mio::net::UnixStream>,
 }
 
 impl UnixStream {
