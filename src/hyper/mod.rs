@@ -25,20 +25,21 @@
 //! shardloop::run(async {
 //!     let listener = TcpListener::bind("127.0.0.1:0")?;
 //!     let addr = listener.local_addr()?;
-//!     shardloop::spawn(async move {
+//!     let _server = shardloop::spawn(async move {
 //!         loop {
 //!             let Ok((stream, _)) = listener.accept().await else { continue };
 //!             let hello = service_fn(|_req: Request<Incoming>| async {
 //!                 Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("hi"))))
 //!             });
-//!             shardloop::spawn(shardloop::hyper::serve_connection(stream, hello));
+//!             // One task per connection; dropping the `Task` detaches it.
+//!             drop(shardloop::spawn(shardloop::hyper::serve_connection(stream, hello)));
 //!         }
 //!     });
 //!
 //!     // hyper's client works on shardloop too.
 //!     let stream = TcpStream::connect(addr).await?;
 //!     let (mut sender, conn) = hyper::client::conn::http1::handshake(stream).await?;
-//!     shardloop::spawn(conn);
+//!     drop(shardloop::spawn(conn));
 //!     let req = Request::get("/").header("host", "localhost").body(Empty::<Bytes>::new())?;
 //!     let resp = sender.send_request(req).await?;
 //!     assert_eq!(resp.into_body().collect().await?.to_bytes(), "hi");
