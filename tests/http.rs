@@ -330,3 +330,140 @@ fn graceful_shutdown_answers_the_request_in_flight_then_closes() {
     assert_eq!(head["connection"], "close");
     server_result.unwrap();
 }
+
+/// examples/http_server, built by `cargo test --features hyper` next to this test's
+/// executable (target/<profile>/examples/), started with `--port 0`.
+struct Example {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Example {
+    /// `None` (the test then skips, saying so) when the binary is not built.
+    fn start(shards: usize) -> Option<Example> {
+        let exe = std::env::current_exe().unwrap();
+        let path = exe.parent()?.parent()?.join("examples").join("http_server");
+        if !path.exists() {
+            eprintln!(
+                "skipped: {} is not built (cargo test --features hyper builds it)",
+                path.display()
+            );
+            return None;
+        }
+        let mut child = std::process::Command::new(path)
+            .args(["--port", "0", "--shards", &shards.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let port = line
+            .strip_prefix("listening on 127.0.0.1:")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        Some(Example { child, port })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    fn connect(&self) -> std::net::TcpStream {
+        let s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(READ_BOUND)).unwrap();
+        s
+    }
+
+    /// Sends SIGTERM and waits for the exit status (bounded: killed after 30 s).
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child.kill().unwrap();
+        panic!("http_server did not exit within 30 s of SIGTERM");
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        // Only reached when a test failed before `terminate`.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn example_serves_on_every_shard_and_exits_0_on_sigterm() {
+    let Some(server) = Example::start(2) else {
+        return;
+    };
+    let mut resp = ureq::get(&server.url("/json")).call().unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert_eq!(
+        resp.body_mut().read_to_string().unwrap(),
+        r#"{"message":"Hello, World!"}"#
+    );
+    // A new connection each time: the kernel spreads them over the shards'
+    // listeners (missing one shard in 32 tries: chance 2^-31).
+    let mut seen = [false; 2];
+    for _ in 0..32 {
+        let agent = ureq::Agent::new_with_defaults();
+        let body = agent
+            .get(&server.url("/shard"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        let shard: usize = body.strip_prefix("shard ").unwrap().parse().unwrap();
+        seen[shard] = true;
+    }
+    assert_eq!(seen, [true, true], "both shards served");
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn example_finishes_requests_in_flight_on_sigterm() {
+    let Some(server) = Example::start(2) else {
+        return;
+    };
+    // An idle keep-alive connection...
+    let mut idle = server.connect();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = idle.read(&mut buf).unwrap();
+    assert!(buf[..n].ends_with(b"Hello, World!"));
+    // ...and a request in flight: its first chunk has come, the rest is 300 ms out.
+    let mut busy = server.connect();
+    busy.write_all(b"GET /sleep/300 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("started") {
+        let n = busy.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+    // The request in flight was finished (the chunked body's end included), and
+    // the server closed both connections.
+    let rest = read_to_close(busy);
+    got.extend_from_slice(rest.as_bytes());
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.contains("finished\n"), "{got:?}");
+    assert!(got.ends_with("0\r\n\r\n"), "{got:?}");
+    assert_eq!(idle.read(&mut buf).unwrap(), 0, "idle connection closed");
+}
