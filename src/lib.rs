@@ -32,7 +32,9 @@ mod current;
 mod error;
 mod event_loop;
 mod io;
+pub mod kv;
 mod remote;
+pub mod resp;
 mod task;
 pub mod time;
 
