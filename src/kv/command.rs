@@ -200,8 +200,10 @@ fn unknown_command(args: &[Vec<u8>]) -> Reply {
         if shown.len() >= 128 {
             break;
         }
+        // Redis's budget is taken before the opening quote is added.
+        let budget = 128 - shown.len();
         shown.push('\'');
-        shown.push_str(&truncated(arg, 128 - shown.len()));
+        shown.push_str(&truncated(arg, budget));
         shown.push_str("' ");
     }
     Reply::error(format!(
