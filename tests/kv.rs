@@ -693,3 +693,17 @@ fn merging_passes_a_shard_error_through() {
     let err = Reply::error("ERR shard unavailable");
     assert_eq!(split.merge.merge(vec![Reply::Integer(1), err.clone()]), err);
 }
+
+#[test]
+fn execute_into_writes_what_execute_replies() {
+    let now = Instant::now();
+    let (mut a, mut b) = (Store::new(), Store::new());
+    let script = "SET k v EX 10\nGET k\nGET nope\nMGET k nope k\nINCR n\nTTL k\nDEL k\nMGET k";
+    for line in script.lines() {
+        let args: Vec<Vec<u8>> = line.split(' ').map(|s| s.as_bytes().to_vec()).collect();
+        let cmd = Command::parse(args).unwrap();
+        let mut direct = Vec::new();
+        a.execute_into(cmd.clone(), now, &mut direct);
+        assert_eq!(direct, b.execute(cmd, now).to_bytes(), "{line}");
+    }
+}

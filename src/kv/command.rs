@@ -239,8 +239,10 @@ impl Command {
         let Some(name) = args.first() else {
             return Err(Reply::error("ERR empty command"));
         };
-        let lower = name.to_ascii_lowercase();
-        let Some(&(name, arity, ..)) = COMMANDS.iter().find(|c| c.0.as_bytes() == lower) else {
+        let found = COMMANDS
+            .iter()
+            .find(|c| c.0.as_bytes().eq_ignore_ascii_case(name));
+        let Some(&(name, arity, ..)) = found else {
             return Err(unknown_command(&args));
         };
         let argc = args.len() as i64;
