@@ -35,8 +35,10 @@ mod executor;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 mod io;
+pub mod kv;
 pub mod net;
 mod remote;
+pub mod resp;
 mod signal;
 mod task;
 pub mod time;

@@ -1,50 +1,70 @@
 //! The no-lost-wakeup handshake between a parking loop and the threads that send to it.
 //!
 //! The loop parks in `epoll_wait`; senders push to its inbox and must wake it, but a
-//! write to the eventfd is a syscall, so it is made only when the loop is parked (or
-//! about to park). The protocol is the classic store/fence/load pair on each side:
+//! write to the eventfd is a syscall, so it is made only when the loop is parked.
+//! One atomic word carries both sides' news, so every step is a read-modify-write on
+//! a single location and the argument needs no fences:
 //!
-//! - loop:   `sleeping = true; fence; if inbox is empty { park } ; sleeping = false`
-//! - sender: `push; fence; if sleeping && swap(sleeping, false) { wake }`
+//! - sender: `push; prev = fetch_or(NOTIFIED); if prev == SLEEPING { ring }`
+//! - loop:   `if compare_exchange(0, SLEEPING) { park; fetch_and(!SLEEPING) }`, and
+//!   drains its inbox whenever it takes NOTIFIED off.
 //!
-//! With both fences SeqCst, either the loop sees the pushed message when it re-checks
-//! the inbox, or the sender sees `sleeping == true` and wakes it: never neither. The
-//! loom model in this file checks every interleaving of that claim.
+//! The loop only parks when no NOTIFIED is pending (its CAS from 0 succeeds); a sender
+//! whose `fetch_or` comes after that CAS sees SLEEPING and rings; one whose `fetch_or`
+//! came before it left NOTIFIED set, so the CAS fails and the loop drains instead.
+//! Only the first sender after a park rings (later ones see NOTIFIED already set).
+//! The loom model in this file checks every interleaving of that claim.
 
 #[cfg(loom)]
-use loom::sync::atomic::{fence, AtomicBool, Ordering};
+use loom::sync::atomic::{AtomicU8, Ordering};
 #[cfg(not(loom))]
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
-/// The loop's "I am parked, ring me" flag.
+/// The loop is parked (or committed to parking).
+const SLEEPING: u8 = 1;
+/// Something was sent since the loop last looked.
+const NOTIFIED: u8 = 2;
+
+/// The loop's "ring me" state.
 #[derive(Debug)]
 pub(crate) struct Doorbell {
-    sleeping: AtomicBool,
+    state: AtomicU8,
 }
 
 impl Doorbell {
     pub(crate) fn new() -> Self {
         Doorbell {
-            sleeping: AtomicBool::new(false),
+            state: AtomicU8::new(0),
         }
     }
 
     /// Sender side, after its message is in the queue: whether the sender must wake
-    /// the loop. At most one of several racing senders gets `true`.
-    pub(crate) fn must_ring(&self) -> bool {
-        fence(Ordering::SeqCst);
-        self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel)
+    /// the loop (the loop is parked and nobody rang yet).
+    #[inline]
+    pub(crate) fn notify(&self) -> bool {
+        // Release: the loop's Acquire when it takes NOTIFIED off sees the push.
+        self.state.fetch_or(NOTIFIED, Ordering::AcqRel) == SLEEPING
     }
 
-    /// Loop side, before re-checking its queue and parking.
-    pub(crate) fn announce_sleep(&self) {
-        self.sleeping.store(true, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
+    /// Loop side: whether something was sent since the last call (the caller then
+    /// drains the inbox). Clears the news.
+    #[inline]
+    pub(crate) fn take_notified(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & NOTIFIED != 0
+            && self.state.fetch_and(!NOTIFIED, Ordering::AcqRel) & NOTIFIED != 0
     }
 
-    /// Loop side, once awake (or when it decided not to park).
-    pub(crate) fn awake(&self) {
-        self.sleeping.store(false, Ordering::Relaxed);
+    /// Loop side: commits to parking unless news is pending. `true`: park now, then
+    /// call [`woke`](Self::woke).
+    pub(crate) fn try_sleep(&self) -> bool {
+        self.state
+            .compare_exchange(0, SLEEPING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Loop side, after a park. Leaves NOTIFIED alone for the next drain.
+    pub(crate) fn woke(&self) {
+        self.state.fetch_and(!SLEEPING, Ordering::AcqRel);
     }
 }
 
@@ -52,67 +72,66 @@ impl Doorbell {
 mod loom_tests {
     use super::Doorbell;
     use loom::sync::atomic::{AtomicUsize, Ordering};
-    use loom::sync::{Arc, Condvar, Mutex};
+    use loom::sync::{mpsc, Arc};
     use loom::thread;
 
-    /// An eventfd: a flag and a condvar. Parking on it with no ring ever coming is a
-    /// deadlock, which loom reports: that is a lost wakeup.
+    /// An eventfd: a counter that `wait` blocks on while it is zero, modelled as a
+    /// channel. Parking with no ring ever coming is a deadlock, which loom reports:
+    /// that is a lost wakeup.
     struct EventFd {
-        set: Mutex<bool>,
-        cv: Condvar,
+        tx: mpsc::Sender<()>,
+        rx: mpsc::Receiver<()>,
     }
 
-    impl EventFd {
-        fn ring(&self) {
-            *self.set.lock().unwrap() = true;
-            self.cv.notify_one();
-        }
-        fn wait(&self) {
-            let mut set = self.set.lock().unwrap();
-            while !*set {
-                set = self.cv.wait(set).unwrap();
+    /// The loop of `run_once`, reduced to its inbox: drain on news, park otherwise,
+    /// until `expected` messages have arrived.
+    fn run_loop(bell: &Doorbell, inbox: &AtomicUsize, efd: &EventFd, expected: usize) {
+        let mut seen = 0;
+        loop {
+            if bell.take_notified() {
+                seen += inbox.swap(0, Ordering::Acquire);
             }
-            *set = false;
+            if seen == expected {
+                return;
+            }
+            if bell.try_sleep() {
+                efd.rx.recv().unwrap();
+                bell.woke();
+            }
         }
     }
 
-    #[test]
-    fn no_lost_wakeup_with_two_senders() {
-        loom::model(|| {
+    fn senders(n: usize) {
+        loom::model(move || {
             let bell = Arc::new(Doorbell::new());
-            let queue = Arc::new(AtomicUsize::new(0));
-            let efd = Arc::new(EventFd {
-                set: Mutex::new(false),
-                cv: Condvar::new(),
-            });
-            let senders: Vec<_> = (0..2)
+            let inbox = Arc::new(AtomicUsize::new(0));
+            let (tx, rx) = mpsc::channel();
+            let efd = Arc::new(EventFd { tx, rx });
+            let threads: Vec<_> = (0..n)
                 .map(|_| {
-                    let (bell, queue, efd) = (bell.clone(), queue.clone(), efd.clone());
+                    let (bell, inbox, efd) = (bell.clone(), inbox.clone(), efd.clone());
                     thread::spawn(move || {
-                        queue.fetch_add(1, Ordering::Release);
-                        if bell.must_ring() {
-                            efd.ring();
+                        inbox.fetch_add(1, Ordering::Release);
+                        if bell.notify() {
+                            efd.tx.send(()).unwrap();
                         }
                     })
                 })
                 .collect();
-            // The loop: park until both messages have been seen.
-            let mut seen = 0;
-            while seen < 2 {
-                let drained = queue.swap(0, Ordering::Acquire);
-                seen += drained;
-                if seen == 2 {
-                    break;
-                }
-                bell.announce_sleep();
-                if queue.load(Ordering::Acquire) == 0 {
-                    efd.wait();
-                }
-                bell.awake();
-            }
-            for s in senders {
-                s.join().unwrap();
+            run_loop(&bell, &inbox, &efd, n);
+            for t in threads {
+                t.join().unwrap();
             }
         });
+    }
+
+    #[test]
+    fn no_lost_wakeup_with_one_sender() {
+        senders(1);
+    }
+
+    #[test]
+    fn no_lost_wakeup_with_two_senders() {
+        senders(2);
     }
 }

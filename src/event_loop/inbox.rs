@@ -34,9 +34,6 @@ pub(crate) enum Msg {
 pub(crate) struct Shared {
     tx: flume::Sender<Msg>,
     pub(crate) doorbell: Doorbell,
-    /// Set after each send, so that the loop can tell the inbox is empty without
-    /// taking the channel's lock on every iteration.
-    has_mail: AtomicBool,
     waker: mio::Waker,
     pub(crate) closed: AtomicBool,
     pub(crate) owner: ThreadId,
@@ -53,7 +50,6 @@ impl Shared {
         Shared {
             tx,
             doorbell: Doorbell::new(),
-            has_mail: AtomicBool::new(false),
             waker,
             closed: AtomicBool::new(false),
             owner,
@@ -68,21 +64,13 @@ impl Shared {
             return Err(msg);
         }
         self.tx.send(msg).map_err(|e| e.into_inner())?;
-        self.has_mail.store(true, Ordering::Release);
         self.ring();
         Ok(())
     }
 
-    /// Loop side: whether anything was sent since the last call. A message sent
-    /// after this returns sets the flag again, so none is left behind.
-    #[inline]
-    pub(crate) fn take_mail(&self) -> bool {
-        self.has_mail.load(Ordering::Relaxed) && self.has_mail.swap(false, Ordering::Acquire)
-    }
-
-    /// Wakes the loop if it is parked (or about to park).
+    /// Tells the loop there is news, and wakes it if it is parked.
     pub(crate) fn ring(&self) {
-        if self.doorbell.must_ring() {
+        if self.doorbell.notify() {
             // A failed eventfd write means the counter is saturated: a wakeup is
             // already pending, which is all we need.
             let _ = self.waker.wake();

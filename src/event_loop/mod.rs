@@ -230,7 +230,7 @@ impl LoopInner {
     /// Moves everything other threads sent into the ready queue, in one batch.
     #[inline]
     fn drain_inbox(&self) {
-        if !self.shared.take_mail() {
+        if !self.shared.doorbell.take_notified() {
             return;
         }
         for msg in self.rx.try_iter() {
@@ -531,14 +531,13 @@ impl EventLoop {
         let idle = !inner.stopping.get() && inner.ready.borrow().is_empty();
         if idle {
             let deadline = inner.timers.borrow_mut().next_deadline();
-            inner.shared.doorbell.announce_sleep();
-            let events = if inner.rx.is_empty() {
-                inner.reactor.park(deadline, &inner.ready)
-            } else {
-                inner.reactor.poll(Some(Duration::ZERO), &inner.ready)
-            };
-            inner.shared.doorbell.awake();
-            inner.stats.add_io_events(events);
+            // Parks only if nothing was sent since the drain above; else the drain
+            // below picks it up.
+            if inner.shared.doorbell.try_sleep() {
+                let events = inner.reactor.park(deadline, &inner.ready);
+                inner.shared.doorbell.woke();
+                inner.stats.add_io_events(events);
+            }
             inner.drain_inbox();
         } else if inner.io_countdown.get() <= 1 {
             inner.io_countdown.set(inner.event_interval);

@@ -1,0 +1,133 @@
+//! Fuzzes the RESP2 request path of `kv_server` end to end, without sockets.
+//!
+//! Input: byte 0 picks the read sizes, byte 1 the limits; the rest is what a client
+//! sends. Checked on every input:
+//! - nothing panics (parser, command parsing, execution, routing, merging);
+//! - a connection never holds more than `max_buffer` bytes;
+//! - reading in pieces gives the same requests as parsing the whole input at once;
+//! - four shards (route, run the parts, merge) answer exactly like one store;
+//! - `Store::execute_into` writes exactly the bytes of `Store::execute`'s reply.
+//!
+//! Run: `cargo +nightly fuzz run resp_parse` from the repository root.
+#![no_main]
+
+use std::time::Instant;
+
+use libfuzzer_sys::fuzz_target;
+use shardloop::kv::{Command, Route, Store};
+use shardloop::resp::{Decoder, Limits, Parser, ProtocolError, Reply};
+
+const SMALL: Limits = Limits {
+    max_bulk_len: 40,
+    max_array_len: 6,
+    max_inline_len: 32,
+    max_buffer: 64,
+};
+
+fn shard_of(key: &[u8]) -> usize {
+    key.iter().map(|&b| b as usize).sum::<usize>() % 4
+}
+
+fn run_sharded(stores: &mut [Store], cmd: Command, now: Instant) -> Option<Reply> {
+    Some(match cmd.route(stores.len(), shard_of) {
+        Route::Local(cmd) => stores[0].execute(cmd, now),
+        Route::Shard(i, cmd) => {
+            assert!(cmd.keys().iter().all(|k| shard_of(k) == i));
+            stores[i].execute(cmd, now)
+        }
+        Route::Split(split) => {
+            let replies = split
+                .parts
+                .into_iter()
+                .map(|(i, cmd)| {
+                    assert!(cmd.keys().iter().all(|k| shard_of(k) == i));
+                    stores[i].execute(cmd, now)
+                })
+                .collect();
+            split.merge.merge(replies)
+        }
+        // Per-shard counts differ from one store's by design.
+        Route::Info(_) => return None,
+    })
+}
+
+/// Everything the parser makes of `input` in one slice.
+fn parse_whole(input: &[u8], limits: Limits) -> (Vec<Vec<Vec<u8>>>, Option<ProtocolError>) {
+    let mut parser = Parser::new(limits);
+    let mut pos = 0;
+    let mut requests = Vec::new();
+    loop {
+        match parser.parse(&input[pos..]) {
+            Ok(p) => {
+                pos += p.consumed;
+                match p.request {
+                    Some(r) => requests.push(r),
+                    None => return (requests, None),
+                }
+            }
+            Err(e) => return (requests, Some(e)),
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let [read_seed, limit_seed, input @ ..] = data else {
+        return;
+    };
+    let limits = if limit_seed & 1 == 0 {
+        SMALL
+    } else {
+        Limits::default()
+    };
+    let read_size = 1 + (*read_seed as usize % 64);
+
+    let now = Instant::now();
+    let mut one = Store::new();
+    let mut twin = Store::new();
+    let mut four: Vec<Store> = (0..4).map(|_| Store::new()).collect();
+    let mut decoder = Decoder::new(limits);
+    let mut requests = Vec::new();
+    let mut error = None;
+    let mut fed = 0;
+    'read: while fed < input.len() {
+        let room = decoder.read_buf(read_size);
+        assert!(!room.is_empty());
+        let n = room.len().min(input.len() - fed);
+        room[..n].copy_from_slice(&input[fed..fed + n]);
+        decoder.commit(n);
+        fed += n;
+        assert!(decoder.held() <= limits.max_buffer);
+        loop {
+            match decoder.next_request() {
+                Ok(Some(args)) => {
+                    requests.push(args.clone());
+                    let Ok(cmd) = Command::parse(args) else {
+                        continue;
+                    };
+                    let single = one.execute(cmd.clone(), now);
+                    let mut direct = Vec::new();
+                    twin.execute_into(cmd.clone(), now, &mut direct);
+                    assert_eq!(direct, single.to_bytes());
+                    if let Some(sharded) = run_sharded(&mut four, cmd, now) {
+                        assert_eq!(sharded, single);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    assert!(e.to_resp().starts_with(b"-ERR Protocol error: "));
+                    error = Some(e);
+                    break 'read;
+                }
+            }
+        }
+    }
+
+    let (whole, whole_error) = parse_whole(input, limits);
+    assert_eq!(requests, whole);
+    assert_eq!(error.is_some(), whole_error.is_some());
+    if error != Some(ProtocolError::TooBigRequest)
+        && whole_error != Some(ProtocolError::TooBigRequest)
+    {
+        assert_eq!(error, whole_error);
+    }
+});

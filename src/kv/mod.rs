@@ -1,0 +1,58 @@
+//! A Redis-compatible keyspace, sharded: commands, their execution, and their routing.
+//!
+//! **A building block of the `kv_server` example.** It does no I/O and keeps no clock:
+//! the server parses requests with [`resp`](crate::resp), turns each into a
+//! [`Command`], asks [`Command::route`] where it runs, runs it with
+//! [`Store::execute`] on the shard that owns its keys (one [`Store`] per shard), and
+//! writes the [`Reply`](crate::resp::Reply) back.
+//!
+//! The server's loop for one request, in outline:
+//!
+//! ```
+//! use std::time::Instant;
+//! use shardloop::kv::{Command, Info, Route, Store};
+//! use shardloop::resp::Reply;
+//!
+//! // Two shards, simulated in one thread; a server sends each part to its shard's
+//! // loop (`submit_to`) and awaits the replies.
+//! let mut stores = vec![Store::new(), Store::new()];
+//! let shard_of = |key: &[u8]| key.len() % 2;
+//! let mut handle = |args: Vec<Vec<u8>>| -> Reply {
+//!     let now = Instant::now();
+//!     let cmd = match Command::parse(args) {
+//!         Ok(cmd) => cmd,
+//!         Err(reply) => return reply, // wrong arity, unknown command, bad number
+//!     };
+//!     match cmd.route(stores.len(), shard_of) {
+//!         Route::Local(cmd) => stores[0].execute(cmd, now),
+//!         Route::Shard(i, cmd) => stores[i].execute(cmd, now),
+//!         Route::Split(split) => {
+//!             let replies = split.parts.into_iter().map(|(i, c)| stores[i].execute(c, now)).collect();
+//!             split.merge.merge(replies)
+//!         }
+//!         Route::Info(sections) => {
+//!             let stats: Vec<_> = stores.iter().map(Store::stats).collect();
+//!             Info::new().field("Clients", "connected_clients", 1).shards(&stats).render(&sections)
+//!         }
+//!     }
+//! };
+//! let args = |s: &str| s.split(' ').map(|a| a.as_bytes().to_vec()).collect::<Vec<_>>();
+//! assert_eq!(handle(args("MSET a 1 bb 2 ccc 3")), Reply::ok());
+//! assert_eq!(handle(args("DEL a bb x")), Reply::Integer(2));
+//! assert_eq!(handle(args("DBSIZE")), Reply::Integer(1));
+//! assert_eq!(handle(args("PING")), Reply::Simple("PONG".into()));
+//! ```
+//!
+//! Expired keys vanish when looked at; call [`Store::expire_some`] from a timer on each
+//! shard to reclaim the rest.
+
+mod command;
+mod exec;
+mod info;
+mod route;
+mod store;
+
+pub use command::{Command, CommandQuery, Condition, ExpireCondition, SetTtl};
+pub use info::Info;
+pub use route::{Merge, Route, Split};
+pub use store::{ShardStats, Store};

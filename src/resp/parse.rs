@@ -1,0 +1,462 @@
+//! The incremental request parser: bytes in, argument lists out.
+//!
+//! The parser keeps what it has taken from earlier calls (the array's remaining count,
+//! the arguments read so far, a bulk header already read) and tells the caller how many
+//! bytes it is done with, so the caller can drop them. It never looks at a byte twice
+//! except while waiting for the end of a line, and never allocates for bytes that have
+//! not arrived: a bulk is copied out only once all of it is there.
+
+use super::{Limits, ProtocolError};
+
+/// What one [`Parser::parse`] call found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Parsed {
+    /// Bytes at the front of the input the parser is done with; the caller drops them
+    /// before the next call (they are taken even when no request is complete yet).
+    pub consumed: usize,
+    /// A complete request's arguments (never empty), or `None` when more input is
+    /// needed.
+    pub request: Option<Vec<Vec<u8>>>,
+}
+
+/// An incremental RESP2 request parser (multibulk and inline requests).
+///
+/// Call [`parse`](Parser::parse) with the bytes received and not yet consumed; drop
+/// [`Parsed::consumed`] bytes from the front; repeat, with more bytes appended when a
+/// call returned no request. [`Decoder`](super::Decoder) does that bookkeeping over its
+/// own buffer; use the parser directly when you own the buffer.
+///
+/// After an error the stream is out of step; the connection is to be closed (or the
+/// parser [`reset`](Parser::reset) for a new stream).
+///
+/// ```
+/// use shardloop::resp::{Limits, Parser};
+/// let mut parser = Parser::new(Limits::default());
+/// let input = b"*1\r\n$4\r\nPING\r\n";
+/// // The first 9 bytes: the array and bulk headers are taken, the bulk waits.
+/// let first = parser.parse(&input[..9])?;
+/// assert_eq!((first.consumed, first.request), (8, None));
+/// let second = parser.parse(&input[8..])?;
+/// assert_eq!(second.consumed, input.len() - 8);
+/// assert_eq!(second.request, Some(vec![b"PING".to_vec()]));
+/// # Ok::<(), shardloop::resp::ProtocolError>(())
+/// ```
+#[derive(Debug)]
+pub struct Parser {
+    limits: Limits,
+    /// Elements of the current array still to read; 0 between requests.
+    remaining: usize,
+    /// Arguments of the current request read so far.
+    args: Vec<Vec<u8>>,
+    /// Bytes of the current request consumed so far (headers and bulks).
+    held: usize,
+    /// The length from a `$<n>` header already consumed, whose data has not arrived.
+    bulk_len: Option<usize>,
+}
+
+impl Parser {
+    /// A parser enforcing `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Parser {
+            limits,
+            remaining: 0,
+            args: Vec::new(),
+            held: 0,
+            bulk_len: None,
+        }
+    }
+
+    /// The limits this parser enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Bytes of the unfinished request already consumed (0 between requests). Together
+    /// with the caller's unconsumed bytes this is what the request occupies, which
+    /// [`Limits::max_buffer`] bounds.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Forgets any unfinished request, to start a new stream.
+    pub fn reset(&mut self) {
+        self.remaining = 0;
+        self.args = Vec::new();
+        self.held = 0;
+        self.bulk_len = None;
+    }
+
+    /// Parses from the front of `buf` until one request is complete or the input runs
+    /// out. Empty requests (`*0`, `*-1`, blank inline lines) are skipped, as Redis does.
+    pub fn parse(&mut self, buf: &[u8]) -> Result<Parsed, ProtocolError> {
+        let lim = self.limits;
+        let mut pos = 0;
+        loop {
+            let rest = &buf[pos..];
+            if let Some(len) = self.bulk_len {
+                // Waiting for a bulk's data: copy it only once all of it is here.
+                if rest.len() < len + 2 {
+                    return self.incomplete(pos, buf.len());
+                }
+                if &rest[len..len + 2] != b"\r\n" {
+                    return Err(ProtocolError::ExpectedCrlf);
+                }
+                self.args.push(rest[..len].to_vec());
+                self.bulk_len = None;
+                self.held += len + 2;
+                pos += len + 2;
+                self.remaining -= 1;
+                if self.remaining == 0 {
+                    self.held = 0;
+                    let request = std::mem::take(&mut self.args);
+                    return Ok(Parsed {
+                        consumed: pos,
+                        request: Some(request),
+                    });
+                }
+            } else if self.remaining > 0 {
+                // The next element's header: `$<len>\r\n`.
+                let Some(&first) = rest.first() else {
+                    return self.incomplete(pos, buf.len());
+                };
+                if first != b'$' {
+                    return Err(ProtocolError::ExpectedBulk(first));
+                }
+                let Some((line, used)) = header_line(
+                    &rest[1..],
+                    lim.max_inline_len,
+                    ProtocolError::TooBigBulkCount,
+                )?
+                else {
+                    return self.incomplete(pos, buf.len());
+                };
+                let len = parse_integer(line)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .filter(|&n| n <= lim.max_bulk_len)
+                    .ok_or(ProtocolError::InvalidBulkLength)?;
+                let used = used + 1;
+                // Refuse now a request that cannot fit, rather than buffer toward it.
+                if self.held + used + len + 2 >= lim.max_buffer {
+                    return Err(ProtocolError::TooBigRequest);
+                }
+                self.held += used;
+                pos += used;
+                self.bulk_len = Some(len);
+            } else {
+                // Between requests: an array, or else an inline line.
+                let Some(&first) = rest.first() else {
+                    return self.incomplete(pos, buf.len());
+                };
+                if first == b'*' {
+                    let Some((line, used)) = header_line(
+                        &rest[1..],
+                        lim.max_inline_len,
+                        ProtocolError::TooBigMultibulkCount,
+                    )?
+                    else {
+                        return self.incomplete(pos, buf.len());
+                    };
+                    let count = parse_integer(line)
+                        .filter(|&n| n <= 0 || n as u64 <= lim.max_array_len as u64)
+                        .ok_or(ProtocolError::InvalidMultibulkLength)?;
+                    let used = used + 1;
+                    pos += used;
+                    if count <= 0 {
+                        continue;
+                    }
+                    if used >= lim.max_buffer {
+                        return Err(ProtocolError::TooBigRequest);
+                    }
+                    self.remaining = count as usize;
+                    self.held = used;
+                    // Capacity follows what arrives, not what was declared.
+                    self.args = Vec::with_capacity(self.remaining.min(16));
+                } else {
+                    let window = &rest[..rest.len().min(lim.max_inline_len + 1)];
+                    let Some(nl) = window.iter().position(|&b| b == b'\n') else {
+                        if rest.len() > lim.max_inline_len {
+                            return Err(ProtocolError::TooBigInline);
+                        }
+                        return self.incomplete(pos, buf.len());
+                    };
+                    if nl + 1 >= lim.max_buffer {
+                        return Err(ProtocolError::TooBigRequest);
+                    }
+                    let line = rest[..nl].strip_suffix(b"\r").unwrap_or(&rest[..nl]);
+                    let args = split_inline(line)?;
+                    pos += nl + 1;
+                    if !args.is_empty() {
+                        return Ok(Parsed {
+                            consumed: pos,
+                            request: Some(args),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// No complete request in `buf[pos..]`: hand back what was consumed, unless the
+    /// unfinished request already reaches the buffer limit.
+    fn incomplete(&self, pos: usize, len: usize) -> Result<Parsed, ProtocolError> {
+        if self.held + (len - pos) >= self.limits.max_buffer {
+            return Err(ProtocolError::TooBigRequest);
+        }
+        Ok(Parsed {
+            consumed: pos,
+            request: None,
+        })
+    }
+}
+
+/// A header line's content and the bytes it takes with its `\r\n`, `None` when its end
+/// has not arrived. A line longer than `max` is refused whether or not its end arrived,
+/// so the outcome never depends on how the input was split into reads.
+fn header_line(
+    bytes: &[u8],
+    max: usize,
+    too_big: ProtocolError,
+) -> Result<Option<(&[u8], usize)>, ProtocolError> {
+    let window = &bytes[..bytes.len().min(max + 1)];
+    match window.iter().position(|&b| b == b'\r') {
+        Some(cr) => match bytes.get(cr + 1) {
+            None => Ok(None),
+            Some(b'\n') => Ok(Some((&bytes[..cr], cr + 2))),
+            Some(_) => Err(ProtocolError::ExpectedCrlf),
+        },
+        None if bytes.len() > max => Err(too_big),
+        None => Ok(None),
+    }
+}
+
+/// Parses a decimal `i64` the way Redis's `string2ll` does: an optional `-`, no `+`,
+/// no spaces, no leading zeros (only `0` itself), at most 20 bytes, no overflow.
+///
+/// ```
+/// use shardloop::resp::parse_integer;
+/// assert_eq!(parse_integer(b"-42"), Some(-42));
+/// assert_eq!(parse_integer(b"9223372036854775807"), Some(i64::MAX));
+/// for bad in [&b""[..], b"+1", b" 1", b"01", b"-0", b"1.5", b"9223372036854775808"] {
+///     assert_eq!(parse_integer(bad), None);
+/// }
+/// ```
+pub fn parse_integer(s: &[u8]) -> Option<i64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    if s == b"0" {
+        return Some(0);
+    }
+    let (negative, digits) = match s.strip_prefix(b"-") {
+        Some(digits) => (true, digits),
+        None => (false, s),
+    };
+    if !matches!(digits.first(), Some(b'1'..=b'9')) {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    if negative {
+        // -2^63 is the one magnitude that fits negated but not positive.
+        (v <= 1 << 63).then(|| 0i64.wrapping_sub(v as i64))
+    } else {
+        i64::try_from(v).ok()
+    }
+}
+
+/// Bytes that Redis's `isspace` skips between inline arguments (NUL too: Redis stops
+/// at it, we treat it as a separator).
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0)
+}
+
+/// Splits an inline request line into arguments with Redis's `sdssplitargs` rules:
+/// whitespace separates; `"..."` allows `\n \r \t \b \a \\ \"` and `\xHH` escapes;
+/// `'...'` allows `\'`; a closing quote must be followed by whitespace or the end.
+fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
+    #[derive(PartialEq)]
+    enum Mode {
+        Plain,
+        Double,
+        Single,
+    }
+    let mut args = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < line.len() && is_space(line[i]) {
+            i += 1;
+        }
+        if i == line.len() {
+            return Ok(args);
+        }
+        let mut arg = Vec::new();
+        let mut mode = Mode::Plain;
+        loop {
+            let Some(&c) = line.get(i) else {
+                if mode != Mode::Plain {
+                    return Err(ProtocolError::UnbalancedQuotes);
+                }
+                break;
+            };
+            match mode {
+                Mode::Plain => match c {
+                    b' ' | b'\n' | b'\r' | b'\t' | 0 => break,
+                    b'"' => mode = Mode::Double,
+                    b'\'' => mode = Mode::Single,
+                    _ => arg.push(c),
+                },
+                Mode::Double => match (c, line.get(i + 1)) {
+                    (b'\\', Some(&e)) => match (e, hex_pair(line.get(i + 2..i + 4))) {
+                        (b'x', Some(byte)) => {
+                            arg.push(byte);
+                            i += 3;
+                        }
+                        _ => {
+                            arg.push(unescape(e));
+                            i += 1;
+                        }
+                    },
+                    (b'"', next) => {
+                        if next.is_some_and(|&n| !is_space(n)) {
+                            return Err(ProtocolError::UnbalancedQuotes);
+                        }
+                        i += 1;
+                        break;
+                    }
+                    _ => arg.push(c),
+                },
+                Mode::Single => match (c, line.get(i + 1)) {
+                    (b'\\', Some(b'\'')) => {
+                        arg.push(b'\'');
+                        i += 1;
+                    }
+                    (b'\'', next) => {
+                        if next.is_some_and(|&n| !is_space(n)) {
+                            return Err(ProtocolError::UnbalancedQuotes);
+                        }
+                        i += 1;
+                        break;
+                    }
+                    _ => arg.push(c),
+                },
+            }
+            i += 1;
+        }
+        args.push(arg);
+    }
+}
+
+/// The byte a backslash escape inside double quotes stands for.
+fn unescape(e: u8) -> u8 {
+    match e {
+        b'n' => b'\n',
+        b'r' => b'\r',
+        b't' => b'\t',
+        b'b' => 0x08,
+        b'a' => 0x07,
+        other => other,
+    }
+}
+
+/// The byte written by two hex digits, if `pair` is two hex digits.
+fn hex_pair(pair: Option<&[u8]>) -> Option<u8> {
+    let pair = pair?;
+    let hi = (pair[0] as char).to_digit(16)?;
+    let lo = (pair[1] as char).to_digit(16)?;
+    Some((hi * 16 + lo) as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(s: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
+        split_inline(s)
+    }
+
+    fn strs(v: &[&str]) -> Vec<Vec<u8>> {
+        v.iter().map(|s| s.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn inline_splits_on_whitespace() {
+        assert_eq!(split(b"  SET  k\tv  ").unwrap(), strs(&["SET", "k", "v"]));
+        assert_eq!(split(b"").unwrap(), Vec::<Vec<u8>>::new());
+        assert_eq!(split(b" \t ").unwrap(), Vec::<Vec<u8>>::new());
+    }
+
+    #[test]
+    fn inline_quotes_and_escapes() {
+        assert_eq!(
+            split(br#"SET "a b" 'c d'"#).unwrap(),
+            strs(&["SET", "a b", "c d"])
+        );
+        assert_eq!(
+            split(br#""\x41\n\t\\\"" 'it\'s'"#).unwrap(),
+            vec![b"A\n\t\\\"".to_vec(), b"it's".to_vec()]
+        );
+        // A quote inside a plain argument opens a quoted part, as in Redis.
+        assert_eq!(split(br#"a"b c""#).unwrap(), strs(&["ab c"]));
+        // `\x` without two hex digits is a plain escaped `x`.
+        assert_eq!(split(br#""\xZZ""#).unwrap(), strs(&["xZZ"]));
+        assert_eq!(split(br#""""#).unwrap(), strs(&[""]));
+    }
+
+    #[test]
+    fn inline_unbalanced_quotes() {
+        for bad in [
+            &br#"SET "abc"#[..],
+            br#"'abc"#,
+            br#""a"b"#,
+            br#"'a'b"#,
+            br#""abc\"#,
+        ] {
+            assert_eq!(split(bad), Err(ProtocolError::UnbalancedQuotes), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn integers_follow_string2ll() {
+        assert_eq!(parse_integer(b"0"), Some(0));
+        assert_eq!(parse_integer(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_integer(b"-9223372036854775809"), None);
+        assert_eq!(parse_integer(b"18446744073709551616"), None);
+        assert_eq!(parse_integer(b"-"), None);
+        assert_eq!(parse_integer(b"12a"), None);
+        assert_eq!(parse_integer(b"1 "), None);
+    }
+
+    #[test]
+    fn header_line_bounds() {
+        let e = ProtocolError::TooBigBulkCount;
+        assert_eq!(
+            header_line(b"12\r\n", 4, e.clone()),
+            Ok(Some((&b"12"[..], 4)))
+        );
+        assert_eq!(header_line(b"12\r", 4, e.clone()), Ok(None));
+        assert_eq!(header_line(b"1234", 4, e.clone()), Ok(None));
+        assert_eq!(header_line(b"12345", 4, e.clone()), Err(e.clone()));
+        assert_eq!(header_line(b"12345\r\n", 4, e.clone()), Err(e.clone()));
+        assert_eq!(
+            header_line(b"12\rx", 4, e.clone()),
+            Err(ProtocolError::ExpectedCrlf)
+        );
+    }
+
+    #[test]
+    fn state_resets_between_requests() {
+        let mut p = Parser::new(Limits::default());
+        let r = p.parse(b"*2\r\n$1\r\na\r\n").unwrap();
+        assert_eq!(r.request, None);
+        assert!(p.held() > 0);
+        p.reset();
+        assert_eq!(p.held(), 0);
+        let r = p.parse(b"PING\r\n").unwrap();
+        assert_eq!(r.request, Some(strs(&["PING"])));
+    }
+}
