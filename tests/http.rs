@@ -121,6 +121,32 @@ fn read_to_close(mut s: std::net::TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// One response with a `content-length` body, read whole (however the bytes are
+/// split up on the way), leaving the connection open.
+fn read_response(s: &mut std::net::TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .expect("a content-length header");
+            if got.len() >= end + 4 + len {
+                return text;
+            }
+        }
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed mid-response: {text:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
 #[test]
 fn ureq_gets_plain_text_and_json() {
     let server = Server::start(|_| {});
@@ -227,10 +253,9 @@ fn a_dribbling_client_holds_up_no_other() {
                 std::thread::sleep(Duration::from_millis(50));
             }
             slow.write_all(&[*last]).unwrap();
-            let mut buf = [0u8; 1024];
-            let n = slow.read(&mut buf).unwrap();
+            let resp = read_response(&mut slow);
             dribble_done.store(true, Ordering::SeqCst);
-            String::from_utf8_lossy(&buf[..n]).into_owned()
+            resp
         })
     };
     started_rx.recv().unwrap();
@@ -254,13 +279,11 @@ fn idle_keep_alive_connection_is_closed_after_the_timeout() {
     let mut s = server.connect();
     s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
-    let mut buf = [0u8; 1024];
-    let n = s.read(&mut buf).unwrap();
-    let resp = String::from_utf8_lossy(&buf[..n]);
+    let resp = read_response(&mut s);
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp:?}");
     assert!(!resp.to_ascii_lowercase().contains("connection: close"));
     // Kept alive, then idle: the server closes it (end-of-stream, not our bound).
-    match s.read(&mut buf) {
+    match s.read(&mut [0u8; 64]) {
         Ok(0) => {}
         other => panic!("expected the server to close the idle connection, got {other:?}"),
     }
@@ -442,9 +465,8 @@ fn example_finishes_requests_in_flight_on_sigterm() {
     let mut idle = server.connect();
     idle.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
+    assert!(read_response(&mut idle).ends_with("Hello, World!"));
     let mut buf = [0u8; 1024];
-    let n = idle.read(&mut buf).unwrap();
-    assert!(buf[..n].ends_with(b"Hello, World!"));
     // ...and a request in flight: its first chunk has come, the rest is 300 ms out.
     let mut busy = server.connect();
     busy.write_all(b"GET /sleep/300 HTTP/1.1\r\nHost: localhost\r\n\r\n")
