@@ -39,6 +39,7 @@ pub mod time;
 pub use current::{get_event_loop, get_running_loop, new_event_loop, run, set_event_loop, spawn};
 pub use error::{Error, Result};
 pub use event_loop::exception::{default_exception_handler, ExceptionContext};
+pub use event_loop::bounded::TrySubmitError;
 pub use event_loop::inbox::LoopHandle;
 pub use event_loop::ready::Handle;
 pub use event_loop::stats::LoopStats;
