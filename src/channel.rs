@@ -6,6 +6,13 @@
 //! blocking the loop's thread (never call the blocking ones on a loop thread: the
 //! whole loop would stop). `try_send` / `try_recv` never wait.
 //!
+//! One caveat, from flume 0.11: do not let a blocking `recv` wait on a channel that
+//! `recv_async` receivers also wait on. When an async receiver that was woken passes
+//! its wakeup on, flume takes every waiting receiver off its wait list; an async one
+//! registers again, but a blocking one can stay parked with messages queued. Give each
+//! channel one kind of waiting receiver (senders may mix freely). (The runtime's own
+//! bounded inboxes avoid this: blocked submitters wait through `recv_async` too.)
+//!
 //! When the other side is gone, the calls fail instead of waiting forever:
 //! sending after every [`Receiver`] is dropped gives the value back in a
 //! [`SendError`] ("sending on a closed channel"); receiving after every [`Sender`] is

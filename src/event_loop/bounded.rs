@@ -7,8 +7,8 @@
 //! the inbox.
 //!
 //! Permits are `()` tokens in a flume channel pre-filled with `capacity` of them, which
-//! gives a blocking take (plain threads), an async take (other loops) and a
-//! non-blocking take (`try_submit`) for free. Two properties of flume matter here:
+//! gives an async take (other loops, and plain threads, which block on it by parking)
+//! and a non-blocking take (`try_submit`) for free. Two properties of flume matter here:
 //! an async take that is dropped before it completes leaves its token in the channel
 //! (flume only *notifies* async receivers, it never hands them an item), so no permit
 //! leaks; and the loop holds the channel's only sender, so closing the loop (which
@@ -19,7 +19,10 @@
 
 use std::fmt;
 use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread;
 
 use super::inbox::{self, LoopHandle, Msg};
 use super::LoopInner;
@@ -260,7 +263,7 @@ impl LoopHandle {
                     // resolves its Remote to Cancelled: never silently lost.
                     drop(here.create_task(wait_for_room));
                 }
-                Err(_) => match permits.tokens.recv() {
+                Err(_) => match take_blocking(&permits.tokens) {
                     Ok(()) => self.send_permitted(job, &state),
                     Err(_) => refuse(&state, job),
                 },
@@ -276,6 +279,38 @@ impl LoopHandle {
         if let Err(msg) = self.shared.send(Msg::Submit(Box::new(job))) {
             refuse(state, msg);
         }
+    }
+}
+
+/// Takes a permit, blocking the thread.
+///
+/// It waits through `recv_async`, driven by a waker that unparks this thread, not
+/// through flume's blocking `recv`: in flume 0.11 (and 0.12) a blocking receiver can
+/// be stranded when async receivers wait on the same channel. An async receiver that
+/// was woken hands its wakeup on with `fire_nothing`, which takes *every* waiting
+/// receiver off the wait list and wakes it without a message; an async receiver
+/// registers again when re-polled, but a blocking one parks again, off the list, for
+/// good. With only async receivers on the token channel that cannot happen.
+fn take_blocking(tokens: &flume::Receiver<()>) -> Result<(), flume::RecvError> {
+    struct Unpark(thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut take = pin!(tokens.recv_async());
+    loop {
+        if let Poll::Ready(taken) = take.as_mut().poll(&mut cx) {
+            return taken;
+        }
+        // An unpark that came before this park makes it return at once: no wakeup
+        // is lost; a spurious return just polls again.
+        thread::park();
     }
 }
 
