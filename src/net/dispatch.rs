@@ -35,11 +35,11 @@ pub enum Placement {
 ///     .submit(move || async move {
 ///         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
 ///         let addr = listener.local_addr().unwrap();
-///         shardloop::spawn(async move {
+///         drop(shardloop::spawn(async move {
 ///             let d = Dispatcher::new(targets, Placement::LeastLoaded);
 ///             // Each connection is served on its own shard; here: just closed.
 ///             let _ = d.run(&listener, |stream: TcpStream| async move { drop(stream) }).await;
-///         });
+///         }));
 ///         addr
 ///     })
 ///     .wait()?;
@@ -60,7 +60,10 @@ impl Dispatcher {
     /// # Panics
     /// If `targets` is empty.
     pub fn new(targets: Vec<LoopHandle>, placement: Placement) -> Self {
-        assert!(!targets.is_empty(), "a Dispatcher needs at least one target loop");
+        assert!(
+            !targets.is_empty(),
+            "a Dispatcher needs at least one target loop"
+        );
         let open = targets.iter().map(|_| AtomicUsize::new(0)).collect();
         Dispatcher {
             targets: targets.into(),
@@ -72,7 +75,10 @@ impl Dispatcher {
 
     /// Open connections per target, in target order.
     pub fn open_connections(&self) -> Vec<usize> {
-        self.open.iter().map(|n| n.load(Ordering::Relaxed)).collect()
+        self.open
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// The target the next connection goes to.
@@ -151,4 +157,3 @@ impl Drop for OpenGuard {
         self.open[self.index].fetch_sub(1, Ordering::Relaxed);
     }
 }
-
