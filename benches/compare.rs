@@ -11,6 +11,8 @@
 mod exec;
 #[path = "compare/io.rs"]
 mod io;
+#[path = "compare/runtime.rs"]
+mod runtime;
 
 use shardloop::EventLoop;
 use std::{
@@ -139,7 +141,21 @@ fn main() {
     let selected = |key: &str| key.contains(only.as_str());
     let asyncio = run_asyncio();
     let mut rows = Vec::new();
-    for w in WORKLOADS.iter().filter(|w| selected(w.key)) {
+    let runtime_workloads: Vec<Workload> = runtime::WORKLOADS
+        .iter()
+        .map(|&(key, title, base_n, ours, peers)| Workload {
+            key,
+            title,
+            base_n,
+            ours,
+            peers,
+        })
+        .collect();
+    for w in WORKLOADS
+        .iter()
+        .chain(&runtime_workloads)
+        .filter(|w| selected(w.key))
+    {
         let n = scaled(w.base_n);
         eprintln!("running {} (N = {n}) ...", w.key);
         let contenders: Vec<Contender> = std::iter::once(w.ours)
@@ -186,6 +202,10 @@ fn main() {
         ]);
     }
     print_table(&rows);
+    if selected("rt_scaling") {
+        eprintln!("running rt_scaling ...");
+        runtime::print_scaling(scaled(1e6), 3);
+    }
 }
 
 fn scaled(base: f64) -> u64 {

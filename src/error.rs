@@ -40,6 +40,9 @@ pub enum Error {
     InvalidSignal,
     /// A bounded inbox is full.
     Full,
+    /// The call would block a shard's own loop thread waiting for the runtime that
+    /// runs it (use the `_async` variant, or call it from outside the shards).
+    BlockingInShard,
     /// An operating-system error.
     Io(io::Error),
 }
@@ -71,6 +74,9 @@ impl fmt::Display for Error {
             }
             Error::InvalidSignal => f.write_str("invalid signal number"),
             Error::Full => f.write_str("the loop's inbox is full"),
+            Error::BlockingInShard => {
+                f.write_str("this call would block a shard's own event loop thread")
+            }
             Error::Io(e) => write!(f, "i/o error: {e}"),
         }
     }

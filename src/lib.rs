@@ -28,6 +28,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod channel;
 mod current;
 mod error;
 mod event_loop;
@@ -39,12 +40,14 @@ pub mod kv;
 pub mod net;
 mod remote;
 pub mod resp;
+mod runtime;
 mod signal;
 mod task;
 pub mod time;
 
 pub use current::{get_event_loop, get_running_loop, new_event_loop, run, set_event_loop, spawn};
 pub use error::{Error, Result};
+pub use event_loop::bounded::TrySubmitError;
 pub use event_loop::exception::{default_exception_handler, ExceptionContext};
 pub use event_loop::inbox::LoopHandle;
 pub use event_loop::ready::Handle;
@@ -52,4 +55,8 @@ pub use event_loop::stats::LoopStats;
 pub use event_loop::timers::TimerHandle;
 pub use event_loop::{EventLoop, LoopBuilder};
 pub use remote::Remote;
+pub use runtime::{
+    current_shard, Builder as RuntimeBuilder, Runtime, ShardReport, ShutdownReport,
+    DEFAULT_SHUTDOWN_GRACE,
+};
 pub use task::Task;

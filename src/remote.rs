@@ -23,6 +23,10 @@ struct Slot<T> {
     worker: Option<Waker>,
     /// The result has been handed to the receiver.
     taken: bool,
+    /// A thread blocks in `wait` / `wait_timeout`: completing must notify the condvar.
+    /// (std's `notify_all` is a futex syscall even with no waiter, so a `Remote` that
+    /// is awaited on a loop must not pay it.)
+    blocking: bool,
 }
 
 pub(crate) struct State<T> {
@@ -40,15 +44,17 @@ impl<T> State<T> {
 
     /// Sets the result unless one is already there, and wakes the receiver.
     pub(crate) fn complete(&self, result: Result<T, Error>) {
-        let receiver = {
+        let (receiver, blocking) = {
             let mut slot = self.lock();
             if slot.result.is_some() || slot.taken {
                 return;
             }
             slot.result = Some(result);
-            slot.receiver.take()
+            (slot.receiver.take(), slot.blocking)
         };
-        self.ready.notify_all();
+        if blocking {
+            self.ready.notify_all();
+        }
         if let Some(w) = receiver {
             w.wake();
         }
@@ -72,6 +78,7 @@ pub(crate) fn pair<T>() -> (Remote<T>, Completer<T>) {
             receiver: None,
             worker: None,
             taken: false,
+            blocking: false,
         }),
         ready: Condvar::new(),
         cancelled: AtomicBool::new(false),
@@ -114,6 +121,13 @@ impl<T> Remote<T> {
         self.state.clone()
     }
 
+    /// A `Remote` that is already resolved (for work refused up front).
+    pub(crate) fn ready(result: Result<T, Error>) -> Self {
+        let (remote, completer) = pair();
+        completer.state.complete(result);
+        remote
+    }
+
     /// Blocks this thread until the result arrives.
     ///
     /// Never call it on the thread of the loop that runs the work: that loop would be
@@ -125,6 +139,7 @@ impl<T> Remote<T> {
                 slot.taken = true;
                 return r;
             }
+            slot.blocking = true;
             slot = self
                 .state
                 .ready
@@ -157,6 +172,7 @@ impl<T> Remote<T> {
                 }
                 None => Duration::from_secs(3600),
             };
+            slot.blocking = true;
             slot = self
                 .state
                 .ready

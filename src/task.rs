@@ -72,6 +72,8 @@ impl<F: Future> TaskCell<F> {
     /// Stores the result (or drops it if detached), frees the task's slot and wakes
     /// whoever awaits the `Task`.
     fn finish(&self, lp: &LoopInner, result: Result<F::Output, Error>) {
+        lp.stats
+            .count_task_end(matches!(result, Err(Error::Cancelled)));
         let next = if self.detached.get() {
             Stage::Taken
         } else {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::ThreadId;
 
+use super::bounded::Permits;
 use super::doorbell::Doorbell;
 use crate::current;
 use crate::remote::{self, Remote};
@@ -22,6 +23,9 @@ use crate::Error;
 pub(crate) enum Msg {
     /// A `call_soon_threadsafe` callback.
     Call(Box<dyn FnOnce() + Send>),
+    /// A submitted job holding a permit of a bounded inbox, given back when the loop
+    /// takes it out.
+    Submit(Box<dyn FnOnce() + Send>),
     /// A task woken on another thread.
     Wake(Arc<TaskWaker>),
     /// The future of `run_until_complete` was woken on another thread.
@@ -38,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) closed: AtomicBool,
     pub(crate) owner: ThreadId,
     pub(crate) name: String,
+    /// Set when the inbox is bounded.
+    pub(crate) permits: Option<Permits>,
 }
 
 impl Shared {
@@ -46,6 +52,7 @@ impl Shared {
         waker: mio::Waker,
         owner: ThreadId,
         name: String,
+        permits: Option<Permits>,
     ) -> Self {
         Shared {
             tx,
@@ -54,6 +61,7 @@ impl Shared {
             closed: AtomicBool::new(false),
             owner,
             name,
+            permits,
         }
     }
 
@@ -76,6 +84,27 @@ impl Shared {
             let _ = self.waker.wake();
         }
     }
+}
+
+/// Wraps a submitted factory as the callback that runs it as a task on its loop, and
+/// the `Remote` that gets its result.
+pub(crate) fn job<F, Fut, T>(factory: F) -> (Remote<T>, impl FnOnce() + Send + 'static)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let (remote, completer) = remote::pair();
+    let job = move || {
+        let fut = factory();
+        if let Ok(lp) = crate::get_running_loop() {
+            // The loop is running (we are one of its callbacks): it cannot be
+            // closed, so this only fails by a bug; the completer then reports
+            // Cancelled.
+            let _ = lp.create_task(completer.complete_with(fut));
+        }
+    };
+    (remote, job)
 }
 
 /// A `Send + Sync + Clone` handle to a loop, for other threads (and other loops).
@@ -115,34 +144,19 @@ impl LoopHandle {
     /// result as a [`Remote`]: await it from another loop, or `wait()` for it from a
     /// blocking thread. The factory is `Send`; the future it makes need not be.
     ///
-    /// Submitting to a closed loop resolves to `Err(Error::Closed)`.
+    /// Submitting to a closed loop resolves to `Err(Error::Closed)`. If the loop has a
+    /// bounded inbox ([`LoopBuilder::inbox_capacity`](crate::LoopBuilder::inbox_capacity))
+    /// that is full, a plain thread blocks until there is room, and a thread running
+    /// another loop does not block: the returned `Remote` waits for the room too (see
+    /// also [`submit_async`](Self::submit_async) and [`try_submit`](Self::try_submit)).
     pub fn submit<F, Fut, T>(&self, factory: F) -> Remote<T>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = T> + 'static,
         T: Send + 'static,
     {
-        let (remote, completer) = remote::pair();
-        let state = remote.state();
-        let job = move || {
-            let fut = factory();
-            if let Ok(lp) = crate::get_running_loop() {
-                // We are one of the loop's callbacks, so the loop is open and this
-                // cannot fail; if it did, dropping the completer reports Cancelled.
-                let _ = lp.create_task(completer.complete_with(fut));
-            }
-        };
-        if let Some(lp) = current::local_loop_for(&self.shared) {
-            if lp.is_closed() {
-                state.complete(Err(Error::Closed));
-            } else {
-                let _ = lp.call_soon(job);
-            }
-        } else if let Err(refused) = self.shared.send(Msg::Call(Box::new(job))) {
-            // Record why before the refused job (and its completer) is dropped.
-            state.complete(Err(Error::Closed));
-            drop(refused);
-        }
+        let (remote, job) = job(factory);
+        self.send_job(job, remote.state());
         remote
     }
 

@@ -5,6 +5,7 @@
 //! to the ready queue when due; [`run_once`](EventLoop::run_once) runs one snapshot
 //! of the ready queue. Nothing here is shared with other threads but [`inbox::Shared`].
 
+pub(crate) mod bounded;
 pub(crate) mod doorbell;
 pub(crate) mod exception;
 pub(crate) mod inbox;
@@ -63,6 +64,7 @@ pub struct LoopBuilder {
     debug: bool,
     slow_callback_duration: Duration,
     event_interval: u32,
+    inbox_capacity: Option<usize>,
 }
 
 impl Default for LoopBuilder {
@@ -72,6 +74,7 @@ impl Default for LoopBuilder {
             debug: std::env::var_os("SHARDLOOP_DEBUG").is_some_and(|v| v == "1"),
             slow_callback_duration: DEFAULT_SLOW_CALLBACK,
             event_interval: DEFAULT_EVENT_INTERVAL,
+            inbox_capacity: None,
         }
     }
 }
@@ -103,17 +106,29 @@ impl LoopBuilder {
         self
     }
 
+    /// Bounds how many submitted jobs ([`LoopHandle::submit`] and friends) may wait in
+    /// the loop's inbox (default `None`: unbounded; a bound is at least 1). When it is
+    /// full, `submit` blocks a plain thread, waits asynchronously on another loop, and
+    /// [`LoopHandle::try_submit`] gives the work back. Wakeups, `stop` and
+    /// `call_soon_threadsafe` are never refused or delayed by the bound.
+    pub fn inbox_capacity(mut self, capacity: Option<usize>) -> Self {
+        self.inbox_capacity = capacity;
+        self
+    }
+
     /// Creates the loop. It is not made the thread's current loop.
     pub fn build(self) -> Result<EventLoop, Error> {
         let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
         let name = self.name.unwrap_or_else(|| format!("loop-{id}"));
         let reactor = Reactor::new()?;
         let (tx, rx) = flume::unbounded();
+        let (permits, permit_return) = bounded::permits(self.inbox_capacity);
         let shared = Arc::new(Shared::new(
             tx,
             reactor.waker()?,
             std::thread::current().id(),
             name,
+            permits,
         ));
         let main_waker = Arc::new(MainWaker {
             shared: shared.clone(),
@@ -141,6 +156,8 @@ impl LoopBuilder {
                 stats: StatCounters::default(),
                 executor: Default::default(),
                 signals: Default::default(),
+                permit_return: RefCell::new(permit_return),
+                when_no_tasks: Cell::new(None),
             }),
         };
         current::register_owned(&lp.inner);
@@ -183,6 +200,20 @@ pub(crate) struct LoopInner {
     pub(crate) executor: crate::executor::LoopExecutor,
     /// Signal handlers, main-thread loops only (src/signal.rs).
     pub(crate) signals: crate::signal::LoopSignals,
+    /// Bounded inboxes: where the loop gives back a submitter's permit (dropped on
+    /// close, which wakes blocked submitters with an error).
+    permit_return: RefCell<Option<flume::Sender<()>>>,
+    /// Woken once the task table becomes empty (the runtime's shutdown waits on it).
+    when_no_tasks: Cell<Option<Waker>>,
+}
+
+/// What closing a loop dropped.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Dropped {
+    /// Tasks cancelled.
+    pub(crate) tasks: usize,
+    /// Callbacks and timers dropped without running, submitted jobs included.
+    pub(crate) callbacks: usize,
 }
 
 impl LoopInner {
@@ -216,8 +247,14 @@ impl LoopInner {
             .is_some_and(|slot| std::ptr::eq(slot.waker, Arc::as_ptr(waker)))
         {
             let slot = tasks.remove(key);
+            let none_left = tasks.is_empty();
             drop(tasks);
             drop(slot);
+            if none_left {
+                if let Some(w) = self.when_no_tasks.take() {
+                    w.wake();
+                }
+            }
         }
     }
 
@@ -233,13 +270,21 @@ impl LoopInner {
         if !self.shared.doorbell.take_notified() {
             return;
         }
+        let mut permits = 0;
         for msg in self.rx.try_iter() {
             match msg {
                 Msg::Call(f) => self.ready.borrow_mut().push_back(Ready::Call(f)),
+                Msg::Submit(f) => {
+                    permits += 1;
+                    self.ready.borrow_mut().push_back(Ready::Call(f));
+                }
                 Msg::Wake(w) => self.schedule_task(&w),
                 Msg::WakeMain => self.schedule_main(),
                 Msg::Stop => self.stopping.set(true),
             }
+        }
+        if permits > 0 {
+            self.return_permits(permits);
         }
     }
 
@@ -294,25 +339,49 @@ impl LoopInner {
     }
 
     /// Drops everything pending, with no borrow held while destructors run.
-    fn drop_pending(&self) -> usize {
+    fn drop_pending(&self) -> Dropped {
         let ready = std::mem::take(&mut *self.ready.borrow_mut());
         let timers = self.timers.borrow_mut().take_all();
         let tasks: Vec<_> = self.tasks.borrow_mut().drain().map(|s| s.task).collect();
-        let mut dropped = 0;
-        for entry in tasks.iter().chain(&timers) {
-            dropped += usize::from(entry.cancel());
+        let mut dropped = Dropped::default();
+        for t in &tasks {
+            if t.cancel() {
+                dropped.tasks += 1;
+                self.stats.count_task_end(true);
+            }
+        }
+        for entry in &timers {
+            dropped.callbacks += usize::from(entry.cancel());
         }
         for entry in ready {
-            dropped += usize::from(entry.cancel());
+            dropped.callbacks += usize::from(entry.cancel());
         }
         drop((timers, tasks));
         for msg in self.rx.try_iter() {
-            if let Msg::Call(f) = msg {
-                dropped += 1;
+            if let Msg::Call(f) | Msg::Submit(f) = msg {
+                dropped.callbacks += 1;
                 drop(f);
             }
         }
         dropped
+    }
+}
+
+/// What the runtime's graceful shutdown looks at.
+impl LoopInner {
+    /// What is left to do besides timers: (any task alive, anything in the ready
+    /// queue or the inbox).
+    pub(crate) fn pending_work(&self) -> (bool, bool) {
+        let tasks = !self.tasks.borrow().is_empty();
+        (
+            tasks,
+            !self.ready.borrow().is_empty() || !self.rx.is_empty(),
+        )
+    }
+
+    /// Wakes `waker` (once) when the last alive task ends.
+    pub(crate) fn wake_when_no_tasks(&self, waker: Waker) {
+        self.when_no_tasks.set(Some(waker));
     }
 }
 
@@ -582,17 +651,23 @@ impl EventLoop {
     /// `Err(Error::Closed)`. Closing twice is a no-op; closing a running loop is
     /// `Err(Error::CloseWhileRunning)`.
     pub fn close(&self) -> Result<(), Error> {
+        self.close_counting().map(drop)
+    }
+
+    /// [`close`](Self::close), saying what it dropped (nothing if already closed).
+    pub(crate) fn close_counting(&self) -> Result<Dropped, Error> {
         if self.inner.running.get() {
             return Err(Error::CloseWhileRunning);
         }
         if self.inner.shared.closed.swap(true, Ordering::AcqRel) {
-            return Ok(());
+            return Ok(Dropped::default());
         }
-        self.inner.drop_pending();
+        self.inner.permit_return.borrow_mut().take();
+        let dropped = self.inner.drop_pending();
         self.inner.signals.close(&self.inner.reactor);
         self.inner.executor.close();
         self.inner.reactor.wake_all();
-        Ok(())
+        Ok(dropped)
     }
 
     /// Whether the loop is running (inside `run_forever` / `run_until_complete`).

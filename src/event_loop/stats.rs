@@ -7,6 +7,8 @@ use std::time::Duration;
 pub(crate) struct StatCounters {
     pub(crate) callbacks_run: Cell<u64>,
     pub(crate) tasks_polled: Cell<u64>,
+    pub(crate) tasks_finished: Cell<u64>,
+    pub(crate) tasks_cancelled: Cell<u64>,
     io_events: Cell<u64>,
     timers_fired: Cell<u64>,
     longest_callback: Cell<Duration>,
@@ -21,6 +23,16 @@ impl StatCounters {
         self.timers_fired.set(self.timers_fired.get() + n as u64);
     }
 
+    /// Counts a task that ended: cancelled, or finished (with a value or a panic).
+    pub(crate) fn count_task_end(&self, cancelled: bool) {
+        let c = if cancelled {
+            &self.tasks_cancelled
+        } else {
+            &self.tasks_finished
+        };
+        c.set(c.get() + 1);
+    }
+
     pub(crate) fn record_duration(&self, d: Duration) {
         if d > self.longest_callback.get() {
             self.longest_callback.set(d);
@@ -31,6 +43,8 @@ impl StatCounters {
         LoopStats {
             callbacks_run: self.callbacks_run.get(),
             tasks_polled: self.tasks_polled.get(),
+            tasks_finished: self.tasks_finished.get(),
+            tasks_cancelled: self.tasks_cancelled.get(),
             io_events: self.io_events.get(),
             timers_fired: self.timers_fired.get(),
             inbox_depth,
@@ -48,6 +62,10 @@ pub struct LoopStats {
     pub callbacks_run: u64,
     /// Task polls.
     pub tasks_polled: u64,
+    /// Tasks that ran to the end (with a value or a panic).
+    pub tasks_finished: u64,
+    /// Tasks cancelled before they finished (by `Task::cancel` or by closing the loop).
+    pub tasks_cancelled: u64,
     /// I/O readiness events received.
     pub io_events: u64,
     /// Timers that fired.

@@ -16,7 +16,8 @@ use crate::Error;
 /// `source`, registered with the reactor of the loop that was current when it was
 /// made. It holds the loop weakly: a socket kept alive does not keep its loop alive.
 pub(crate) struct Registered<S: Source> {
-    source: S,
+    /// Always `Some` but in [`into_inner`](Self::into_inner).
+    source: Option<S>,
     token: Token,
     state: Rc<IoState>,
     lp: Weak<LoopInner>,
@@ -36,7 +37,7 @@ impl<S: Source> Registered<S> {
         }
         let (token, state) = lp.inner.reactor.register(&mut source)?;
         Ok(Registered {
-            source,
+            source: Some(source),
             token,
             state,
             lp: Rc::downgrade(&lp.inner),
@@ -44,7 +45,19 @@ impl<S: Source> Registered<S> {
     }
 
     pub(crate) fn get_ref(&self) -> &S {
-        &self.source
+        self.source.as_ref().expect("registered source")
+    }
+
+    /// Deregisters the source and gives it back (to move it to another loop).
+    pub(crate) fn into_inner(mut self) -> S {
+        self.release();
+        self.source.take().expect("registered source")
+    }
+
+    fn release(&mut self) {
+        if let (Some(lp), Some(source)) = (self.lp.upgrade(), self.source.as_mut()) {
+            lp.reactor.deregister(source, self.token);
+        }
     }
 
     /// Runs `op` on the source until it stops saying `WouldBlock`, waiting for
@@ -55,7 +68,8 @@ impl<S: Source> Registered<S> {
         cx: &mut Context<'_>,
         mut op: impl FnMut(&S) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
-        self.state.poll_io(dir, cx, || op(&self.source))
+        let source = self.get_ref();
+        self.state.poll_io(dir, cx, || op(source))
     }
 
     /// A stream read or wrote less than asked (see [`IoState::drained`]).
@@ -75,8 +89,6 @@ impl<S: Source> Registered<S> {
 
 impl<S: Source> Drop for Registered<S> {
     fn drop(&mut self) {
-        if let Some(lp) = self.lp.upgrade() {
-            lp.reactor.deregister(&mut self.source, self.token);
-        }
+        self.release();
     }
 }

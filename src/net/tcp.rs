@@ -191,6 +191,13 @@ impl TcpStream {
         Self::from_mio(mio::net::TcpStream::from_std(stream))
     }
 
+    /// Gives the connection back as a std stream (still non-blocking), released
+    /// from this loop: send it to another thread and [`from_std`](Self::from_std) it
+    /// there. This is how a connection moves to another shard.
+    pub fn into_std(self) -> std::net::TcpStream {
+        std::net::TcpStream::from(std::os::fd::OwnedFd::from(self.io.into_inner()))
+    }
+
     fn from_mio(stream: mio::net::TcpStream) -> io::Result<Self> {
         Ok(TcpStream {
             io: Registered::new(stream, "a TcpStream")?,
