@@ -38,6 +38,7 @@ trap cleanup EXIT
 # start NAME ARGS...: starts a server on a free port; sets PORT and PID.
 start() {
   local name=$1; shift
+  : >"$WORK/$name.out"  # exists before the server (started in the background) opens it
   "$BIN/$name" --port 0 "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
   PID=$!
   PIDS+=("$PID")
