@@ -1,6 +1,7 @@
 //! hyper 1.x on shardloop (cargo feature `hyper`): any hyper service runs on a loop,
-//! one connection per task, and so on every shard of a `Runtime`, with one
-//! listener per shard.
+//! one connection per task, and so on every shard of a [`Runtime`](crate::Runtime)
+//! with one listener per shard (`examples/http_server.rs` does that, with graceful
+//! shutdown on SIGINT/SIGTERM).
 //!
 //! What hyper asks of a runtime, and what answers it here:
 //! - `hyper::rt::Read` + `hyper::rt::Write`: implemented by
@@ -12,7 +13,7 @@
 //! - `hyper::rt::Executor`: [`LoopExecutor`], which spawns `!Send` futures on the
 //!   running loop.
 //!
-//! [`http1`] is hyper's HTTP/1 server builder with the timer set, [`serve_connection`]
+//! [`http1()`] is hyper's HTTP/1 server builder with the timer set, [`serve_connection`]
 //! serves one connection with it, and [`graceful`] shuts a connection down when a
 //! signal comes.
 //!
@@ -83,7 +84,7 @@ pub fn http1() -> http1::Builder {
     builder
 }
 
-/// Serves HTTP/1 on one connection with `service`, with the [`http1`] builder's
+/// Serves HTTP/1 on one connection with `service`, with the [`http1()`] builder's
 /// settings, until the client closes it (or a timeout or a protocol error does).
 /// Spawn one per accepted connection: each runs as its own task, so a slow client
 /// holds up no other.
