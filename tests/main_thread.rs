@@ -4,8 +4,10 @@
 //! what these checks need (libtest runs tests on worker threads). The checks share the
 //! main thread's state, so they run in this fixed order.
 
+#[path = "support/harness.rs"]
+mod harness;
+
 use std::cell::Cell;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::thread;
@@ -129,26 +131,5 @@ fn main() -> ExitCode {
         ("run_works_on_the_main_thread", run_works_on_the_main_thread),
     ];
 
-    println!("\nrunning {} main-thread checks", checks.len());
-    let mut failed = Vec::new();
-    for (name, check) in checks {
-        match catch_unwind(AssertUnwindSafe(check)) {
-            Ok(()) => println!("test {name} ... ok"),
-            Err(_) => {
-                println!("test {name} ... FAILED");
-                failed.push(*name);
-            }
-        }
-    }
-    if failed.is_empty() {
-        println!("\ntest result: ok. {} passed; 0 failed\n", checks.len());
-        ExitCode::SUCCESS
-    } else {
-        println!(
-            "\ntest result: FAILED. {} passed; {} failed: {failed:?}\n",
-            checks.len() - failed.len(),
-            failed.len()
-        );
-        ExitCode::FAILURE
-    }
+    harness::run_checks("main-thread", checks)
 }

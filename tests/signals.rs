@@ -7,8 +7,10 @@
 //! default), so a mistake fails a check instead of killing the run; the one check
 //! that needs a signal's default action (termination) runs it in a child process.
 
+#[path = "support/harness.rs"]
+mod harness;
+
 use std::cell::{Cell, RefCell};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::process::{Command, ExitCode};
 use std::rc::Rc;
 use std::thread;
@@ -264,26 +266,5 @@ fn main() -> ExitCode {
         ),
     ];
 
-    println!("\nrunning {} signal checks", checks.len());
-    let mut failed = Vec::new();
-    for (name, check) in checks {
-        match catch_unwind(AssertUnwindSafe(check)) {
-            Ok(()) => println!("test {name} ... ok"),
-            Err(_) => {
-                println!("test {name} ... FAILED");
-                failed.push(*name);
-            }
-        }
-    }
-    if failed.is_empty() {
-        println!("\ntest result: ok. {} passed; 0 failed\n", checks.len());
-        ExitCode::SUCCESS
-    } else {
-        println!(
-            "\ntest result: FAILED. {} passed; {} failed: {failed:?}\n",
-            checks.len() - failed.len(),
-            failed.len()
-        );
-        ExitCode::FAILURE
-    }
+    harness::run_checks("signal", checks)
 }

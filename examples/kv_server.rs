@@ -1,0 +1,427 @@
+//! A Redis-protocol (RESP2) key-value server with one event loop per core.
+//!
+//! The keyspace is partitioned by `shard_for(key)`: each shard owns its own
+//! [`Store`] in a thread-local. A connection is served by the shard that accepted it;
+//! a command for a key another shard owns is sent there with `submit_to` and the reply
+//! awaited. Pipelined commands are parsed together, the remote ones grouped into one
+//! submit per target shard, and the replies written back in order.
+//!
+//! ```text
+//! cargo run --release --example kv_server -- --port 6379 --shards 4 --placement dispatch
+//! redis-cli -p 6379 set greeting hello && redis-cli -p 6379 get greeting
+//! ```
+//! `--placement reuseport` (default): every shard binds its own listener with
+//! SO_REUSEPORT and the kernel spreads connections. `--placement dispatch`: shard 0
+//! accepts and hands each connection to the shard with the fewest open connections.
+//! SIGINT / SIGTERM: stop accepting, finish the requests in flight, exit 0.
+
+use std::cell::{Cell, RefCell};
+use std::io::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{AsyncReadExt, AsyncWriteExt};
+use shardloop::kv::{Command, Info, Merge, Route, Store};
+use shardloop::net::{Dispatcher, Placement, TcpListener, TcpStream};
+use shardloop::resp::{Decoder, Limits, Reply};
+use shardloop::{current_shard, Runtime, Task};
+
+thread_local! {
+    /// This shard's part of the keyspace.
+    static STORE: RefCell<Store> = RefCell::new(Store::new());
+    /// This shard's accept loop, cancelled when the server stops accepting.
+    static ACCEPTOR: RefCell<Option<Task<()>>> = const { RefCell::new(None) };
+    /// Connections on this shard in the middle of a request.
+    static BUSY: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Connected clients, all shards (for INFO).
+static CLIENTS: AtomicUsize = AtomicUsize::new(0);
+
+struct Args {
+    port: u16,
+    shards: usize,
+    placement: Option<Placement>,
+    grace: Duration,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        port: 6379,
+        shards: num_cpus::get(),
+        placement: None,
+        grace: Duration::from_secs(5),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--port" => args.port = value()?.parse().map_err(|e| format!("--port: {e}"))?,
+            "--shards" => args.shards = value()?.parse().map_err(|e| format!("--shards: {e}"))?,
+            "--grace-ms" => {
+                let ms = value()?.parse().map_err(|e| format!("--grace-ms: {e}"))?;
+                args.grace = Duration::from_millis(ms);
+            }
+            "--placement" => {
+                args.placement = match value()?.as_str() {
+                    "reuseport" => None,
+                    "dispatch" => Some(Placement::LeastLoaded),
+                    other => {
+                        return Err(format!("--placement: reuseport or dispatch, not {other}"))
+                    }
+                }
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(args)
+}
+
+/// Runs `cmd` on this shard's store.
+fn execute_here(cmd: Command) -> Reply {
+    STORE.with(|s| s.borrow_mut().execute(cmd, Instant::now()))
+}
+
+/// Where one request's reply comes from.
+enum Slot {
+    Ready(Reply),
+    /// Reply `idx` of the batch sent to `shard`.
+    Remote {
+        shard: usize,
+        idx: usize,
+    },
+    /// Parts (each local or remote), merged.
+    Split(Vec<Slot>, Merge),
+    Info(Vec<Vec<u8>>),
+}
+
+/// One read's worth of pipelined requests: local ones run at once, remote ones are
+/// grouped per shard and sent in one submit each.
+struct Batch<'a> {
+    rt: &'a Arc<Runtime>,
+    me: usize,
+    slots: Vec<Slot>,
+    groups: Vec<Vec<Command>>,
+}
+
+impl<'a> Batch<'a> {
+    fn new(rt: &'a Arc<Runtime>, me: usize) -> Self {
+        Batch {
+            rt,
+            me,
+            slots: Vec::new(),
+            groups: vec![Vec::new(); rt.len()],
+        }
+    }
+
+    fn place(&mut self, shard: usize, cmd: Command) -> Slot {
+        if shard == self.me {
+            Slot::Ready(execute_here(cmd))
+        } else {
+            self.groups[shard].push(cmd);
+            Slot::Remote {
+                shard,
+                idx: self.groups[shard].len() - 1,
+            }
+        }
+    }
+
+    /// Adds a request; returns whether it was QUIT.
+    fn add(&mut self, args: Vec<Vec<u8>>) -> bool {
+        let cmd = match Command::parse(args) {
+            Ok(cmd) => cmd,
+            Err(reply) => {
+                self.slots.push(Slot::Ready(reply));
+                return false;
+            }
+        };
+        if cmd.is_quit() {
+            self.slots.push(Slot::Ready(Reply::ok()));
+            return true;
+        }
+        let rt = self.rt;
+        let slot = match cmd.route(rt.len(), |key| rt.shard_for(key)) {
+            Route::Local(cmd) => Slot::Ready(execute_here(cmd)),
+            Route::Shard(shard, cmd) => self.place(shard, cmd),
+            Route::Split(split) => {
+                let parts = split
+                    .parts
+                    .into_iter()
+                    .map(|(shard, cmd)| self.place(shard, cmd))
+                    .collect();
+                Slot::Split(parts, split.merge)
+            }
+            Route::Info(sections) => Slot::Info(sections),
+        };
+        self.slots.push(slot);
+        false
+    }
+
+    /// Sends the remote groups, waits for their replies and encodes every reply, in
+    /// request order, into `out`.
+    async fn finish(self, out: &mut Vec<u8>) {
+        let mut remote: Vec<Vec<Option<Reply>>> = Vec::with_capacity(self.groups.len());
+        let submitted: Vec<_> = self
+            .groups
+            .into_iter()
+            .enumerate()
+            .map(|(shard, cmds)| {
+                (!cmds.is_empty()).then(|| {
+                    self.rt.submit_to(shard, move || async move {
+                        cmds.into_iter().map(execute_here).collect::<Vec<_>>()
+                    })
+                })
+            })
+            .collect();
+        for s in submitted {
+            remote.push(match s {
+                None => Vec::new(),
+                Some(r) => match r.await {
+                    Ok(replies) => replies.into_iter().map(Some).collect(),
+                    // The shard is shutting down: each of its replies is an error.
+                    Err(_) => Vec::new(),
+                },
+            });
+        }
+        for slot in self.slots {
+            resolve(slot, &mut remote, self.rt).await.encode(out);
+        }
+    }
+}
+
+fn take_remote(remote: &mut [Vec<Option<Reply>>], shard: usize, idx: usize) -> Reply {
+    remote[shard]
+        .get_mut(idx)
+        .and_then(Option::take)
+        .unwrap_or_else(|| Reply::error("ERR the shard owning this key is shutting down"))
+}
+
+async fn resolve(slot: Slot, remote: &mut [Vec<Option<Reply>>], rt: &Runtime) -> Reply {
+    match slot {
+        Slot::Ready(reply) => reply,
+        Slot::Remote { shard, idx } => take_remote(remote, shard, idx),
+        Slot::Split(parts, merge) => {
+            let replies = parts
+                .into_iter()
+                .map(|part| match part {
+                    Slot::Ready(reply) => reply,
+                    Slot::Remote { shard, idx } => take_remote(remote, shard, idx),
+                    _ => unreachable!("split parts are single-shard"),
+                })
+                .collect();
+            merge.merge(replies)
+        }
+        Slot::Info(sections) => {
+            let mut stats = Vec::with_capacity(rt.len());
+            for r in rt.broadcast(|_| async { STORE.with(|s| s.borrow().stats()) }) {
+                match r.await {
+                    Ok(s) => stats.push(s),
+                    Err(e) => return Reply::error(format!("ERR {e}")),
+                }
+            }
+            Info::new()
+                .field(
+                    "Clients",
+                    "connected_clients",
+                    CLIENTS.load(Ordering::Relaxed),
+                )
+                .shards(&stats)
+                .render(&sections)
+        }
+    }
+}
+
+/// Serves one client until it quits, disconnects or breaks the protocol.
+async fn serve(mut stream: TcpStream, rt: Arc<Runtime>) {
+    CLIENTS.fetch_add(1, Ordering::Relaxed);
+    let _ = stream.set_nodelay(true);
+    let me = current_shard().expect("connections are served on shards");
+    let mut decoder = Decoder::new(Limits::default());
+    let mut out = Vec::with_capacity(16 * 1024);
+    'conn: loop {
+        let mut batch = Batch::new(&rt, me);
+        let mut quit = false;
+        let mut broken = None;
+        loop {
+            match decoder.next_request() {
+                Ok(Some(args)) => {
+                    if batch.add(args) {
+                        quit = true;
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    broken = Some(e);
+                    break;
+                }
+            }
+        }
+        if !batch.slots.is_empty() {
+            BUSY.with(|b| b.set(b.get() + 1));
+            batch.finish(&mut out).await;
+            let written = stream.write_all(&out).await;
+            out.clear();
+            BUSY.with(|b| b.set(b.get() - 1));
+            if written.is_err() {
+                break 'conn;
+            }
+        }
+        if let Some(e) = broken {
+            // A protocol error closes this connection only, after saying why.
+            let _ = stream.write_all(&e.to_resp()).await;
+            break;
+        }
+        if quit {
+            break;
+        }
+        match stream.read(decoder.read_buf(16 * 1024)).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => decoder.commit(n),
+        }
+    }
+    CLIENTS.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Starts shard `shard`'s part of the server: its expiry timer, and its accept loop
+/// (every shard with SO_REUSEPORT; shard 0 only with the dispatcher).
+fn start_shard(
+    rt: Arc<Runtime>,
+    shard: usize,
+    port: u16,
+    placement: Option<Placement>,
+) -> std::io::Result<u16> {
+    drop(shardloop::spawn(async {
+        let mut tick = shardloop::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            STORE.with(|s| s.borrow_mut().expire_some(Instant::now(), 200));
+        }
+    }));
+    let listener = match placement {
+        None => TcpListener::bind_reuseport(("127.0.0.1", port))?,
+        Some(_) if shard == 0 => TcpListener::bind(("127.0.0.1", port))?,
+        Some(_) => return Ok(port),
+    };
+    let bound = listener.local_addr()?.port();
+    let acceptor = shardloop::spawn(async move {
+        match placement {
+            None => loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => drop(shardloop::spawn(serve(stream, rt.clone()))),
+                    Err(e) => log::warn!("accept failed: {e}"),
+                }
+            },
+            Some(placement) => {
+                let dispatcher = Dispatcher::new(rt.shards().to_vec(), placement);
+                let rt = rt.clone();
+                if let Err(e) = dispatcher
+                    .run(&listener, move |s| serve(s, rt.clone()))
+                    .await
+                {
+                    log::error!("the dispatcher stopped: {e}");
+                }
+            }
+        }
+    });
+    ACCEPTOR.with(|a| *a.borrow_mut() = Some(acceptor));
+    Ok(bound)
+}
+
+/// Binds every shard's listener; with `--port 0`, shard 0 picks the port and the
+/// others join it.
+fn start(rt: &Arc<Runtime>, port: u16, placement: Option<Placement>) -> Result<u16, String> {
+    let mut port = port;
+    for shard in 0..rt.len() {
+        let rt2 = rt.clone();
+        port = rt
+            .submit_to(shard, move || async move {
+                start_shard(rt2, shard, port, placement)
+            })
+            .wait()
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("shard {shard} cannot listen on port {port}: {e}"))?;
+    }
+    Ok(port)
+}
+
+/// Graceful stop: no new connections, then wait (up to `grace`) until no connection
+/// is in the middle of a request, then shut the shards down.
+fn stop(rt: &Runtime, grace: Duration) {
+    for r in rt.broadcast(|_| async {
+        if let Some(acceptor) = ACCEPTOR.with(|a| a.borrow_mut().take()) {
+            acceptor.cancel();
+        }
+    }) {
+        let _ = r.wait();
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        let busy: usize = rt
+            .broadcast(|_| async { BUSY.with(Cell::get) })
+            .into_iter()
+            .map(|r| r.wait().unwrap_or(0))
+            .sum();
+        if busy == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    match rt.shutdown(Duration::from_millis(50)) {
+        Ok(report) => eprintln!(
+            "stopped: {} tasks finished, {} idle connections and timers cancelled",
+            report.finished(),
+            report.cancelled()
+        ),
+        Err(e) => eprintln!("shutdown: {e}"),
+    }
+}
+
+fn main() {
+    env_logger::init();
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("kv_server: {e}\nusage: kv_server [--port N] [--shards N] [--placement reuseport|dispatch] [--grace-ms N]");
+            std::process::exit(2);
+        }
+    };
+    let rt = Arc::new(
+        Runtime::builder()
+            .shards(args.shards.max(1))
+            .pin_to_cores(true)
+            .thread_name("kv-shard")
+            .build()
+            .expect("start the shards"),
+    );
+    let port = match start(&rt, args.port, args.placement) {
+        Ok(port) => port,
+        Err(e) => {
+            eprintln!("kv_server: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("listening on 127.0.0.1:{port}");
+    let _ = std::io::stdout().flush();
+    eprintln!(
+        "kv_server: {} shards, {} placement; try: redis-cli -p {port} ping",
+        rt.len(),
+        if args.placement.is_some() {
+            "dispatcher"
+        } else {
+            "SO_REUSEPORT"
+        }
+    );
+
+    // The main thread's loop waits for SIGINT / SIGTERM.
+    let lp = shardloop::get_event_loop().expect("the main thread's loop");
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let stopper = lp.clone();
+        lp.add_signal_handler(sig, move || stopper.stop())
+            .expect("install the signal handlers");
+    }
+    lp.run_forever().expect("wait for a signal");
+    eprintln!("kv_server: signal received, stopping");
+    stop(&rt, args.grace);
+}
