@@ -116,8 +116,8 @@ impl Server {
 
     /// A `redis` crate connection; waits on it fail instead of hanging.
     fn client(&self) -> Connection {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
-            .expect("redis URL");
+        let client =
+            redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).expect("redis URL");
         let con = client
             .get_connection_with_timeout(HANG_LIMIT)
             .expect("connect with the redis crate");
@@ -377,7 +377,9 @@ impl Model {
             }
             "GET" => Exact(bulk_or_nil(self.map.get(&args[1]))),
             "DEL" => Exact(Value::Int(
-                keys.iter().filter(|k| self.map.remove(*k).is_some()).count() as i64,
+                keys.iter()
+                    .filter(|k| self.map.remove(*k).is_some())
+                    .count() as i64,
             )),
             "EXISTS" => Exact(Value::Int(
                 keys.iter().filter(|k| self.map.contains_key(*k)).count() as i64,
@@ -608,7 +610,11 @@ fn random_operations_match_a_model(placement: &str, seed: u64) {
     // The keyspace as a whole: DBSIZE, and every key's value.
     let con = &mut cons[0];
     let size: i64 = redis::cmd("DBSIZE").query(con).unwrap();
-    assert_eq!(size, model.map.len() as i64, "DBSIZE after {OPS} operations");
+    assert_eq!(
+        size,
+        model.map.len() as i64,
+        "DBSIZE after {OPS} operations"
+    );
     let mut mget = redis::cmd("MGET");
     for key in &keys {
         mget.arg(key.as_slice());
@@ -649,33 +655,73 @@ fn commands_answer_as_redis_does(placement: &str) {
 
     let pong: String = redis::cmd("PING").query(con).unwrap();
     assert_eq!(pong, "PONG");
-    let echo: Vec<u8> = redis::cmd("ECHO").arg(b"a\r\nb\0".as_slice()).query(con).unwrap();
+    let echo: Vec<u8> = redis::cmd("ECHO")
+        .arg(b"a\r\nb\0".as_slice())
+        .query(con)
+        .unwrap();
     assert_eq!(echo, b"a\r\nb\0");
 
     // SET and GET, with binary-safe values.
     let () = con.set("greeting", "hello").unwrap();
-    assert_eq!(con.get::<_, Option<String>>("greeting").unwrap().as_deref(), Some("hello"));
+    assert_eq!(
+        con.get::<_, Option<String>>("greeting").unwrap().as_deref(),
+        Some("hello")
+    );
     assert_eq!(con.get::<_, Option<String>>("nothing").unwrap(), None);
     let binary: Vec<u8> = (0..=255).collect();
     let () = con.set(b"bin\0key".as_slice(), binary.as_slice()).unwrap();
-    assert_eq!(con.get::<_, Vec<u8>>(b"bin\0key".as_slice()).unwrap(), binary);
+    assert_eq!(
+        con.get::<_, Vec<u8>>(b"bin\0key".as_slice()).unwrap(),
+        binary
+    );
 
     // SET's conditions and TTLs.
-    let nx: Option<String> = redis::cmd("SET").arg("greeting").arg("x").arg("NX").query(con).unwrap();
+    let nx: Option<String> = redis::cmd("SET")
+        .arg("greeting")
+        .arg("x")
+        .arg("NX")
+        .query(con)
+        .unwrap();
     assert_eq!(nx, None, "SET NX on an existing key");
-    let xx: Option<String> = redis::cmd("SET").arg("fresh").arg("x").arg("XX").query(con).unwrap();
+    let xx: Option<String> = redis::cmd("SET")
+        .arg("fresh")
+        .arg("x")
+        .arg("XX")
+        .query(con)
+        .unwrap();
     assert_eq!(xx, None, "SET XX on a missing key");
     assert!(!con.exists::<_, bool>("fresh").unwrap());
-    let nx: Option<String> = redis::cmd("SET").arg("fresh").arg("1").arg("NX").query(con).unwrap();
+    let nx: Option<String> = redis::cmd("SET")
+        .arg("fresh")
+        .arg("1")
+        .arg("NX")
+        .query(con)
+        .unwrap();
     assert_eq!(nx.as_deref(), Some("OK"));
-    let () = redis::cmd("SET").arg("t").arg("v").arg("EX").arg(100).query(con).unwrap();
+    let () = redis::cmd("SET")
+        .arg("t")
+        .arg("v")
+        .arg("EX")
+        .arg(100)
+        .query(con)
+        .unwrap();
     let ttl: i64 = con.ttl("t").unwrap();
     assert!((1..=100).contains(&ttl), "TTL after SET EX 100: {ttl}");
-    let () = redis::cmd("SET").arg("t").arg("v").arg("PX").arg(100_000).query(con).unwrap();
+    let () = redis::cmd("SET")
+        .arg("t")
+        .arg("v")
+        .arg("PX")
+        .arg(100_000)
+        .query(con)
+        .unwrap();
     let ttl: i64 = con.ttl("t").unwrap();
     assert!((1..=100).contains(&ttl), "TTL after SET PX 100000: {ttl}");
     let () = con.set("t", "v").unwrap();
-    assert_eq!(con.ttl::<_, i64>("t").unwrap(), -1, "a plain SET clears the TTL");
+    assert_eq!(
+        con.ttl::<_, i64>("t").unwrap(),
+        -1,
+        "a plain SET clears the TTL"
+    );
     assert_eq!(con.ttl::<_, i64>("missing").unwrap(), -2);
 
     // EXPIRE: a key past its deadline is gone (checked after it, never before).
@@ -683,9 +729,19 @@ fn commands_answer_as_redis_does(placement: &str) {
     let ttl: i64 = con.ttl("t").unwrap();
     assert!((1..=100).contains(&ttl), "TTL after EXPIRE 100: {ttl}");
     assert_eq!(con.expire::<_, i64>("missing", 100).unwrap(), 0);
-    let () = redis::cmd("SET").arg("short").arg("v").arg("PX").arg(1).query(con).unwrap();
+    let () = redis::cmd("SET")
+        .arg("short")
+        .arg("v")
+        .arg("PX")
+        .arg(1)
+        .query(con)
+        .unwrap();
     thread::sleep(Duration::from_millis(50));
-    assert_eq!(con.get::<_, Option<String>>("short").unwrap(), None, "expired key");
+    assert_eq!(
+        con.get::<_, Option<String>>("short").unwrap(),
+        None,
+        "expired key"
+    );
     assert_eq!(con.expire::<_, i64>("t", 0).unwrap(), 1);
     assert!(!con.exists::<_, bool>("t").unwrap(), "EXPIRE 0 deletes");
 
@@ -693,35 +749,85 @@ fn commands_answer_as_redis_does(placement: &str) {
     assert_eq!(con.incr::<_, _, i64>("n", 1).unwrap(), 1);
     assert_eq!(redis::cmd("INCR").arg("n").query::<i64>(con).unwrap(), 2);
     assert_eq!(redis::cmd("DECR").arg("n").query::<i64>(con).unwrap(), 1);
-    assert_eq!(redis::cmd("INCRBY").arg("n").arg(41).query::<i64>(con).unwrap(), 42);
-    assert_eq!(redis::cmd("INCRBY").arg("n").arg(-50).query::<i64>(con).unwrap(), -8);
+    assert_eq!(
+        redis::cmd("INCRBY")
+            .arg("n")
+            .arg(41)
+            .query::<i64>(con)
+            .unwrap(),
+        42
+    );
+    assert_eq!(
+        redis::cmd("INCRBY")
+            .arg("n")
+            .arg(-50)
+            .query::<i64>(con)
+            .unwrap(),
+        -8
+    );
     assert_eq!(con.get::<_, String>("n").unwrap(), "-8");
-    let err = redis::cmd("INCR").arg("greeting").query::<i64>(con).unwrap_err();
-    assert!(err.to_string().contains("not an integer"), "INCR on text: {err}");
+    let err = redis::cmd("INCR")
+        .arg("greeting")
+        .query::<i64>(con)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("not an integer"),
+        "INCR on text: {err}"
+    );
     let () = con.set("max", i64::MAX).unwrap();
     let err = redis::cmd("INCR").arg("max").query::<i64>(con).unwrap_err();
-    assert!(err.to_string().contains("overflow"), "INCR past i64::MAX: {err}");
+    assert!(
+        err.to_string().contains("overflow"),
+        "INCR past i64::MAX: {err}"
+    );
 
     // DEL and EXISTS on several keys (and shards) at once.
     let () = con.mset(&[("d1", "1"), ("d2", "2"), ("d3", "3")]).unwrap();
-    let n: i64 = redis::cmd("EXISTS").arg(&["d1", "d2", "d3", "d1", "nope"]).query(con).unwrap();
+    let n: i64 = redis::cmd("EXISTS")
+        .arg(&["d1", "d2", "d3", "d1", "nope"])
+        .query(con)
+        .unwrap();
     assert_eq!(n, 4, "EXISTS counts a repeated key each time");
     assert_eq!(con.del::<_, i64>(&["d1", "d2", "nope"]).unwrap(), 2);
     assert_eq!(con.exists::<_, i64>(&["d1", "d2", "d3"]).unwrap(), 1);
 
     // Errors are replies; the connection goes on.
-    let err = redis::cmd("NOSUCHCOMMAND").arg("x").query::<Value>(con).unwrap_err();
-    assert!(err.to_string().contains("unknown command"), "unknown command: {err}");
+    let err = redis::cmd("NOSUCHCOMMAND")
+        .arg("x")
+        .query::<Value>(con)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("unknown command"),
+        "unknown command: {err}"
+    );
     let err = redis::cmd("GET").query::<Value>(con).unwrap_err();
-    assert!(err.to_string().contains("wrong number of arguments"), "GET without a key: {err}");
-    let err = redis::cmd("SET").arg("k").arg("v").arg("EX").arg("soon").query::<Value>(con).unwrap_err();
-    assert!(err.to_string().contains("not an integer"), "SET EX soon: {err}");
+    assert!(
+        err.to_string().contains("wrong number of arguments"),
+        "GET without a key: {err}"
+    );
+    let err = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .arg("EX")
+        .arg("soon")
+        .query::<Value>(con)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("not an integer"),
+        "SET EX soon: {err}"
+    );
 
     // COMMAND answers (redis-cli asks it at start), DBSIZE and FLUSHALL.
     let commands: Value = redis::cmd("COMMAND").query(con).unwrap();
-    assert!(matches!(&commands, Value::Array(items) if !items.is_empty()), "COMMAND: {commands:?}");
+    assert!(
+        matches!(&commands, Value::Array(items) if !items.is_empty()),
+        "COMMAND: {commands:?}"
+    );
     let size: i64 = redis::cmd("DBSIZE").query(con).unwrap();
-    assert_eq!(size, 6, "greeting, bin\\0key, fresh, n, max, d3, and nothing else");
+    assert_eq!(
+        size, 6,
+        "greeting, bin\\0key, fresh, n, max, d3, and nothing else"
+    );
     let () = redis::cmd("FLUSHALL").query(con).unwrap();
     assert_eq!(redis::cmd("DBSIZE").query::<i64>(con).unwrap(), 0);
 
@@ -729,7 +835,11 @@ fn commands_answer_as_redis_does(placement: &str) {
     let mut raw = server.raw();
     raw.write_all(b"PING\r\nQUIT\r\n").unwrap();
     let (got, _) = read_to_end(&mut raw);
-    assert_eq!(String::from_utf8_lossy(&got), "+PONG\r\n+OK\r\n", "PING, QUIT");
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "+PONG\r\n+OK\r\n",
+        "PING, QUIT"
+    );
 }
 
 #[test]
@@ -777,7 +887,9 @@ fn pipelines_and_multi_key_commands_span_shards(placement: &str) {
     assert_eq!(counts, want);
 
     // MSET and MGET across shards in one command each.
-    let pairs: Vec<(String, String)> = (0..200).map(|i| (format!("m:{i}"), format!("v{i}"))).collect();
+    let pairs: Vec<(String, String)> = (0..200)
+        .map(|i| (format!("m:{i}"), format!("v{i}")))
+        .collect();
     let () = con.mset(&pairs).unwrap();
     let mut keys: Vec<String> = pairs.iter().map(|p| p.0.clone()).collect();
     keys.insert(100, "m:absent".to_string());
@@ -862,8 +974,15 @@ fn assert_protocol_error(server: &Server, input: &[u8], before: &str, message: &
         error.starts_with("-ERR Protocol error") && error.ends_with("\r\n"),
         "input {what:?}: expected one `-ERR Protocol error...` line, got {got:?}"
     );
-    assert_eq!(error.matches("\r\n").count(), 1, "input {what:?}: got {got:?}");
-    assert!(error.contains(message), "input {what:?}: expected {message:?} in {got:?}");
+    assert_eq!(
+        error.matches("\r\n").count(),
+        1,
+        "input {what:?}: got {got:?}"
+    );
+    assert!(
+        error.contains(message),
+        "input {what:?}: expected {message:?} in {got:?}"
+    );
 }
 
 fn protocol_errors_close_only_that_connection(placement: &str) {
@@ -904,20 +1023,60 @@ fn protocol_errors_close_only_that_connection(placement: &str) {
         junk
     };
     let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
-        ("negative bulk length", b"*1\r\n$-5\r\n".to_vec(), "", "invalid bulk length"),
+        (
+            "negative bulk length",
+            b"*1\r\n$-5\r\n".to_vec(),
+            "",
+            "invalid bulk length",
+        ),
         (
             "a declared bulk of 10^12 bytes",
             b"*2\r\n$3\r\nGET\r\n$1000000000000\r\n".to_vec(),
             "",
             "invalid bulk length",
         ),
-        ("array length not a number", b"*abc\r\n".to_vec(), "", "invalid multibulk length"),
-        ("huge array length", b"*99999999999\r\n".to_vec(), "", "invalid multibulk length"),
-        ("unknown type byte in an array", b"*2\r\n:5\r\n".to_vec(), "", "expected '$'"),
-        ("bulk not followed by CRLF", b"*1\r\n$3\r\nGETxx".to_vec(), "", "expected '\\r\\n'"),
-        ("unbalanced quotes", b"SET k \"abc\r\n".to_vec(), "", "unbalanced quotes"),
-        ("binary junk after an array marker", b"*\xff\xfe\x00\r\n".to_vec(), "", "invalid multibulk length"),
-        ("64 KiB of binary junk without a newline", huge_inline, "", "too big inline request"),
+        (
+            "array length not a number",
+            b"*abc\r\n".to_vec(),
+            "",
+            "invalid multibulk length",
+        ),
+        (
+            "huge array length",
+            b"*99999999999\r\n".to_vec(),
+            "",
+            "invalid multibulk length",
+        ),
+        (
+            "unknown type byte in an array",
+            b"*2\r\n:5\r\n".to_vec(),
+            "",
+            "expected '$'",
+        ),
+        (
+            "bulk not followed by CRLF",
+            b"*1\r\n$3\r\nGETxx".to_vec(),
+            "",
+            "expected '\\r\\n'",
+        ),
+        (
+            "unbalanced quotes",
+            b"SET k \"abc\r\n".to_vec(),
+            "",
+            "unbalanced quotes",
+        ),
+        (
+            "binary junk after an array marker",
+            b"*\xff\xfe\x00\r\n".to_vec(),
+            "",
+            "invalid multibulk length",
+        ),
+        (
+            "64 KiB of binary junk without a newline",
+            huge_inline,
+            "",
+            "too big inline request",
+        ),
         (
             "replies before the error still arrive",
             b"PING\r\n*1\r\n$4\r\nECHO\r\n*1\r\n$-1\r\n".to_vec(),
@@ -936,10 +1095,16 @@ fn protocol_errors_close_only_that_connection(placement: &str) {
     let mut raw = server.raw();
     raw.write_all(b"\x01\x02\xfe\xff\r\n").unwrap();
     let reply = read_line(&mut raw);
-    assert!(reply.starts_with("-ERR unknown command"), "inline binary junk: {reply:?}");
+    assert!(
+        reply.starts_with("-ERR unknown command"),
+        "inline binary junk: {reply:?}"
+    );
     raw.write_all(b"*1\r\n$3\r\nGET\r\n").unwrap();
     let reply = read_line(&mut raw);
-    assert!(reply.starts_with("-ERR wrong number of arguments"), "GET without key: {reply:?}");
+    assert!(
+        reply.starts_with("-ERR wrong number of arguments"),
+        "GET without key: {reply:?}"
+    );
     // A negative array length is a null request, which Redis skips without a reply.
     raw.write_all(b"*-5\r\nPING\r\n").unwrap();
     assert_eq!(read_line(&mut raw), "+PONG\r\n", "after *-5");
@@ -978,7 +1143,7 @@ fn protocol_errors_close_only_that_connection_dispatch() {
 /// reply that arrives is whole and in order (the server finishes what it took in
 /// instead of cutting a reply), the connections end, and the process exits 0.
 fn sigterm_finishes_in_flight_requests(placement: &str) {
-    const N: usize = 5000;
+    const N: usize = 20_000;
     let mut server = Server::start(Some(placement));
     let mut idle = server.client();
     let _: String = redis::cmd("PING").query(&mut idle).unwrap();
@@ -987,7 +1152,12 @@ fn sigterm_finishes_in_flight_requests(placement: &str) {
     for i in 0..N {
         let (k, v) = (format!("inflight:{i}"), i.to_string());
         pipeline.extend_from_slice(
-            format!("*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n${}\r\n{v}\r\n", k.len(), v.len()).as_bytes(),
+            format!(
+                "*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n${}\r\n{v}\r\n",
+                k.len(),
+                v.len()
+            )
+            .as_bytes(),
         );
     }
     let mut raw = server.raw();
@@ -1010,12 +1180,20 @@ fn sigterm_finishes_in_flight_requests(placement: &str) {
         rest.len(),
         String::from_utf8_lossy(&rest[rest.len().saturating_sub(40)..])
     );
-    eprintln!("{placement}: {} of {N} pipelined SETs answered before the close ({end:?})", whole + 1);
+    eprintln!(
+        "{placement}: {} of {N} pipelined SETs answered before the close ({end:?})",
+        whole + 1
+    );
     let _ = sender.join();
 
     // SIGTERM was sent already; a second one could mean "exit now".
-    let status = server.wait_exit(HANG_LIMIT).expect("kv_server exits after SIGTERM");
-    assert!(status.success(), "{placement}: kv_server exited with {status} after SIGTERM");
+    let status = server
+        .wait_exit(HANG_LIMIT)
+        .expect("kv_server exits after SIGTERM");
+    assert!(
+        status.success(),
+        "{placement}: kv_server exited with {status} after SIGTERM"
+    );
     assert!(
         redis::cmd("PING").query::<String>(&mut idle).is_err(),
         "the idle connection still answers after the server exited"
@@ -1041,8 +1219,13 @@ fn sigint_stops_a_server_with_the_default_placement() {
     let () = con.set("k", "v").unwrap();
     assert_eq!(con.get::<_, String>("k").unwrap(), "v");
     server.signal(libc::SIGINT);
-    let status = server.wait_exit(HANG_LIMIT).expect("kv_server exits after SIGINT");
-    assert!(status.success(), "kv_server exited with {status} after SIGINT");
+    let status = server
+        .wait_exit(HANG_LIMIT)
+        .expect("kv_server exits after SIGINT");
+    assert!(
+        status.success(),
+        "kv_server exited with {status} after SIGINT"
+    );
 }
 
 /// A command line the server cannot use is refused with a message, not ignored.
@@ -1070,6 +1253,9 @@ fn a_bad_command_line_is_refused() {
             .unwrap_or_else(|e| panic!("kv_server {args:?} kept running: {e}"));
         assert!(!status.success(), "kv_server {args:?} exited with {status}");
         let said = said.join().unwrap();
-        assert!(!said.is_empty(), "kv_server {args:?} said nothing on stderr");
+        assert!(
+            !said.is_empty(),
+            "kv_server {args:?} said nothing on stderr"
+        );
     }
 }
