@@ -143,8 +143,14 @@ impl LoopHandle {
     /// ```
     /// let lp = shardloop::EventLoop::builder().inbox_capacity(Some(1)).build()?;
     /// let handle = lp.handle();
-    /// let first = handle.try_submit(|| async { 1 }).expect("room for one");
-    /// let refused = handle.try_submit(|| async { 2 }).unwrap_err();
+    /// // Another thread submits: the first job fills the inbox, the second is refused.
+    /// let h = handle.clone();
+    /// let (first, refused) = std::thread::spawn(move || {
+    ///     let first = h.try_submit(|| async { 1 }).expect("room for one");
+    ///     (first, h.try_submit(|| async { 2 }).unwrap_err())
+    /// })
+    /// .join()
+    /// .unwrap();
     /// assert!(refused.is_full());
     /// let factory = refused.into_inner(); // the work is ours again
     /// assert_eq!(lp.run_until_complete(first)??, 1);

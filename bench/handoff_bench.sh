@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# blocking_handoff vs blocking_handoff_tokio: the same tiny_http server and blocking
+# handler threads, handing each /work request to shardloop shards (submit_to +
+# wait_timeout) or to tokio current-thread runtimes (Handle::spawn + one-shot + recv
+# with timeout), both with the same number of loop threads and handler threads.
+#
+# wrk hits /work with 1000 different keys (a Lua script), alternating between the two
+# servers, ROUNDS rounds each; prints the median requests/s of each and the ratio.
+#
+# Usage: bench/handoff_bench.sh            (env: ROUNDS=3 DURATION=5s SHARDS=2
+#                                                WORKERS=8 CONNS=32 WRK_THREADS=2)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5s}
+SHARDS=${SHARDS:-2}
+WORKERS=${WORKERS:-8}
+CONNS=${CONNS:-32}
+WRK_THREADS=${WRK_THREADS:-2}
+# Generous, so that a loaded machine measures throughput, not 503s; any non-2xx
+# answer is reported below.
+TIMEOUT_MS=${TIMEOUT_MS:-1000}
+
+if ! command -v wrk >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq wrk
+fi
+
+cargo build --release --example blocking_handoff --example blocking_handoff_tokio
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+cat >"$tmp/keys.lua" <<'EOF'
+-- Each request asks for one of 1000 keys, so the work spreads over the shards.
+local n = 0
+request = function()
+    n = n + 1
+    return wrk.format("GET", "/work?key=k" .. (n % 1000))
+end
+EOF
+
+# start NAME: runs target/release/examples/NAME on a free port; sets $port.
+start() {
+    local name=$1
+    "target/release/examples/$name" --port 0 --shards "$SHARDS" --workers "$WORKERS" \
+        --timeout-ms "$TIMEOUT_MS" >"$tmp/$name.out" 2>"$tmp/$name.err" &
+    pids+=("$!")
+    for _ in $(seq 100); do
+        if grep -q '^listening on ' "$tmp/$name.out"; then
+            port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$tmp/$name.out")
+            return
+        fi
+        sleep 0.1
+    done
+    echo "$name did not start:" >&2
+    cat "$tmp/$name.err" >&2
+    exit 1
+}
+
+start blocking_handoff
+shardloop_port=$port
+start blocking_handoff_tokio
+tokio_port=$port
+
+# bench PORT DURATION: prints requests/s; warns about non-2xx answers.
+bench() {
+    local out
+    out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"$2" -s "$tmp/keys.lua" \
+        "http://127.0.0.1:$1/work?key=k")
+    if grep -q 'Non-2xx' <<<"$out"; then
+        echo "warning: $(grep 'Non-2xx' <<<"$out" | xargs) (port $1)" >&2
+    fi
+    awk '/^Requests\/sec:/ { print $2 }' <<<"$out"
+}
+
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+echo "warming up both servers..." >&2
+bench "$shardloop_port" 1s >/dev/null
+bench "$tokio_port" 1s >/dev/null
+
+s=()
+t=()
+for round in $(seq "$ROUNDS"); do
+    # Alternate which one goes first, so neither always runs on a warmer machine.
+    if ((round % 2)); then
+        s+=("$(bench "$shardloop_port" "$DURATION")")
+        t+=("$(bench "$tokio_port" "$DURATION")")
+    else
+        t+=("$(bench "$tokio_port" "$DURATION")")
+        s+=("$(bench "$shardloop_port" "$DURATION")")
+    fi
+    echo "round $round: shardloop ${s[-1]} req/s, tokio ${t[-1]} req/s" >&2
+done
+
+sm=$(median "${s[@]}")
+tm=$(median "${t[@]}")
+ratio=$(awk -v a="$sm" -v b="$tm" 'BEGIN { printf "%.2f", a / b }')
+echo
+echo "machine: $(nproc) CPUs; wrk -t$WRK_THREADS -c$CONNS -d$DURATION, /work with 1000 keys;" \
+    "$SHARDS loop threads, $WORKERS handler threads, median of $ROUNDS rounds"
+echo "| workload | shardloop req/s | tokio req/s | ratio |"
+echo "|---|---|---|---|"
+echo "| blocking_handoff /work (tiny_http, $SHARDS loops) | $sm | $tm | ${ratio}x |"

@@ -1,0 +1,295 @@
+//! The benchmark peer of `blocking_handoff`: the same `tiny_http` server and blocking
+//! handler threads, handing each request's work to tokio instead of to a shardloop
+//! shard. It is what a user would write without shardloop.
+//!
+//! The loop side mirrors shardloop's shards: `--shards N` current-thread tokio
+//! runtimes, each on its own thread, each owning its keys' counters in a
+//! thread-local, with keys routed by the same fixed hash. A handler hands work over
+//! with `Handle::spawn`, gets the answer through a one-shot channel, and waits for it
+//! with a timeout (`503` and `JoinHandle::abort` when it runs out).
+//!
+//! ```text
+//! cargo run --release --example blocking_handoff_tokio -- --port 8082 --shards 2
+//! curl 'http://127.0.0.1:8082/work?key=alice'
+//! ```
+//!
+//! Options and routes are those of `blocking_handoff` (`/`, `/work?key=K`,
+//! `/slow?ms=M`), without `/stats` and without graceful shutdown: it is a benchmark
+//! peer, stopped with a signal.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::Duration;
+
+use tiny_http::{Method, Request, Response, Server};
+use tokio::runtime::Handle;
+
+thread_local! {
+    /// This runtime thread's counters: how many times each of its keys was asked for.
+    static COUNTS: RefCell<HashMap<String, u64>> = RefCell::new(HashMap::new());
+    /// Which of the runtimes this thread drives.
+    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+struct Args {
+    port: u16,
+    shards: usize,
+    workers: usize,
+    timeout: Duration,
+}
+
+const USAGE: &str =
+    "usage: blocking_handoff_tokio [--port N] [--shards N] [--workers N] [--timeout-ms N]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        port: 8082,
+        shards: num_cpus::get(),
+        workers: 8,
+        timeout: Duration::from_millis(100),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let (name, value) = match flag.split_once('=') {
+            Some((n, v)) => (n.to_string(), v.to_string()),
+            None => {
+                if flag == "--help" || flag == "-h" {
+                    return Err(USAGE.to_string());
+                }
+                let v = it.next().ok_or(format!("{flag} needs a value\n{USAGE}"))?;
+                (flag, v)
+            }
+        };
+        let bad = |e: std::num::ParseIntError| format!("{name} {value}: {e}\n{USAGE}");
+        match name.as_str() {
+            "--port" => args.port = value.parse().map_err(bad)?,
+            "--shards" => args.shards = value.parse().map_err(bad)?,
+            "--workers" => args.workers = value.parse().map_err(bad)?,
+            "--timeout-ms" => args.timeout = Duration::from_millis(value.parse().map_err(bad)?),
+            _ => return Err(format!("unknown option {name}\n{USAGE}")),
+        }
+    }
+    if args.shards == 0 || args.workers == 0 {
+        return Err(format!(
+            "--shards and --workers must be at least 1\n{USAGE}"
+        ));
+    }
+    Ok(args)
+}
+
+/// What the handler threads share: one tokio handle per runtime thread.
+struct App {
+    shards: Vec<Handle>,
+    timeout: Duration,
+}
+
+type Reply = (u16, String);
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(2);
+        }
+    };
+    match serve(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("blocking_handoff_tokio: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let shards = (0..args.shards)
+        .map(start_runtime_thread)
+        .collect::<Result<Vec<_>, _>>()?;
+    let server = Arc::new(Server::http(("127.0.0.1", args.port))?);
+    let addr = server
+        .server_addr()
+        .to_ip()
+        .ok_or("the server is not on a TCP address")?;
+    let app = Arc::new(App {
+        shards,
+        timeout: args.timeout,
+    });
+    let workers = (0..args.workers)
+        .map(|i| {
+            let (server, app) = (server.clone(), app.clone());
+            thread::Builder::new()
+                .name(format!("http-{i}"))
+                .spawn(move || loop {
+                    match server.recv() {
+                        Ok(request) => {
+                            let reply = route(&app, &request);
+                            respond(request, reply);
+                        }
+                        Err(e) => {
+                            eprintln!("accept error: {e}");
+                            thread::sleep(Duration::from_millis(10));
+                        }
+                    }
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    println!("listening on {addr}");
+    std::io::stdout().flush()?;
+    for w in workers {
+        let _ = w.join();
+    }
+    Ok(())
+}
+
+/// A current-thread runtime driven forever by its own thread; returns its handle.
+fn start_runtime_thread(i: usize) -> std::io::Result<Handle> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = rt.handle().clone();
+    thread::Builder::new()
+        .name(format!("tokio-{i}"))
+        .spawn(move || {
+            SHARD.with(|s| s.set(i));
+            // A current-thread runtime runs spawned tasks only inside `block_on`.
+            rt.block_on(std::future::pending::<()>());
+        })?;
+    Ok(handle)
+}
+
+fn respond(request: Request, (status, body): Reply) {
+    let response = Response::from_string(body).with_status_code(status);
+    let _ = request.respond(response);
+}
+
+fn route(app: &App, request: &Request) -> Reply {
+    if *request.method() != Method::Get {
+        return (405, "only GET is served\n".to_string());
+    }
+    let (path, query) = match request.url().split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (request.url(), ""),
+    };
+    match path {
+        "/" => (
+            200,
+            format!(
+                "blocking_handoff_tokio: {} tokio runtimes behind blocking handlers\n",
+                app.shards.len()
+            ),
+        ),
+        "/work" => match query_param(query, "key") {
+            Some(key) => work(app, key),
+            None => (400, "missing ?key=\n".to_string()),
+        },
+        "/slow" => match query_param(query, "ms").map(|ms| ms.parse::<u64>()) {
+            Some(Ok(ms)) => {
+                let key = query_param(query, "key").unwrap_or_default();
+                let shard = shard_for(&key, app.shards.len());
+                hand_off(app, shard, async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    format!("shard={} slept={ms}\n", SHARD.with(|s| s.get()))
+                })
+            }
+            _ => (400, "missing or bad ?ms=\n".to_string()),
+        },
+        _ => (404, "not found\n".to_string()),
+    }
+}
+
+fn work(app: &App, key: String) -> Reply {
+    let shard = shard_for(&key, app.shards.len());
+    hand_off(app, shard, async move {
+        let count = COUNTS.with(|counts| {
+            let mut counts = counts.borrow_mut();
+            let n = counts.entry(key.clone()).or_insert(0);
+            *n += 1;
+            *n
+        });
+        format!(
+            "shard={} key={key} count={count}\n",
+            SHARD.with(|s| s.get())
+        )
+    })
+}
+
+/// Spawns `work` on runtime `shard` and waits for its answer for at most the timeout;
+/// past it the task is aborted and the reply is 503.
+fn hand_off(app: &App, shard: usize, work: impl Future<Output = String> + Send + 'static) -> Reply {
+    // A one-shot: one slot, one answer.
+    let (tx, rx) = mpsc::sync_channel(1);
+    let task = app.shards[shard].spawn(async move {
+        let _ = tx.send(work.await);
+    });
+    match rx.recv_timeout(app.timeout) {
+        Ok(body) => (200, body),
+        Err(_) => {
+            task.abort();
+            (
+                503,
+                format!(
+                    "shard {shard} did not answer within {} ms\n",
+                    app.timeout.as_millis()
+                ),
+            )
+        }
+    }
+}
+
+/// The same fixed routing as `shardloop::Runtime::shard_for`: FNV-1a over the key's
+/// `Hash` output, high bits folded in, modulo the shard count.
+fn shard_for(key: &str, shards: usize) -> usize {
+    struct Fnv1a(u64);
+    impl Hasher for Fnv1a {
+        fn write(&mut self, bytes: &[u8]) {
+            for &b in bytes {
+                self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        fn finish(&self) -> u64 {
+            self.0
+        }
+    }
+    let mut h = Fnv1a(0xcbf2_9ce4_8422_2325);
+    key.hash(&mut h);
+    let h = h.finish();
+    ((h ^ (h >> 32)) % shards as u64) as usize
+}
+
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| percent_decode(v))
+}
+
+fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(hi), Some(lo)) => {
+                    out.push((hi * 16 + lo) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
