@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# kv_server (2 shards) against Debian's redis-server (persistence off), measured with
+# redis-benchmark: SET and GET, with pipelining (-P 16) and without (-P 1).
+#
+# Both servers run side by side on 127.0.0.1; each round runs every test against one,
+# then the other (alternating which goes first), so drift on a shared machine hits both
+# alike. Prints, as a markdown table, the median requests/s of the rounds for each test
+# and the ratio kv_server / redis-server.
+#
+# Usage: bench/kv_bench.sh            (ROUNDS=3 N=200000 CLIENTS=50 by default)
+#        ROUNDS=5 N=100000 bench/kv_bench.sh
+#        EXTRA="-r 100000" bench/kv_bench.sh   (extra redis-benchmark arguments, e.g.
+#                                               random keys instead of one key)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+N=${N:-200000}
+N_P1=${N_P1:-$N}
+CLIENTS=${CLIENTS:-50}
+SHARDS=${SHARDS:-2}
+EXTRA=${EXTRA:-}
+
+missing=()
+command -v redis-benchmark >/dev/null || missing+=(redis-tools)
+command -v redis-server >/dev/null || missing+=(redis-server)
+if ((${#missing[@]})); then
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+cargo build --quiet --release --example kv_server
+bin="${CARGO_TARGET_DIR:-target}/release/examples/kv_server"
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do
+        kill -TERM "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# Waits until the first line of file $1 matches `listening on 127.0.0.1:PORT` and
+# prints PORT (a hang detector, not a timing check).
+wait_port() {
+    for _ in $(seq 600); do
+        if [[ "$(head -n 1 "$1")" =~ ^listening\ on\ 127\.0\.0\.1:([0-9]+)$ ]]; then
+            echo "${BASH_REMATCH[1]}"
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "no 'listening on' line in $1" >&2
+    return 1
+}
+
+"$bin" --port 0 --shards "$SHARDS" >"$tmp/kv.out" 2>"$tmp/kv.err" &
+pids+=($!)
+kv_port=$(wait_port "$tmp/kv.out")
+
+redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+redis-server --save '' --appendonly no --port "$redis_port" --bind 127.0.0.1 \
+    >"$tmp/redis.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 600); do
+    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+    sleep 0.1
+done
+redis_version=$(redis-server --version | sed -nE 's/.*v=([0-9.]+).*/\1/p')
+
+# run PORT PIPELINE N: prints "SET <rps>" and "GET <rps>".
+run() {
+    # -q prints progress lines ended by \r, then one final line per test.
+    # shellcheck disable=SC2086
+    redis-benchmark -h 127.0.0.1 -p "$1" -q -t set,get -n "$3" -c "$CLIENTS" -P "$2" $EXTRA \
+        | tr '\r' '\n' \
+        | sed -nE 's/^(SET|GET): ([0-9.]+) requests per second.*/\1 \2/p'
+}
+
+# Results: lines "<server> <P> <test> <rps>".
+results="$tmp/results"
+: >"$results"
+for round in $(seq "$ROUNDS"); do
+    if ((round % 2)); then order="kv redis"; else order="redis kv"; fi
+    for p in 16 1; do
+        if ((p == 1)); then n=$N_P1; else n=$N; fi
+        for server in $order; do
+            if [[ $server == kv ]]; then port=$kv_port; else port=$redis_port; fi
+            run "$port" "$p" "$n" | while read -r test rps; do
+                echo "$server $p $test $rps" >>"$results"
+                echo "round $round: $server -P $p $test $rps req/s" >&2
+            done
+        done
+    done
+done
+
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+med() { awk -v s="$1" -v p="$2" -v t="$3" '$1 == s && $2 == p && $3 == t { print $4 }' "$results" | median; }
+
+echo
+echo "redis-benchmark -q -t set,get -n $N -c $CLIENTS -P 16 (and -P 1 with -n $N_P1)${EXTRA:+ $EXTRA};" \
+    "median of $ROUNDS alternating rounds; $(nproc) cores ($(sed -nE 's/^model name\s*: //p' /proc/cpuinfo | head -n 1))"
+echo
+echo "| workload | kv_server ($SHARDS shards) req/s | peer | peer req/s | ratio |"
+echo "|---|---:|---|---:|---:|"
+for p in 16 1; do
+    for test in SET GET; do
+        kv=$(med kv "$p" "$test")
+        rd=$(med redis "$p" "$test")
+        ratio=$(awk -v a="$kv" -v b="$rd" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }')
+        printf '| %s -P %s | %.0f | redis-server %s | %.0f | %s |\n' "$test" "$p" "$kv" "$redis_version" "$rd" "$ratio"
+    done
+done
+
+# kv_server must stop cleanly on SIGTERM.
+kill -TERM "${pids[0]}"
+status=0
+wait "${pids[0]}" || status=$?
+pids=("${pids[@]:1}")
+if ((status != 0)); then
+    echo "kv_server exited with $status after SIGTERM" >&2
+    cat "$tmp/kv.err" >&2
+    exit 1
+fi
