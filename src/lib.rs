@@ -60,3 +60,8 @@ pub use runtime::{
     DEFAULT_SHUTDOWN_GRACE,
 };
 pub use task::Task;
+
+/// The README's Rust examples, compiled and run as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
