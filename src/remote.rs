@@ -247,7 +247,7 @@ impl<T> Completer<T> {
         Completing {
             fut,
             completer: self,
-            registered: false,
+            registered: None,
         }
     }
 }
@@ -264,7 +264,8 @@ pin_project_lite::pin_project! {
         #[pin]
         fut: F,
         completer: Completer<T>,
-        registered: bool,
+        // The waker a cancel wakes, as last registered in the shared state.
+        registered: Option<Waker>,
     }
 }
 
@@ -277,17 +278,27 @@ impl<F: Future<Output = T>, T> Future for Completing<F, T> {
         if state.cancelled.load(Ordering::Acquire) {
             return Poll::Ready(());
         }
-        if !*this.registered {
-            // The task's waker never changes, so registering once is enough.
-            state.lock().worker = Some(cx.waker().clone());
-            *this.registered = true;
-        }
         match catch_unwind(AssertUnwindSafe(|| this.fut.poll(cx))) {
             Ok(Poll::Ready(v)) => {
                 state.complete(Ok(v));
                 Poll::Ready(())
             }
-            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Pending) => {
+                // Only work that waits needs to hear of a cancel: register (or update)
+                // the waker now, then look again for a cancel that came before it.
+                if !this
+                    .registered
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    state.lock().worker = Some(cx.waker().clone());
+                    *this.registered = Some(cx.waker().clone());
+                    if state.cancelled.load(Ordering::Acquire) {
+                        return Poll::Ready(());
+                    }
+                }
+                Poll::Pending
+            }
             Err(payload) => {
                 state.complete(Err(Error::Panicked(panic_message(&*payload))));
                 // Let the task machinery report it to the exception handler too.

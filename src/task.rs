@@ -201,6 +201,24 @@ impl<F: Future> Join<F::Output> for TaskCell<F> {
     }
 }
 
+/// A waker that does nothing, for a first poll made outside any task.
+struct NoopWake;
+
+impl Wake for NoopWake {
+    fn wake(self: Arc<Self>) {}
+}
+
+thread_local! {
+    static NOOP_WAKER: Waker = Waker::from(Arc::new(NoopWake));
+}
+
+/// Polls `fut` once with a waker that does nothing. For work that may finish at once
+/// and otherwise becomes a task: the task's first poll gives the future its real
+/// waker, as the `Future` contract says every poll may.
+pub(crate) fn poll_detached<F: Future + ?Sized>(fut: Pin<&mut F>) -> Poll<F::Output> {
+    NOOP_WAKER.with(|waker| fut.poll(&mut Context::from_waker(waker)))
+}
+
 /// Makes a task for `fut` on `lp`: returns the ready-queue entry (already marked
 /// scheduled, for the caller to queue), and the handle.
 pub(crate) fn new_task<F: Future + 'static>(

@@ -96,12 +96,16 @@ where
 {
     let (remote, completer) = remote::pair();
     let job = move || {
-        let fut = factory();
-        if let Ok(lp) = crate::get_running_loop() {
-            // The loop is running (we are one of its callbacks): it cannot be
-            // closed, so this only fails by a bug; the completer then reports
-            // Cancelled.
-            let _ = lp.create_task(completer.complete_with(fut));
+        let mut work = Box::pin(completer.complete_with(factory()));
+        // Most submitted work finishes at once: poll it here and spare it a task.
+        // Work that waits becomes a task, whose first poll registers its real waker.
+        if crate::task::poll_detached(work.as_mut()).is_pending() {
+            if let Ok(lp) = crate::get_running_loop() {
+                // The loop is running (we are one of its callbacks): it cannot be
+                // closed, so this only fails by a bug; dropping the work then
+                // reports Cancelled.
+                let _ = lp.create_task(work);
+            }
         }
     };
     (remote, job)
