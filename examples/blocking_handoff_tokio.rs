@@ -17,6 +17,9 @@
 //! `/slow?ms=M`), without `/stats` and without graceful shutdown: it is a benchmark
 //! peer, stopped with a signal.
 
+mod handoff_common;
+use handoff_common::{parse_args, Args};
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
@@ -37,52 +40,6 @@ thread_local! {
     static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
 }
 
-struct Args {
-    port: u16,
-    shards: usize,
-    workers: usize,
-    timeout: Duration,
-}
-
-const USAGE: &str =
-    "usage: blocking_handoff_tokio [--port N] [--shards N] [--workers N] [--timeout-ms N]";
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        port: 8082,
-        shards: num_cpus::get(),
-        workers: 8,
-        timeout: Duration::from_millis(100),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let (name, value) = match flag.split_once('=') {
-            Some((n, v)) => (n.to_string(), v.to_string()),
-            None => {
-                if flag == "--help" || flag == "-h" {
-                    return Err(USAGE.to_string());
-                }
-                let v = it.next().ok_or(format!("{flag} needs a value\n{USAGE}"))?;
-                (flag, v)
-            }
-        };
-        let bad = |e: std::num::ParseIntError| format!("{name} {value}: {e}\n{USAGE}");
-        match name.as_str() {
-            "--port" => args.port = value.parse().map_err(bad)?,
-            "--shards" => args.shards = value.parse().map_err(bad)?,
-            "--workers" => args.workers = value.parse().map_err(bad)?,
-            "--timeout-ms" => args.timeout = Duration::from_millis(value.parse().map_err(bad)?),
-            _ => return Err(format!("unknown option {name}\n{USAGE}")),
-        }
-    }
-    if args.shards == 0 || args.workers == 0 {
-        return Err(format!(
-            "--shards and --workers must be at least 1\n{USAGE}"
-        ));
-    }
-    Ok(args)
-}
-
 /// What the handler threads share: one tokio handle per runtime thread.
 struct App {
     shards: Vec<Handle>,
@@ -92,7 +49,7 @@ struct App {
 type Reply = (u16, String);
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
+    let args = match parse_args("blocking_handoff_tokio", 8082) {
         Ok(a) => a,
         Err(msg) => {
             eprintln!("{msg}");
