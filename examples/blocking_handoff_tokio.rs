@@ -18,7 +18,7 @@
 //! peer, stopped with a signal.
 
 mod handoff_common;
-use handoff_common::{parse_args, Args};
+use handoff_common::{parse_args, query_param, Args};
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -219,34 +219,4 @@ fn shard_for(key: &str, shards: usize) -> usize {
     key.hash(&mut h);
     let h = h.finish();
     ((h ^ (h >> 32)) % shards as u64) as usize
-}
-
-fn query_param(query: &str, name: &str) -> Option<String> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| percent_decode(v))
-}
-
-fn percent_decode(s: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16);
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(hi), Some(lo)) => {
-                    out.push((hi * 16 + lo) as u8);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

@@ -1,4 +1,4 @@
-//! The command line shared by `blocking_handoff` and its tokio peer.
+//! What `blocking_handoff` and its tokio peer share: the command line and query strings.
 
 use std::time::Duration;
 
@@ -46,4 +46,35 @@ pub fn parse_args(program: &str, default_port: u16) -> Result<Args, String> {
         ));
     }
     Ok(args)
+}
+
+/// The percent-decoded value of `name` in a query string (`+` is a space).
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| percent_decode(v))
+}
+
+fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(hi), Some(lo)) => {
+                    out.push((hi * 16 + lo) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
