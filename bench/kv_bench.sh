@@ -20,6 +20,8 @@ N_P1=${N_P1:-$N}
 CLIENTS=${CLIENTS:-50}
 SHARDS=${SHARDS:-2}
 EXTRA=${EXTRA:-}
+# Extra kv_server flags, e.g. KV_ARGS=--no-pin.
+KV_ARGS=${KV_ARGS:-}
 
 missing=()
 command -v redis-benchmark >/dev/null || missing+=(redis-tools)
@@ -56,7 +58,7 @@ wait_port() {
     return 1
 }
 
-"$bin" --port 0 --shards "$SHARDS" >"$tmp/kv.out" 2>"$tmp/kv.err" &
+"$bin" --port 0 --shards "$SHARDS" $KV_ARGS >"$tmp/kv.out" 2>"$tmp/kv.err" &
 pids+=($!)
 kv_port=$(wait_port "$tmp/kv.out")
 
@@ -103,7 +105,7 @@ echo
 echo "redis-benchmark -q -t set,get -n $N -c $CLIENTS -P 16 (and -P 1 with -n $N_P1)${EXTRA:+ $EXTRA};" \
     "median of $ROUNDS alternating rounds; $(nproc) cores ($(sed -nE 's/^model name\s*: //p' /proc/cpuinfo | head -n 1))"
 echo
-echo "| workload | kv_server ($SHARDS shards) req/s | peer | peer req/s | ratio |"
+echo "| workload | kv_server ($SHARDS shards${KV_ARGS:+ $KV_ARGS}) req/s | peer | peer req/s | ratio |"
 echo "|---|---:|---|---:|---:|"
 for p in 16 1; do
     for test in SET GET; do

@@ -13,7 +13,10 @@
 //! `--placement reuseport` (default): every shard binds its own listener with
 //! SO_REUSEPORT and the kernel spreads connections. `--placement dispatch`: shard 0
 //! accepts and hands each connection to the shard with the fewest open connections.
-//! SIGINT / SIGTERM: stop accepting, finish the requests in flight, exit 0.
+//! Shards are pinned one per CPU; `--no-pin` leaves them to the scheduler, which is
+//! faster when the clients run on the same few cores (as in `bench/kv_bench.sh` on a
+//! small machine). SIGINT / SIGTERM: stop accepting, finish the requests in flight,
+//! exit 0.
 
 use std::cell::{Cell, RefCell};
 use std::io::Write as _;
@@ -44,6 +47,7 @@ struct Args {
     shards: usize,
     placement: Option<Placement>,
     grace: Duration,
+    pin: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -52,6 +56,7 @@ fn parse_args() -> Result<Args, String> {
         shards: num_cpus::get(),
         placement: None,
         grace: Duration::from_secs(5),
+        pin: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -63,6 +68,7 @@ fn parse_args() -> Result<Args, String> {
                 let ms = value()?.parse().map_err(|e| format!("--grace-ms: {e}"))?;
                 args.grace = Duration::from_millis(ms);
             }
+            "--no-pin" => args.pin = false,
             "--placement" => {
                 args.placement = match value()?.as_str() {
                     "reuseport" => None,
@@ -383,14 +389,14 @@ fn main() {
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("kv_server: {e}\nusage: kv_server [--port N] [--shards N] [--placement reuseport|dispatch] [--grace-ms N]");
+            eprintln!("kv_server: {e}\nusage: kv_server [--port N] [--shards N] [--placement reuseport|dispatch] [--grace-ms N] [--no-pin]");
             std::process::exit(2);
         }
     };
     let rt = Arc::new(
         Runtime::builder()
             .shards(args.shards.max(1))
-            .pin_to_cores(true)
+            .pin_to_cores(args.pin)
             .thread_name("kv-shard")
             .build()
             .expect("start the shards"),
