@@ -55,6 +55,13 @@ pub const WORKLOADS: &[RuntimeWorkload] = &[
         ],
     ),
     (
+        "rt_round_trip_spin",
+        "round trips, shards spin 50 us before parking",
+        1e5,
+        sl_round_trip_submit_spinning,
+        &[("tokio 2 rt: mpsc ping-pong", tokio_ping_pong)],
+    ),
+    (
         "rt_blocking_submit",
         "blocking thread -> shard -> result, sequential",
         1e5,
@@ -73,6 +80,15 @@ fn sum_to(n: u64) -> u64 {
 
 fn shardloop_rt(shards: usize) -> Runtime {
     Runtime::builder().shards(shards).build().unwrap()
+}
+
+/// Shards that spin up to 50 µs watching their inbox before they park.
+fn spinning_rt(shards: usize) -> Runtime {
+    Runtime::builder()
+        .shards(shards)
+        .spin_before_park(Duration::from_micros(50))
+        .build()
+        .unwrap()
 }
 
 fn shut(rt: Runtime) {
@@ -222,7 +238,15 @@ pub fn flume_cross(n: u64) -> Duration {
 
 /// Shard 0 submits to shard 1 and awaits the result, `n` times in a row.
 pub fn sl_round_trip_submit(n: u64) -> Duration {
-    let rt = shardloop_rt(2);
+    round_trips(shardloop_rt(2), n)
+}
+
+/// [`sl_round_trip_submit`] with shards that spin before parking.
+pub fn sl_round_trip_submit_spinning(n: u64) -> Duration {
+    round_trips(spinning_rt(2), n)
+}
+
+fn round_trips(rt: Runtime, n: u64) -> Duration {
     let to = rt.shard(1).clone();
     let start = Instant::now();
     let sum = rt

@@ -54,6 +54,13 @@ impl Doorbell {
             && self.state.fetch_and(!NOTIFIED, Ordering::AcqRel) & NOTIFIED != 0
     }
 
+    /// Loop side: whether something was sent since the last
+    /// [`take_notified`](Self::take_notified), without clearing it.
+    #[inline]
+    pub(crate) fn has_news(&self) -> bool {
+        self.state.load(Ordering::Acquire) & NOTIFIED != 0
+    }
+
     /// Loop side: commits to parking unless news is pending. `true`: park now, then
     /// call [`woke`](Self::woke).
     pub(crate) fn try_sleep(&self) -> bool {

@@ -108,6 +108,14 @@ impl Builder {
         self
     }
 
+    /// Each shard spins this long watching its inbox before it parks
+    /// ([`LoopBuilder::spin_before_park`](crate::LoopBuilder::spin_before_park));
+    /// default zero.
+    pub fn spin_before_park(mut self, window: Duration) -> Self {
+        self.loop_builder = self.loop_builder.spin_before_park(window);
+        self
+    }
+
     /// Bounds each shard's inbox to `capacity` submitted jobs (default: unbounded).
     /// When a shard's inbox is full, [`Runtime::submit_to`] blocks a plain thread and
     /// waits asynchronously on a loop thread, [`Runtime::submit_to_async`] waits
