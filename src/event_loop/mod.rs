@@ -118,12 +118,17 @@ impl LoopBuilder {
         self
     }
 
-    /// Before parking in `epoll_wait`, spin this long watching the inbox (default
-    /// zero: park at once). Work sent by another thread within the window is picked
-    /// up without the eventfd write and wakeup that parking costs both sides, which
-    /// cuts cross-shard round trips; the price is a busy core while idle for that
-    /// long, and I/O readiness is looked at only when the window ends. Timers are
-    /// never delayed by it.
+    /// Before parking in `epoll_wait`, spend up to this long looking for work
+    /// (default zero: park at once): mail from other threads, and, each time the
+    /// thread has yielded its core (`sched_yield`), I/O readiness, with a poll that
+    /// does not block. Work found within the window is picked up without the sleep,
+    /// eventfd write and wakeup that parking costs, which cuts cross-shard round trips
+    /// and the context switches of a busy server. Yielding means a client or another
+    /// shard sharing the core runs meanwhile rather than after the window. The price
+    /// is a core that looks busy for up to that long each time the loop runs dry.
+    /// Timers are never delayed by it, and while mail keeps ending spins I/O is still
+    /// polled every [`event_interval`](Self::event_interval) iterations, as when
+    /// callbacks keep the loop busy.
     pub fn spin_before_park(mut self, window: Duration) -> Self {
         self.spin_before_park = window;
         self
@@ -303,9 +308,22 @@ impl LoopInner {
         }
     }
 
-    /// Spins up to `spin_before_park` (never past `deadline`) until another thread
-    /// sends something. Returns whether something came.
-    fn spin_for_mail(&self, deadline: Option<Instant>) -> bool {
+    /// Polls I/O without blocking once every `event_interval` calls: the loop's
+    /// iterations that did not park.
+    fn count_down_to_io_poll(&self) {
+        if self.io_countdown.get() <= 1 {
+            self.io_countdown.set(self.event_interval);
+            let events = self.reactor.poll(Some(Duration::ZERO), &self.ready);
+            self.stats.add_io_events(events);
+        } else {
+            self.io_countdown.set(self.io_countdown.get() - 1);
+        }
+    }
+
+    /// Spins up to `spin_before_park` (never past `deadline`) until there is work:
+    /// mail from another thread, or I/O readiness that made something ready to run.
+    /// Returns whether it found any.
+    fn spin_for_work(&self, deadline: Option<Instant>) -> bool {
         if self.spin_before_park.is_zero() {
             return false;
         }
@@ -319,6 +337,17 @@ impl LoopInner {
                     return true;
                 }
                 std::hint::spin_loop();
+            }
+            // A thread that shares this core (a client, another shard) runs now
+            // rather than when the window ends: on a busy machine a pure spin
+            // delays the very work it waits for.
+            std::thread::yield_now();
+            let events = self.reactor.poll(Some(Duration::ZERO), &self.ready);
+            if events > 0 {
+                self.stats.add_io_events(events);
+                if !self.ready.borrow().is_empty() {
+                    return true;
+                }
             }
             if Instant::now() >= until {
                 return false;
@@ -640,18 +669,19 @@ impl EventLoop {
             let deadline = inner.timers.borrow_mut().next_deadline();
             // Parks only if nothing was sent since the drain above (or during the
             // spin); else the drain below picks it up.
-            if !inner.spin_for_mail(deadline) && inner.shared.doorbell.try_sleep() {
+            if inner.spin_for_work(deadline) {
+                // The loop did not park: I/O readiness is due as if callbacks kept
+                // it busy, or a stream of mail ending every spin starves it.
+                inner.count_down_to_io_poll();
+            } else if inner.shared.doorbell.try_sleep() {
                 let events = inner.reactor.park(deadline, &inner.ready);
                 inner.shared.doorbell.woke();
                 inner.stats.add_io_events(events);
+                inner.io_countdown.set(inner.event_interval);
             }
             inner.drain_inbox();
-        } else if inner.io_countdown.get() <= 1 {
-            inner.io_countdown.set(inner.event_interval);
-            let events = inner.reactor.poll(Some(Duration::ZERO), &inner.ready);
-            inner.stats.add_io_events(events);
         } else {
-            inner.io_countdown.set(inner.io_countdown.get() - 1);
+            inner.count_down_to_io_poll();
         }
         {
             let mut timers = inner.timers.borrow_mut();
