@@ -56,7 +56,7 @@ pub use event_loop::timers::TimerHandle;
 pub use event_loop::{EventLoop, LoopBuilder};
 pub use remote::Remote;
 pub use runtime::{
-    current_shard, Builder as RuntimeBuilder, Runtime, ShardReport, ShutdownReport,
+    current_shard, shard_index, Builder as RuntimeBuilder, Runtime, ShardReport, ShutdownReport,
     DEFAULT_SHUTDOWN_GRACE,
 };
 pub use task::Task;

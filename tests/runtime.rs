@@ -172,7 +172,7 @@ fn shard_for_is_stable_and_spreads_keys() {
         a.shard_for(&String::from("user:42")),
         "str and String agree"
     );
-    // Fixed across runs: FNV-1a, not a randomly seeded hasher.
+    // Fixed across runs: not a randomly seeded hasher.
     assert_eq!(
         (0..8u64).map(|k| a.shard_for(&k)).collect::<Vec<_>>(),
         (0..8u64).map(|k| b.shard_for(&k)).collect::<Vec<_>>()

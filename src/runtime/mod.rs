@@ -10,10 +10,11 @@ mod builder;
 mod pin;
 mod report;
 mod shard;
+mod shard_hash;
 
 use std::fmt;
 use std::future::Future;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 
 pub use builder::Builder;
 pub use report::{ShardReport, ShutdownReport};
+pub use shard_hash::shard_index;
 
 use crate::event_loop::timers::deadline_after;
 use crate::remote::Remote;
@@ -120,9 +122,9 @@ impl Runtime {
         self.cpus[i]
     }
 
-    /// The shard for `key`: a fixed hash (FNV-1a over the key's `Hash` output, not
-    /// randomly seeded) modulo `len()`, so the same key maps to the same shard for
-    /// the life of the runtime, and across runs of the same build.
+    /// The shard for `key`: a fixed hash of the key's `Hash` output (not randomly
+    /// seeded; see [`shard_index`]) modulo `len()`, so the same key maps to the same
+    /// shard for the life of the runtime, and across runs of the same build.
     ///
     /// ```
     /// let rt = shardloop::Runtime::builder().shards(2).build()?;
@@ -131,11 +133,7 @@ impl Runtime {
     /// # Ok::<(), shardloop::Error>(())
     /// ```
     pub fn shard_for<K: Hash + ?Sized>(&self, key: &K) -> usize {
-        let mut h = Fnv1a::default();
-        key.hash(&mut h);
-        let h = h.finish();
-        // Fold the high bits in: FNV's low bits alone mix less well.
-        ((h ^ (h >> 32)) % self.len() as u64) as usize
+        shard_index(key, self.len())
     }
 
     /// Runs the future made by `factory` as a task on shard `i` and returns its
@@ -391,26 +389,5 @@ impl fmt::Debug for Runtime {
             .field("pinned_cpus", &self.cpus)
             .field("closed", &self.is_closed())
             .finish()
-    }
-}
-
-/// FNV-1a, 64-bit: a fixed, unseeded hash, so shard routing is stable.
-struct Fnv1a(u64);
-
-impl Default for Fnv1a {
-    fn default() -> Self {
-        Fnv1a(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv1a {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
     }
 }
