@@ -16,7 +16,9 @@
 //!
 //! Options: `--port N` (default 8081, 0 = any free port), `--shards N` (default: one
 //! per CPU), `--workers N` (blocking handler threads, default 8), `--timeout-ms N`
-//! (how long a handler waits for its shard, default 100). The first line on stdout is
+//! (how long a handler waits for its shard, default 100), `--spin-us N` (how long a
+//! shard that ran out of work keeps looking for more before it parks, yielding its
+//! core between looks; default 50, 0 parks at once). The first line on stdout is
 //! `listening on 127.0.0.1:PORT`. SIGINT or SIGTERM shut it down gracefully: no new
 //! requests are taken, the handlers finish the ones they have, the runtime shuts
 //! down, and the process exits 0.
@@ -38,6 +40,10 @@ use tiny_http::{Method, Request, Response, Server};
 
 /// How long the runtime's shards get to finish their tasks at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a shard that ran out of work looks for more before it parks: handlers
+/// hand work over one request at a time, so the next often comes within it.
+const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
 // Shard-owned state. Each shard is one thread running one loop, so a thread-local is
 // that shard's private state: only work routed to the shard touches it, with no
@@ -64,7 +70,7 @@ struct App {
 type Reply = (u16, String);
 
 fn main() -> ExitCode {
-    let args = match parse_args("blocking_handoff", 8081) {
+    let args = match parse_args("blocking_handoff", 8081, Some(DEFAULT_SPIN)) {
         Ok(a) => a,
         Err(msg) => {
             eprintln!("{msg}");
@@ -84,6 +90,7 @@ fn serve(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let rt = Runtime::builder()
         .shards(args.shards)
         .thread_name("shard")
+        .spin_before_park(args.spin.unwrap_or(DEFAULT_SPIN))
         .build()?;
     let server = Arc::new(Server::http(("127.0.0.1", args.port))?);
     let addr = server

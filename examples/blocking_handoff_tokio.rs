@@ -23,7 +23,6 @@ use handoff_common::{parse_args, query_param, Args};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::{mpsc, Arc};
@@ -49,7 +48,7 @@ struct App {
 type Reply = (u16, String);
 
 fn main() -> ExitCode {
-    let args = match parse_args("blocking_handoff_tokio", 8082) {
+    let args = match parse_args("blocking_handoff_tokio", 8082, None) {
         Ok(a) => a,
         Err(msg) => {
             eprintln!("{msg}");
@@ -150,7 +149,7 @@ fn route(app: &App, request: &Request) -> Reply {
         "/slow" => match query_param(query, "ms").map(|ms| ms.parse::<u64>()) {
             Some(Ok(ms)) => {
                 let key = query_param(query, "key").unwrap_or_default();
-                let shard = shard_for(&key, app.shards.len());
+                let shard = shardloop::shard_index(key.as_str(), app.shards.len());
                 hand_off(app, shard, async move {
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                     format!("shard={} slept={ms}\n", SHARD.with(|s| s.get()))
@@ -163,7 +162,7 @@ fn route(app: &App, request: &Request) -> Reply {
 }
 
 fn work(app: &App, key: String) -> Reply {
-    let shard = shard_for(&key, app.shards.len());
+    let shard = shardloop::shard_index(key.as_str(), app.shards.len());
     hand_off(app, shard, async move {
         let count = COUNTS.with(|counts| {
             let mut counts = counts.borrow_mut();
@@ -199,24 +198,4 @@ fn hand_off(app: &App, shard: usize, work: impl Future<Output = String> + Send +
             )
         }
     }
-}
-
-/// The same fixed routing as `shardloop::Runtime::shard_for`: FNV-1a over the key's
-/// `Hash` output, high bits folded in, modulo the shard count.
-fn shard_for(key: &str, shards: usize) -> usize {
-    struct Fnv1a(u64);
-    impl Hasher for Fnv1a {
-        fn write(&mut self, bytes: &[u8]) {
-            for &b in bytes {
-                self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-            }
-        }
-        fn finish(&self) -> u64 {
-            self.0
-        }
-    }
-    let mut h = Fnv1a(0xcbf2_9ce4_8422_2325);
-    key.hash(&mut h);
-    let h = h.finish();
-    ((h ^ (h >> 32)) % shards as u64) as usize
 }

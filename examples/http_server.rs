@@ -11,6 +11,10 @@
 //! curl http://127.0.0.1:8080/shard
 //! ```
 //!
+//! `--spin-us N` (default 50): how long a shard that ran out of work keeps polling
+//! its sockets, yielding its core between polls, before it sleeps in `epoll_wait`;
+//! 0 sleeps at once.
+//!
 //! SIGINT or SIGTERM shuts it down gracefully: the shards stop accepting, idle
 //! connections close, requests in flight are answered (with `connection: close`),
 //! and the process exits 0 once they are, or after a grace period.
@@ -40,9 +44,17 @@ use slab::Slab;
 /// How long requests in flight get to finish after SIGINT/SIGTERM.
 const GRACE: Duration = Duration::from_secs(5);
 
+/// How long a shard that ran out of work keeps looking for more (its sockets'
+/// readiness) before it parks in `epoll_wait`, yielding its core between looks
+/// (`--spin-us`; `LoopBuilder::spin_before_park`).
+const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = common::Args::parse("--shards", num_cpus::get());
-    let rt = Runtime::builder().shards(args.threads).build()?;
+    let args = common::Args::parse("--shards", num_cpus::get(), Some(DEFAULT_SPIN));
+    let rt = Runtime::builder()
+        .shards(args.threads)
+        .spin_before_park(args.spin.unwrap_or(DEFAULT_SPIN))
+        .build()?;
 
     // Shard 0 binds first: with `--port 0` its port is the one the others share.
     let port = rt.submit_to(0, move || listen(args.port)).wait()??;

@@ -13,10 +13,13 @@
 //! `--placement reuseport` (default): every shard binds its own listener with
 //! SO_REUSEPORT and the kernel spreads connections. `--placement dispatch`: shard 0
 //! accepts and hands each connection to the shard with the fewest open connections.
-//! Shards are pinned one per CPU; `--no-pin` leaves them to the scheduler, which is
-//! faster when the clients run on the same few cores (as in `bench/kv_bench.sh` on a
-//! small machine). SIGINT / SIGTERM: stop accepting, finish the requests in flight,
-//! exit 0.
+//! Shards are pinned one per CPU; `--no-pin` leaves them to the scheduler. A shard
+//! that runs out of work keeps looking for more (replies from other shards, requests
+//! on its sockets) for `--spin-us` microseconds (default 50) before it parks,
+//! yielding its core between looks: work that comes within that window costs no
+//! sleep, eventfd write or wakeup, and a client on the same core is not held up
+//! (`LoopBuilder::spin_before_park`). `--spin-us 0` parks at once. SIGINT /
+//! SIGTERM: stop accepting, finish the requests in flight, exit 0.
 
 use std::cell::{Cell, RefCell};
 use std::io::Write as _;
@@ -48,6 +51,7 @@ struct Args {
     placement: Option<Placement>,
     grace: Duration,
     pin: bool,
+    spin: Duration,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -57,6 +61,7 @@ fn parse_args() -> Result<Args, String> {
         placement: None,
         grace: Duration::from_secs(5),
         pin: true,
+        spin: Duration::from_micros(50),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -69,6 +74,10 @@ fn parse_args() -> Result<Args, String> {
                 args.grace = Duration::from_millis(ms);
             }
             "--no-pin" => args.pin = false,
+            "--spin-us" => {
+                let us = value()?.parse().map_err(|e| format!("--spin-us: {e}"))?;
+                args.spin = Duration::from_micros(us);
+            }
             "--placement" => {
                 args.placement = match value()?.as_str() {
                     "reuseport" => None,
@@ -85,8 +94,8 @@ fn parse_args() -> Result<Args, String> {
 }
 
 /// Runs `cmd` on this shard's store.
-fn execute_here(cmd: Command) -> Reply {
-    STORE.with(|s| s.borrow_mut().execute(cmd, Instant::now()))
+fn execute_here(cmd: Command, now: Instant) -> Reply {
+    STORE.with(|s| s.borrow_mut().execute(cmd, now))
 }
 
 /// Where one request's reply comes from.
@@ -104,32 +113,71 @@ enum Slot {
 
 /// One read's worth of pipelined requests: local ones run at once, remote ones are
 /// grouped per shard and sent in one submit each.
+///
+/// Replies go straight into the connection's output buffer, encoded from the
+/// keyspace without an intermediate [`Reply`], for as long as every request so far
+/// was answered here; from the first one that is not, the rest wait in `slots`, in
+/// order, until the remote replies are in.
 struct Batch<'a> {
     rt: &'a Arc<Runtime>,
     me: usize,
+    /// One clock reading for the whole read (for expiry checks and TTLs).
+    now: Instant,
+    out: &'a mut Vec<u8>,
     slots: Vec<Slot>,
+    /// Commands for other shards, indexed by shard (empty until the first one).
     groups: Vec<Vec<Command>>,
 }
 
 impl<'a> Batch<'a> {
-    fn new(rt: &'a Arc<Runtime>, me: usize) -> Self {
+    fn new(rt: &'a Arc<Runtime>, me: usize, out: &'a mut Vec<u8>) -> Self {
         Batch {
             rt,
             me,
+            now: Instant::now(),
+            out,
             slots: Vec::new(),
-            groups: vec![Vec::new(); rt.len()],
+            groups: Vec::new(),
         }
     }
 
+    /// Whether there is anything to send back.
+    fn has_replies(&self) -> bool {
+        !self.out.is_empty() || !self.slots.is_empty()
+    }
+
+    /// A reply made here, in order after those before it.
+    fn answer(&mut self, reply: Reply) {
+        if self.slots.is_empty() {
+            reply.encode(self.out);
+        } else {
+            self.slots.push(Slot::Ready(reply));
+        }
+    }
+
+    /// Runs a command whose keys (if any) this shard owns.
+    fn run_here(&mut self, cmd: Command) {
+        if self.slots.is_empty() {
+            let (now, out) = (self.now, &mut *self.out);
+            STORE.with(|s| s.borrow_mut().execute_into(cmd, now, out));
+        } else {
+            let reply = execute_here(cmd, self.now);
+            self.slots.push(Slot::Ready(reply));
+        }
+    }
+
+    /// Where a single-shard part of a request gets its reply.
     fn place(&mut self, shard: usize, cmd: Command) -> Slot {
         if shard == self.me {
-            Slot::Ready(execute_here(cmd))
-        } else {
-            self.groups[shard].push(cmd);
-            Slot::Remote {
-                shard,
-                idx: self.groups[shard].len() - 1,
-            }
+            return Slot::Ready(execute_here(cmd, self.now));
+        }
+        if self.groups.is_empty() {
+            self.groups.resize_with(self.rt.len(), Vec::new);
+        }
+        self.groups[shard].push(cmd);
+        Slot::Remote {
+            shard,
+            idx: self.groups[shard].len() - 1,
         }
     }
 
@@ -138,17 +186,24 @@ impl<'a> Batch<'a> {
         let cmd = match Command::parse(args) {
             Ok(cmd) => cmd,
             Err(reply) => {
-                self.slots.push(Slot::Ready(reply));
+                self.answer(reply);
                 return false;
             }
         };
         if cmd.is_quit() {
-            self.slots.push(Slot::Ready(Reply::ok()));
+            self.answer(Reply::ok());
             return true;
         }
         let rt = self.rt;
         let slot = match cmd.route(rt.len(), |key| rt.shard_for(key)) {
-            Route::Local(cmd) => Slot::Ready(execute_here(cmd)),
+            Route::Local(cmd) => {
+                self.run_here(cmd);
+                return false;
+            }
+            Route::Shard(shard, cmd) if shard == self.me => {
+                self.run_here(cmd);
+                return false;
+            }
             Route::Shard(shard, cmd) => self.place(shard, cmd),
             Route::Split(split) => {
                 let parts = split
@@ -164,9 +219,9 @@ impl<'a> Batch<'a> {
         false
     }
 
-    /// Sends the remote groups, waits for their replies and encodes every reply, in
-    /// request order, into `out`.
-    async fn finish(self, out: &mut Vec<u8>) {
+    /// Sends the remote groups, waits for their replies and encodes the replies not
+    /// yet in the output, in request order.
+    async fn finish(self) {
         let mut remote: Vec<Vec<Option<Reply>>> = Vec::with_capacity(self.groups.len());
         let submitted: Vec<_> = self
             .groups
@@ -175,7 +230,13 @@ impl<'a> Batch<'a> {
             .map(|(shard, cmds)| {
                 (!cmds.is_empty()).then(|| {
                     self.rt.submit_to(shard, move || async move {
-                        cmds.into_iter().map(execute_here).collect::<Vec<_>>()
+                        let now = Instant::now();
+                        STORE.with(|s| {
+                            let mut store = s.borrow_mut();
+                            cmds.into_iter()
+                                .map(|cmd| store.execute(cmd, now))
+                                .collect::<Vec<_>>()
+                        })
                     })
                 })
             })
@@ -191,7 +252,7 @@ impl<'a> Batch<'a> {
             });
         }
         for slot in self.slots {
-            resolve(slot, &mut remote, self.rt).await.encode(out);
+            resolve(slot, &mut remote, self.rt).await.encode(self.out);
         }
     }
 }
@@ -246,7 +307,7 @@ async fn serve(mut stream: TcpStream, rt: Arc<Runtime>) {
     let mut decoder = Decoder::new(Limits::default());
     let mut out = Vec::with_capacity(16 * 1024);
     'conn: loop {
-        let mut batch = Batch::new(&rt, me);
+        let mut batch = Batch::new(&rt, me, &mut out);
         let mut quit = false;
         let mut broken = None;
         loop {
@@ -264,9 +325,9 @@ async fn serve(mut stream: TcpStream, rt: Arc<Runtime>) {
                 }
             }
         }
-        if !batch.slots.is_empty() {
+        if batch.has_replies() {
             BUSY.with(|b| b.set(b.get() + 1));
-            batch.finish(&mut out).await;
+            batch.finish().await;
             let written = stream.write_all(&out).await;
             out.clear();
             BUSY.with(|b| b.set(b.get() - 1));
@@ -389,7 +450,7 @@ fn main() {
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("kv_server: {e}\nusage: kv_server [--port N] [--shards N] [--placement reuseport|dispatch] [--grace-ms N] [--no-pin]");
+            eprintln!("kv_server: {e}\nusage: kv_server [--port N] [--shards N] [--placement reuseport|dispatch] [--grace-ms N] [--no-pin] [--spin-us N]");
             std::process::exit(2);
         }
     };
@@ -398,6 +459,7 @@ fn main() {
             .shards(args.shards.max(1))
             .pin_to_cores(args.pin)
             .thread_name("kv-shard")
+            .spin_before_park(args.spin)
             .build()
             .expect("start the shards"),
     );

@@ -8,16 +8,32 @@ pub struct Args {
     pub shards: usize,
     pub workers: usize,
     pub timeout: Duration,
+    /// How long an idle shard looks for work before it parks (`--spin-us`); `None`
+    /// for a server without shardloop shards, which then refuses the flag.
+    pub spin: Option<Duration>,
 }
 
-/// Parses `--port N --shards N --workers N --timeout-ms N` (also `--flag=value`).
-pub fn parse_args(program: &str, default_port: u16) -> Result<Args, String> {
-    let usage = format!("usage: {program} [--port N] [--shards N] [--workers N] [--timeout-ms N]");
+/// Parses `--port N --shards N --workers N --timeout-ms N`, and `--spin-us N` where
+/// `default_spin` is `Some` (also `--flag=value`).
+pub fn parse_args(
+    program: &str,
+    default_port: u16,
+    default_spin: Option<Duration>,
+) -> Result<Args, String> {
+    let spin_flag = if default_spin.is_some() {
+        " [--spin-us N]"
+    } else {
+        ""
+    };
+    let usage = format!(
+        "usage: {program} [--port N] [--shards N] [--workers N] [--timeout-ms N]{spin_flag}"
+    );
     let mut args = Args {
         port: default_port,
         shards: num_cpus::get(),
         workers: 8,
         timeout: Duration::from_millis(100),
+        spin: default_spin,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -37,6 +53,9 @@ pub fn parse_args(program: &str, default_port: u16) -> Result<Args, String> {
             "--shards" => args.shards = value.parse().map_err(bad)?,
             "--workers" => args.workers = value.parse().map_err(bad)?,
             "--timeout-ms" => args.timeout = Duration::from_millis(value.parse().map_err(bad)?),
+            "--spin-us" if args.spin.is_some() => {
+                args.spin = Some(Duration::from_micros(value.parse().map_err(bad)?))
+            }
             _ => return Err(format!("unknown option {name}\n{usage}")),
         }
     }

@@ -52,47 +52,63 @@ pub fn configure(builder: &mut http1::Builder) {
         .max_header_size(MAX_HEADER_SIZE);
 }
 
-/// `--port N` (default 8080; 0 picks a free one) and `--shards N` / `--workers N`
-/// (default: the number of CPUs, or `default_threads`).
+/// `--port N` (default 8080; 0 picks a free one), `--shards N` / `--workers N`
+/// (default: the number of CPUs, or `default_threads`), and, where the server has
+/// one (`default_spin` is `Some`), `--spin-us N`: how long an idle shard looks for
+/// work before it parks.
 pub struct Args {
     pub port: u16,
     pub threads: usize,
+    pub spin: Option<Duration>,
 }
 
 impl Args {
-    pub fn parse(threads_flag: &str, default_threads: usize) -> Args {
+    pub fn parse(
+        threads_flag: &str,
+        default_threads: usize,
+        default_spin: Option<Duration>,
+    ) -> Args {
         let mut args = Args {
             port: 8080,
             threads: default_threads,
+            spin: default_spin,
+        };
+        let flags = if default_spin.is_some() {
+            format!("[--port N] [{threads_flag} N] [--spin-us N]")
+        } else {
+            format!("[--port N] [{threads_flag} N]")
         };
         let mut it = std::env::args().skip(1);
         while let Some(flag) = it.next() {
             let mut value = |what: &str| -> usize {
                 let v = it
                     .next()
-                    .unwrap_or_else(|| usage(threads_flag, &format!("{flag} needs {what}")));
+                    .unwrap_or_else(|| usage(&flags, &format!("{flag} needs {what}")));
                 v.parse()
-                    .unwrap_or_else(|_| usage(threads_flag, &format!("{flag}: not {what}: {v:?}")))
+                    .unwrap_or_else(|_| usage(&flags, &format!("{flag}: not {what}: {v:?}")))
             };
             match flag.as_str() {
                 "--port" => {
                     args.port = u16::try_from(value("a port number"))
-                        .unwrap_or_else(|_| usage(threads_flag, "--port: out of range"))
+                        .unwrap_or_else(|_| usage(&flags, "--port: out of range"))
                 }
                 f if f == threads_flag => args.threads = value("a count").max(1),
-                "-h" | "--help" => usage(threads_flag, ""),
-                other => usage(threads_flag, &format!("unknown argument {other:?}")),
+                "--spin-us" if args.spin.is_some() => {
+                    args.spin = Some(Duration::from_micros(value("microseconds") as u64))
+                }
+                "-h" | "--help" => usage(&flags, ""),
+                other => usage(&flags, &format!("unknown argument {other:?}")),
             }
         }
         args
     }
 }
 
-fn usage(threads_flag: &str, problem: &str) -> ! {
+fn usage(flags: &str, problem: &str) -> ! {
     if !problem.is_empty() {
         eprintln!("error: {problem}");
     }
     let name = std::env::args().next().unwrap_or_default();
-    eprintln!("usage: {name} [--port N] [{threads_flag} N]");
+    eprintln!("usage: {name} {flags}");
     std::process::exit(if problem.is_empty() { 0 } else { 2 });
 }
