@@ -8,7 +8,9 @@
 # servers, ROUNDS rounds each; prints the median requests/s of each and the ratio.
 #
 # Usage: bench/handoff_bench.sh            (env: ROUNDS=3 DURATION=5s SHARDS=2
-#                                                WORKERS=8 CONNS=32 WRK_THREADS=2)
+#                                                WORKERS=8 CONNS=32 WRK_THREADS=2;
+#                                                SL_ARGS: extra blocking_handoff flags,
+#                                                e.g. SL_ARGS="--spin-us 0")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +20,7 @@ SHARDS=${SHARDS:-2}
 WORKERS=${WORKERS:-8}
 CONNS=${CONNS:-32}
 WRK_THREADS=${WRK_THREADS:-2}
+SL_ARGS=${SL_ARGS:-}
 # Generous, so that a loaded machine measures throughput, not 503s; any non-2xx
 # answer is reported below.
 TIMEOUT_MS=${TIMEOUT_MS:-1000}
@@ -48,11 +51,12 @@ request = function()
 end
 EOF
 
-# start NAME: runs target/release/examples/NAME on a free port; sets $port.
+# start NAME [FLAGS...]: runs target/release/examples/NAME on a free port; sets $port.
 start() {
     local name=$1
+    shift
     "target/release/examples/$name" --port 0 --shards "$SHARDS" --workers "$WORKERS" \
-        --timeout-ms "$TIMEOUT_MS" >"$tmp/$name.out" 2>"$tmp/$name.err" &
+        --timeout-ms "$TIMEOUT_MS" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
     pids+=("$!")
     for _ in $(seq 100); do
         if grep -q '^listening on ' "$tmp/$name.out"; then
@@ -66,7 +70,8 @@ start() {
     exit 1
 }
 
-start blocking_handoff
+# shellcheck disable=SC2086
+start blocking_handoff $SL_ARGS
 shardloop_port=$port
 start blocking_handoff_tokio
 tokio_port=$port
@@ -110,4 +115,4 @@ echo "machine: $(nproc) CPUs; wrk -t$WRK_THREADS -c$CONNS -d$DURATION, /work wit
     "$SHARDS loop threads, $WORKERS handler threads, median of $ROUNDS rounds"
 echo "| workload | shardloop req/s | tokio req/s | ratio |"
 echo "|---|---|---|---|"
-echo "| blocking_handoff /work (tiny_http, $SHARDS loops) | $sm | $tm | ${ratio}x |"
+echo "| blocking_handoff /work (tiny_http, $SHARDS loops${SL_ARGS:+, $SL_ARGS}) | $sm | $tm | ${ratio}x |"

@@ -82,7 +82,8 @@ fn shardloop_rt(shards: usize) -> Runtime {
     Runtime::builder().shards(shards).build().unwrap()
 }
 
-/// Shards that spin up to 50 µs watching their inbox before they park.
+/// Shards that look for work (inbox and I/O, yielding between looks) for up to 50 µs
+/// before they park.
 fn spinning_rt(shards: usize) -> Runtime {
     Runtime::builder()
         .shards(shards)
