@@ -2,7 +2,7 @@
 //! [`FuturesIo`] for any other `futures_io` stream.
 //!
 //! shardloop's own [`TcpStream`] and [`UnixStream`] implement hyper's traits
-//! directly: they read straight into hyper's uninitialized buffer with `read(2)`, so
+//! directly: they read straight into hyper's uninitialized buffer with `recv(2)`, so
 //! no byte of it is zeroed first. Any other stream (a TLS stream, a test double)
 //! goes through [`FuturesIo`], which has to initialize the buffer before handing it
 //! to `AsyncRead::poll_read`.
@@ -31,9 +31,11 @@ fn poll_read_uninit<S: Source + AsRawFd>(
     let dst = unsafe { buf.as_mut() };
     let want = dst.len();
     let r = io.poll_io(Direction::Read, cx, |s| {
+        // `recv(2)` rather than `read(2)`: same bytes, without the VFS layer's detour
+        // (what std's and tokio's socket reads use too).
         // SAFETY: `dst` is valid for writes of `want` bytes for the whole call, and
-        // `read(2)` writes at most `want` bytes into it, never reading it.
-        let n = unsafe { libc::read(s.as_raw_fd(), dst.as_mut_ptr().cast(), want) };
+        // `recv(2)` writes at most `want` bytes into it, never reading it.
+        let n = unsafe { libc::recv(s.as_raw_fd(), dst.as_mut_ptr().cast(), want, 0) };
         if n < 0 {
             Err(io::Error::last_os_error())
         } else {
@@ -47,7 +49,7 @@ fn poll_read_uninit<S: Source + AsRawFd>(
             if n > 0 && n < want {
                 io.drained(Direction::Read);
             }
-            // SAFETY: `read(2)` initialized the first `n` bytes of the unfilled part.
+            // SAFETY: `recv(2)` initialized the first `n` bytes of the unfilled part.
             unsafe { buf.advance(n) };
             Poll::Ready(Ok(()))
         }
