@@ -8,7 +8,11 @@
 # (shardloop / tokio) are printed, with every round, as a Markdown table.
 #
 # Env: DURATION (wrk -d, default 10s), ROUNDS (default 3), CONNS (wrk -c, default
-# 64), THREADS (shards / workers, default 2), URL_PATH (default /).
+# 64), THREADS (shards / workers, default 2), URL_PATH (default /), SL_ARGS (extra
+# http_server flags, e.g. SL_ARGS="--spin-us 0").
+# Also printed for each server: its CPU time per request (user + system, from
+# /proc/PID/stat) and its threads' context switches per request, medians of the
+# rounds.
 # Installs wrk with apt-get when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +22,7 @@ ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 URL_PATH=${URL_PATH:-/}
+SL_ARGS=${SL_ARGS:-}
 
 if ! command -v wrk >/dev/null; then
   echo "installing wrk" >&2
@@ -50,17 +55,28 @@ start() {
   echo "$name did not start:" >&2; cat "$WORK/$name.err" >&2; exit 1
 }
 
-start http_server --shards "$THREADS"; SL_PORT=$PORT; SL_PID=$PID
-start http_server_tokio --workers "$THREADS"; TK_PORT=$PORT
+# shellcheck disable=SC2086
+start http_server --shards "$THREADS" $SL_ARGS; SL_PORT=$PORT; SL_PID=$PID
+start http_server_tokio --workers "$THREADS"; TK_PORT=$PORT; TK_PID=$PID
 
-# rps PORT: one wrk run; prints its requests/s.
-rps() {
-  local out
+# Server CPU time (user + system, in clock ticks) and context switches (voluntary
+# and involuntary, all threads) so far, of process $1.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+ctx_switches() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ {n += $2} END {print n}'; }
+
+# run PORT PID: one wrk run; prints "requests/s server-us-per-request
+# context-switches-per-request".
+run() {
+  local out t0 c0 t1 c1 reqs
+  t0=$(cpu_ticks "$2"); c0=$(ctx_switches "$2")
   out=$(wrk -t1 -c"$CONNS" -d"$DURATION" "http://127.0.0.1:$1$URL_PATH")
+  t1=$(cpu_ticks "$2"); c1=$(ctx_switches "$2")
   if echo "$out" | grep -q "Non-2xx\|Socket errors"; then
     echo "warning: wrk saw errors:" >&2; echo "$out" >&2
   fi
-  echo "$out" | awk '/^Requests\/sec:/ {print $2}'
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  echo "$out" | awk -v t=$((t1 - t0)) -v c=$((c1 - c0)) -v n="$reqs" -v hz="$(getconf CLK_TCK)" \
+    '/^Requests\/sec:/ {printf "%s %.2f %.3f\n", $2, t / hz * 1e6 / n, c / n}'
 }
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
@@ -69,10 +85,10 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? 
 wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$SL_PORT$URL_PATH" >/dev/null
 wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$TK_PORT$URL_PATH" >/dev/null
 
-SL=(); TK=()
+SL=(); TK=(); SL_CPU=(); TK_CPU=(); SL_CS=(); TK_CS=()
 for round in $(seq "$ROUNDS"); do
-  SL+=("$(rps "$SL_PORT")")
-  TK+=("$(rps "$TK_PORT")")
+  read -r rps cpu cs < <(run "$SL_PORT" "$SL_PID"); SL+=("$rps"); SL_CPU+=("$cpu"); SL_CS+=("$cs")
+  read -r rps cpu cs < <(run "$TK_PORT" "$TK_PID"); TK+=("$rps"); TK_CPU+=("$cpu"); TK_CS+=("$cs")
   echo "round $round: shardloop ${SL[-1]} req/s, tokio ${TK[-1]} req/s" >&2
 done
 
@@ -81,12 +97,12 @@ TK_MED=$(median "${TK[@]}")
 RATIO=$(awk -v a="$SL_MED" -v b="$TK_MED" 'BEGIN {printf "%.2f", a / b}')
 
 echo
-echo "HTTP/1.1 keep-alive, \`wrk -t1 -c$CONNS -d$DURATION\` on $URL_PATH, $THREADS shards vs $THREADS tokio workers, $(nproc) cores, $ROUNDS rounds"
+echo "HTTP/1.1 keep-alive, \`wrk -t1 -c$CONNS -d$DURATION\` on $URL_PATH, $THREADS shards vs $THREADS tokio workers, $(nproc) cores, $ROUNDS rounds${SL_ARGS:+; shardloop: $SL_ARGS}"
 echo
-echo "| server | rounds (req/s) | median req/s |"
-echo "| --- | --- | --- |"
-echo "| shardloop http_server | ${SL[*]} | $SL_MED |"
-echo "| tokio + hyper | ${TK[*]} | $TK_MED |"
+echo "| server | rounds (req/s) | median req/s | server CPU µs/request | context switches/request |"
+echo "| --- | --- | --- | --- | --- |"
+echo "| shardloop http_server | ${SL[*]} | $SL_MED | $(median "${SL_CPU[@]}") | $(median "${SL_CS[@]}") |"
+echo "| tokio + hyper | ${TK[*]} | $TK_MED | $(median "${TK_CPU[@]}") | $(median "${TK_CS[@]}") |"
 echo
 echo "ratio shardloop/tokio: $RATIO"
 

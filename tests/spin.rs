@@ -24,7 +24,8 @@ fn a_timer_deadline_bounds_the_spin() {
         stopper.stop();
     })
     .unwrap();
-    // Mail (sent before the loop runs, so through the inbox): the idle loop spins.
+    // Mail sent before the loop runs goes through the inbox; after running it, the
+    // idle loop spins until the timer's deadline ends the spin.
     lp.handle().call_soon_threadsafe(|| ()).unwrap();
     lp.run_forever().unwrap();
     assert!(fired_at.get().unwrap() >= deadline, "never early");
@@ -82,7 +83,8 @@ fn a_stream_of_mail_does_not_starve_io() {
     use std::os::unix::net::UnixStream;
     use std::sync::atomic::AtomicBool;
 
-    // Every spin ends with mail, so the loop never parks: I/O must still be polled.
+    // Mail keeps coming, so the loop hardly ever parks: whatever ends its spins (the
+    // mail, or the spin's own polls), the socket must still be seen.
     let lp = EventLoop::builder().spin_before_park(HOUR).build().unwrap();
     let (readable, mut writer) = UnixStream::pair().unwrap();
     let seen = Arc::new(AtomicBool::new(false));

@@ -126,9 +126,11 @@ impl LoopBuilder {
     /// and the context switches of a busy server. Yielding means a client or another
     /// shard sharing the core runs meanwhile rather than after the window. The price
     /// is a core that looks busy for up to that long each time the loop runs dry.
-    /// Timers are never delayed by it, and while mail keeps ending spins I/O is still
-    /// polled every [`event_interval`](Self::event_interval) iterations, as when
-    /// callbacks keep the loop busy.
+    /// The spin ends at the next timer's deadline (a timer is late by one round of
+    /// looks at most, plus a yield that outlasts it on a busy core), and while mail
+    /// keeps ending spins I/O is still polled every
+    /// [`event_interval`](Self::event_interval) iterations, as when callbacks keep
+    /// the loop busy.
     pub fn spin_before_park(mut self, window: Duration) -> Self {
         self.spin_before_park = window;
         self
@@ -327,10 +329,11 @@ impl LoopInner {
         if self.spin_before_park.is_zero() {
             return false;
         }
-        let mut until = Instant::now() + self.spin_before_park;
-        if let Some(d) = deadline {
-            until = until.min(d);
-        }
+        let window_end = Instant::now().checked_add(self.spin_before_park);
+        let until = match (window_end, deadline) {
+            (Some(w), Some(d)) => Some(w.min(d)),
+            (w, d) => w.or(d),
+        };
         loop {
             for _ in 0..64 {
                 if self.shared.doorbell.has_news() {
@@ -338,19 +341,22 @@ impl LoopInner {
                 }
                 std::hint::spin_loop();
             }
+            // Checked before yielding: a yield on a busy core can last a time slice.
+            if until.is_some_and(|u| Instant::now() >= u) {
+                return false;
+            }
             // A thread that shares this core (a client, another shard) runs now
             // rather than when the window ends: on a busy machine a pure spin
             // delays the very work it waits for.
             std::thread::yield_now();
             let events = self.reactor.poll(Some(Duration::ZERO), &self.ready);
+            // I/O was just polled: the busy-path countdown starts over.
+            self.io_countdown.set(self.event_interval);
             if events > 0 {
                 self.stats.add_io_events(events);
                 if !self.ready.borrow().is_empty() {
                     return true;
                 }
-            }
-            if Instant::now() >= until {
-                return false;
             }
         }
     }

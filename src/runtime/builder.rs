@@ -108,9 +108,10 @@ impl Builder {
         self
     }
 
-    /// Each shard spins this long watching its inbox before it parks
-    /// ([`LoopBuilder::spin_before_park`](crate::LoopBuilder::spin_before_park));
-    /// default zero.
+    /// How long each shard that runs out of work keeps looking for more (its inbox,
+    /// and its I/O without blocking, yielding its core between looks) before it
+    /// parks ([`LoopBuilder::spin_before_park`](crate::LoopBuilder::spin_before_park));
+    /// default zero: park at once.
     pub fn spin_before_park(mut self, window: Duration) -> Self {
         self.loop_builder = self.loop_builder.spin_before_park(window);
         self

@@ -36,8 +36,14 @@ pub fn shard_index<K: Hash + ?Sized>(key: &K, shards: usize) -> usize {
 }
 
 /// Multiply-rotate over 8-byte words, finished by murmur3's 64-bit avalanche.
-#[derive(Default)]
 struct WordHasher(u64);
+
+impl Default for WordHasher {
+    fn default() -> Self {
+        // Not zero: from zero, leading all-zero words would leave no trace.
+        WordHasher(0x243f_6a88_85a3_08d3)
+    }
+}
 
 impl WordHasher {
     #[inline]
@@ -95,7 +101,8 @@ impl Hasher for WordHasher {
 
 #[cfg(test)]
 mod tests {
-    use super::shard_index;
+    use super::{shard_index, WordHasher};
+    use std::hash::Hasher;
 
     #[test]
     fn similar_keys_spread_evenly() {
@@ -127,5 +134,12 @@ mod tests {
             shard_index(b"a".as_slice(), 1 << 20),
             shard_index(b"a\0".as_slice(), 1 << 20)
         );
+        // Without a length prefix (`write` alone), leading zero words still count.
+        let hash = |bytes: &[u8]| {
+            let mut h = WordHasher::default();
+            h.write(bytes);
+            h.finish()
+        };
+        assert_ne!(hash(b"k"), hash(b"\0\0\0\0\0\0\0\0k"));
     }
 }
