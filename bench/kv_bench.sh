@@ -5,7 +5,8 @@
 # Both servers run side by side on 127.0.0.1; each round runs every test against one,
 # then the other (alternating which goes first), so drift on a shared machine hits both
 # alike. Prints, as a markdown table, the median requests/s of the rounds for each test
-# and the ratio kv_server / redis-server.
+# and the ratio kv_server / redis-server, and each server's CPU time per request (user +
+# system, all threads, from /proc/PID/stat; medians of the rounds).
 #
 # Usage: bench/kv_bench.sh            (ROUNDS=3 N=200000 CLIENTS=50 by default)
 #        ROUNDS=5 N=100000 bench/kv_bench.sh
@@ -72,16 +73,26 @@ for _ in $(seq 600); do
 done
 redis_version=$(redis-server --version | sed -nE 's/.*v=([0-9.]+).*/\1/p')
 
-# run PORT PIPELINE N: prints "SET <rps>" and "GET <rps>".
+# Server CPU time so far (user + system, all threads), in clock ticks, of process $1.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# run PORT PID PIPELINE N: prints "SET <rps> <server CPU us per request>", then GET's.
 run() {
-    # -q prints progress lines ended by \r, then one final line per test.
-    # shellcheck disable=SC2086
-    redis-benchmark -h 127.0.0.1 -p "$1" -q -t set,get -n "$3" -c "$CLIENTS" -P "$2" $EXTRA \
-        | tr '\r' '\n' \
-        | sed -nE 's/^(SET|GET): ([0-9.]+) requests per second.*/\1 \2/p'
+    local test t0 t1 rps
+    for test in SET GET; do
+        t0=$(cpu_ticks "$2")
+        # -q prints progress lines ended by \r, then one final line per test.
+        # shellcheck disable=SC2086
+        rps=$(redis-benchmark -h 127.0.0.1 -p "$1" -q -t "$test" -n "$4" -c "$CLIENTS" -P "$3" $EXTRA \
+            | tr '\r' '\n' \
+            | sed -nE 's/^(SET|GET): ([0-9.]+) requests per second.*/\2/p')
+        t1=$(cpu_ticks "$2")
+        awk -v t="$test" -v r="$rps" -v d=$((t1 - t0)) -v n="$4" -v hz="$(getconf CLK_TCK)" \
+            'BEGIN { printf "%s %s %.2f\n", t, r, d / hz * 1e6 / n }'
+    done
 }
 
-# Results: lines "<server> <P> <test> <rps>".
+# Results: lines "<server> <P> <test> <rps> <server CPU us per request>".
 results="$tmp/results"
 : >"$results"
 for round in $(seq "$ROUNDS"); do
@@ -89,30 +100,32 @@ for round in $(seq "$ROUNDS"); do
     for p in 16 1; do
         if ((p == 1)); then n=$N_P1; else n=$N; fi
         for server in $order; do
-            if [[ $server == kv ]]; then port=$kv_port; else port=$redis_port; fi
-            run "$port" "$p" "$n" | while read -r test rps; do
-                echo "$server $p $test $rps" >>"$results"
-                echo "round $round: $server -P $p $test $rps req/s" >&2
+            if [[ $server == kv ]]; then port=$kv_port pid=${pids[0]}; else port=$redis_port pid=${pids[1]}; fi
+            run "$port" "$pid" "$p" "$n" | while read -r test rps cpu; do
+                echo "$server $p $test $rps $cpu" >>"$results"
+                echo "round $round: $server -P $p $test $rps req/s, $cpu us CPU/request" >&2
             done
         done
     done
 done
 
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-med() { awk -v s="$1" -v p="$2" -v t="$3" '$1 == s && $2 == p && $3 == t { print $4 }' "$results" | median; }
+# med SERVER P TEST [COLUMN]: the median of the rounds' requests/s (or COLUMN 5: CPU).
+med() { awk -v s="$1" -v p="$2" -v t="$3" -v c="${4:-4}" '$1 == s && $2 == p && $3 == t { print $c }' "$results" | median; }
 
 echo
 echo "redis-benchmark -q -t set,get -n $N -c $CLIENTS -P 16 (and -P 1 with -n $N_P1)${EXTRA:+ $EXTRA};" \
     "median of $ROUNDS alternating rounds; $(nproc) cores ($(sed -nE 's/^model name\s*: //p' /proc/cpuinfo | head -n 1))"
 echo
-echo "| workload | kv_server ($SHARDS shards${KV_ARGS:+ $KV_ARGS}) req/s | peer | peer req/s | ratio |"
-echo "|---|---:|---|---:|---:|"
+echo "| workload | kv_server ($SHARDS shards${KV_ARGS:+ $KV_ARGS}) req/s | peer | peer req/s | ratio | kv_server CPU µs/req | peer CPU µs/req |"
+echo "|---|---:|---|---:|---:|---:|---:|"
 for p in 16 1; do
     for test in SET GET; do
         kv=$(med kv "$p" "$test")
         rd=$(med redis "$p" "$test")
         ratio=$(awk -v a="$kv" -v b="$rd" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }')
-        printf '| %s -P %s | %.0f | redis-server %s | %.0f | %s |\n' "$test" "$p" "$kv" "$redis_version" "$rd" "$ratio"
+        printf '| %s -P %s | %.0f | redis-server %s | %.0f | %s | %s | %s |\n' "$test" "$p" "$kv" \
+            "$redis_version" "$rd" "$ratio" "$(med kv "$p" "$test" 5)" "$(med redis "$p" "$test" 5)"
     done
 done
 
