@@ -124,19 +124,30 @@ struct Batch<'a> {
     /// One clock reading for the whole read (for expiry checks and TTLs).
     now: Instant,
     out: &'a mut Vec<u8>,
-    slots: Vec<Slot>,
+    /// The connection's, empty between reads: kept so that its room is too.
+    slots: &'a mut Vec<Slot>,
     /// Commands for other shards, indexed by shard (empty until the first one).
     groups: Vec<Vec<Command>>,
 }
 
+/// Room for this many commands is made for a shard's group at its first command
+/// (a typical pipeline's depth), rather than growing 1, 2, 4, 8, 16.
+const GROUP_ROOM: usize = 16;
+
 impl<'a> Batch<'a> {
-    fn new(rt: &'a Arc<Runtime>, me: usize, out: &'a mut Vec<u8>) -> Self {
+    fn new(
+        rt: &'a Arc<Runtime>,
+        me: usize,
+        out: &'a mut Vec<u8>,
+        slots: &'a mut Vec<Slot>,
+    ) -> Self {
+        debug_assert!(out.is_empty() && slots.is_empty());
         Batch {
             rt,
             me,
             now: Instant::now(),
             out,
-            slots: Vec::new(),
+            slots,
             groups: Vec::new(),
         }
     }
@@ -174,7 +185,11 @@ impl<'a> Batch<'a> {
         if self.groups.is_empty() {
             self.groups.resize_with(self.rt.len(), Vec::new);
         }
-        self.groups[shard].push(cmd);
+        let group = &mut self.groups[shard];
+        if group.capacity() == 0 {
+            group.reserve(GROUP_ROOM);
+        }
+        group.push(cmd);
         Slot::Remote {
             shard,
             idx: self.groups[shard].len() - 1,
@@ -251,7 +266,7 @@ impl<'a> Batch<'a> {
                 },
             });
         }
-        for slot in self.slots {
+        for slot in self.slots.drain(..) {
             resolve(slot, &mut remote, self.rt).await.encode(self.out);
         }
     }
@@ -306,8 +321,9 @@ async fn serve(mut stream: TcpStream, rt: Arc<Runtime>) {
     let me = current_shard().expect("connections are served on shards");
     let mut decoder = Decoder::new(Limits::default());
     let mut out = Vec::with_capacity(16 * 1024);
+    let mut slots = Vec::new();
     'conn: loop {
-        let mut batch = Batch::new(&rt, me, &mut out);
+        let mut batch = Batch::new(&rt, me, &mut out, &mut slots);
         let mut quit = false;
         let mut broken = None;
         loop {
