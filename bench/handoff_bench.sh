@@ -76,9 +76,36 @@ shardloop_port=$port
 start blocking_handoff_tokio
 tokio_port=$port
 
+# tiny_http serves each connection on a thread of its own pool, which grows only when
+# no thread is idle at the moment a connection comes: a burst of connections (wrk
+# opens all of its at once) can queue some behind idle threads that another
+# connection of the burst takes, and a queued keep-alive connection then waits for the
+# whole round. That made rounds fall to ~10 k req/s at random, on either server. So
+# before each round the pool is grown to more threads than wrk has connections, by
+# opening connections one at a time (each answered before the next opens; every one
+# held, so each needs a thread of its own) and closing them all.
+cat >"$tmp/grow_pool.py" <<'EOF'
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+held = []
+for i in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET /work?key=warm HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    got = b""
+    while b"\r\n\r\n" not in got:
+        chunk = s.recv(4096)
+        if not chunk:
+            sys.exit("the server closed a warm-up connection")
+        got += chunk
+    held.append(s)
+for s in held:
+    s.close()
+EOF
+
 # bench PORT DURATION: prints requests/s; warns about non-2xx answers.
 bench() {
     local out
+    python3 "$tmp/grow_pool.py" "$1" $((CONNS + 8))
     out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"$2" -s "$tmp/keys.lua" \
         "http://127.0.0.1:$1/work?key=k")
     if grep -q 'Non-2xx' <<<"$out"; then
