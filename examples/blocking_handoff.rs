@@ -22,6 +22,11 @@
 //! `listening on 127.0.0.1:PORT`. SIGINT or SIGTERM shut it down gracefully: no new
 //! requests are taken, the handlers finish the ones they have, the runtime shuts
 //! down, and the process exits 0.
+//!
+//! A tiny_http caveat: its connection thread pool adds a thread only when none is
+//! idle at that moment, so in a burst of new keep-alive connections one can wait for
+//! a thread until another connection closes (`bench/handoff_bench.sh` works around it
+//! by growing the pool before each round).
 
 mod handoff_common;
 use handoff_common::{parse_args, query_param, Args};
