@@ -211,15 +211,11 @@ impl<'a> Batch<'a> {
         }
         let rt = self.rt;
         let slot = match cmd.route(rt.len(), |key| rt.shard_for(key)) {
-            Route::Local(cmd) => {
+            Route::Shard(shard, cmd) if shard != self.me => self.place(shard, cmd),
+            Route::Local(cmd) | Route::Shard(_, cmd) => {
                 self.run_here(cmd);
                 return false;
             }
-            Route::Shard(shard, cmd) if shard == self.me => {
-                self.run_here(cmd);
-                return false;
-            }
-            Route::Shard(shard, cmd) => self.place(shard, cmd),
             Route::Split(split) => {
                 let parts = split
                     .parts

@@ -352,11 +352,9 @@ impl LoopInner {
             let events = self.reactor.poll(Some(Duration::ZERO), &self.ready);
             // I/O was just polled: the busy-path countdown starts over.
             self.io_countdown.set(self.event_interval);
-            if events > 0 {
-                self.stats.add_io_events(events);
-                if !self.ready.borrow().is_empty() {
-                    return true;
-                }
+            self.stats.add_io_events(events);
+            if !self.ready.borrow().is_empty() {
+                return true;
             }
         }
     }
