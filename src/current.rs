@@ -3,7 +3,7 @@
 //! Two per-thread slots: the *running* loop (set only while `run_forever` /
 //! `run_until_complete` runs) and the *current* loop (set with [`set_event_loop`]).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -23,6 +23,10 @@ enum Current {
 
 thread_local! {
     static RUNNING: RefCell<Option<EventLoop>> = const { RefCell::new(None) };
+    /// The running loop's state, for the hot paths (a task's wake, a socket's
+    /// check) that must not clone an `Rc` or borrow a `RefCell` to find it. Set and
+    /// cleared together with `RUNNING`, which keeps the loop alive meanwhile.
+    static RUNNING_INNER: Cell<*const LoopInner> = const { Cell::new(std::ptr::null()) };
     static CURRENT: RefCell<Current> = const { RefCell::new(Current::Unset) };
     /// Every live loop created on this thread (loops are `!Send`: they stay here).
     static OWNED: RefCell<Vec<Weak<LoopInner>>> = const { RefCell::new(Vec::new()) };
@@ -75,12 +79,41 @@ pub(crate) fn enter_running(lp: &EventLoop) -> Result<(), Error> {
             return Err(Error::AnotherLoopRunning);
         }
         *r = Some(lp.clone());
+        RUNNING_INNER.with(|p| p.set(Rc::as_ptr(&lp.inner)));
         Ok(())
     })
 }
 
 pub(crate) fn leave_running() {
+    // Cleared first: taking RUNNING may drop the loop.
+    let _ = RUNNING_INNER.try_with(|p| p.set(std::ptr::null()));
     let _ = RUNNING.try_with(|r| r.borrow_mut().take());
+}
+
+/// The loop running on this thread, as a pointer (null when none runs): cheap enough
+/// to compare against on every poll.
+#[inline]
+pub(crate) fn running_loop_ptr() -> *const LoopInner {
+    RUNNING_INNER
+        .try_with(Cell::get)
+        .unwrap_or(std::ptr::null())
+}
+
+/// Runs `f` on the loop running on this thread if it is the loop behind `shared`.
+#[inline]
+pub(crate) fn with_running_loop_for<R>(
+    shared: &Arc<Shared>,
+    f: impl FnOnce(&LoopInner) -> R,
+) -> Option<R> {
+    let ptr = running_loop_ptr();
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null RUNNING_INNER points at the loop held by RUNNING on this
+    // thread, which keeps it alive until leave_running clears the pointer first;
+    // `LoopInner` is only ever used through shared references.
+    let lp = unsafe { &*ptr };
+    Arc::ptr_eq(&lp.shared, shared).then(|| f(lp))
 }
 
 /// Whether this is the process's main thread.

@@ -43,6 +43,8 @@ pub enum Error {
     /// The call would block a shard's own loop thread waiting for the runtime that
     /// runs it (use the `_async` variant, or call it from outside the shards).
     BlockingInShard,
+    /// A task awaited its own [`Task`](crate::Task) handle, which could never finish.
+    AwaitedItself,
     /// An operating-system error.
     Io(io::Error),
 }
@@ -77,6 +79,7 @@ impl fmt::Display for Error {
             Error::BlockingInShard => {
                 f.write_str("this call would block a shard's own event loop thread")
             }
+            Error::AwaitedItself => f.write_str("task cannot await on itself"),
             Error::Io(e) => write!(f, "i/o error: {e}"),
         }
     }

@@ -59,7 +59,7 @@ pub use runtime::{
     current_shard, shard_index, Builder as RuntimeBuilder, Runtime, ShardReport, ShutdownReport,
     DEFAULT_SHUTDOWN_GRACE,
 };
-pub use task::Task;
+pub use task::{yield_now, Task, YieldNow};
 
 /// The README's Rust examples, compiled and run as doctests so that they stay true.
 #[cfg(doctest)]

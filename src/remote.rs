@@ -1,94 +1,165 @@
 //! [`Remote`]: the result of work submitted to a loop from elsewhere.
 //!
-//! A one-shot slot behind a mutex and a condvar, so that both a blocking thread
-//! (`wait`, `wait_timeout`) and another loop (`.await`) can receive it. Cancelling a
-//! `Remote` wakes the task on the loop, which then drops the work.
+//! An atomic one-shot: one state word, the result's slot, and two `AtomicWaker`s
+//! (the receiver's, and the working task's, which a cancel wakes). No lock is taken
+//! on any path; a thread that blocks in `wait` parks, woken through the same waker
+//! slot as a loop that awaits the `Remote`.
+//!
+//! The protocol on the state word (every step is a read-modify-write or an
+//! acquire load of it):
+//! - a completer *claims* the slot (`WRITING`); only the first claim writes, so the
+//!   result is written once, by one thread; it then publishes it (`COMPLETE`,
+//!   Release) and wakes the receiver;
+//! - the receiver reads the result only after seeing `COMPLETE` (Acquire), and
+//!   marks it `TAKEN`; it is the only reader (a `Remote` is not `Clone`);
+//! - a cancel sets `CANCELLED` (which the working task sees at its next poll),
+//!   then tries to complete with the cancel's error: the work's own result wins if
+//!   it claimed first.
+//!
+//! The loom model at the end of this file checks every interleaving of it.
 
+use std::cell::UnsafeCell;
 use std::future::Future;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
+use atomic_waker::AtomicWaker;
+
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicU8, Ordering};
+#[cfg(not(loom))]
+use std::sync::atomic::{AtomicU8, Ordering};
+
 use crate::error::panic_message;
+use crate::task::coop;
 use crate::Error;
 
-struct Slot<T> {
-    result: Option<Result<T, Error>>,
-    /// The receiver's waker, when a loop awaits the `Remote`.
-    receiver: Option<Waker>,
-    /// The working task's waker, so that a cancel can wake it.
-    worker: Option<Waker>,
-    /// The result has been handed to the receiver.
-    taken: bool,
-    /// A thread blocks in `wait` / `wait_timeout`: completing must notify the condvar.
-    /// (std's `notify_all` is a futex syscall even with no waiter, so a `Remote` that
-    /// is awaited on a loop must not pay it.)
-    blocking: bool,
-}
+/// A completer has claimed the slot and is writing the result.
+const WRITING: u8 = 1;
+/// The result is in the slot.
+const COMPLETE: u8 = 2;
+/// The receiver took the result.
+const TAKEN: u8 = 4;
+/// The receiver cancelled the work.
+const CANCELLED: u8 = 8;
 
 pub(crate) struct State<T> {
-    slot: Mutex<Slot<T>>,
-    ready: Condvar,
-    cancelled: AtomicBool,
+    flags: AtomicU8,
+    /// Written once by the claiming completer, read once by the receiver.
+    result: UnsafeCell<Option<Result<T, Error>>>,
+    receiver: AtomicWaker,
+    worker: AtomicWaker,
 }
 
+// SAFETY: `result` is written by exactly one thread (the one whose claim set
+// WRITING) before it publishes COMPLETE with Release, and read only by the single
+// receiver after it saw COMPLETE with Acquire, so the two never overlap; the value
+// crosses threads, hence `T: Send`. Everything else is atomic.
+unsafe impl<T: Send> Sync for State<T> {}
+// SAFETY: as above: the state owns a `T`, which may be dropped on any thread.
+unsafe impl<T: Send> Send for State<T> {}
+
 impl<T> State<T> {
-    fn lock(&self) -> MutexGuard<'_, Slot<T>> {
-        // A panic while holding this lock can only come from a waker's code; the
-        // slot itself stays consistent, so poisoning is ignored.
-        self.slot.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Sets the result unless one is already there, and wakes the receiver.
-    pub(crate) fn complete(&self, result: Result<T, Error>) {
-        let (receiver, blocking) = {
-            let mut slot = self.lock();
-            if slot.result.is_some() || slot.taken {
-                return;
-            }
-            slot.result = Some(result);
-            (slot.receiver.take(), slot.blocking)
-        };
-        if blocking {
-            self.ready.notify_all();
-        }
-        if let Some(w) = receiver {
-            w.wake();
+    fn new() -> Self {
+        State {
+            flags: AtomicU8::new(0),
+            result: UnsafeCell::new(None),
+            receiver: AtomicWaker::new(),
+            worker: AtomicWaker::new(),
         }
     }
 
+    /// Sets the result unless a completer came first, and wakes the receiver.
+    /// Whether this call set it.
+    pub(crate) fn complete(&self, result: Result<T, Error>) -> bool {
+        if self.flags.fetch_or(WRITING, Ordering::Acquire) & WRITING != 0 {
+            return false;
+        }
+        // SAFETY: our claim is the only one that succeeds, and the receiver reads
+        // only after the COMPLETE below.
+        unsafe { *self.result.get() = Some(result) };
+        self.flags.fetch_or(COMPLETE, Ordering::Release);
+        self.receiver.wake();
+        true
+    }
+
+    /// The receiver's side: the result, once it is there. After it was taken, a
+    /// second look says `Cancelled` (a `Remote` polled after it completed).
+    fn take(&self) -> Option<Result<T, Error>> {
+        let flags = self.flags.load(Ordering::Acquire);
+        if flags & COMPLETE == 0 {
+            return None;
+        }
+        if flags & TAKEN != 0 {
+            return Some(Err(Error::Cancelled));
+        }
+        self.flags.fetch_or(TAKEN, Ordering::Relaxed);
+        // SAFETY: COMPLETE was seen with Acquire: the write is done and visible,
+        // and no other thread reads (we are the one receiver).
+        unsafe { (*self.result.get()).take() }
+    }
+
+    /// The receiver gave up: the work is told to stop, and the `Remote` resolves to
+    /// `reason` unless the work finished first.
     fn cancel(&self, reason: Error) {
-        self.cancelled.store(true, Ordering::Release);
+        self.flags.fetch_or(CANCELLED, Ordering::Release);
         self.complete(Err(reason));
-        let worker = self.lock().worker.take();
-        if let Some(w) = worker {
-            w.wake();
+        self.worker.wake();
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.flags.load(Ordering::Acquire) & CANCELLED != 0
+    }
+
+    /// Waits (briefly) for a completer that claimed the slot to publish it.
+    fn take_after_claim(&self) -> Result<T, Error> {
+        loop {
+            if let Some(r) = self.take() {
+                return r;
+            }
+            #[cfg(loom)]
+            loom::thread::yield_now();
+            #[cfg(not(loom))]
+            thread::yield_now();
         }
     }
 }
 
 /// Makes a connected `Remote` and the completer that the loop side keeps.
 pub(crate) fn pair<T>() -> (Remote<T>, Completer<T>) {
-    let state = Arc::new(State {
-        slot: Mutex::new(Slot {
-            result: None,
-            receiver: None,
-            worker: None,
-            taken: false,
-            blocking: false,
-        }),
-        ready: Condvar::new(),
-        cancelled: AtomicBool::new(false),
-    });
+    let state = Arc::new(State::new());
     (
         Remote {
             state: state.clone(),
         },
         Completer { state },
     )
+}
+
+/// Unparks a thread blocked in `wait`.
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+thread_local! {
+    /// This thread's unpark waker, made once: blocking waits allocate nothing.
+    static THREAD_WAKER: Waker = Waker::from(Arc::new(Unpark(thread::current())));
+}
+
+/// A waker that unparks the calling thread.
+pub(crate) fn thread_waker() -> Waker {
+    THREAD_WAKER.with(Waker::clone)
 }
 
 /// The result of [`LoopHandle::submit`](crate::LoopHandle::submit) (and of the runtime's
@@ -133,52 +204,38 @@ impl<T> Remote<T> {
     /// Never call it on the thread of the loop that runs the work: that loop would be
     /// blocked and the work could never finish.
     pub fn wait(self) -> Result<T, Error> {
-        let mut slot = self.state.lock();
-        loop {
-            if let Some(r) = slot.result.take() {
-                slot.taken = true;
-                return r;
-            }
-            slot.blocking = true;
-            slot = self
-                .state
-                .ready
-                .wait(slot)
-                .unwrap_or_else(|e| e.into_inner());
-        }
+        self.block(None)
     }
 
     /// Blocks until the result arrives or `timeout` passes. On timeout the work is
     /// cancelled (its future is dropped on its loop) and `Err(Error::Timeout)` is
     /// returned, like asyncio's `run_coroutine_threadsafe(...).result(timeout)`.
     pub fn wait_timeout(self, timeout: Duration) -> Result<T, Error> {
-        let deadline = Instant::now().checked_add(timeout);
-        let mut slot = self.state.lock();
+        self.block(Instant::now().checked_add(timeout))
+    }
+
+    fn block(self, deadline: Option<Instant>) -> Result<T, Error> {
+        let state = &*self.state;
+        if let Some(r) = state.take() {
+            return r;
+        }
+        state.receiver.register(&thread_waker());
         loop {
-            if let Some(r) = slot.result.take() {
-                slot.taken = true;
+            if let Some(r) = state.take() {
                 return r;
             }
-            let now = Instant::now();
-            let left = match deadline {
-                Some(d) if d > now => d - now,
-                Some(_) => {
-                    drop(slot);
-                    self.state.cancel(Error::Timeout);
-                    // The work may have finished in the meantime; its result wins.
-                    let mut slot = self.state.lock();
-                    slot.taken = true;
-                    return slot.result.take().unwrap_or(Err(Error::Timeout));
+            match deadline {
+                None => thread::park(),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        state.cancel(Error::Timeout);
+                        // The work may have finished in the meantime; its result wins.
+                        return state.take_after_claim();
+                    }
+                    thread::park_timeout(d - now);
                 }
-                None => Duration::from_secs(3600),
-            };
-            slot.blocking = true;
-            slot = self
-                .state
-                .ready
-                .wait_timeout(slot, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            }
         }
     }
 
@@ -190,8 +247,7 @@ impl<T> Remote<T> {
 
     /// Whether the result is there (or was taken).
     pub fn is_finished(&self) -> bool {
-        let slot = self.state.lock();
-        slot.result.is_some() || slot.taken
+        self.state.flags.load(Ordering::Acquire) & COMPLETE != 0
     }
 }
 
@@ -199,19 +255,19 @@ impl<T> Future for Remote<T> {
     type Output = Result<T, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut slot = self.state.lock();
-        if let Some(r) = slot.result.take() {
-            slot.taken = true;
-            return Poll::Ready(r);
-        }
-        if slot.taken {
-            return Poll::Ready(Err(Error::Cancelled));
-        }
-        match &slot.receiver {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => slot.receiver = Some(cx.waker().clone()),
-        }
-        Poll::Pending
+        let state = &*self.state;
+        coop::poll_budgeted(cx, |cx| {
+            if let Some(r) = state.take() {
+                return Poll::Ready(r);
+            }
+            state.receiver.register(cx.waker());
+            // Looked at again: a completion between the first look and the register
+            // may have found no waker to wake.
+            match state.take() {
+                Some(r) => Poll::Ready(r),
+                None => Poll::Pending,
+            }
+        })
     }
 }
 
@@ -238,7 +294,7 @@ impl<T> Completer<T> {
 
     /// Whether the `Remote` side cancelled the work.
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.state.cancelled.load(Ordering::Acquire)
+        self.state.is_cancelled()
     }
 
     /// Wraps `fut` so that its output (or its panic) completes the `Remote`, and a
@@ -247,7 +303,6 @@ impl<T> Completer<T> {
         Completing {
             fut,
             completer: self,
-            registered: None,
         }
     }
 }
@@ -264,8 +319,6 @@ pin_project_lite::pin_project! {
         #[pin]
         fut: F,
         completer: Completer<T>,
-        // The waker a cancel wakes, as last registered in the shared state.
-        registered: Option<Waker>,
     }
 }
 
@@ -275,7 +328,7 @@ impl<F: Future<Output = T>, T> Future for Completing<F, T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
         let state = &this.completer.state;
-        if state.cancelled.load(Ordering::Acquire) {
+        if state.is_cancelled() {
             return Poll::Ready(());
         }
         match catch_unwind(AssertUnwindSafe(|| this.fut.poll(cx))) {
@@ -284,18 +337,11 @@ impl<F: Future<Output = T>, T> Future for Completing<F, T> {
                 Poll::Ready(())
             }
             Ok(Poll::Pending) => {
-                // Only work that waits needs to hear of a cancel: register (or update)
-                // the waker now, then look again for a cancel that came before it.
-                if !this
-                    .registered
-                    .as_ref()
-                    .is_some_and(|w| w.will_wake(cx.waker()))
-                {
-                    state.lock().worker = Some(cx.waker().clone());
-                    *this.registered = Some(cx.waker().clone());
-                    if state.cancelled.load(Ordering::Acquire) {
-                        return Poll::Ready(());
-                    }
+                // Only work that waits needs to hear of a cancel: register the waker,
+                // then look again for a cancel that came before it.
+                state.worker.register(cx.waker());
+                if state.is_cancelled() {
+                    return Poll::Ready(());
                 }
                 Poll::Pending
             }
@@ -305,5 +351,51 @@ impl<F: Future<Output = T>, T> Future for Completing<F, T> {
                 resume_unwind(payload)
             }
         }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::thread;
+
+    /// The work completes while the receiver cancels: exactly one result is
+    /// written, the receiver reads it once, and it is the work's or the cancel's.
+    #[test]
+    fn complete_races_cancel() {
+        loom::model(|| {
+            let state = Arc::new(State::<u32>::new());
+            let worker = {
+                let state = state.clone();
+                thread::spawn(move || state.complete(Ok(7)))
+            };
+            state.cancel(Error::Timeout);
+            let got = state.take_after_claim();
+            let worker_won = worker.join().unwrap();
+            match got {
+                Ok(7) => assert!(worker_won),
+                Err(Error::Timeout) => assert!(!worker_won),
+                other => panic!("unexpected {other:?}"),
+            }
+            assert!(matches!(state.take(), Some(Err(Error::Cancelled))));
+        });
+    }
+
+    /// Two completers (the work's result and its completer's drop): one wins, and
+    /// the receiver sees that one.
+    #[test]
+    fn two_completers_one_result() {
+        loom::model(|| {
+            let state = Arc::new(State::<u32>::new());
+            let a = {
+                let state = state.clone();
+                thread::spawn(move || state.complete(Ok(1)))
+            };
+            let b_won = state.complete(Err(Error::Cancelled));
+            let a_won = a.join().unwrap();
+            assert!(a_won != b_won);
+            let got = state.take_after_claim();
+            assert_eq!(matches!(got, Ok(1)), a_won);
+        });
     }
 }

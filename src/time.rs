@@ -4,15 +4,15 @@
 //! Every one of them arms a timer on the loop that polls it, fires on or after its
 //! deadline (never early), and cancels its timer when dropped.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use crate::event_loop::timers::deadline_after;
-use crate::{get_running_loop, Error, TimerHandle};
+use crate::event_loop::LoopInner;
+use crate::{get_running_loop, Error};
 
 /// Completes `delay` from now; never early.
 ///
@@ -33,24 +33,26 @@ pub fn sleep(delay: Duration) -> Sleep {
 pub fn sleep_until(deadline: Instant) -> Sleep {
     Sleep {
         deadline,
-        timer: None,
+        entry: None,
     }
 }
 
-struct Fired {
-    done: Cell<bool>,
-    waker: Cell<Option<Waker>>,
+/// Where a polled [`Sleep`]'s timer entry lives.
+struct Entry {
+    lp: Weak<LoopInner>,
+    key: usize,
 }
 
-/// The future of [`sleep`] / [`sleep_until`]. It arms a timer on the running loop
-/// when first polled; dropping it cancels the timer.
+/// The future of [`sleep`] / [`sleep_until`]. It arms a timer entry on the running
+/// loop when first polled; the loop wakes the sleeping task directly when it is
+/// due, and dropping the `Sleep` frees the entry. No allocation of its own.
 ///
 /// # Panics
-/// When polled outside a running loop.
+/// When first polled outside a running loop.
 #[must_use = "futures do nothing unless awaited"]
 pub struct Sleep {
     deadline: Instant,
-    timer: Option<(TimerHandle, Rc<Fired>)>,
+    entry: Option<Entry>,
 }
 
 impl Sleep {
@@ -63,43 +65,75 @@ impl Sleep {
     pub fn is_elapsed(&self) -> bool {
         Instant::now() >= self.deadline
     }
+
+    /// Moves the deadline (earlier or later, also after it completed): the sleep
+    /// completes at `deadline` instead. Reuses the timer entry; no allocation.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// shardloop::run(async {
+    ///     let mut nap = std::pin::pin!(shardloop::time::sleep(Duration::from_secs(3600)));
+    ///     let soon = Instant::now() + Duration::from_millis(1);
+    ///     nap.as_mut().reset(soon);
+    ///     nap.await;
+    ///     assert!(Instant::now() >= soon);
+    /// })?;
+    /// # Ok::<(), shardloop::Error>(())
+    /// ```
+    pub fn reset(self: Pin<&mut Self>, deadline: Instant) {
+        let this = self.get_mut();
+        this.deadline = deadline;
+        if let Some(lp) = this.entry.as_ref().and_then(|e| e.lp.upgrade()) {
+            let key = this.entry.as_ref().map_or(0, |e| e.key);
+            lp.timers.borrow_mut().reset_sleep(key, deadline);
+        }
+    }
 }
 
 impl Future for Sleep {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if let Some((_, fired)) = &self.timer {
-            if fired.done.get() {
-                return Poll::Ready(());
+        if let Some(entry) = &self.entry {
+            if let Some(lp) = entry.lp.upgrade() {
+                let fired = lp.timers.borrow_mut().poll_sleep(entry.key, cx.waker());
+                return if fired {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                };
             }
-            fired.waker.set(Some(cx.waker().clone()));
-            return Poll::Pending;
+            // Its loop is gone: arm it again on the one polling it now.
         }
-        let fired = Rc::new(Fired {
-            done: Cell::new(false),
-            waker: Cell::new(Some(cx.waker().clone())),
-        });
-        let on_fire = fired.clone();
         let lp = get_running_loop().expect("shardloop::time::sleep polled outside a running loop");
-        let timer = lp
-            .call_at(self.deadline, move || {
-                on_fire.done.set(true);
-                if let Some(w) = on_fire.waker.take() {
-                    w.wake();
-                }
-            })
-            .expect("a running loop accepts timers");
-        self.timer = Some((timer, fired));
+        let key = lp
+            .inner
+            .timers
+            .borrow_mut()
+            .insert_sleep(self.deadline, cx.waker().clone());
+        self.entry = Some(Entry {
+            lp: Rc::downgrade(&lp.inner),
+            key,
+        });
         Poll::Pending
     }
 }
 
 impl Drop for Sleep {
     fn drop(&mut self) {
-        if let Some((timer, _)) = &self.timer {
-            timer.cancel();
-        }
+        let Some(entry) = self.entry.take() else {
+            return;
+        };
+        let Some(lp) = entry.lp.upgrade() else {
+            return;
+        };
+        // A sleep dropped while its loop's timers are borrowed (never, today) keeps
+        // its slot until the loop closes.
+        let waker = match lp.timers.try_borrow_mut() {
+            Ok(mut timers) => timers.remove_sleep(entry.key),
+            Err(_) => None,
+        };
+        drop(waker);
     }
 }
 
@@ -263,13 +297,15 @@ impl Interval {
             return Poll::Pending;
         }
         let tick = self.sleep.deadline();
-        self.sleep = sleep_until(next_tick(tick, self.period, Instant::now()));
+        let next = next_tick(tick, self.period, Instant::now());
+        Pin::new(&mut self.sleep).reset(next);
         Poll::Ready(tick)
     }
 
     /// Restarts the schedule: the next tick is one period from now.
     pub fn reset(&mut self) {
-        self.sleep = sleep_until(deadline_after(Instant::now(), self.period));
+        let next = deadline_after(Instant::now(), self.period);
+        Pin::new(&mut self.sleep).reset(next);
     }
 
     /// The period.

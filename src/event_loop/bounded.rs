@@ -21,7 +21,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 use std::thread;
 
 use super::inbox::{self, LoopHandle, Msg};
@@ -301,16 +301,7 @@ impl LoopHandle {
 /// registers again when re-polled, but a blocking one parks again, off the list, for
 /// good. With only async receivers on the token channel that cannot happen.
 fn take_blocking(tokens: &flume::Receiver<()>) -> Result<(), flume::RecvError> {
-    struct Unpark(thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let waker = crate::remote::thread_waker();
     let mut cx = Context::from_waker(&waker);
     let mut take = pin!(tokens.recv_async());
     loop {

@@ -1,22 +1,27 @@
 //! The threadsafe way into a loop: [`LoopHandle`], its inbox and its wakeup.
 //!
-//! One flume MPSC channel per loop plus one `mio::Waker` (an eventfd). A sender writes
-//! the eventfd only when the loop is parked ([`Doorbell`]); the loop drains the whole
-//! inbox once per iteration. A call made on the loop's own thread while that loop
-//! runs skips the channel and goes straight to the ready queue, so threadsafe and
-//! plain calls from the loop thread share one FIFO.
+//! One inbox per loop (a mutex around a `Vec`: a sender pushes under the lock, the
+//! loop swaps the whole batch out under it, once per iteration) plus one
+//! `mio::Waker` (an eventfd). A sender writes the eventfd only when the loop is
+//! parked ([`Doorbell`], on a cache line of its own). A call made on the loop's own
+//! thread while that loop runs skips the inbox and goes straight to the ready queue,
+//! so threadsafe and plain calls from the loop thread share one FIFO.
+//!
+//! Closing happens under the same lock as sending: once the loop has closed its
+//! inbox, every message that got in was taken out by the loop (and run or dropped),
+//! and every later send is refused. No message is ever stranded in between.
 
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
 
 use super::bounded::Permits;
 use super::doorbell::Doorbell;
 use crate::current;
 use crate::remote::{self, Remote};
-use crate::task::TaskWaker;
+use crate::task::TaskRef;
 use crate::Error;
 
 /// What crosses threads into a loop.
@@ -26,18 +31,36 @@ pub(crate) enum Msg {
     /// A submitted job holding a permit of a bounded inbox, given back when the loop
     /// takes it out.
     Submit(Box<dyn FnOnce() + Send>),
-    /// A task woken on another thread.
-    Wake(Arc<TaskWaker>),
+    /// A task woken on another thread (or while its loop was not running).
+    Wake(TaskRef),
     /// The future of `run_until_complete` was woken on another thread.
     WakeMain,
     /// `LoopHandle::stop`.
     Stop,
 }
 
+/// The messages waiting for the loop, and whether it still takes any.
+struct Inbox {
+    msgs: Vec<Msg>,
+    closed: bool,
+}
+
+/// A value alone on its cache line(s): the doorbell is written by every sender and
+/// read by the loop on every iteration, so nothing else should share its line.
+#[repr(align(128))]
+pub(crate) struct CachePadded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for CachePadded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// The part of a loop that other threads may touch.
 pub(crate) struct Shared {
-    tx: flume::Sender<Msg>,
-    pub(crate) doorbell: Doorbell,
+    pub(crate) doorbell: CachePadded<Doorbell>,
+    inbox: Mutex<Inbox>,
     waker: mio::Waker,
     pub(crate) closed: AtomicBool,
     pub(crate) owner: ThreadId,
@@ -48,15 +71,17 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(
-        tx: flume::Sender<Msg>,
         waker: mio::Waker,
         owner: ThreadId,
         name: String,
         permits: Option<Permits>,
     ) -> Self {
         Shared {
-            tx,
-            doorbell: Doorbell::new(),
+            doorbell: CachePadded(Doorbell::new()),
+            inbox: Mutex::new(Inbox {
+                msgs: Vec::new(),
+                closed: false,
+            }),
             waker,
             closed: AtomicBool::new(false),
             owner,
@@ -65,15 +90,43 @@ impl Shared {
         }
     }
 
+    fn lock(&self) -> MutexGuard<'_, Inbox> {
+        // No user code runs under this lock: a poisoned one is still consistent.
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Puts `msg` in the inbox and wakes the loop if it is parked. Gives the message
-    /// back if the loop is closed.
+    /// back if the loop has closed its inbox.
     pub(crate) fn send(&self, msg: Msg) -> Result<(), Msg> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(msg);
+        {
+            let mut inbox = self.lock();
+            if inbox.closed {
+                return Err(msg);
+            }
+            inbox.msgs.push(msg);
         }
-        self.tx.send(msg).map_err(|e| e.into_inner())?;
         self.ring();
         Ok(())
+    }
+
+    /// Loop side: swaps everything sent so far into `batch` (which must be empty),
+    /// under one lock.
+    pub(crate) fn take_batch(&self, batch: &mut Vec<Msg>) {
+        debug_assert!(batch.is_empty());
+        std::mem::swap(&mut self.lock().msgs, batch);
+    }
+
+    /// Loop side, closing: refuses every later message and returns the ones that got
+    /// in (for the caller to drop outside the lock).
+    pub(crate) fn close_inbox(&self) -> Vec<Msg> {
+        let mut inbox = self.lock();
+        inbox.closed = true;
+        std::mem::take(&mut inbox.msgs)
+    }
+
+    /// How many messages wait.
+    pub(crate) fn inbox_len(&self) -> usize {
+        self.lock().msgs.len()
     }
 
     /// Tells the loop there is news, and wakes it if it is parked.

@@ -19,6 +19,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
+use std::ptr::NonNull;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,7 +31,8 @@ use slab::Slab;
 use crate::current;
 use crate::error::panic_message;
 use crate::io::reactor::Reactor;
-use crate::task::{self, Task, TaskWaker};
+use crate::task::raw::{self, Header};
+use crate::task::{coop, Task, TaskRef};
 use crate::Error;
 use exception::{default_exception_handler, ExceptionContext};
 use inbox::{LoopHandle, Msg, Shared};
@@ -141,10 +143,8 @@ impl LoopBuilder {
         let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
         let name = self.name.unwrap_or_else(|| format!("loop-{id}"));
         let reactor = Reactor::new()?;
-        let (tx, rx) = flume::unbounded();
         let (permits, permit_return) = bounded::permits(self.inbox_capacity);
         let shared = Arc::new(Shared::new(
-            tx,
             reactor.waker()?,
             std::thread::current().id(),
             name,
@@ -157,8 +157,9 @@ impl LoopBuilder {
         let lp = EventLoop {
             inner: Rc::new(LoopInner {
                 shared,
-                rx,
+                inbox_batch: RefCell::new(Vec::new()),
                 ready: RefCell::new(VecDeque::new()),
+                due_wakers: RefCell::new(Vec::new()),
                 timers: RefCell::new(TimerQueue::new()),
                 tasks: RefCell::new(Slab::new()),
                 reactor,
@@ -186,22 +187,19 @@ impl LoopBuilder {
     }
 }
 
-/// A task's entry in the loop's task table.
-struct TaskSlot {
-    task: Rc<dyn Runnable>,
-    /// Identity of the task's waker, so a stale wake for a reused slot is ignored.
-    waker: *const TaskWaker,
-}
-
 type ExceptionHandler = Rc<dyn Fn(&ExceptionContext)>;
 
 /// The loop's state. Borrows of its `RefCell`s are never held while user code runs.
 pub(crate) struct LoopInner {
     pub(crate) shared: Arc<Shared>,
-    rx: flume::Receiver<Msg>,
+    /// The inbox's batch is swapped into this (kept to reuse its allocation).
+    inbox_batch: RefCell<Vec<Msg>>,
     ready: RefCell<VecDeque<Ready>>,
-    timers: RefCell<TimerQueue>,
-    tasks: RefCell<Slab<TaskSlot>>,
+    pub(crate) timers: RefCell<TimerQueue>,
+    /// The wakers of sleeps that fell due (kept to reuse its allocation).
+    due_wakers: RefCell<Vec<Waker>>,
+    /// Every task whose future is alive: the loop's reference to it.
+    tasks: RefCell<Slab<TaskRef>>,
     pub(crate) reactor: Reactor,
     running: Cell<bool>,
     stopping: Cell<bool>,
@@ -253,29 +251,34 @@ impl LoopInner {
         Ok(())
     }
 
-    /// Queues a woken task, unless the wake is stale (the task is gone).
-    pub(crate) fn schedule_task(&self, waker: &Arc<TaskWaker>) {
-        let task = match self.tasks.borrow().get(waker.key) {
-            Some(slot) if std::ptr::eq(slot.waker, Arc::as_ptr(waker)) => slot.task.clone(),
-            _ => return,
-        };
-        self.ready.borrow_mut().push_back(Ready::Entry(task));
+    /// Queues a woken task (its waker, on this loop's running thread). Gives it
+    /// back in the rare case that the ready queue is borrowed right now (the caller
+    /// then sends it through the inbox).
+    #[inline]
+    pub(crate) fn push_ready_task(&self, task: TaskRef) -> Option<TaskRef> {
+        match self.ready.try_borrow_mut() {
+            Ok(mut ready) => {
+                ready.push_back(Ready::Task(task));
+                None
+            }
+            Err(_) => Some(task),
+        }
     }
 
-    pub(crate) fn remove_task(&self, key: usize, waker: &Arc<TaskWaker>) {
+    /// Takes a finished task off the table (the loop's reference to it).
+    pub(crate) fn remove_task(&self, key: usize, task: NonNull<Header>) {
         let mut tasks = self.tasks.borrow_mut();
-        if tasks
-            .get(key)
-            .is_some_and(|slot| std::ptr::eq(slot.waker, Arc::as_ptr(waker)))
-        {
-            let slot = tasks.remove(key);
-            let none_left = tasks.is_empty();
-            drop(tasks);
-            drop(slot);
-            if none_left {
-                if let Some(w) = self.when_no_tasks.take() {
-                    w.wake();
-                }
+        if !tasks.get(key).is_some_and(|t| t.is(task)) {
+            return;
+        }
+        let removed = tasks.remove(key);
+        let none_left = tasks.is_empty();
+        drop(tasks);
+        // Never the last reference: whoever finished the task holds one.
+        drop(removed);
+        if none_left {
+            if let Some(w) = self.when_no_tasks.take() {
+                w.wake();
             }
         }
     }
@@ -286,27 +289,43 @@ impl LoopInner {
             .push_back(Ready::Entry(self.main_marker.clone()));
     }
 
-    /// Moves everything other threads sent into the ready queue, in one batch.
+    /// Moves everything other threads sent into the ready queue, in one batch taken
+    /// under one lock.
     #[inline]
     fn drain_inbox(&self) {
         if !self.shared.doorbell.take_notified() {
             return;
         }
+        let mut batch = self.inbox_batch.take();
+        self.shared.take_batch(&mut batch);
         let mut permits = 0;
-        for msg in self.rx.try_iter() {
-            match msg {
-                Msg::Call(f) => self.ready.borrow_mut().push_back(Ready::Call(f)),
-                Msg::Submit(f) => {
-                    permits += 1;
-                    self.ready.borrow_mut().push_back(Ready::Call(f));
+        {
+            let mut ready = self.ready.borrow_mut();
+            for msg in batch.drain(..) {
+                match msg {
+                    Msg::Call(f) => ready.push_back(Ready::Call(f)),
+                    Msg::Submit(f) => {
+                        permits += 1;
+                        ready.push_back(Ready::Call(f));
+                    }
+                    Msg::Wake(task) => ready.push_back(Ready::Task(task)),
+                    Msg::WakeMain => ready.push_back(Ready::Entry(self.main_marker.clone())),
+                    Msg::Stop => self.stopping.set(true),
                 }
-                Msg::Wake(w) => self.schedule_task(&w),
-                Msg::WakeMain => self.schedule_main(),
-                Msg::Stop => self.stopping.set(true),
             }
         }
+        self.inbox_batch.replace(batch);
         if permits > 0 {
             self.return_permits(permits);
+        }
+    }
+
+    /// Mail that happened-before a call on the loop's thread runs before it
+    /// (asyncio's one ready deque): one atomic load when there is none.
+    #[inline]
+    fn drain_inbox_first(&self) {
+        if self.shared.doorbell.has_news() {
+            self.drain_inbox();
         }
     }
 
@@ -384,11 +403,43 @@ impl LoopInner {
         let panicked = match entry {
             Ready::Entry(entry) => catch_unwind(AssertUnwindSafe(|| entry.run(self)))
                 .map_err(|payload| (entry.name(), payload)),
+            // A task catches its own panics (they resolve it).
+            Ready::Task(task) => {
+                task.run(self);
+                Ok(())
+            }
             Ready::Call(f) => catch_unwind(AssertUnwindSafe(f))
                 .map_err(|payload| ("call_soon_threadsafe callback", payload)),
         };
         if let Err((name, payload)) = panicked {
             self.report_panic("callback", name, panic_message(&*payload));
+            raw::drop_payload(payload);
+        }
+    }
+
+    /// Cancels a callback entry (dropping the callback), reporting a panicking
+    /// destructor instead of unwinding. Whether it was still pending.
+    fn cancel_reporting(&self, entry: &Rc<dyn Runnable>) -> bool {
+        match catch_unwind(AssertUnwindSafe(|| entry.cancel())) {
+            Ok(was_pending) => was_pending,
+            Err(payload) => {
+                self.report_panic(
+                    "callback destructor",
+                    entry.name(),
+                    panic_message(&*payload),
+                );
+                raw::drop_payload(payload);
+                true
+            }
+        }
+    }
+
+    /// Drops `value` (user code: a callback, its captures), reporting a panicking
+    /// destructor instead of unwinding.
+    fn drop_reporting<T>(&self, what: &str, name: &'static str, value: T) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
+            self.report_panic(what, name, panic_message(&*payload));
+            raw::drop_payload(payload);
         }
     }
 
@@ -409,30 +460,42 @@ impl LoopInner {
         }
     }
 
-    /// Drops everything pending, with no borrow held while destructors run.
+    /// Drops everything pending (the loop is closing), with no borrow held while
+    /// destructors run, and every panicking destructor caught and reported. The
+    /// inbox is closed first, under its lock: what got in is dropped here, and
+    /// anything sent later (by these very destructors, say) is refused.
     fn drop_pending(&self) -> Dropped {
+        let mail = self.shared.close_inbox();
         let ready = std::mem::take(&mut *self.ready.borrow_mut());
-        let timers = self.timers.borrow_mut().take_all();
-        let tasks: Vec<_> = self.tasks.borrow_mut().drain().map(|s| s.task).collect();
+        let (timers, sleeps) = self.timers.borrow_mut().take_all();
+        let tasks: Vec<TaskRef> = self.tasks.borrow_mut().drain().collect();
         let mut dropped = Dropped::default();
-        for t in &tasks {
-            if t.cancel() {
-                dropped.tasks += 1;
-                self.stats.count_task_end(true);
-            }
+        for task in &tasks {
+            // Drops the future in place; a panic there is caught and reported.
+            dropped.tasks += usize::from(task.cancel_now(self));
         }
+        drop(tasks);
         for entry in &timers {
-            dropped.callbacks += usize::from(entry.cancel());
+            dropped.callbacks += usize::from(self.cancel_reporting(entry));
         }
+        drop(timers);
+        drop(sleeps);
         for entry in ready {
-            dropped.callbacks += usize::from(entry.cancel());
-        }
-        drop((timers, tasks));
-        for msg in self.rx.try_iter() {
-            if let Msg::Call(f) | Msg::Submit(f) = msg {
-                dropped.callbacks += 1;
-                drop(f);
+            match entry {
+                Ready::Entry(e) => dropped.callbacks += usize::from(self.cancel_reporting(&e)),
+                // Only a reference: the task itself was cancelled above.
+                Ready::Task(task) => drop(task),
+                Ready::Call(f) => {
+                    dropped.callbacks += 1;
+                    self.drop_reporting("callback destructor", "call_soon_threadsafe callback", f);
+                }
             }
+        }
+        for msg in mail {
+            if let Msg::Call(_) | Msg::Submit(_) = &msg {
+                dropped.callbacks += 1;
+            }
+            self.drop_reporting("callback destructor", "call_soon_threadsafe callback", msg);
         }
         dropped
     }
@@ -446,7 +509,7 @@ impl LoopInner {
         let tasks = !self.tasks.borrow().is_empty();
         (
             tasks,
-            !self.ready.borrow().is_empty() || !self.rx.is_empty(),
+            !self.ready.borrow().is_empty() || self.shared.inbox_len() > 0,
         )
     }
 
@@ -458,8 +521,9 @@ impl LoopInner {
 
 impl Drop for LoopInner {
     fn drop(&mut self) {
-        self.shared.closed.store(true, Ordering::Release);
-        self.drop_pending();
+        if !self.shared.closed.swap(true, Ordering::AcqRel) {
+            self.drop_pending();
+        }
     }
 }
 
@@ -557,6 +621,7 @@ impl EventLoop {
     /// were scheduled.
     pub fn call_soon<F: FnOnce() + 'static>(&self, f: F) -> Result<Handle, Error> {
         self.inner.check_schedulable()?;
+        self.inner.drain_inbox_first();
         let entry = callback(f);
         self.inner
             .ready
@@ -594,16 +659,14 @@ impl EventLoop {
     /// Runs `fut` as a task on this loop. The future may be `!Send`.
     pub fn create_task<F: Future + 'static>(&self, fut: F) -> Result<Task<F::Output>, Error> {
         self.inner.check_schedulable()?;
+        self.inner.drain_inbox_first();
         let mut tasks = self.inner.tasks.borrow_mut();
         let slot = tasks.vacant_entry();
-        let (entry, waker, task) = task::new_task(&self.inner, slot.key(), fut);
-        slot.insert(TaskSlot {
-            task: entry.clone(),
-            waker: Arc::as_ptr(&waker),
-        });
+        let (table, queued, handle) = raw::allocate(fut, self.inner.shared.clone(), slot.key());
+        slot.insert(table);
         drop(tasks);
-        self.inner.ready.borrow_mut().push_back(Ready::Entry(entry));
-        Ok(task)
+        self.inner.ready.borrow_mut().push_back(Ready::Task(queued));
+        Ok(Task::from_raw(handle))
     }
 
     /// Runs until [`stop`](Self::stop) is called.
@@ -635,6 +698,7 @@ impl EventLoop {
                 return;
             }
             inner.main_waker.scheduled.store(false, Ordering::Release);
+            let _budget = coop::Budget::enter();
             if let Poll::Ready(v) = fut.as_mut().poll(&mut Context::from_waker(&waker)) {
                 output = Some(v);
                 inner.stopping.set(true);
@@ -690,8 +754,16 @@ impl EventLoop {
         {
             let mut timers = inner.timers.borrow_mut();
             if !timers.is_empty() {
-                let fired = timers.move_due(Instant::now(), &mut inner.ready.borrow_mut());
+                let mut wake = inner.due_wakers.take();
+                let fired =
+                    timers.move_due(Instant::now(), &mut inner.ready.borrow_mut(), &mut wake);
+                drop(timers);
                 inner.stats.add_timers_fired(fired);
+                // A due sleep's task joins this very snapshot.
+                for w in wake.drain(..) {
+                    w.wake();
+                }
+                inner.due_wakers.replace(wake);
             }
         }
         let snapshot = inner.ready.borrow().len();
@@ -787,9 +859,10 @@ impl EventLoop {
 
     /// Counters of what this loop has done so far.
     pub fn stats(&self) -> LoopStats {
-        self.inner
-            .stats
-            .snapshot(self.inner.rx.len(), self.inner.ready.borrow().len())
+        self.inner.stats.snapshot(
+            self.inner.shared.inbox_len(),
+            self.inner.ready.borrow().len(),
+        )
     }
 }
 

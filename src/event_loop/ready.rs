@@ -1,13 +1,15 @@
 //! What waits in the ready queue: callbacks (behind a [`Handle`]) and tasks.
 //!
-//! Both are one `Rc` allocation each, erased to `Rc<dyn Runnable>`, so the ready queue
-//! is a plain `VecDeque` of fat pointers and running an entry is one virtual call.
+//! A callback is one `Rc` allocation, erased to `Rc<dyn Runnable>`; a task is a
+//! reference to its own allocation; a threadsafe call is its box. So the ready queue
+//! is a plain `VecDeque` of pointers and running an entry is one indirect call.
 
 use std::cell::Cell;
 use std::fmt;
 use std::rc::Rc;
 
 use super::LoopInner;
+use crate::task::TaskRef;
 
 /// One entry of the ready queue (or of the timer queue, which hands its due entries
 /// to the ready queue).
@@ -24,8 +26,10 @@ pub(crate) trait Runnable {
 
 /// An entry of the ready queue.
 pub(crate) enum Ready {
-    /// A callback (behind a `Handle`), a due timer, or a task.
+    /// A callback (behind a `Handle`) or a due timer.
     Entry(Rc<dyn Runnable>),
+    /// A task to poll.
+    Task(TaskRef),
     /// A `call_soon_threadsafe` callback from another thread: it has no handle, so it
     /// runs straight from its box, with no second allocation.
     Call(Box<dyn FnOnce() + Send>),
@@ -35,18 +39,8 @@ impl Ready {
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Ready::Entry(entry) => entry.name(),
+            Ready::Task(task) => task.name(),
             Ready::Call(_) => "call_soon_threadsafe callback",
-        }
-    }
-
-    /// Drops it unrun; whether it was still pending.
-    pub(crate) fn cancel(self) -> bool {
-        match self {
-            Ready::Entry(entry) => entry.cancel(),
-            Ready::Call(f) => {
-                drop(f);
-                true
-            }
         }
     }
 }

@@ -114,6 +114,11 @@ impl IoState {
         }
     }
 
+    /// Whether the loop was closed (or dropped).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
     /// An operation hit `WouldBlock`: wait for the next edge.
     pub(crate) fn clear(&self, dir: Direction) {
         self.flags(dir).0.set(false);
@@ -142,8 +147,18 @@ impl IoState {
     }
 
     /// Runs `op` while the source is ready, turning `WouldBlock` into `Pending`.
-    /// Once the loop is closed it fails instead of waiting forever.
+    /// Once the loop is closed it fails instead of waiting forever. Each completed
+    /// operation spends a unit of the task's cooperative budget.
     pub(crate) fn poll_io<R>(
+        &self,
+        dir: Direction,
+        cx: &mut Context<'_>,
+        op: impl FnMut() -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        crate::task::coop::poll_budgeted(cx, |cx| self.poll_io_unbudgeted(dir, cx, op))
+    }
+
+    fn poll_io_unbudgeted<R>(
         &self,
         dir: Direction,
         cx: &mut Context<'_>,

@@ -10,6 +10,7 @@ use mio::event::Source;
 use mio::Token;
 
 use super::reactor::{Direction, IoState};
+use crate::current;
 use crate::event_loop::LoopInner;
 use crate::Error;
 
@@ -61,15 +62,39 @@ impl<S: Source> Registered<S> {
     }
 
     /// Runs `op` on the source until it stops saying `WouldBlock`, waiting for
-    /// readiness in direction `dir` in between.
+    /// readiness in direction `dir` in between. Polled from a task on another
+    /// loop than the one it is registered with, it fails at once: that loop's
+    /// reactor would never wake it.
     pub(crate) fn poll_io<R>(
         &self,
         dir: Direction,
         cx: &mut Context<'_>,
         mut op: impl FnMut(&S) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
+        let running = current::running_loop_ptr();
+        // A socket of a closed loop says so (below), whichever loop polls it.
+        if !running.is_null() && running != self.lp.as_ptr() && !self.state.is_closed() {
+            return Poll::Ready(Err(self.wrong_loop(running)));
+        }
         let source = self.get_ref();
         self.state.poll_io(dir, cx, || op(source))
+    }
+
+    #[cold]
+    fn wrong_loop(&self, running: *const LoopInner) -> io::Error {
+        // SAFETY: `running` is the loop running on this thread (non-null), alive
+        // while it runs.
+        let polled_on = unsafe { &*running }.shared.name.clone();
+        let registered = match self.lp.upgrade() {
+            Some(lp) => format!("loop '{}'", lp.shared.name),
+            None => "a loop that is gone".to_string(),
+        };
+        io::Error::other(format!(
+            "this socket is registered with {registered} and was polled on loop \
+             '{polled_on}': sockets belong to the loop that was current when they were \
+             created (create it on the loop that uses it, from a std socket with \
+             from_std if need be)"
+        ))
     }
 
     /// A stream read or wrote less than asked (see [`IoState::drained`]).
