@@ -38,7 +38,7 @@ use tokio::{
 const ROUNDS: usize = 5;
 const MEM_ENV: &str = "COMPARE_MEM_CASE";
 const FAR: Duration = Duration::from_secs(3600);
-const TIMER_SPREAD_NS: u64 = 20_000_000;
+const TIMER_SPREAD_NS: u64 = 2_000_000;
 
 /// One contender: builds its own loop/runtime, then returns the time of the measured part.
 type Contender = fn(u64) -> Duration;
@@ -94,11 +94,31 @@ const WORKLOADS: &[Workload] = &[
         ],
     },
     Workload {
+        key: "threadsafe_8",
+        title: "call_soon_threadsafe, 8 producers",
+        base_n: 1e6,
+        ours: sl_threadsafe_8,
+        peers: &[
+            ("tokio Handle::spawn", tokio_threadsafe_8),
+            ("flume Box<dyn FnOnce+Send>", flume_threadsafe_8),
+        ],
+    },
+    Workload {
+        key: "sleep_tasks",
+        title: "tasks that sleep 0..2ms, half cancelled",
+        base_n: 2e5,
+        ours: sl_sleep_tasks,
+        peers: &[("tokio spawn_local + sleep + abort", tokio_timers)],
+    },
+    Workload {
         key: "timers",
-        title: "timers 0..20ms, half cancelled",
+        title: "call_later 0..2ms, half cancelled",
         base_n: 2e5,
         ours: sl_timers,
-        peers: &[("tokio sleep + abort", tokio_timers)],
+        peers: &[
+            ("tokio spawn_local + sleep + abort", tokio_timers),
+            ("tokio-util DelayQueue", delay_queue_timers),
+        ],
     },
     Workload {
         key: "run_in_executor",
@@ -328,22 +348,26 @@ impl<D: Fn()> Counter<D> {
     }
 }
 
-/// Starts the producer thread: `n` calls of `send`, each with a handle to the counter.
-fn producer<D, S>(n: u64, done: D, send: S) -> (Arc<Counter<D>>, JoinHandle<()>)
+/// Starts `threads` producer threads that make `n` calls of `send` between them.
+fn producers<D, S>(threads: u64, n: u64, done: D, send: S) -> (Arc<Counter<D>>, Vec<JoinHandle<()>>)
 where
     D: Fn() + Send + Sync + 'static,
-    S: Fn(Arc<Counter<D>>) + Send + 'static,
+    S: Fn(Arc<Counter<D>>) + Send + Sync + 'static,
 {
     let counter = Arc::new(Counter {
         count: AtomicU64::new(0),
         n,
         done,
     });
-    let c = counter.clone();
-    (
-        counter,
-        thread::spawn(move || (0..n).for_each(|_| send(c.clone()))),
-    )
+    let send = Arc::new(send);
+    let handles = (0..threads)
+        .map(|t| {
+            let (c, send) = (counter.clone(), send.clone());
+            let share = n / threads + u64::from(t < n % threads);
+            thread::spawn(move || (0..share).for_each(|_| send(c.clone())))
+        })
+        .collect();
+    (counter, handles)
 }
 
 // ---------------------------------------------------------------- 1. call_soon batch
@@ -450,17 +474,26 @@ fn sl_tasks(n: u64) -> Duration {
 // ---------------------------------------------------------------- 4. threadsafe
 
 fn sl_threadsafe(n: u64) -> Duration {
+    sl_threadsafe_from(1, n)
+}
+
+fn sl_threadsafe_8(n: u64) -> Duration {
+    sl_threadsafe_from(8, n)
+}
+
+fn sl_threadsafe_from(threads: u64, n: u64) -> Duration {
     let lp = EventLoop::new().unwrap();
     let (h, stop) = (lp.handle(), lp.handle());
     let mut counter = None;
     let t = timed(|| {
-        let (c, p) = producer(
+        let (c, ps) = producers(
+            threads,
             n,
             move || stop.stop(),
             move |c| h.call_soon_threadsafe(move || c.hit()).unwrap(),
         );
         lp.run_forever().unwrap();
-        p.join().unwrap();
+        ps.into_iter().for_each(|p| p.join().unwrap());
         counter = Some(c);
     });
     assert_eq!(counter.unwrap().count.load(Relaxed), n);
@@ -468,12 +501,21 @@ fn sl_threadsafe(n: u64) -> Duration {
 }
 
 fn tokio_threadsafe(n: u64) -> Duration {
+    tokio_threadsafe_from(1, n)
+}
+
+fn tokio_threadsafe_8(n: u64) -> Duration {
+    tokio_threadsafe_from(8, n)
+}
+
+fn tokio_threadsafe_from(threads: u64, n: u64) -> Duration {
     let rt = tokio_rt();
     let (h, notify) = (rt.handle().clone(), Arc::new(Notify::new()));
     let done = notify.clone();
     let mut counter = None;
     let t = timed(|| {
-        let (c, p) = producer(
+        let (c, ps) = producers(
+            threads,
             n,
             move || done.notify_one(),
             move |c| {
@@ -481,7 +523,7 @@ fn tokio_threadsafe(n: u64) -> Duration {
             },
         );
         rt.block_on(notify.notified());
-        p.join().unwrap();
+        ps.into_iter().for_each(|p| p.join().unwrap());
         counter = Some(c);
     });
     assert_eq!(counter.unwrap().count.load(Relaxed), n);
@@ -489,17 +531,28 @@ fn tokio_threadsafe(n: u64) -> Duration {
 }
 
 fn flume_threadsafe(n: u64) -> Duration {
+    flume_threadsafe_from(1, n)
+}
+
+fn flume_threadsafe_8(n: u64) -> Duration {
+    flume_threadsafe_from(8, n)
+}
+
+/// A raw flume channel of boxed closures, drained in a loop: the floor for a
+/// threadsafe call.
+fn flume_threadsafe_from(threads: u64, n: u64) -> Duration {
     type Job = Box<dyn FnOnce() + Send>;
     let mut counter = None;
     let t = timed(|| {
         let (tx, rx) = flume::unbounded::<Job>();
-        let (c, p) = producer(
+        let (c, ps) = producers(
+            threads,
             n,
             || (),
             move |c| tx.send(Box::new(move || c.hit())).unwrap(),
         );
-        rx.iter().for_each(|job| job()); // ends when the producer drops `tx`
-        p.join().unwrap();
+        rx.iter().for_each(|job| job()); // ends when the producers drop `tx`
+        ps.into_iter().for_each(|p| p.join().unwrap());
         counter = Some(c);
     });
     assert_eq!(counter.unwrap().count.load(Relaxed), n);
@@ -563,6 +616,71 @@ fn tokio_timers(n: u64) -> Duration {
     });
     assert!((fired(n)..=n).contains(&c.get()));
     t
+}
+
+/// Tasks that each sleep until their deadline, polled once (arming their sleeps, as
+/// tokio's are) before half are cancelled: the like-for-like partner of
+/// `tokio_timers`.
+fn sl_sleep_tasks(n: u64) -> Duration {
+    let lp = EventLoop::new().unwrap();
+    let s = Rc::new((Cell::new(0u64), lp.clone()));
+    let t = timed(|| {
+        let start = Instant::now();
+        let mut cancel = Vec::with_capacity(n as usize / 2);
+        for i in 0..n {
+            let (s, d) = (s.clone(), deadline(start, i, n));
+            let task = lp
+                .create_task(async move {
+                    shardloop::time::sleep_until(d).await;
+                    s.0.set(s.0.get() + 1);
+                    if s.0.get() == fired(n) {
+                        s.1.stop()
+                    }
+                })
+                .unwrap();
+            if i % 2 == 1 {
+                cancel.push(task);
+            } else {
+                task.detach();
+            }
+        }
+        lp.stop(); // one iteration: every task polled once, its sleep armed
+        lp.run_forever().unwrap();
+        cancel.iter().for_each(|t| t.cancel());
+        lp.run_forever().unwrap();
+    });
+    assert_eq!(s.0.get(), fired(n));
+    t
+}
+
+/// tokio-util's timer queue: the structure that does what `call_later` does. Made
+/// with `new()`, not `with_capacity`: neither side is told the count in advance.
+fn delay_queue_timers(n: u64) -> Duration {
+    let rt = tokio_rt();
+    timed(|| {
+        rt.block_on(async {
+            let start = Instant::now();
+            let mut q = tokio_util::time::DelayQueue::new();
+            let mut cancel = Vec::with_capacity(n as usize / 2);
+            for i in 0..n {
+                let key = q.insert_at(i, deadline(start, i, n).into());
+                if i % 2 == 1 {
+                    cancel.push(key);
+                }
+            }
+            for k in &cancel {
+                q.remove(k);
+            }
+            let mut count = 0;
+            while std::future::poll_fn(|cx| q.poll_expired(cx))
+                .await
+                .is_some()
+            {
+                count += 1;
+            }
+            assert_eq!(count, fired(n));
+        })
+    })
 }
 
 // ---------------------------------------------------------------- 6. memory

@@ -36,37 +36,17 @@ pub(crate) fn deadline_after(now: Instant, delay: Duration) -> Instant {
         .unwrap_or_else(|| now + FAR_FUTURE)
 }
 
-/// What a heap entry stands for.
-enum What {
-    Callback(Rc<dyn Runnable>),
-    /// A sleep's slot, as it was when this entry was pushed: a slot whose `seq` has
-    /// moved on (reset, dropped, reused) makes the entry a shell.
-    Sleep {
-        key: usize,
-        seq: u64,
-    },
-}
-
+/// A heap entry: small (24 bytes), so that sifting touches few cache lines. It
+/// names its timer's slot as the slot was when the entry was pushed: a slot whose
+/// `seq` has moved on (reset, freed, reused) makes the entry a shell.
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Entry {
-    when: Instant,
+    /// The deadline, in nanoseconds since the queue's epoch.
+    at: u64,
     seq: u64,
-    what: What,
+    slot: u32,
 }
 
-/// The timer entry of a `Sleep`.
-struct SleepSlot {
-    /// The sequence number of its live heap entry.
-    seq: u64,
-    waker: Option<Waker>,
-    fired: bool,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        (self.when, self.seq) == (other.when, other.seq)
-    }
-}
-impl Eq for Entry {}
 impl PartialOrd for Entry {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
@@ -75,14 +55,29 @@ impl PartialOrd for Entry {
 impl Ord for Entry {
     // Reversed: BinaryHeap is a max-heap and we want the earliest deadline on top.
     fn cmp(&self, other: &Self) -> Ordering {
-        (other.when, other.seq).cmp(&(self.when, self.seq))
+        (other.at, other.seq).cmp(&(self.at, self.seq))
     }
+}
+
+/// A timer: a `call_later` callback, or the entry of a `Sleep`.
+struct Slot {
+    /// The sequence number of its live heap entry.
+    seq: u64,
+    kind: Kind,
+}
+
+enum Kind {
+    /// Moved to the ready queue when due (its slot is freed then).
+    Callback(Rc<dyn Runnable>),
+    /// Belongs to a `Sleep`, which frees it when dropped; a due one wakes its task.
+    Sleep { waker: Option<Waker>, fired: bool },
 }
 
 /// The loop's pending timers.
 pub(crate) struct TimerQueue {
     heap: BinaryHeap<Entry>,
-    sleeps: Slab<SleepSlot>,
+    slots: Slab<Slot>,
+    epoch: Instant,
     next_seq: u64,
     /// Timers cancelled while in the heap (an upper bound: a timer cancelled after it
     /// moved to the ready queue is counted too; compaction resets it).
@@ -93,84 +88,105 @@ impl TimerQueue {
     pub(crate) fn new() -> Self {
         TimerQueue {
             heap: BinaryHeap::new(),
-            sleeps: Slab::new(),
+            slots: Slab::new(),
+            // Far enough back that no deadline precedes it (a past `call_at` keeps its
+            // order), near enough that `FAR_FUTURE` still fits in a u64 of ns.
+            epoch: {
+                let now = Instant::now();
+                now.checked_sub(FAR_FUTURE).unwrap_or(now)
+            },
             next_seq: 0,
             cancelled: Rc::new(Cell::new(0)),
         }
     }
 
-    fn next_seq(&mut self) -> u64 {
+    /// `when` on the queue's clock (exact: both are nanoseconds).
+    fn ns(&self, when: Instant) -> u64 {
+        let since = when.saturating_duration_since(self.epoch).as_nanos();
+        u64::try_from(since).unwrap_or(u64::MAX)
+    }
+
+    /// Pushes the live heap entry of `slot` at `when`; returns its sequence number.
+    fn push_entry(&mut self, when: Instant, slot: usize) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
+        let slot = u32::try_from(slot).expect("more than 4 billion pending timers");
+        self.heap.push(Entry {
+            at: self.ns(when),
+            seq,
+            slot,
+        });
         seq
+    }
+
+    fn insert(&mut self, when: Instant, kind: Kind) -> usize {
+        let key = self.slots.insert(Slot { seq: 0, kind });
+        let seq = self.push_entry(when, key);
+        self.slots[key].seq = seq;
+        self.maybe_compact();
+        key
     }
 
     /// Schedules `entry` at `when` and returns its handle.
     pub(crate) fn push(&mut self, when: Instant, entry: Rc<dyn Runnable>) -> TimerHandle {
-        let seq = self.next_seq();
         let handle = TimerHandle {
             entry: entry.clone(),
             when,
             cancelled_count: Rc::downgrade(&self.cancelled),
         };
-        self.heap.push(Entry {
-            when,
-            seq,
-            what: What::Callback(entry),
-        });
-        self.maybe_compact();
+        self.insert(when, Kind::Callback(entry));
         handle
     }
 
     /// Arms a sleep's entry at `when`, to wake `waker`; returns the entry's key.
     pub(crate) fn insert_sleep(&mut self, when: Instant, waker: Waker) -> usize {
-        let seq = self.next_seq();
-        let key = self.sleeps.insert(SleepSlot {
-            seq,
-            waker: Some(waker),
-            fired: false,
-        });
-        self.heap.push(Entry {
+        self.insert(
             when,
-            seq,
-            what: What::Sleep { key, seq },
-        });
-        self.maybe_compact();
-        key
+            Kind::Sleep {
+                waker: Some(waker),
+                fired: false,
+            },
+        )
     }
 
     /// Moves a sleep's deadline (fired or not): it fires again at `when`.
     pub(crate) fn reset_sleep(&mut self, key: usize, when: Instant) {
-        let seq = self.next_seq();
-        let Some(slot) = self.sleeps.get_mut(key) else {
+        let Some(Slot {
+            kind: Kind::Sleep { fired, .. },
+            ..
+        }) = self.slots.get(key)
+        else {
             return;
         };
-        if !slot.fired {
+        if !*fired {
             // Its old heap entry is a shell now.
             self.cancelled.set(self.cancelled.get() + 1);
         }
+        let seq = self.push_entry(when, key);
+        let slot = &mut self.slots[key];
         slot.seq = seq;
-        slot.fired = false;
-        self.heap.push(Entry {
-            when,
-            seq,
-            what: What::Sleep { key, seq },
-        });
+        if let Kind::Sleep { fired, .. } = &mut slot.kind {
+            *fired = false;
+        }
         self.maybe_compact();
     }
 
     /// Whether a sleep has fired; if not, `waker` is the one it will wake.
     pub(crate) fn poll_sleep(&mut self, key: usize, waker: &Waker) -> bool {
-        let Some(slot) = self.sleeps.get_mut(key) else {
+        let Some(Slot {
+            kind: Kind::Sleep { waker: slot, fired },
+            ..
+        }) = self.slots.get_mut(key)
+        else {
             // Gone with its loop's close: it will never fire.
             return false;
         };
-        if slot.fired {
+        if *fired {
             return true;
         }
-        match &slot.waker {
+        match slot {
             Some(w) if w.will_wake(waker) => {}
-            _ => slot.waker = Some(waker.clone()),
+            _ => *slot = Some(waker.clone()),
         }
         false
     }
@@ -178,20 +194,33 @@ impl TimerQueue {
     /// Frees a sleep's entry (the `Sleep` was dropped). Returns its waker, for the
     /// caller to drop outside the borrow.
     pub(crate) fn remove_sleep(&mut self, key: usize) -> Option<Waker> {
-        let slot = self.sleeps.try_remove(key)?;
-        if !slot.fired {
-            self.cancelled.set(self.cancelled.get() + 1);
+        if !matches!(
+            self.slots.get(key),
+            Some(Slot {
+                kind: Kind::Sleep { .. },
+                ..
+            })
+        ) {
+            return None;
         }
-        slot.waker
+        match self.slots.remove(key).kind {
+            Kind::Sleep { waker, fired } => {
+                if !fired {
+                    self.cancelled.set(self.cancelled.get() + 1);
+                }
+                waker
+            }
+            Kind::Callback(_) => unreachable!("checked above"),
+        }
     }
 
     fn is_live(&self, entry: &Entry) -> bool {
-        match &entry.what {
-            What::Callback(cb) => !cb.is_cancelled(),
-            What::Sleep { key, seq } => self
-                .sleeps
-                .get(*key)
-                .is_some_and(|s| s.seq == *seq && !s.fired),
+        match self.slots.get(entry.slot as usize) {
+            Some(slot) if slot.seq == entry.seq => match &slot.kind {
+                Kind::Callback(cb) => !cb.is_cancelled(),
+                Kind::Sleep { fired, .. } => !fired,
+            },
+            _ => false,
         }
     }
 
@@ -199,11 +228,21 @@ impl TimerQueue {
     pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
         while let Some(top) = self.heap.peek() {
             if self.is_live(top) {
-                return Some(top.when);
+                return Some(self.epoch + Duration::from_nanos(top.at));
             }
-            self.heap.pop();
+            let shell = self.heap.pop().expect("peeked");
+            self.free_callback_shell(&shell);
         }
         None
+    }
+
+    /// A popped shell of a cancelled callback still holds its slot: free it.
+    fn free_callback_shell(&mut self, shell: &Entry) {
+        let key = shell.slot as usize;
+        if matches!(self.slots.get(key), Some(s) if s.seq == shell.seq && matches!(s.kind, Kind::Callback(_)))
+        {
+            self.slots.remove(key);
+        }
     }
 
     /// Moves every live callback timer due at `now` into `ready` and the waker of
@@ -214,26 +253,33 @@ impl TimerQueue {
         ready: &mut VecDeque<Ready>,
         wake: &mut Vec<Waker>,
     ) -> usize {
+        let now = self.ns(now);
         let mut moved = 0;
-        while let Some(top) = self.heap.peek() {
-            if top.when > now {
+        while let Some(&top) = self.heap.peek() {
+            if top.at > now {
                 break;
             }
-            let Entry { what, .. } = self.heap.pop().expect("peeked");
-            match what {
-                What::Callback(cb) => {
+            self.heap.pop();
+            let key = top.slot as usize;
+            let slot = match self.slots.get_mut(key) {
+                Some(slot) if slot.seq == top.seq => slot,
+                _ => continue,
+            };
+            match &mut slot.kind {
+                Kind::Callback(_) => {
+                    let Kind::Callback(cb) = self.slots.remove(key).kind else {
+                        unreachable!("matched a callback")
+                    };
                     if !cb.is_cancelled() {
                         ready.push_back(Ready::Entry(cb));
                         moved += 1;
                     }
                 }
-                What::Sleep { key, seq } => {
-                    if let Some(slot) = self.sleeps.get_mut(key) {
-                        if slot.seq == seq && !slot.fired {
-                            slot.fired = true;
-                            wake.extend(slot.waker.take());
-                            moved += 1;
-                        }
+                Kind::Sleep { waker, fired } => {
+                    if !*fired {
+                        *fired = true;
+                        wake.extend(waker.take());
+                        moved += 1;
                     }
                 }
             }
@@ -255,26 +301,28 @@ impl TimerQueue {
     /// loop to drop outside its borrows). The sleeps never fire after this.
     pub(crate) fn take_all(&mut self) -> (Vec<Rc<dyn Runnable>>, Vec<Waker>) {
         self.cancelled.set(0);
-        let callbacks = std::mem::take(&mut self.heap)
-            .into_vec()
-            .into_iter()
-            .filter_map(|e| match e.what {
-                What::Callback(cb) => Some(cb),
-                What::Sleep { .. } => None,
-            })
-            .collect();
-        let wakers = std::mem::take(&mut self.sleeps)
-            .into_iter()
-            .filter_map(|(_, s)| s.waker)
-            .collect();
+        self.heap.clear();
+        let mut callbacks = Vec::new();
+        let mut wakers = Vec::new();
+        for (_, slot) in std::mem::take(&mut self.slots) {
+            match slot.kind {
+                Kind::Callback(cb) => callbacks.push(cb),
+                Kind::Sleep { waker, .. } => wakers.extend(waker),
+            }
+        }
         (callbacks, wakers)
     }
 
     fn maybe_compact(&mut self) {
         let cancelled = self.cancelled.get();
         if cancelled >= MIN_COMPACT && cancelled * 2 > self.heap.len() {
-            let heap = std::mem::take(&mut self.heap);
-            self.heap = heap.into_iter().filter(|e| self.is_live(e)).collect();
+            let heap = std::mem::take(&mut self.heap).into_vec();
+            let (live, shells): (Vec<Entry>, Vec<Entry>) =
+                heap.into_iter().partition(|e| self.is_live(e));
+            for shell in &shells {
+                self.free_callback_shell(shell);
+            }
+            self.heap = BinaryHeap::from(live);
             self.cancelled.set(0);
         }
     }
