@@ -14,11 +14,12 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread::ThreadId;
 
 use super::bounded::Permits;
 use super::doorbell::Doorbell;
+use super::mailbox::Mailbox;
 use crate::current;
 use crate::remote::{self, Remote};
 use crate::task::TaskRef;
@@ -39,12 +40,6 @@ pub(crate) enum Msg {
     Stop,
 }
 
-/// The messages waiting for the loop, and whether it still takes any.
-struct Inbox {
-    msgs: Vec<Msg>,
-    closed: bool,
-}
-
 /// A value alone on its cache line(s): the doorbell is written by every sender and
 /// read by the loop on every iteration, so nothing else should share its line.
 #[repr(align(128))]
@@ -60,7 +55,7 @@ impl<T> std::ops::Deref for CachePadded<T> {
 /// The part of a loop that other threads may touch.
 pub(crate) struct Shared {
     pub(crate) doorbell: CachePadded<Doorbell>,
-    inbox: Mutex<Inbox>,
+    inbox: Mailbox<Msg>,
     waker: mio::Waker,
     pub(crate) closed: AtomicBool,
     pub(crate) owner: ThreadId,
@@ -78,10 +73,7 @@ impl Shared {
     ) -> Self {
         Shared {
             doorbell: CachePadded(Doorbell::new()),
-            inbox: Mutex::new(Inbox {
-                msgs: Vec::new(),
-                closed: false,
-            }),
+            inbox: Mailbox::new(),
             waker,
             closed: AtomicBool::new(false),
             owner,
@@ -90,21 +82,10 @@ impl Shared {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inbox> {
-        // No user code runs under this lock: a poisoned one is still consistent.
-        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Puts `msg` in the inbox and wakes the loop if it is parked. Gives the message
     /// back if the loop has closed its inbox.
     pub(crate) fn send(&self, msg: Msg) -> Result<(), Msg> {
-        {
-            let mut inbox = self.lock();
-            if inbox.closed {
-                return Err(msg);
-            }
-            inbox.msgs.push(msg);
-        }
+        self.inbox.send(msg)?;
         self.ring();
         Ok(())
     }
@@ -112,21 +93,18 @@ impl Shared {
     /// Loop side: swaps everything sent so far into `batch` (which must be empty),
     /// under one lock.
     pub(crate) fn take_batch(&self, batch: &mut Vec<Msg>) {
-        debug_assert!(batch.is_empty());
-        std::mem::swap(&mut self.lock().msgs, batch);
+        self.inbox.take_batch(batch);
     }
 
     /// Loop side, closing: refuses every later message and returns the ones that got
     /// in (for the caller to drop outside the lock).
     pub(crate) fn close_inbox(&self) -> Vec<Msg> {
-        let mut inbox = self.lock();
-        inbox.closed = true;
-        std::mem::take(&mut inbox.msgs)
+        self.inbox.close()
     }
 
     /// How many messages wait.
     pub(crate) fn inbox_len(&self) -> usize {
-        self.lock().msgs.len()
+        self.inbox.len()
     }
 
     /// Tells the loop there is news, and wakes it if it is parked.

@@ -9,6 +9,7 @@ pub(crate) mod bounded;
 pub(crate) mod doorbell;
 pub(crate) mod exception;
 pub(crate) mod inbox;
+mod mailbox;
 pub(crate) mod ready;
 pub(crate) mod stats;
 pub(crate) mod timers;

@@ -1,0 +1,140 @@
+//! The inbox's queue: a lock around a `Vec` that the loop empties a batch at a time,
+//! and that closes under the same lock that senders take.
+//!
+//! Senders push one message per lock; the loop swaps the whole `Vec` out under one
+//! lock per iteration. Because `close` sets the flag and takes what is queued under
+//! the lock, a message is either in the batch that `close` returns or refused: none
+//! can slip in after the loop last looked and stay there unseen. The loom model below
+//! checks that, together with the doorbell, for every interleaving.
+
+#[cfg(not(loom))]
+use parking_lot::{Mutex, MutexGuard};
+
+/// Under loom, its mutex (so the model sees every interleaving of the lock).
+#[cfg(loom)]
+struct Mutex<T>(loom::sync::Mutex<T>);
+#[cfg(loom)]
+type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+#[cfg(loom)]
+impl<T> Mutex<T> {
+    fn new(v: T) -> Self {
+        Mutex(loom::sync::Mutex::new(v))
+    }
+    fn lock(&self) -> MutexGuard<'_, T> {
+        self.0.lock().unwrap()
+    }
+}
+
+struct Queue<M> {
+    msgs: Vec<M>,
+    closed: bool,
+}
+
+/// A multi-producer queue with one consumer (the loop).
+pub(crate) struct Mailbox<M> {
+    queue: Mutex<Queue<M>>,
+}
+
+impl<M> Mailbox<M> {
+    pub(crate) fn new() -> Self {
+        Mailbox {
+            queue: Mutex::new(Queue {
+                msgs: Vec::new(),
+                closed: false,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue<M>> {
+        self.queue.lock()
+    }
+
+    /// Queues `msg`, or gives it back if the mailbox is closed.
+    pub(crate) fn send(&self, msg: M) -> Result<(), M> {
+        let mut queue = self.lock();
+        if queue.closed {
+            return Err(msg);
+        }
+        queue.msgs.push(msg);
+        Ok(())
+    }
+
+    /// Swaps everything queued so far into `batch` (which must be empty).
+    pub(crate) fn take_batch(&self, batch: &mut Vec<M>) {
+        debug_assert!(batch.is_empty());
+        std::mem::swap(&mut self.lock().msgs, batch);
+    }
+
+    /// Refuses every later message and returns the ones queued (for the caller to
+    /// drop outside the lock).
+    pub(crate) fn close(&self) -> Vec<M> {
+        let mut queue = self.lock();
+        queue.closed = true;
+        std::mem::take(&mut queue.msgs)
+    }
+
+    /// How many messages wait.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().msgs.len()
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::Mailbox;
+    use crate::event_loop::doorbell::Doorbell;
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// Senders race the loop, which drains on news and then closes: every message a
+    /// sender was told was accepted is in a drained batch or in what `close`
+    /// returned, and none of them twice.
+    fn race(senders: usize, drains: usize) {
+        loom::model(move || {
+            let mailbox = Arc::new(Mailbox::<usize>::new());
+            let bell = Arc::new(Doorbell::new());
+            let accepted = Arc::new(AtomicUsize::new(0));
+            let threads: Vec<_> = (0..senders)
+                .map(|i| {
+                    let (mailbox, bell, accepted) =
+                        (mailbox.clone(), bell.clone(), accepted.clone());
+                    thread::spawn(move || {
+                        if mailbox.send(i).is_ok() {
+                            accepted.fetch_add(1, Ordering::Relaxed);
+                            bell.notify();
+                        }
+                    })
+                })
+                .collect();
+            let mut seen = Vec::new();
+            let mut batch = Vec::new();
+            for _ in 0..drains {
+                if bell.take_notified() {
+                    mailbox.take_batch(&mut batch);
+                    seen.append(&mut batch);
+                }
+            }
+            seen.extend(mailbox.close());
+            for t in threads {
+                t.join().unwrap();
+            }
+            // Every send after close was refused: nothing is left behind.
+            assert_eq!(mailbox.len(), 0);
+            assert_eq!(seen.len(), accepted.load(Ordering::Relaxed));
+            seen.sort_unstable();
+            seen.dedup();
+            assert_eq!(seen.len(), accepted.load(Ordering::Relaxed));
+        });
+    }
+
+    #[test]
+    fn close_races_one_sender() {
+        race(1, 1);
+    }
+
+    #[test]
+    fn close_races_two_senders() {
+        race(2, 1);
+    }
+}
