@@ -331,13 +331,15 @@ fn bounded_inbox_blocks_and_try_submit_hands_work_back() {
             submitted.store(true, Ordering::SeqCst);
             r.wait()
         });
-        // A loop thread's submit does not block: shard 1 keeps serving while its
-        // task waits for room on shard 0.
+        // A loop thread's submit does not block: the plain submit is refused with
+        // Full at once (buffering it would make the bound meaningless), and
+        // submit_async waits for room while shard 1 keeps serving.
         let h0 = rt.shard(0).clone();
         let via_loop = rt.submit_to(1, move || async move {
-            let sync_style = h0.submit(|| async { 4 });
+            let sync_style = h0.submit(|| async { 4 }).await;
+            assert!(matches!(sync_style, Err(Error::Full)), "{sync_style:?}");
             let async_style = h0.submit_async(|| async { 5 }).await.unwrap();
-            sync_style.await.unwrap() + async_style.await.unwrap()
+            4 + async_style.await.unwrap()
         });
         for i in 0..3 {
             assert_eq!(rt.submit_to(1, move || async move { i }).wait().unwrap(), i);
@@ -610,6 +612,55 @@ fn dropping_the_runtime_joins_its_shards() {
         1,
         "accepted work ran before the drop finished"
     );
+}
+
+/// A runtime dropped by one of its own shards (a task owned it) does not block that
+/// shard joining the others: the drop returns while the other shard's long task is
+/// still inside its grace period, and every shard still ends afterwards.
+#[test]
+fn dropping_the_runtime_on_its_own_shard_does_not_block_it() {
+    struct Flag(Arc<AtomicBool>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let rt = Runtime::builder().shards(2).build().unwrap();
+    let other_ended = Arc::new(AtomicBool::new(false));
+    let flag = Flag(other_ended.clone());
+    // Shard 1 runs a task that ends only when the shutdown cancels it, after the
+    // grace period (5 s).
+    let _long = rt.submit_to(1, move || async move {
+        let _flag = flag;
+        sleep(LONG).await;
+    });
+    let (ended, seen) = (other_ended.clone(), Arc::new(Mutex::new(None)));
+    let seen2 = seen.clone();
+    let rt = Arc::new(Mutex::new(Some(rt)));
+    let owner = rt.clone();
+    let dropped = rt
+        .lock()
+        .unwrap()
+        .as_ref()
+        .unwrap()
+        .submit_to(0, move || async move {
+            let rt = owner.lock().unwrap().take();
+            drop(rt);
+            // Had the drop joined shard 1, its task would have ended first.
+            *seen2.lock().unwrap() = Some(ended.load(Ordering::SeqCst));
+        });
+    assert!(matches!(dropped.wait(), Ok(()) | Err(Error::Cancelled)));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        Some(false),
+        "the drop blocked its shard"
+    );
+    // Shard 1 still shuts down by itself, at the end of its grace period.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !other_ended.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "shard 1 never shut down");
+        thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[test]

@@ -233,8 +233,10 @@ impl LoopHandle {
 
     /// Queues a submitted job, resolving its `Remote` to `Err(Error::Closed)` if the
     /// loop refuses it. With a bounded inbox, waits for a permit first: a plain thread
-    /// blocks; a thread running another loop must not block (two loops submitting to
-    /// each other would deadlock), so a task on that loop waits for the permit.
+    /// blocks. A thread running another loop must not block (two loops submitting to
+    /// each other would deadlock), and buffering the job there would make the bound
+    /// meaningless (one waiting task per job, unbounded), so a full inbox resolves
+    /// its `Remote` to `Err(Error::Full)`: such a caller wants `submit_async`.
     pub(crate) fn send_job<J, T>(&self, job: J, state: Arc<State<T>>)
     where
         J: FnOnce() + Send + 'static,
@@ -257,25 +259,12 @@ impl LoopHandle {
         match permits.tokens.try_recv() {
             Ok(()) => self.send_permitted(job, &state),
             Err(flume::TryRecvError::Disconnected) => refuse(&state, job),
-            Err(flume::TryRecvError::Empty) => match crate::get_running_loop() {
-                Ok(here) => {
-                    let handle = self.clone();
-                    let wait_for_room = async move {
-                        match handle.shared.permits.as_ref().map(|p| &p.tokens) {
-                            Some(tokens) if tokens.recv_async().await.is_ok() => {
-                                handle.send_permitted(job, &state)
-                            }
-                            _ => refuse(&state, job),
-                        }
-                    };
-                    // Cannot fail on a running loop. Were it to, dropping the job
-                    // resolves its Remote to Cancelled: never silently lost.
-                    drop(here.create_task(wait_for_room));
-                }
-                Err(_) => match take_blocking(&permits.tokens) {
-                    Ok(()) => self.send_permitted(job, &state),
-                    Err(_) => refuse(&state, job),
-                },
+            Err(flume::TryRecvError::Empty) if crate::get_running_loop().is_ok() => {
+                refuse_with(&state, job, Error::Full)
+            }
+            Err(flume::TryRecvError::Empty) => match take_blocking(&permits.tokens) {
+                Ok(()) => self.send_permitted(job, &state),
+                Err(_) => refuse(&state, job),
             },
         }
     }
@@ -317,6 +306,11 @@ fn take_blocking(tokens: &flume::Receiver<()>) -> Result<(), flume::RecvError> {
 /// Resolves a refused job's `Remote` to `Err(Error::Closed)`, then drops the job (in
 /// that order: dropping it first would resolve the `Remote` to `Cancelled`).
 fn refuse<T, J>(state: &State<T>, job: J) {
-    state.complete(Err(Error::Closed));
+    refuse_with(state, job, Error::Closed);
+}
+
+/// Resolves a refused job's `Remote` to `err`, then drops the job.
+fn refuse_with<T, J>(state: &State<T>, job: J, err: Error) {
+    state.complete(Err(err));
     drop(job);
 }

@@ -182,8 +182,9 @@ impl LoopHandle {
     /// Submitting to a closed loop resolves to `Err(Error::Closed)`. If the loop has a
     /// bounded inbox ([`LoopBuilder::inbox_capacity`](crate::LoopBuilder::inbox_capacity))
     /// that is full, a plain thread blocks until there is room, and a thread running
-    /// another loop does not block: the returned `Remote` waits for the room too (see
-    /// also [`submit_async`](Self::submit_async) and [`try_submit`](Self::try_submit)).
+    /// another loop does not block: the returned `Remote` resolves to
+    /// `Err(Error::Full)` (a loop that wants to wait for room awaits
+    /// [`submit_async`](Self::submit_async); see also [`try_submit`](Self::try_submit)).
     pub fn submit<F, Fut, T>(&self, factory: F) -> Remote<T>
     where
         F: FnOnce() -> Fut + Send + 'static,

@@ -113,7 +113,8 @@ impl LoopBuilder {
 
     /// Bounds how many submitted jobs ([`LoopHandle::submit`] and friends) may wait in
     /// the loop's inbox (default `None`: unbounded; a bound is at least 1). When it is
-    /// full, `submit` blocks a plain thread, waits asynchronously on another loop, and
+    /// full, `submit` blocks a plain thread and resolves to `Err(Error::Full)` on
+    /// another loop, [`LoopHandle::submit_async`] waits for room asynchronously, and
     /// [`LoopHandle::try_submit`] gives the work back. Wakeups, `stop` and
     /// `call_soon_threadsafe` are never refused or delayed by the bound.
     pub fn inbox_capacity(mut self, capacity: Option<usize>) -> Self {

@@ -119,8 +119,8 @@ impl Builder {
 
     /// Bounds each shard's inbox to `capacity` submitted jobs (default: unbounded).
     /// When a shard's inbox is full, [`Runtime::submit_to`] blocks a plain thread and
-    /// waits asynchronously on a loop thread, [`Runtime::submit_to_async`] waits
-    /// asynchronously, and [`Runtime::try_submit`] gives the work back.
+    /// resolves to `Err(Error::Full)` on a loop thread, [`Runtime::submit_to_async`]
+    /// waits asynchronously, and [`Runtime::try_submit`] gives the work back.
     pub fn inbox_capacity(mut self, capacity: usize) -> Self {
         self.loop_builder = self.loop_builder.inbox_capacity(Some(capacity));
         self

@@ -142,10 +142,10 @@ impl Runtime {
     ///
     /// On shard `i`'s own thread it skips the inbox. After [`shutdown`](Self::shutdown)
     /// it resolves to `Err(Error::Closed)`. With a bounded inbox that is full, a plain
-    /// thread blocks until there is room; a thread running a loop does not block,
-    /// the `Remote` waits for the room instead (work submitted that way may be
-    /// overtaken by later submissions; use [`submit_to_async`](Self::submit_to_async)
-    /// to keep order and to hold the producer back).
+    /// thread blocks until there is room; a thread running a loop does not block:
+    /// the `Remote` resolves to `Err(Error::Full)` (use
+    /// [`submit_to_async`](Self::submit_to_async) to wait for room, which holds the
+    /// producer back, or [`try_submit`](Self::try_submit) to get the work back).
     ///
     /// # Panics
     /// If `i >= len()`.
@@ -324,14 +324,19 @@ impl Runtime {
         self.closed.load(Ordering::SeqCst)
     }
 
-    /// Asks every shard to shut down by `now + grace`, then joins them (but not the
-    /// calling thread, if it is one of them: it ends once this call returns).
-    fn stop_and_join(&self, grace: Duration) -> Result<ShutdownReport, Error> {
+    /// Asks every shard to shut down by `now + grace`.
+    fn request_shutdown(&self, grace: Duration) {
         let deadline = deadline_after(Instant::now(), grace);
         for (control, handle) in self.controls.iter().zip(&self.handles) {
             control.request_shutdown(deadline);
             handle.stop();
         }
+    }
+
+    /// Asks every shard to shut down by `now + grace`, then joins them (but not the
+    /// calling thread, if it is one of them: it ends once this call returns).
+    fn stop_and_join(&self, grace: Duration) -> Result<ShutdownReport, Error> {
+        self.request_shutdown(grace);
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         let me = self.own_shard();
         let mut shards = Vec::with_capacity(threads.len());
@@ -374,10 +379,22 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        if !self.closed.swap(true, Ordering::SeqCst) {
-            if let Err(e) = self.stop_and_join(DEFAULT_SHUTDOWN_GRACE) {
-                log::error!("shutting down the runtime on drop: {e}");
-            }
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if self.own_shard().is_some() {
+            // Dropped on one of its own shards (a task owned the runtime): joining
+            // the others from here would block this shard's loop for the whole grace
+            // period. Ask every shard to shut down and let the threads finish on
+            // their own, this one as soon as this callback returns.
+            self.request_shutdown(DEFAULT_SHUTDOWN_GRACE);
+            drop(std::mem::take(
+                &mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()),
+            ));
+            return;
+        }
+        if let Err(e) = self.stop_and_join(DEFAULT_SHUTDOWN_GRACE) {
+            log::error!("shutting down the runtime on drop: {e}");
         }
     }
 }
