@@ -2,8 +2,8 @@
 //!
 //! A binary heap keyed by `(deadline, sequence number)`: equal deadlines fire in the
 //! order they were scheduled. Cancelling drops the callback at once but leaves an
-//! empty shell in the heap (lazy deletion); the heap is compacted when shells
-//! outnumber live timers.
+//! empty shell in the heap (lazy deletion); the heap is compacted in one pass when
+//! shells make up half of it.
 //!
 //! Two kinds of timer share the heap: `call_later` callbacks, which the loop moves to
 //! the ready queue when due, and [`Sleep`](crate::time::Sleep)s, whose entry (a slab
@@ -253,6 +253,9 @@ impl TimerQueue {
         ready: &mut VecDeque<Ready>,
         wake: &mut Vec<Waker>,
     ) -> usize {
+        // Cancellations come in bursts: dropping the shells in one pass beats
+        // popping them one by one.
+        self.maybe_compact();
         let now = self.ns(now);
         let mut moved = 0;
         while let Some(&top) = self.heap.peek() {
@@ -315,7 +318,7 @@ impl TimerQueue {
 
     fn maybe_compact(&mut self) {
         let cancelled = self.cancelled.get();
-        if cancelled >= MIN_COMPACT && cancelled * 2 > self.heap.len() {
+        if cancelled >= MIN_COMPACT && cancelled * 2 >= self.heap.len() {
             let heap = std::mem::take(&mut self.heap).into_vec();
             let (live, shells): (Vec<Entry>, Vec<Entry>) =
                 heap.into_iter().partition(|e| self.is_live(e));
