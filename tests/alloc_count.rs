@@ -279,3 +279,49 @@ fn submit_from_a_plain_thread_and_wait() {
     handle.stop();
     loop_thread.join().unwrap();
 }
+
+#[test]
+fn resetting_a_sleep_allocates_nothing() {
+    let _serial = serial();
+    let lp = EventLoop::new().unwrap();
+    let allocs = Rc::new(Cell::new(usize::MAX));
+    let seen = allocs.clone();
+    let task = lp
+        .create_task(async move {
+            let mut nap = std::pin::pin!(shardloop::time::sleep(Duration::from_secs(3600)));
+            // Armed: the first poll registers its timer entry.
+            assert!(futures_poll_once(nap.as_mut()).await.is_none());
+            let now = std::time::Instant::now();
+            // Warm-up: the timer heap grows to its working size (its shells are
+            // compacted in place once they make up half of it).
+            for i in 0..N {
+                nap.as_mut()
+                    .reset(now + Duration::from_secs(i as u64 + 7200));
+            }
+            let n = count(|| {
+                for i in 0..N {
+                    nap.as_mut().reset(now + Duration::from_secs(i as u64 + 1));
+                }
+            });
+            seen.set(n);
+        })
+        .unwrap();
+    lp.run_until_complete(task).unwrap().unwrap();
+    // Required by the issue: `Sleep::reset` moves the deadline without an allocation
+    // (the heap's shells are compacted in place).
+    assert!(
+        per_op(allocs.get()) < 0.01,
+        "{} allocations per reset",
+        per_op(allocs.get())
+    );
+    lp.close().unwrap();
+}
+
+/// Polls `fut` once inside the running task: `Some(output)` if it was ready.
+async fn futures_poll_once<F: Future + ?Sized>(mut fut: Pin<&mut F>) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+        Poll::Ready(v) => Poll::Ready(Some(v)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
+}

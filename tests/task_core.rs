@@ -1118,3 +1118,96 @@ fn detached_task_keeps_running_and_is_finished_reports() {
     assert!(pending.is_finished(), "a cancelled task is finished");
     lp.close().unwrap();
 }
+
+// ---------------------------------------------------------------------------------
+// Wakers that outlive their loop, sockets on the wrong loop, Remote after close
+// ---------------------------------------------------------------------------------
+
+/// Captures the waker of the task that polls it, then stays pending.
+struct StealWaker(Rc<RefCell<Option<Waker>>>);
+
+impl Future for StealWaker {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        *self.0.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+#[test]
+fn a_waker_that_outlives_its_loop_is_harmless() {
+    let slot = Rc::new(RefCell::new(None));
+    let lp = EventLoop::new().unwrap();
+    let task = lp.create_task(StealWaker(slot.clone())).unwrap();
+    tick(&lp);
+    let waker = slot.borrow_mut().take().expect("the task was polled");
+    let remote = waker.clone();
+    // A wake while the loop is alive but not running queues the task (through the
+    // inbox: nothing runs it until the loop runs).
+    waker.wake_by_ref();
+    lp.close().unwrap();
+    assert!(task.is_finished());
+    drop(task);
+    // Woken after close, from this thread and from another: nothing happens.
+    waker.wake_by_ref();
+    thread::spawn(move || {
+        remote.wake_by_ref();
+        remote.clone().wake();
+        drop(remote);
+    })
+    .join()
+    .unwrap();
+    // ...and after the loop itself is gone.
+    drop(lp);
+    waker.wake_by_ref();
+    waker.wake();
+}
+
+#[test]
+fn a_socket_polled_on_another_loop_fails_naming_both_loops() {
+    let home = EventLoop::builder().name("home").build().unwrap();
+    shardloop::set_event_loop(Some(home.clone()));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    shardloop::set_event_loop(None);
+    let other = EventLoop::builder().name("elsewhere").build().unwrap();
+    let accepted = other
+        .run_until_complete(timeout(PATIENCE, listener.accept()))
+        .unwrap()
+        .expect("an error at once, not a hang");
+    let err = accepted.map(drop).unwrap_err().to_string();
+    assert!(
+        err.contains("'home'") && err.contains("'elsewhere'"),
+        "{err}"
+    );
+    // On its own loop it still works (nothing to accept: it just waits).
+    let waited = home.run_until_complete(timeout(Duration::from_millis(20), listener.accept()));
+    assert!(matches!(waited, Ok(Err(Error::Timeout))), "{waited:?}");
+}
+
+#[test]
+fn remotes_of_work_a_closed_loop_dropped_resolve_on_every_side() {
+    let lp = EventLoop::new().unwrap();
+    let handle = lp.handle();
+    // Accepted before the close: dropped by it.
+    let pending: Vec<Remote<u32>> = (0..8)
+        .map(|i| {
+            let h = handle.clone();
+            thread::spawn(move || h.submit(move || async move { i }))
+                .join()
+                .unwrap()
+        })
+        .collect();
+    lp.close().unwrap();
+    // Refused after it.
+    let late = thread::spawn(move || handle.submit(|| async { 9 }).wait())
+        .join()
+        .unwrap();
+    assert!(matches!(late, Err(Error::Closed)), "{late:?}");
+    for r in pending {
+        let got = r.wait_timeout(PATIENCE);
+        assert!(
+            matches!(got, Err(Error::Cancelled) | Err(Error::Closed)),
+            "{got:?}"
+        );
+    }
+}

@@ -215,13 +215,7 @@ impl TimerQueue {
     }
 
     fn is_live(&self, entry: &Entry) -> bool {
-        match self.slots.get(entry.slot as usize) {
-            Some(slot) if slot.seq == entry.seq => match &slot.kind {
-                Kind::Callback(cb) => !cb.is_cancelled(),
-                Kind::Sleep { fired, .. } => !fired,
-            },
-            _ => false,
-        }
+        is_live(&self.slots, entry)
     }
 
     /// The earliest deadline of a live timer, dropping cancelled shells on top.
@@ -238,11 +232,7 @@ impl TimerQueue {
 
     /// A popped shell of a cancelled callback still holds its slot: free it.
     fn free_callback_shell(&mut self, shell: &Entry) {
-        let key = shell.slot as usize;
-        if matches!(self.slots.get(key), Some(s) if s.seq == shell.seq && matches!(s.kind, Kind::Callback(_)))
-        {
-            self.slots.remove(key);
-        }
+        free_callback_shell(&mut self.slots, shell);
     }
 
     /// Moves every live callback timer due at `now` into `ready` and the waker of
@@ -319,15 +309,40 @@ impl TimerQueue {
     fn maybe_compact(&mut self) {
         let cancelled = self.cancelled.get();
         if cancelled >= MIN_COMPACT && cancelled * 2 >= self.heap.len() {
-            let heap = std::mem::take(&mut self.heap).into_vec();
-            let (live, shells): (Vec<Entry>, Vec<Entry>) =
-                heap.into_iter().partition(|e| self.is_live(e));
-            for shell in &shells {
-                self.free_callback_shell(shell);
-            }
-            self.heap = BinaryHeap::from(live);
+            // In place (retain, then heapify): no allocation.
+            let mut entries = std::mem::take(&mut self.heap).into_vec();
+            let slots = &mut self.slots;
+            entries.retain(|e| {
+                let live = is_live(slots, e);
+                if !live {
+                    free_callback_shell(slots, e);
+                }
+                live
+            });
+            self.heap = BinaryHeap::from(entries);
             self.cancelled.set(0);
         }
+    }
+}
+
+/// Whether `entry` is its timer's live heap entry (not a shell).
+fn is_live(slots: &Slab<Slot>, entry: &Entry) -> bool {
+    match slots.get(entry.slot as usize) {
+        Some(slot) if slot.seq == entry.seq => match &slot.kind {
+            Kind::Callback(cb) => !cb.is_cancelled(),
+            Kind::Sleep { fired, .. } => !fired,
+        },
+        _ => false,
+    }
+}
+
+/// Frees the slot of a cancelled callback whose shell this is (a sleep's slot
+/// belongs to its `Sleep`).
+fn free_callback_shell(slots: &mut Slab<Slot>, shell: &Entry) {
+    let key = shell.slot as usize;
+    if matches!(slots.get(key), Some(s) if s.seq == shell.seq && matches!(s.kind, Kind::Callback(_)))
+    {
+        slots.remove(key);
     }
 }
 
