@@ -1152,7 +1152,7 @@ fn a_waker_that_outlives_its_loop_is_harmless() {
     waker.wake_by_ref();
     thread::spawn(move || {
         remote.wake_by_ref();
-        remote.clone().wake();
+        remote.wake_by_ref();
         drop(remote);
     })
     .join()
