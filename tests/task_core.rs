@@ -1211,3 +1211,77 @@ fn remotes_of_work_a_closed_loop_dropped_resolve_on_every_side() {
         );
     }
 }
+
+/// A waker whose `wake` panics (user code the loop must not trust).
+struct PanickyWake;
+impl Wake for PanickyWake {
+    fn wake(self: Arc<Self>) {
+        panic!("waker exploded");
+    }
+}
+
+#[test]
+fn a_joiner_whose_waker_panics_does_not_break_close() {
+    let lp = EventLoop::new().unwrap();
+    let seen = record_exceptions(&lp);
+    let drops = Arc::new(AtomicUsize::new(0));
+    let mut first = lp.create_task(std::future::pending::<()>()).unwrap();
+    // The rest must still be cancelled (and dropped) after the first one's joiner
+    // panics in its waker.
+    let rest: Vec<Task<()>> = (0..4)
+        .map(|_| {
+            let d = Counted(drops.clone());
+            lp.create_task(async move {
+                let _d = d;
+                std::future::pending::<()>().await
+            })
+            .unwrap()
+        })
+        .collect();
+    tick(&lp);
+    // Awaited by a "joiner" whose waker panics when woken.
+    let waker = Waker::from(Arc::new(PanickyWake));
+    assert!(Pin::new(&mut first)
+        .poll(&mut Context::from_waker(&waker))
+        .is_pending());
+    let closed = catch_unwind(AssertUnwindSafe(|| lp.close()));
+    assert!(matches!(closed, Ok(Ok(()))), "close unwound or failed");
+    assert_eq!(drops.load(Ordering::SeqCst), 4, "every task was dropped");
+    assert!(rest.iter().all(Task::is_finished));
+    assert!(
+        seen.borrow().iter().any(|m| m.contains("waker exploded")),
+        "{:?}",
+        seen.borrow()
+    );
+    fresh_loop_works();
+}
+
+#[test]
+fn a_value_whose_future_panics_on_drop_is_one_consistent_error() {
+    struct Guard;
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            panic!("guard exploded");
+        }
+    }
+    /// Ready with 7 at once; its guard goes only when the future itself is dropped,
+    /// after it produced its value.
+    struct ValueThenBoom(#[allow(dead_code)] Guard);
+    impl Future for ValueThenBoom {
+        type Output = u32;
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<u32> {
+            Poll::Ready(7)
+        }
+    }
+    let lp = EventLoop::new().unwrap();
+    let seen = record_exceptions(&lp);
+    let task = lp.create_task(ValueThenBoom(Guard)).unwrap();
+    let joined = lp.run_until_complete(task).unwrap();
+    // The joiner hears of the failed drop rather than seeing the value.
+    assert!(
+        matches!(&joined, Err(Error::Panicked(m)) if m.contains("guard exploded")),
+        "{joined:?}"
+    );
+    assert!(seen.borrow().iter().any(|m| m.contains("guard exploded")));
+    fresh_loop_works();
+}

@@ -280,15 +280,28 @@ impl LoopInner {
         drop(removed);
         if none_left {
             if let Some(w) = self.when_no_tasks.take() {
-                w.wake();
+                self.wake_reporting(w, "the runtime's shutdown");
             }
         }
     }
 
+    /// Wakes `waker` (which may be user code), reporting a panic instead of
+    /// unwinding into the loop's bookkeeping.
+    pub(crate) fn wake_reporting(&self, waker: Waker, whose: &'static str) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || waker.wake())) {
+            self.report_panic("waker", whose, panic_message(&*payload));
+            raw::drop_payload(payload);
+        }
+    }
+
     fn schedule_main(&self) {
-        self.ready
-            .borrow_mut()
-            .push_back(Ready::Entry(self.main_marker.clone()));
+        match self.ready.try_borrow_mut() {
+            Ok(mut ready) => ready.push_back(Ready::Entry(self.main_marker.clone())),
+            // Never today; if the queue is ever borrowed here, the inbox delivers it.
+            Err(_) => {
+                let _ = self.shared.send(Msg::WakeMain);
+            }
+        }
     }
 
     /// Moves everything other threads sent into the ready queue, in one batch taken
@@ -473,8 +486,16 @@ impl LoopInner {
         let tasks: Vec<TaskRef> = self.tasks.borrow_mut().drain().collect();
         let mut dropped = Dropped::default();
         for task in &tasks {
-            // Drops the future in place; a panic there is caught and reported.
-            dropped.tasks += usize::from(task.cancel_now(self));
+            // Drops the future in place; a panic there is caught and reported inside
+            // (this catch is only a backstop, so that one task cannot stop the rest
+            // from being cancelled).
+            match catch_unwind(AssertUnwindSafe(|| task.cancel_now(self))) {
+                Ok(cancelled) => dropped.tasks += usize::from(cancelled),
+                Err(payload) => {
+                    self.report_panic("task cancel", task.name(), panic_message(&*payload));
+                    raw::drop_payload(payload);
+                }
+            }
         }
         drop(tasks);
         for entry in &timers {
@@ -763,7 +784,7 @@ impl EventLoop {
                 inner.stats.add_timers_fired(fired);
                 // A due sleep's task joins this very snapshot.
                 for w in wake.drain(..) {
-                    w.wake();
+                    inner.wake_reporting(w, "a sleep's waker");
                 }
                 inner.due_wakers.replace(wake);
             }
@@ -846,12 +867,16 @@ impl EventLoop {
     /// Sets the handler that receives panics from callbacks and tasks (instead of
     /// the default, which logs them).
     pub fn set_exception_handler<F: Fn(&ExceptionContext) + 'static>(&self, handler: F) {
-        *self.inner.exception_handler.borrow_mut() = Some(Rc::new(handler));
+        // The old handler is dropped after the borrow ends: its destructor is user
+        // code, which may report to the handler slot.
+        let old = self.inner.exception_handler.replace(Some(Rc::new(handler)));
+        drop(old);
     }
 
     /// Goes back to the default exception handler.
     pub fn clear_exception_handler(&self) {
-        self.inner.exception_handler.borrow_mut().take();
+        let old = self.inner.exception_handler.take();
+        drop(old);
     }
 
     /// Calls the loop's exception handler with `ctx`.

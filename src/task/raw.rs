@@ -368,17 +368,21 @@ unsafe fn finish<F: Future>(
     // rest of the future while unwinding).
     let dropped = catch_unwind(AssertUnwindSafe(|| ptr::drop_in_place(stage)));
     ptr::write(stage, Stage::Consumed);
-    header.busy.set(false);
+    // The result is settled and stored before any user code runs again (the
+    // exception handler, the output's destructor, the joiner's waker): whoever looks
+    // at the `Task` from there sees it finished, with its final result.
+    let mut destructor_panic = None;
+    let mut orphan = None;
     let result = match dropped {
         Ok(()) => result,
         Err(payload) => {
             let msg = panic_message(&*payload);
             drop_payload(payload);
-            lp.report_panic("task destructor", (header.vtable.name)(), msg.clone());
+            destructor_panic = Some(msg.clone());
             match result {
                 // A value whose future then failed to drop: the joiner hears of it.
                 Ok(v) => {
-                    drop_reporting(lp, header, v);
+                    orphan = Some(v);
                     Err(Error::Panicked(msg))
                 }
                 other => other,
@@ -387,14 +391,22 @@ unsafe fn finish<F: Future>(
     };
     lp.stats
         .count_task_end(matches!(result, Err(Error::Cancelled)));
-    if header.detached.get() {
-        drop_reporting(lp, header, result);
+    let unread = if header.detached.get() {
+        Some(result)
     } else {
         ptr::write(stage, Stage::Done(result));
-    }
+        None
+    };
+    header.busy.set(false);
     lp.remove_task(header.key.get(), ptr);
+    let name = (header.vtable.name)();
+    if let Some(msg) = destructor_panic {
+        lp.report_panic("task destructor", name, msg);
+    }
+    drop_reporting(lp, header, orphan);
+    drop_reporting(lp, header, unread);
     if let Some(w) = header.join_waker.take() {
-        w.wake();
+        lp.wake_reporting(w, name);
     }
 }
 
