@@ -10,6 +10,7 @@ pub(crate) mod doorbell;
 pub(crate) mod exception;
 pub(crate) mod inbox;
 mod mailbox;
+mod radix_heap;
 pub(crate) mod ready;
 pub(crate) mod stats;
 pub(crate) mod timers;

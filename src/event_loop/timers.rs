@@ -1,6 +1,6 @@
 //! The deadline queue behind `call_later` / `call_at`, and [`TimerHandle`].
 //!
-//! A binary heap keyed by `(deadline, sequence number)`: equal deadlines fire in the
+//! A priority queue keyed by `(deadline, sequence number)`: equal deadlines fire in the
 //! order they were scheduled. Cancelling drops the callback at once but leaves an
 //! empty shell in the heap (lazy deletion); the heap is compacted in one pass when
 //! shells make up half of it.
@@ -9,11 +9,11 @@
 //! the ready queue when due, and [`Sleep`](crate::time::Sleep)s, whose entry (a slab
 //! slot holding the waker) belongs to the `Sleep`: a due sleep wakes its task
 //! directly, in the same iteration, and moving its deadline needs no allocation.
-//! A heap beats a timer wheel here on the measured workloads (see BENCHMARKS.md).
+//! The queue itself is a radix heap ([`super::radix_heap`]): exact order, and pushes
+//! and pops without a binary heap's log-n sift (see BENCHMARKS.md).
 
 use std::cell::Cell;
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::rc::{Rc, Weak};
 use std::task::Waker;
@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use super::radix_heap::{Entry, RadixHeap};
 use super::ready::{Ready, Runnable};
 
 /// How far away "never" is: deadlines past `now + FAR_FUTURE` are clamped to it, so
@@ -34,29 +35,6 @@ const MIN_COMPACT: usize = 256;
 pub(crate) fn deadline_after(now: Instant, delay: Duration) -> Instant {
     now.checked_add(delay.min(FAR_FUTURE))
         .unwrap_or_else(|| now + FAR_FUTURE)
-}
-
-/// A heap entry: small (24 bytes), so that sifting touches few cache lines. It
-/// names its timer's slot as the slot was when the entry was pushed: a slot whose
-/// `seq` has moved on (reset, freed, reused) makes the entry a shell.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Entry {
-    /// The deadline, in nanoseconds since the queue's epoch.
-    at: u64,
-    seq: u64,
-    slot: u32,
-}
-
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry {
-    // Reversed: BinaryHeap is a max-heap and we want the earliest deadline on top.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
 }
 
 /// A timer: a `call_later` callback, or the entry of a `Sleep`.
@@ -75,7 +53,7 @@ enum Kind {
 
 /// The loop's pending timers.
 pub(crate) struct TimerQueue {
-    heap: BinaryHeap<Entry>,
+    heap: RadixHeap,
     slots: Slab<Slot>,
     epoch: Instant,
     next_seq: u64,
@@ -87,7 +65,7 @@ pub(crate) struct TimerQueue {
 impl TimerQueue {
     pub(crate) fn new() -> Self {
         TimerQueue {
-            heap: BinaryHeap::new(),
+            heap: RadixHeap::new(),
             slots: Slab::new(),
             // Far enough back that no deadline precedes it (a past `call_at` keeps its
             // order), near enough that `FAR_FUTURE` still fits in a u64 of ns.
@@ -220,12 +198,12 @@ impl TimerQueue {
 
     /// The earliest deadline of a live timer, dropping cancelled shells on top.
     pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
-        while let Some(top) = self.heap.peek() {
-            if self.is_live(top) {
+        while let Some(&top) = self.heap.peek() {
+            if self.is_live(&top) {
                 return Some(self.epoch + Duration::from_nanos(top.at));
             }
-            let shell = self.heap.pop().expect("peeked");
-            self.free_callback_shell(&shell);
+            self.heap.pop();
+            self.free_callback_shell(&top);
         }
         None
     }
@@ -309,17 +287,15 @@ impl TimerQueue {
     fn maybe_compact(&mut self) {
         let cancelled = self.cancelled.get();
         if cancelled >= MIN_COMPACT && cancelled * 2 >= self.heap.len() {
-            // In place (retain, then heapify): no allocation.
-            let mut entries = std::mem::take(&mut self.heap).into_vec();
+            // In place: no allocation.
             let slots = &mut self.slots;
-            entries.retain(|e| {
+            self.heap.retain(|e| {
                 let live = is_live(slots, e);
                 if !live {
                     free_callback_shell(slots, e);
                 }
                 live
             });
-            self.heap = BinaryHeap::from(entries);
             self.cancelled.set(0);
         }
     }
@@ -407,6 +383,8 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Schedule(u8),
+        /// A deadline in the past (a late `call_at`).
+        ScheduleBack(u8),
         Cancel(usize),
         Advance(u8),
     }
@@ -414,6 +392,7 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             4 => any::<u8>().prop_map(Op::Schedule),
+            1 => any::<u8>().prop_map(Op::ScheduleBack),
             2 => any::<usize>().prop_map(Op::Cancel),
             2 => any::<u8>().prop_map(Op::Advance),
         ]
@@ -434,9 +413,13 @@ mod tests {
             let mut now = 0u32;
             for op in ops {
                 match op {
-                    Op::Schedule(d) => {
+                    Op::Schedule(_) | Op::ScheduleBack(_) => {
                         let id = handles.len();
-                        let when = now + u32::from(d);
+                        let when = match op {
+                            Op::ScheduleBack(d) => now.saturating_sub(u32::from(d)),
+                            Op::Schedule(d) => now + u32::from(d),
+                            _ => unreachable!(),
+                        };
                         let log = fired.clone();
                         let h = q.push(
                             base + Duration::from_micros(when.into()),
