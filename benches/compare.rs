@@ -81,7 +81,10 @@ const WORKLOADS: &[Workload] = &[
         title: "create_task + complete",
         base_n: 1e6,
         ours: sl_tasks,
-        peers: &[("tokio spawn_local", tokio_spawn_local)],
+        peers: &[
+            ("tokio spawn_local", tokio_spawn_local),
+            ("async-task + VecDeque run queue", async_task_tasks),
+        ],
     },
     Workload {
         key: "threadsafe",
@@ -468,6 +471,34 @@ fn sl_tasks(n: u64) -> Duration {
         lp.run_forever().unwrap();
     });
     assert_eq!(s.0.get(), n);
+    t
+}
+
+thread_local! {
+    static RUN_QUEUE: std::cell::RefCell<VecDeque<async_task::Runnable>> =
+        const { std::cell::RefCell::new(VecDeque::new()) };
+}
+
+/// The well-kept crate the loop's tasks could have been built on: async-task's
+/// one-allocation tasks on a bare thread-local run queue, with none of a loop's
+/// bookkeeping (no table of live tasks for close, no budget, no panic catching).
+/// The floor a hand-written task must be measured against.
+fn async_task_tasks(n: u64) -> Duration {
+    let c = Rc::new(Cell::new(0u64));
+    let t = timed(|| {
+        for _ in 0..n {
+            let c = c.clone();
+            let schedule = |r| RUN_QUEUE.with(|q| q.borrow_mut().push_back(r));
+            let (runnable, task) =
+                async_task::spawn_local(async move { c.set(c.get() + 1) }, schedule);
+            runnable.schedule();
+            task.detach();
+        }
+        while let Some(r) = RUN_QUEUE.with(|q| q.borrow_mut().pop_front()) {
+            r.run();
+        }
+    });
+    assert_eq!(c.get(), n);
     t
 }
 
