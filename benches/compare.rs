@@ -484,6 +484,8 @@ thread_local! {
 /// bookkeeping (no table of live tasks for close, no budget, no panic catching).
 /// The floor a hand-written task must be measured against.
 fn async_task_tasks(n: u64) -> Duration {
+    // A fresh queue each round, as every other contender starts from a fresh loop.
+    RUN_QUEUE.with(|q| *q.borrow_mut() = VecDeque::new());
     let c = Rc::new(Cell::new(0u64));
     let t = timed(|| {
         for _ in 0..n {

@@ -281,16 +281,16 @@ impl LoopInner {
         drop(removed);
         if none_left {
             if let Some(w) = self.when_no_tasks.take() {
-                self.wake_reporting(w, "the runtime's shutdown");
+                self.wake_reporting(w, || "the runtime's shutdown");
             }
         }
     }
 
     /// Wakes `waker` (which may be user code), reporting a panic instead of
     /// unwinding into the loop's bookkeeping.
-    pub(crate) fn wake_reporting(&self, waker: Waker, whose: &'static str) {
+    pub(crate) fn wake_reporting(&self, waker: Waker, whose: fn() -> &'static str) {
         if let Err(payload) = catch_unwind(AssertUnwindSafe(move || waker.wake())) {
-            self.report_panic("waker", whose, panic_message(&*payload));
+            self.report_panic("waker", whose(), panic_message(&*payload));
             raw::drop_payload(payload);
         }
     }
@@ -785,7 +785,7 @@ impl EventLoop {
                 inner.stats.add_timers_fired(fired);
                 // A due sleep's task joins this very snapshot.
                 for w in wake.drain(..) {
-                    inner.wake_reporting(w, "a sleep's waker");
+                    inner.wake_reporting(w, || "a sleep's waker");
                 }
                 inner.due_wakers.replace(wake);
             }

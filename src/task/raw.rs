@@ -399,14 +399,13 @@ unsafe fn finish<F: Future>(
     };
     header.busy.set(false);
     lp.remove_task(header.key.get(), ptr);
-    let name = (header.vtable.name)();
     if let Some(msg) = destructor_panic {
-        lp.report_panic("task destructor", name, msg);
+        lp.report_panic("task destructor", (header.vtable.name)(), msg);
     }
     drop_reporting(lp, header, orphan);
     drop_reporting(lp, header, unread);
     if let Some(w) = header.join_waker.take() {
-        lp.wake_reporting(w, name);
+        lp.wake_reporting(w, header.vtable.name);
     }
 }
 
