@@ -17,17 +17,15 @@
 //!   handler. Callbacks record what they see; the test asserts after the loop returns.
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Barrier, Mutex};
-use std::task::Poll;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use shardloop::{
-    Error, EventLoop, ExceptionContext, Handle, LoopHandle, Remote, Task, TimerHandle,
+    yield_now, Error, EventLoop, ExceptionContext, Handle, LoopHandle, Remote, Task, TimerHandle,
 };
 
 /// How long a test may run before it is declared hung. Generous on purpose: this is a
@@ -121,20 +119,6 @@ fn run_one_iteration(lp: &EventLoop) {
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-/// A future that returns `Pending` once (waking itself), like `asyncio.sleep(0)`.
-fn yield_now() -> impl Future<Output = ()> {
-    let mut yielded = false;
-    std::future::poll_fn(move |cx| {
-        if yielded {
-            Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
 }
 
 /// Drops a `Task` on purpose: API.md says dropping a `Task` detaches it.

@@ -39,21 +39,6 @@ fn tick(lp: &EventLoop) {
     lp.run_forever().unwrap();
 }
 
-/// Pending once (waking itself), then ready: one trip through the loop. Local, so
-/// that the tests other than `yield_now`'s do not depend on `shardloop::yield_now`.
-fn yield_once() -> impl Future<Output = ()> {
-    let mut yielded = false;
-    std::future::poll_fn(move |cx| {
-        if yielded {
-            Poll::Ready(())
-        } else {
-            yielded = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
-}
-
 /// Polls `fut` once: `Some(output)` if it was ready.
 async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Option<F::Output> {
     std::future::poll_fn(|cx| match Pin::new(&mut *fut).poll(cx) {
@@ -199,7 +184,7 @@ impl Drop for Probe {
 fn nested(stats: &Arc<ProbeStats>, mode: Mode) -> impl Future<Output = ()> {
     let probe = Probe::new(stats, mode);
     async move {
-        yield_once().await;
+        shardloop::yield_now().await;
         probe.await;
     }
 }
@@ -266,7 +251,7 @@ fn probe_joined_while_running_is_dropped_once_in_place() {
                         None => pending += 1,
                         Some(r) => panic!("the probe task finished early: {r:?}"),
                     }
-                    yield_once().await;
+                    shardloop::yield_now().await;
                 }
                 (pending, task.await)
             })
@@ -342,7 +327,7 @@ fn probe_left_over_by_run_is_dropped_once_in_place() {
         let _nested = shardloop::spawn(nested(&n, Mode::Spin));
         let kept = shardloop::spawn(Probe::new(&k, Mode::Spin));
         for _ in 0..4 {
-            yield_once().await;
+            shardloop::yield_now().await;
         }
         kept
     })
@@ -911,8 +896,8 @@ fn threadsafe_call_that_happened_before_call_soon_runs_first_on_a_running_loop()
             let l = log.clone();
             lp.call_soon(move || l.lock().unwrap().push((i, 'B')))
                 .unwrap();
-            yield_once().await;
-            yield_once().await;
+            shardloop::yield_now().await;
+            shardloop::yield_now().await;
             assert_eq!(log.lock().unwrap().len(), 2 * (i + 1), "round {i}");
         }
     })
@@ -1074,7 +1059,7 @@ fn detached_task_keeps_running_and_is_finished_reports() {
     let task = lp
         .create_task(async move {
             for _ in 0..3 {
-                yield_once().await;
+                shardloop::yield_now().await;
             }
             d.set(true);
         })
@@ -1091,7 +1076,7 @@ fn detached_task_keeps_running_and_is_finished_reports() {
     let task = lp
         .create_task(async {
             for _ in 0..3 {
-                yield_once().await;
+                shardloop::yield_now().await;
             }
             5
         })
