@@ -62,6 +62,10 @@ pub(crate) struct Header {
 }
 
 /// The functions that know the future's type.
+///
+/// SAFETY (the contract of every entry): called with a pointer to a live
+/// `TaskCell<F>` of this vtable's `F` (the caller holds a reference), and, but for
+/// `dealloc`, on the owning loop's thread; `dealloc` only with the last reference.
 struct Vtable {
     run: unsafe fn(NonNull<Header>, &LoopInner),
     cancel_now: unsafe fn(NonNull<Header>, &LoopInner) -> bool,
@@ -179,6 +183,8 @@ impl TaskRef {
     /// # Safety
     /// `out`'s type must match the future's output type.
     pub(crate) unsafe fn poll_join(&self, out: *mut (), cx: &mut Context<'_>) {
+        // SAFETY: `out` as the caller promises; a live cell (our reference) of the
+        // vtable's type, on the loop's thread (the handle is `!Send`).
         (self.header().vtable.poll_join)(self.ptr, out, cx)
     }
 
@@ -271,12 +277,16 @@ static WAKER_VTABLE: RawWakerVTable =
     RawWakerVTable::new(waker_clone, waker_wake, waker_wake_by_ref, waker_drop);
 
 unsafe fn waker_clone(data: *const ()) -> RawWaker {
+    // SAFETY: a waker's data is a live header: the waker being cloned holds a
+    // reference. Only the atomic state is touched, which any thread may do.
     let header = &*(data as *const Header);
     header.state.fetch_add(REF, Ordering::Relaxed);
     RawWaker::new(data, &WAKER_VTABLE)
 }
 
 unsafe fn waker_wake(data: *const ()) {
+    // SAFETY: as in `waker_clone`; this waker's reference is consumed here (passed
+    // into the queue or released).
     let ptr = NonNull::new_unchecked(data as *mut Header);
     let header = ptr.as_ref();
     if header.state.fetch_or(SCHEDULED, Ordering::AcqRel) & SCHEDULED != 0 {
@@ -288,10 +298,12 @@ unsafe fn waker_wake(data: *const ()) {
 }
 
 unsafe fn waker_wake_by_ref(data: *const ()) {
+    // SAFETY: as in `waker_clone`; the waker keeps its reference.
     wake_by_ref(NonNull::new_unchecked(data as *mut Header));
 }
 
 unsafe fn waker_drop(data: *const ()) {
+    // SAFETY: as in `waker_clone`; the waker's reference is given back.
     release(NonNull::new_unchecked(data as *mut Header));
 }
 
@@ -301,6 +313,9 @@ unsafe fn waker_drop(data: *const ()) {
 /// # Safety
 /// The caller keeps a reference for as long as the waker (not its clones) is used.
 unsafe fn borrowed_waker(ptr: NonNull<Header>) -> ManuallyDrop<Waker> {
+    // SAFETY: the vtable's functions keep the `RawWaker` contract (clone takes a
+    // reference, wake and drop give one back); `ManuallyDrop` keeps this one waker
+    // from giving back the caller's reference, which it never took.
     ManuallyDrop::new(Waker::from_raw(RawWaker::new(
         ptr.as_ptr() as *const (),
         &WAKER_VTABLE,
@@ -311,12 +326,17 @@ unsafe fn borrowed_waker(ptr: NonNull<Header>) -> ManuallyDrop<Waker> {
 // pointer to a live `TaskCell<F>` (the caller holds a reference).
 
 unsafe fn cell<'a, F: Future>(ptr: NonNull<Header>) -> (&'a Header, *mut Stage<F>) {
+    // SAFETY: by the vtable's contract `ptr` is a live `TaskCell<F>` (repr(C), the
+    // header first); the stage is handed out as a raw pointer, never as a reference
+    // that could outlive a check of `busy`.
     let cell = ptr.cast::<TaskCell<F>>().as_ptr();
     // ManuallyDrop is repr(transparent): its pointer is the stage's.
     (&(*cell).header, (*cell).stage.get().cast::<Stage<F>>())
 }
 
 unsafe fn run<F: Future>(ptr: NonNull<Header>, lp: &LoopInner) {
+    // SAFETY: the vtable's contract (a live cell, the loop's thread); the stage is
+    // only borrowed while `busy` keeps every other path off it.
     let (header, stage) = cell::<F>(ptr);
     // Cleared before the poll: a wake during the poll queues the task again.
     header.state.fetch_and(!SCHEDULED, Ordering::AcqRel);
@@ -361,6 +381,9 @@ unsafe fn finish<F: Future>(
     lp: &LoopInner,
     result: Result<F::Output, Error>,
 ) {
+    // SAFETY: called by `run` and `cancel_now` with the stage `Running` and nothing
+    // else borrowing it; the future is dropped in place and the stage written over
+    // without a second drop.
     let (header, stage) = cell::<F>(ptr);
     header.busy.set(true);
     // The future is dropped where it is; the stage is then overwritten without a
@@ -410,6 +433,7 @@ unsafe fn finish<F: Future>(
 }
 
 unsafe fn cancel_now<F: Future>(ptr: NonNull<Header>, lp: &LoopInner) -> bool {
+    // SAFETY: the vtable's contract; `busy` is checked before the stage is read.
     let (header, stage) = cell::<F>(ptr);
     if header.busy.get() || !matches!(&*stage, Stage::Running(_)) {
         return false;
@@ -420,6 +444,9 @@ unsafe fn cancel_now<F: Future>(ptr: NonNull<Header>, lp: &LoopInner) -> bool {
 }
 
 unsafe fn poll_join<F: Future>(ptr: NonNull<Header>, out: *mut (), cx: &mut Context<'_>) {
+    // SAFETY: the vtable's contract, and `out` points at a `Poll<Result<F::Output,
+    // Error>>` (the `Task<T>` handle is typed by this task's output); `busy` is
+    // checked before the stage is read.
     let out = out as *mut Poll<Result<F::Output, Error>>;
     let (header, stage) = cell::<F>(ptr);
     if header.busy.get() {
@@ -446,6 +473,7 @@ unsafe fn poll_join<F: Future>(ptr: NonNull<Header>, out: *mut (), cx: &mut Cont
 }
 
 unsafe fn drop_output<F: Future>(ptr: NonNull<Header>) {
+    // SAFETY: the vtable's contract; `busy` is checked before the stage is read.
     let (header, stage) = cell::<F>(ptr);
     if header.busy.get() || !matches!(&*stage, Stage::Done(_)) {
         return;
@@ -466,11 +494,14 @@ unsafe fn drop_output<F: Future>(ptr: NonNull<Header>) {
 }
 
 unsafe fn is_finished<F: Future>(ptr: NonNull<Header>) -> bool {
+    // SAFETY: the vtable's contract; `busy` is checked before the stage is read.
     let (header, stage) = cell::<F>(ptr);
     !header.busy.get() && !matches!(&*stage, Stage::Running(_))
 }
 
 unsafe fn dealloc<F: Future>(ptr: NonNull<Header>) {
+    // SAFETY: called with the last reference: nothing else can reach the cell, and
+    // it was allocated by `allocate` as a `Box<TaskCell<F>>`.
     let cell = ptr.cast::<TaskCell<F>>().as_ptr();
     if !matches!(&**(*cell).stage.get(), Stage::Consumed) {
         // Unreachable by the reference rules above. Were it reached, freeing the
