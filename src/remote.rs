@@ -8,10 +8,13 @@
 //! The protocol on the state word (every step is a read-modify-write or an
 //! acquire load of it):
 //! - a completer *claims* the slot (`WRITING`); only the first claim writes, so the
-//!   result is written once, by one thread; it then publishes it (`COMPLETE`,
-//!   Release) and wakes the receiver;
-//! - the receiver reads the result only after seeing `COMPLETE` (Acquire), and
-//!   marks it `TAKEN`; it is the only reader (a `Remote` is not `Clone`);
+//!   result is written once, by one thread; it then publishes it (`COMPLETE`) and
+//!   wakes the receiver if the receiver said it may wait (`LISTENING`);
+//! - the receiver reads the result only after seeing `COMPLETE` (Acquire); it is
+//!   the only reader (a `Remote` is not `Clone`). Before it registers a waker it
+//!   sets `LISTENING`, then looks again: the two RMWs are ordered, so either the
+//!   completer sees `LISTENING` and wakes it, or the receiver sees `COMPLETE`. A
+//!   result that is there before the receiver looks costs no wake at all;
 //! - a cancel sets `CANCELLED` (which the working task sees at its next poll),
 //!   then tries to complete with the cancel's error: the work's own result wins if
 //!   it claimed first.
@@ -27,7 +30,24 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
+#[cfg(not(loom))]
 use atomic_waker::AtomicWaker;
+
+/// Under loom, its `AtomicWaker`, so that the model sees the wakeup's ordering too.
+#[cfg(loom)]
+struct AtomicWaker(loom::future::AtomicWaker);
+#[cfg(loom)]
+impl AtomicWaker {
+    fn new() -> Self {
+        AtomicWaker(loom::future::AtomicWaker::new())
+    }
+    fn register(&self, waker: &Waker) {
+        self.0.register_by_ref(waker)
+    }
+    fn wake(&self) {
+        self.0.wake()
+    }
+}
 
 #[cfg(loom)]
 use loom::sync::atomic::{AtomicU8, Ordering};
@@ -42,8 +62,8 @@ use crate::Error;
 const WRITING: u8 = 1;
 /// The result is in the slot.
 const COMPLETE: u8 = 2;
-/// The receiver took the result.
-const TAKEN: u8 = 4;
+/// The receiver registered a waker: completing must wake it.
+const LISTENING: u8 = 4;
 /// The receiver cancelled the work.
 const CANCELLED: u8 = 8;
 
@@ -82,25 +102,32 @@ impl<T> State<T> {
         // SAFETY: our claim is the only one that succeeds, and the receiver reads
         // only after the COMPLETE below.
         unsafe { *self.result.get() = Some(result) };
-        self.flags.fetch_or(COMPLETE, Ordering::Release);
-        self.receiver.wake();
+        if self.flags.fetch_or(COMPLETE, Ordering::AcqRel) & LISTENING != 0 {
+            self.receiver.wake();
+        }
         true
     }
 
     /// The receiver's side: the result, once it is there. After it was taken, a
     /// second look says `Cancelled` (a `Remote` polled after it completed).
     fn take(&self) -> Option<Result<T, Error>> {
-        let flags = self.flags.load(Ordering::Acquire);
-        if flags & COMPLETE == 0 {
+        if self.flags.load(Ordering::Acquire) & COMPLETE == 0 {
             return None;
         }
-        if flags & TAKEN != 0 {
-            return Some(Err(Error::Cancelled));
+        // SAFETY: COMPLETE was seen with Acquire: the one write is done and
+        // visible, and no other thread reads or writes the slot again (we are the
+        // one receiver).
+        let result = unsafe { (*self.result.get()).take() };
+        Some(result.unwrap_or(Err(Error::Cancelled)))
+    }
+
+    /// The receiver's side, before it may wait: registers `waker` to be woken by the
+    /// completion (see the protocol above).
+    fn listen(&self, waker: &Waker) {
+        if self.flags.load(Ordering::Relaxed) & LISTENING == 0 {
+            self.flags.fetch_or(LISTENING, Ordering::AcqRel);
         }
-        self.flags.fetch_or(TAKEN, Ordering::Relaxed);
-        // SAFETY: COMPLETE was seen with Acquire: the write is done and visible,
-        // and no other thread reads (we are the one receiver).
-        unsafe { (*self.result.get()).take() }
+        self.receiver.register(waker);
     }
 
     /// The receiver gave up: the work is told to stop, and the `Remote` resolves to
@@ -219,7 +246,7 @@ impl<T> Remote<T> {
         if let Some(r) = state.take() {
             return r;
         }
-        state.receiver.register(&thread_waker());
+        state.listen(&thread_waker());
         loop {
             if let Some(r) = state.take() {
                 return r;
@@ -260,7 +287,7 @@ impl<T> Future for Remote<T> {
             if let Some(r) = state.take() {
                 return Poll::Ready(r);
             }
-            state.receiver.register(cx.waker());
+            state.listen(cx.waker());
             // Looked at again: a completion between the first look and the register
             // may have found no waker to wake.
             match state.take() {
@@ -383,6 +410,19 @@ mod loom_tests {
 
     /// Two completers (the work's result and its completer's drop): one wins, and
     /// the receiver sees that one.
+    /// A receiver that waits is woken by a completion racing its registration:
+    /// a lost wakeup would leave `block_on` parked forever, which loom reports.
+    #[test]
+    fn a_waiting_receiver_is_woken() {
+        loom::model(|| {
+            let (remote, completer) = pair::<u32>();
+            let worker = thread::spawn(move || completer.complete(Ok(5)));
+            let got = loom::future::block_on(remote);
+            assert!(matches!(got, Ok(5)), "{got:?}");
+            worker.join().unwrap();
+        });
+    }
+
     #[test]
     fn two_completers_one_result() {
         loom::model(|| {
