@@ -27,6 +27,7 @@
 //! # Ok::<(), shardloop::Error>(())
 //! ```
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod channel;
 mod current;
@@ -34,6 +35,7 @@ mod error;
 mod event_loop;
 mod executor;
 #[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 pub mod hyper;
 mod io;
 pub mod kv;
