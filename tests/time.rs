@@ -136,10 +136,15 @@ fn interval_skips_missed_ticks_after_a_stall_instead_of_bursting() {
         assert_eq!(iv.tick().await, start);
         // Block the loop's thread for 3.5 periods while the next tick is pending.
         let lp = shardloop::get_running_loop().unwrap();
-        lp.call_soon(move || std::thread::sleep(period * 7 / 2))
-            .unwrap();
+        let stall_end = std::rc::Rc::new(std::cell::Cell::new(start));
+        let end = stall_end.clone();
+        lp.call_soon(move || {
+            std::thread::sleep(period * 7 / 2);
+            end.set(Instant::now());
+        })
+        .unwrap();
         let late = iv.tick().await;
-        let after_stall = Instant::now();
+        let after_stall = stall_end.get();
         assert_eq!(
             late,
             start + period,
@@ -156,6 +161,8 @@ fn interval_skips_missed_ticks_after_a_stall_instead_of_bursting() {
             k >= 4,
             "missed ticks were burst: tick {k} came after the stall"
         );
+        // Scheduled when the late tick completed, after the stall had ended (not
+        // read from the clock here, which a descheduled thread reads late).
         assert!(
             next > after_stall,
             "the tick after a stall is in the future"
