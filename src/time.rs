@@ -83,9 +83,10 @@ impl Sleep {
     pub fn reset(self: Pin<&mut Self>, deadline: Instant) {
         let this = self.get_mut();
         this.deadline = deadline;
-        if let Some(lp) = this.entry.as_ref().and_then(|e| e.lp.upgrade()) {
-            let key = this.entry.as_ref().map_or(0, |e| e.key);
-            lp.timers.borrow_mut().reset_sleep(key, deadline);
+        if let Some(entry) = &this.entry {
+            if let Some(lp) = entry.lp.upgrade() {
+                lp.timers.borrow_mut().reset_sleep(entry.key, deadline);
+            }
         }
     }
 }

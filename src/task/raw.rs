@@ -251,14 +251,11 @@ fn wake_by_ref(ptr: NonNull<Header>) {
 /// loop's own running thread, else through the inbox. A closed loop refuses it; the
 /// task is gone by then, so dropping the reference is all there is to do.
 fn enqueue(task: TaskRef) {
-    let mut task = Some(task);
     // SAFETY: `task` holds a reference for as long as `header` is used here: until
-    // it is pushed into the queue below, which then holds it.
-    let header = unsafe {
-        task.as_ref()
-            .map_or(NonNull::dangling(), |t| t.ptr)
-            .as_ref()
-    };
+    // it is pushed into the queue below, which then holds it (and on this thread,
+    // so nothing can free it meanwhile), or until `shared` is cloned off it.
+    let header = unsafe { task.ptr.as_ref() };
+    let mut task = Some(task);
     current::with_running_loop_for(&header.shared, |lp| {
         task = task.take().and_then(|t| lp.push_ready_task(t));
     });
