@@ -31,8 +31,8 @@ if ((${#missing[@]})); then
     apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-cargo build --quiet --release --example kv_server
-bin="${CARGO_TARGET_DIR:-target}/release/examples/kv_server"
+cargo build --quiet --release -p kv_server
+bin="${CARGO_TARGET_DIR:-target}/release/kv_server"
 
 tmp=$(mktemp -d)
 pids=()

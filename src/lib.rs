@@ -38,10 +38,8 @@ mod executor;
 #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 pub mod hyper;
 mod io;
-pub mod kv;
 pub mod net;
 mod remote;
-pub mod resp;
 mod runtime;
 mod signal;
 mod task;

@@ -8,14 +8,14 @@
 //! - four shards (route, run the parts, merge) answer exactly like one store;
 //! - `Store::execute_into` writes exactly the bytes of `Store::execute`'s reply.
 //!
-//! Run: `cargo +nightly fuzz run resp_parse` from the repository root.
+//! Run: `cargo +nightly fuzz run resp_parse` from `examples/kv_server/`.
 #![no_main]
 
 use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
-use shardloop::kv::{Command, Route, Store};
-use shardloop::resp::{Decoder, Limits, Parser, ProtocolError, Reply};
+use kv_server::kv::{Command, Route, Store};
+use kv_server::resp::{Decoder, Limits, Parser, ProtocolError, Reply};
 
 const SMALL: Limits = Limits {
     max_bulk_len: 40,

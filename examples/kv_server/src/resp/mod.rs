@@ -3,7 +3,7 @@
 //! **A building block of the `kv_server` example.** It does no I/O: the server reads
 //! bytes from a socket into a [`Decoder`], takes whole requests out of it, and writes
 //! the bytes of [`Reply`] values back. Everything here is plain data and functions, so
-//! it is tested (and fuzzed, see `fuzz/`) without sockets.
+//! it is tested (and fuzzed, see `examples/kv_server/fuzz/`) without sockets.
 //!
 //! Requests come in the two shapes Redis accepts:
 //! - multibulk: an array of bulk strings, `*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`, which is
@@ -20,7 +20,7 @@
 //! sends [`ProtocolError::to_resp`] and closes that connection, as Redis does.
 //!
 //! ```
-//! use shardloop::resp::{Decoder, Limits, Reply};
+//! use kv_server::resp::{Decoder, Limits, Reply};
 //!
 //! let mut decoder = Decoder::new(Limits::default());
 //! decoder.extend(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\n*1\r\n$4\r\nPI");
@@ -34,7 +34,7 @@
 //! Reply::Bulk(b"v".to_vec()).encode(&mut out);
 //! Reply::Nil.encode(&mut out);
 //! assert_eq!(out, b"$1\r\nv\r\n$-1\r\n");
-//! # Ok::<(), shardloop::resp::ProtocolError>(())
+//! # Ok::<(), kv_server::resp::ProtocolError>(())
 //! ```
 
 mod decoder;
@@ -57,7 +57,7 @@ pub use parse::{parse_integer, Parsed, Parser};
 /// clients. A request that breaks a limit is a [`ProtocolError`].
 ///
 /// ```
-/// use shardloop::resp::Limits;
+/// use kv_server::resp::Limits;
 /// let small = Limits { max_bulk_len: 1024, ..Limits::default() };
 /// assert_eq!(small.max_array_len, Limits::default().max_array_len);
 /// ```

@@ -17,8 +17,8 @@ impl Store {
     ///
     /// ```
     /// use std::time::Instant;
-    /// use shardloop::kv::{Command, Store};
-    /// use shardloop::resp::Reply;
+    /// use kv_server::kv::{Command, Store};
+    /// use kv_server::resp::Reply;
     /// let args = |s: &str| s.split(' ').map(|a| a.as_bytes().to_vec()).collect::<Vec<_>>();
     /// let mut store = Store::new();
     /// let mut run = |s| store.execute(Command::parse(args(s)).unwrap(), Instant::now());
@@ -117,7 +117,7 @@ impl Store {
     ///
     /// ```
     /// use std::time::Instant;
-    /// use shardloop::kv::{Command, Store};
+    /// use kv_server::kv::{Command, Store};
     /// let mut store = Store::new();
     /// let now = Instant::now();
     /// let mut out = Vec::new();

@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use kv_server::kv::{Command, Info, Route, Store};
+use kv_server::resp::{Decoder, Limits, Reply};
 use proptest::prelude::*;
-use shardloop::kv::{Command, Info, Route, Store};
-use shardloop::resp::{Decoder, Limits, Reply};
 
 /// Serves a byte stream the way `kv_server` does, on one store at time `now`: every
 /// request answered in order; a protocol error answered, then the stream is closed;

@@ -1,11 +1,10 @@
-//! End to end: the `kv_server` example, a real process on 127.0.0.1, talked to by a
+//! End to end: the `kv_server` binary, a real process on 127.0.0.1, talked to by a
 //! client this project did not write (the `redis` crate), and by raw sockets for what
 //! no client library sends (protocol errors).
 //!
 //! Each test starts the example's binary as a child process with `--port 0 --shards 2`,
 //! reads the port from its first line, and stops it (SIGTERM) when done. Cargo builds
-//! the examples before it runs integration tests, so the binary lies next to this
-//! test's own (`target/<profile>/examples/kv_server`).
+//! the package's binary before it runs its integration tests.
 //!
 //! No timing assertions: the limits below only turn a hang into a failure.
 
@@ -32,24 +31,9 @@ const LONG_TTL: i64 = 100_000;
 // The server process
 // ---------------------------------------------------------------------------------
 
-/// The example's binary: `examples/kv_server` in one of the directories above this
-/// test's executable (`target/debug/deps/kv_server-<hash>`).
+/// The server's binary, which Cargo builds before it runs this package's tests.
 fn server_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    let name = format!("kv_server{}", std::env::consts::EXE_SUFFIX);
-    exe.ancestors()
-        .skip(1)
-        .map(|dir| dir.join("examples").join(&name))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "the kv_server example's binary was not found in an `examples` directory \
-                 above {}. `cargo test` builds examples before integration tests; \
-                 `cargo test --test kv_server` alone does not, so run \
-                 `cargo build --example kv_server` first",
-                exe.display()
-            )
-        })
+    PathBuf::from(env!("CARGO_BIN_EXE_kv_server"))
 }
 
 /// A running `kv_server`, stopped with SIGTERM (then SIGKILL) when dropped.

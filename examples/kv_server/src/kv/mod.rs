@@ -10,8 +10,8 @@
 //!
 //! ```
 //! use std::time::Instant;
-//! use shardloop::kv::{Command, Info, Route, Store};
-//! use shardloop::resp::Reply;
+//! use kv_server::kv::{Command, Info, Route, Store};
+//! use kv_server::resp::Reply;
 //!
 //! // Two shards, simulated in one thread; a server sends each part to its shard's
 //! // loop (`submit_to`) and awaits the replies.

@@ -7,7 +7,7 @@
 //! submit per target shard, and the replies written back in order.
 //!
 //! ```text
-//! cargo run --release --example kv_server -- --port 6379 --shards 4 --placement dispatch
+//! cargo run --release -p kv_server -- --port 6379 --shards 4 --placement dispatch
 //! redis-cli -p 6379 set greeting hello && redis-cli -p 6379 get greeting
 //! ```
 //! `--placement reuseport` (default): every shard binds its own listener with
@@ -28,9 +28,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{AsyncReadExt, AsyncWriteExt};
-use shardloop::kv::{Command, Info, Merge, Route, Store};
+use kv_server::kv::{Command, Info, Merge, Route, Store};
+use kv_server::resp::{Decoder, Limits, Reply};
 use shardloop::net::{Dispatcher, Placement, TcpListener, TcpStream};
-use shardloop::resp::{Decoder, Limits, Reply};
 use shardloop::{current_shard, Runtime, Task};
 
 thread_local! {

@@ -4,8 +4,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+use kv_server::resp::{Decoder, Limits, Parser, ProtocolError, Reply};
 use proptest::prelude::*;
-use shardloop::resp::{Decoder, Limits, Parser, ProtocolError, Reply};
 
 /// Records the largest single allocation made by the current thread, so a test can show
 /// that a declared length is never allocated ahead of the bytes.

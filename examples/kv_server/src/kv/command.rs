@@ -222,8 +222,8 @@ impl Command {
     /// `Err` is the error reply to send, in Redis's words; the connection stays open.
     ///
     /// ```
-    /// use shardloop::kv::Command;
-    /// use shardloop::resp::Reply;
+    /// use kv_server::kv::Command;
+    /// use kv_server::resp::Reply;
     /// let args = |s: &str| s.split(' ').map(|a| a.as_bytes().to_vec()).collect::<Vec<_>>();
     /// assert_eq!(Command::parse(args("get k")), Ok(Command::Get(b"k".to_vec())));
     /// assert_eq!(
@@ -400,7 +400,7 @@ impl Command {
     /// that touch no key or every key).
     ///
     /// ```
-    /// use shardloop::kv::Command;
+    /// use kv_server::kv::Command;
     /// let cmd = Command::MSet(vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]);
     /// assert_eq!(cmd.keys(), [&b"a"[..], &b"b"[..]]);
     /// ```

@@ -30,7 +30,7 @@ pub struct Parsed {
 /// parser [`reset`](Parser::reset) for a new stream).
 ///
 /// ```
-/// use shardloop::resp::{Limits, Parser};
+/// use kv_server::resp::{Limits, Parser};
 /// let mut parser = Parser::new(Limits::default());
 /// let input = b"*1\r\n$4\r\nPING\r\n";
 /// // The first 9 bytes: the array and bulk headers are taken, the bulk waits.
@@ -39,7 +39,7 @@ pub struct Parsed {
 /// let second = parser.parse(&input[8..])?;
 /// assert_eq!(second.consumed, input.len() - 8);
 /// assert_eq!(second.request, Some(vec![b"PING".to_vec()]));
-/// # Ok::<(), shardloop::resp::ProtocolError>(())
+/// # Ok::<(), kv_server::resp::ProtocolError>(())
 /// ```
 #[derive(Debug)]
 pub struct Parser {
@@ -233,7 +233,7 @@ fn header_line(
 /// no spaces, no leading zeros (only `0` itself), at most 20 bytes, no overflow.
 ///
 /// ```
-/// use shardloop::resp::parse_integer;
+/// use kv_server::resp::parse_integer;
 /// assert_eq!(parse_integer(b"-42"), Some(-42));
 /// assert_eq!(parse_integer(b"9223372036854775807"), Some(i64::MAX));
 /// for bad in [&b""[..], b"+1", b" 1", b"01", b"-0", b"1.5", b"9223372036854775808"] {

@@ -108,8 +108,8 @@ impl Command {
     /// If `shard_of` returns `shards` or more.
     ///
     /// ```
-    /// use shardloop::kv::{Command, Route, Store};
-    /// use shardloop::resp::Reply;
+    /// use kv_server::kv::{Command, Route, Store};
+    /// use kv_server::resp::Reply;
     /// use std::time::Instant;
     ///
     /// let keys = |ks: &[&str]| ks.iter().map(|k| k.as_bytes().to_vec()).collect::<Vec<_>>();

@@ -36,8 +36,8 @@ pub struct ShardStats {
 ///
 /// ```
 /// use std::time::{Duration, Instant};
-/// use shardloop::kv::{Command, Store};
-/// use shardloop::resp::Reply;
+/// use kv_server::kv::{Command, Store};
+/// use kv_server::resp::Reply;
 ///
 /// let mut store = Store::new();
 /// let now = Instant::now();

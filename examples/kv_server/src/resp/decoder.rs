@@ -16,7 +16,7 @@ const KEEP: usize = 16 << 10;
 /// [`ProtocolError::TooBigRequest`].
 ///
 /// ```
-/// use shardloop::resp::{Decoder, Limits};
+/// use kv_server::resp::{Decoder, Limits};
 /// let mut decoder = Decoder::new(Limits::default());
 /// let incoming = b"PING\r\nECHO hi\r\n";
 /// let room = decoder.read_buf(4096);
@@ -27,7 +27,7 @@ const KEEP: usize = 16 << 10;
 ///     requests.push(args);
 /// }
 /// assert_eq!(requests, [vec![b"PING".to_vec()], vec![b"ECHO".to_vec(), b"hi".to_vec()]]);
-/// # Ok::<(), shardloop::resp::ProtocolError>(())
+/// # Ok::<(), kv_server::resp::ProtocolError>(())
 /// ```
 #[derive(Debug)]
 pub struct Decoder {

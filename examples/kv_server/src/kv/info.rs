@@ -13,8 +13,8 @@ use crate::resp::Reply;
 /// [`render`](Info::render)s the sections the client asked for.
 ///
 /// ```
-/// use shardloop::kv::{Info, ShardStats};
-/// use shardloop::resp::Reply;
+/// use kv_server::kv::{Info, ShardStats};
+/// use kv_server::resp::Reply;
 /// let stats = [ShardStats { keys: 2, expires: 1 }, ShardStats { keys: 3, expires: 0 }];
 /// let info = Info::new().field("Clients", "connected_clients", 7).shards(&stats);
 /// let Reply::Bulk(text) = info.render(&[b"keyspace".to_vec()]) else { unreachable!() };

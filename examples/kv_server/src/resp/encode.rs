@@ -8,7 +8,7 @@ use std::borrow::Cow;
 /// connection. [`encode`](Reply::encode) appends its wire bytes.
 ///
 /// ```
-/// use shardloop::resp::Reply;
+/// use kv_server::resp::Reply;
 /// let reply = Reply::Array(vec![Reply::Integer(-3), Reply::Nil, Reply::ok()]);
 /// assert_eq!(reply.to_bytes(), b"*3\r\n:-3\r\n$-1\r\n+OK\r\n");
 /// assert_eq!(Reply::error("ERR syntax error").to_bytes(), b"-ERR syntax error\r\n");
@@ -88,7 +88,7 @@ fn write_line(out: &mut Vec<u8>, prefix: u8, text: &str) {
 ///
 /// ```
 /// let mut out = Vec::new();
-/// shardloop::resp::write_simple(&mut out, "PONG");
+/// kv_server::resp::write_simple(&mut out, "PONG");
 /// assert_eq!(out, b"+PONG\r\n");
 /// ```
 pub fn write_simple(out: &mut Vec<u8>, text: &str) {
@@ -99,7 +99,7 @@ pub fn write_simple(out: &mut Vec<u8>, text: &str) {
 ///
 /// ```
 /// let mut out = Vec::new();
-/// shardloop::resp::write_error(&mut out, "ERR unknown command");
+/// kv_server::resp::write_error(&mut out, "ERR unknown command");
 /// assert_eq!(out, b"-ERR unknown command\r\n");
 /// ```
 pub fn write_error(out: &mut Vec<u8>, message: &str) {
@@ -110,7 +110,7 @@ pub fn write_error(out: &mut Vec<u8>, message: &str) {
 ///
 /// ```
 /// let mut out = Vec::new();
-/// shardloop::resp::write_integer(&mut out, i64::MIN);
+/// kv_server::resp::write_integer(&mut out, i64::MIN);
 /// assert_eq!(out, b":-9223372036854775808\r\n");
 /// ```
 pub fn write_integer(out: &mut Vec<u8>, n: i64) {
@@ -123,7 +123,7 @@ pub fn write_integer(out: &mut Vec<u8>, n: i64) {
 ///
 /// ```
 /// let mut out = Vec::new();
-/// shardloop::resp::write_bulk(&mut out, b"a\r\nb");
+/// kv_server::resp::write_bulk(&mut out, b"a\r\nb");
 /// assert_eq!(out, b"$4\r\na\r\nb\r\n");
 /// ```
 pub fn write_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -139,7 +139,7 @@ pub fn write_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
 ///
 /// ```
 /// let mut out = Vec::new();
-/// shardloop::resp::write_nil(&mut out);
+/// kv_server::resp::write_nil(&mut out);
 /// assert_eq!(out, b"$-1\r\n");
 /// ```
 pub fn write_nil(out: &mut Vec<u8>) {
@@ -149,7 +149,7 @@ pub fn write_nil(out: &mut Vec<u8>) {
 /// Appends an array header, `*<len>\r\n`; the caller then appends `len` elements.
 ///
 /// ```
-/// use shardloop::resp::{write_array_len, write_bulk};
+/// use kv_server::resp::{write_array_len, write_bulk};
 /// let mut out = Vec::new();
 /// write_array_len(&mut out, 1);
 /// write_bulk(&mut out, b"x");
@@ -165,7 +165,7 @@ pub fn write_array_len(out: &mut Vec<u8>, len: usize) {
 ///
 /// ```
 /// let mut out = Vec::new();
-/// shardloop::resp::write_nil_array(&mut out);
+/// kv_server::resp::write_nil_array(&mut out);
 /// assert_eq!(out, b"*-1\r\n");
 /// ```
 pub fn write_nil_array(out: &mut Vec<u8>) {

@@ -9,7 +9,7 @@ use std::fmt;
 /// e.g. `Protocol error: invalid bulk length`.
 ///
 /// ```
-/// use shardloop::resp::{Limits, Parser, ProtocolError};
+/// use kv_server::resp::{Limits, Parser, ProtocolError};
 /// let err = Parser::new(Limits::default()).parse(b"*1\r\n$-5\r\n").unwrap_err();
 /// assert_eq!(err, ProtocolError::InvalidBulkLength);
 /// assert_eq!(err.to_resp(), b"-ERR Protocol error: invalid bulk length\r\n");

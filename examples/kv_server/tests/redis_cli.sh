@@ -6,14 +6,14 @@
 # commands, stops the server with SIGTERM (it must exit 0), and ends with a line
 # `redis-cli: N passed, M failed`. Exits non-zero when any check failed.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../../.."
 
 if ! command -v redis-cli >/dev/null; then
     apt-get update -qq && apt-get install -y -qq redis-tools >/dev/null
 fi
 
-cargo build --quiet --example kv_server
-bin="${CARGO_TARGET_DIR:-target}/debug/examples/kv_server"
+cargo build --quiet -p kv_server
+bin="${CARGO_TARGET_DIR:-target}/debug/kv_server"
 
 tmp=$(mktemp -d)
 pid=
