@@ -47,12 +47,12 @@ pub mod time;
 
 pub use current::{get_event_loop, get_running_loop, new_event_loop, run, set_event_loop, spawn};
 pub use error::{Error, Result};
-pub use event_loop::bounded::TrySubmitError;
 pub use event_loop::exception::{default_exception_handler, ExceptionContext};
-pub use event_loop::inbox::LoopHandle;
 pub use event_loop::ready::Handle;
 pub use event_loop::stats::LoopStats;
 pub use event_loop::timers::TimerHandle;
+pub use event_loop::LoopHandle;
+pub use event_loop::TrySubmitError;
 pub use event_loop::{EventLoop, LoopBuilder};
 pub use remote::Remote;
 pub use runtime::{

@@ -24,7 +24,8 @@ use signal_hook::low_level::{pipe, unregister};
 use signal_hook::SigId;
 
 use crate::current;
-use crate::event_loop::inbox::{LoopHandle, Shared};
+use crate::event_loop::inbox::Shared;
+use crate::event_loop::LoopHandle;
 use crate::io::reactor::{Direction, IoState, Reactor};
 use crate::{Error, EventLoop};
 

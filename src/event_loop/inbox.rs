@@ -1,4 +1,6 @@
-//! The threadsafe way into a loop: [`LoopHandle`], its inbox and its wakeup.
+//! A loop's inbox, both ends: what other threads send (`Shared::send`, used by
+//! `LoopHandle` and by task wakers on other threads) and the loop's drain of it into
+//! the ready queue.
 //!
 //! One inbox per loop (a mutex around a `Vec`: a sender pushes under the lock, the
 //! loop swaps the whole batch out under it, once per iteration) plus one
@@ -11,19 +13,15 @@
 //! inbox, every message that got in was taken out by the loop (and run or dropped),
 //! and every later send is refused. No message is ever stranded in between.
 
-use std::fmt;
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::thread::ThreadId;
 
 use super::bounded::Permits;
 use super::doorbell::Doorbell;
 use super::mailbox::Mailbox;
-use crate::current;
-use crate::remote::{self, Remote};
+use super::ready::Ready;
+use super::LoopInner;
 use crate::task::TaskRef;
-use crate::Error;
 
 /// What crosses threads into a loop.
 pub(crate) enum Msg {
@@ -117,111 +115,45 @@ impl Shared {
     }
 }
 
-/// Wraps a submitted factory as the callback that runs it as a task on its loop, and
-/// the `Remote` that gets its result.
-pub(crate) fn job<F, Fut, T>(factory: F) -> (Remote<T>, impl FnOnce() + Send + 'static)
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = T> + 'static,
-    T: Send + 'static,
-{
-    let (remote, completer) = remote::pair();
-    let job = move || {
-        let mut work = Box::pin(completer.complete_with(factory()));
-        // Most submitted work finishes at once: poll it here and spare it a task.
-        // Work that waits becomes a task, whose first poll registers its real waker.
-        if crate::task::poll_detached(work.as_mut()).is_pending() {
-            if let Ok(lp) = crate::get_running_loop() {
-                // The loop is running (we are one of its callbacks): it cannot be
-                // closed, so this only fails by a bug; dropping the work then
-                // reports Cancelled.
-                let _ = lp.create_task(work);
+/// The loop's end of the inbox.
+impl LoopInner {
+    /// Moves everything other threads sent into the ready queue, in one batch taken
+    /// under one lock.
+    #[inline]
+    pub(super) fn drain_inbox(&self) {
+        if !self.shared.doorbell.take_notified() {
+            return;
+        }
+        let mut batch = self.inbox_batch.take();
+        self.shared.take_batch(&mut batch);
+        let mut permits = 0;
+        {
+            let mut ready = self.ready.borrow_mut();
+            for msg in batch.drain(..) {
+                match msg {
+                    Msg::Call(f) => ready.push_back(Ready::Call(f)),
+                    Msg::Submit(f) => {
+                        permits += 1;
+                        ready.push_back(Ready::Call(f));
+                    }
+                    Msg::Wake(task) => ready.push_back(Ready::Task(task)),
+                    Msg::WakeMain => ready.push_back(Ready::Entry(self.main_marker.clone())),
+                    Msg::Stop => self.stopping.set(true),
+                }
             }
         }
-    };
-    (remote, job)
-}
-
-/// A `Send + Sync + Clone` handle to a loop, for other threads (and other loops).
-///
-/// ```
-/// let lp = shardloop::new_event_loop()?;
-/// let handle = lp.handle();
-/// let worker = std::thread::spawn(move || {
-///     let answer = handle.submit(|| async { 40 + 2 }).wait();
-///     handle.stop();
-///     answer
-/// });
-/// lp.run_forever()?;
-/// assert_eq!(worker.join().unwrap()?, 42);
-/// # Ok::<(), shardloop::Error>(())
-/// ```
-#[derive(Clone)]
-pub struct LoopHandle {
-    pub(crate) shared: Arc<Shared>,
-}
-
-impl LoopHandle {
-    /// Schedules `f` to run on the loop, from any thread. Wakes the loop if it sleeps.
-    ///
-    /// Returns `Err(Error::Closed)` if the loop is closed: the callback is then
-    /// dropped, never silently kept.
-    pub fn call_soon_threadsafe<F: FnOnce() + Send + 'static>(&self, f: F) -> Result<(), Error> {
-        if let Some(lp) = current::local_loop_for(&self.shared) {
-            return lp.call_soon(f).map(drop);
+        self.inbox_batch.replace(batch);
+        if permits > 0 {
+            self.return_permits(permits);
         }
-        self.shared
-            .send(Msg::Call(Box::new(f)))
-            .map_err(|_| Error::Closed)
     }
 
-    /// Runs the future made by `factory` as a task on the loop and returns its
-    /// result as a [`Remote`]: await it from another loop, or `wait()` for it from a
-    /// blocking thread. The factory is `Send`; the future it makes need not be.
-    ///
-    /// Submitting to a closed loop resolves to `Err(Error::Closed)`. If the loop has a
-    /// bounded inbox ([`LoopBuilder::inbox_capacity`](crate::LoopBuilder::inbox_capacity))
-    /// that is full, a plain thread blocks until there is room, and a thread running
-    /// another loop does not block: the returned `Remote` resolves to
-    /// `Err(Error::Full)` (a loop that wants to wait for room awaits
-    /// [`submit_async`](Self::submit_async); see also [`try_submit`](Self::try_submit)).
-    pub fn submit<F, Fut, T>(&self, factory: F) -> Remote<T>
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = T> + 'static,
-        T: Send + 'static,
-    {
-        let (remote, job) = job(factory);
-        self.send_job(job, remote.state());
-        remote
-    }
-
-    /// Stops the loop after its current iteration, from any thread; wakes it if it
-    /// sleeps. Stopping a loop that is not running makes its next run do one
-    /// iteration and return.
-    pub fn stop(&self) {
-        if let Some(lp) = current::local_loop_for(&self.shared) {
-            return lp.stop();
+    /// Mail that happened-before a call on the loop's thread runs before it
+    /// (asyncio's one ready deque): one atomic load when there is none.
+    #[inline]
+    pub(super) fn drain_inbox_first(&self) {
+        if self.shared.doorbell.has_news() {
+            self.drain_inbox();
         }
-        let _ = self.shared.send(Msg::Stop);
-    }
-
-    /// Whether the loop is closed.
-    pub fn is_closed(&self) -> bool {
-        self.shared.closed.load(Ordering::Acquire)
-    }
-
-    /// The loop's name.
-    pub fn name(&self) -> &str {
-        &self.shared.name
-    }
-}
-
-impl fmt::Debug for LoopHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoopHandle")
-            .field("name", &self.shared.name)
-            .field("closed", &self.is_closed())
-            .finish()
     }
 }
