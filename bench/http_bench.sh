@@ -4,7 +4,7 @@
 # handler and settings on tokio's multi-thread runtime, 2 workers).
 #
 # Both servers run side by side on 127.0.0.1; `wrk -t1 -c64 -d10s` hits one, then
-# the other, for ROUNDS rounds; the medians of requests/s and their ratio
+# the other, for ROUNDS rounds, alternating which goes first; the medians of requests/s and their ratio
 # (shardloop / tokio) are printed, with every round, as a Markdown table.
 #
 # Env: DURATION (wrk -d, default 10s), ROUNDS (default 3), CONNS (wrk -c, default
@@ -86,10 +86,13 @@ wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$SL_PORT$URL_PATH" >/dev/null
 wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$TK_PORT$URL_PATH" >/dev/null
 
 SL=(); TK=(); SL_CPU=(); TK_CPU=(); SL_CS=(); TK_CS=()
+run_sl() { read -r rps cpu cs < <(run "$SL_PORT" "$SL_PID"); SL+=("$rps"); SL_CPU+=("$cpu"); SL_CS+=("$cs"); }
+run_tk() { read -r rps cpu cs < <(run "$TK_PORT" "$TK_PID"); TK+=("$rps"); TK_CPU+=("$cpu"); TK_CS+=("$cs"); }
+# Which server goes first alternates round by round, so that drift on a shared
+# machine (a neighbour, thermal state, page cache) falls on both alike.
 for round in $(seq "$ROUNDS"); do
-  read -r rps cpu cs < <(run "$SL_PORT" "$SL_PID"); SL+=("$rps"); SL_CPU+=("$cpu"); SL_CS+=("$cs")
-  read -r rps cpu cs < <(run "$TK_PORT" "$TK_PID"); TK+=("$rps"); TK_CPU+=("$cpu"); TK_CS+=("$cs")
-  echo "round $round: shardloop ${SL[-1]} req/s, tokio ${TK[-1]} req/s" >&2
+  if (( round % 2 )); then run_sl; run_tk; first=shardloop; else run_tk; run_sl; first=tokio; fi
+  echo "round $round ($first first): shardloop ${SL[-1]} req/s, tokio ${TK[-1]} req/s" >&2
 done
 
 SL_MED=$(median "${SL[@]}")

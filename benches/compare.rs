@@ -65,7 +65,7 @@ const WORKLOADS: &[Workload] = &[
         base_n: 1e6,
         ours: sl_batch,
         peers: &[
-            ("tokio spawn_local", tokio_spawn_local),
+            ("tokio spawn_local (tasks vs callbacks)", tokio_spawn_local),
             ("VecDeque<Box<dyn FnOnce>>", vecdeque_batch),
         ],
     },
@@ -74,7 +74,10 @@ const WORKLOADS: &[Workload] = &[
         title: "chained call_soon",
         base_n: 1e6,
         ours: sl_chain,
-        peers: &[("tokio chained spawn_local", tokio_chain)],
+        peers: &[(
+            "tokio chained spawn_local (tasks vs callbacks)",
+            tokio_chain,
+        )],
     },
     Workload {
         key: "tasks",
@@ -92,7 +95,7 @@ const WORKLOADS: &[Workload] = &[
         base_n: 1e6,
         ours: sl_threadsafe,
         peers: &[
-            ("tokio Handle::spawn", tokio_threadsafe),
+            ("tokio Handle::spawn (tasks vs callbacks)", tokio_threadsafe),
             ("flume Box<dyn FnOnce+Send>", flume_threadsafe),
         ],
     },
@@ -102,7 +105,10 @@ const WORKLOADS: &[Workload] = &[
         base_n: 1e6,
         ours: sl_threadsafe_8,
         peers: &[
-            ("tokio Handle::spawn", tokio_threadsafe_8),
+            (
+                "tokio Handle::spawn (tasks vs callbacks)",
+                tokio_threadsafe_8,
+            ),
             ("flume Box<dyn FnOnce+Send>", flume_threadsafe_8),
         ],
     },
@@ -119,7 +125,7 @@ const WORKLOADS: &[Workload] = &[
         base_n: 2e5,
         ours: sl_timers,
         peers: &[
-            ("tokio spawn_local + sleep + abort", tokio_timers),
+            ("tokio sleep tasks (tasks vs callbacks)", tokio_timers),
             ("tokio-util DelayQueue", delay_queue_timers),
         ],
     },
@@ -144,7 +150,7 @@ const MEM_CASES: &[(&str, &str, &str, &str, &str)] = &[
         "mem_timers",
         "pending call_later (MB)",
         "sl_timers",
-        "tokio sleep",
+        "tokio sleep futures (vs callbacks)",
         "tokio_sleep",
     ),
     (

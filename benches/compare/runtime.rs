@@ -59,7 +59,7 @@ pub const WORKLOADS: &[RuntimeWorkload] = &[
         "round trips, shards spin 50 us before parking",
         1e5,
         sl_round_trip_submit_spinning,
-        &[("tokio 2 rt: mpsc ping-pong", tokio_ping_pong)],
+        &[("tokio 2 rt: mpsc ping-pong (parks)", tokio_ping_pong)],
     ),
     (
         "rt_blocking_submit",
