@@ -1,10 +1,18 @@
-//! A Redis-protocol (RESP2) key-value server with one event loop per core.
+//! A Redis-protocol (RESP2 and RESP3) key-value server with one event loop per core:
+//! strings, lists, hashes, sets and sorted sets.
 //!
 //! The keyspace is partitioned by `shard_for(key)`: each shard owns its own
 //! [`Store`] in a thread-local. A connection is served by the shard that accepted it;
 //! a command for a key another shard owns is sent there with `submit_to` and the reply
 //! awaited. Pipelined commands are parsed together, the remote ones grouped into one
-//! submit per target shard, and the replies written back in order.
+//! submit per target shard, and the replies written back in order, in the protocol
+//! the connection chose with `HELLO`. Each connection has a [`Session`] (protocol,
+//! name, id) that answers `HELLO`, `CLIENT`, `SELECT`, `QUIT` and `SHUTDOWN`.
+//!
+//! What is atomic: every command on one key (it runs whole on the key's shard, which
+//! runs one thing at a time). A command on keys of several shards is split into one
+//! part per shard, each atomic on its own: another client may see some parts done and
+//! others not.
 //!
 //! ```text
 //! cargo run --release -p kv_server -- --port 6379 --shards 4 --placement dispatch
@@ -23,15 +31,15 @@
 
 use std::cell::{Cell, RefCell};
 use std::io::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::{AsyncReadExt, AsyncWriteExt};
-use kv_server::kv::{Command, Info, Merge, Route, Store};
-use kv_server::resp::{Decoder, Limits, Reply};
+use kv_server::kv::{After, Command, Info, Merge, Route, Session, Store};
+use kv_server::resp::{Decoder, Limits, Protocol, Reply};
 use shardloop::net::{Dispatcher, Placement, TcpListener, TcpStream};
-use shardloop::{current_shard, Runtime, Task};
+use shardloop::{current_shard, LoopHandle, Runtime, Task};
 
 thread_local! {
     /// This shard's part of the keyspace.
@@ -44,6 +52,10 @@ thread_local! {
 
 /// Connected clients, all shards (for INFO).
 static CLIENTS: AtomicUsize = AtomicUsize::new(0);
+/// The last `CLIENT ID` given out.
+static CLIENT_IDS: AtomicU64 = AtomicU64::new(0);
+/// The main thread's loop, which waits for a signal (or `SHUTDOWN`) to stop.
+static MAIN_LOOP: OnceLock<LoopHandle> = OnceLock::new();
 
 struct Args {
     port: u16,
@@ -123,9 +135,12 @@ struct Batch<'a> {
     me: usize,
     /// One clock reading for the whole read (for expiry checks and TTLs).
     now: Instant,
+    /// The connection's protocol and name (`HELLO` may change them mid-pipeline).
+    session: &'a mut Session,
     out: &'a mut Vec<u8>,
-    /// The connection's, empty between reads: kept so that its room is too.
-    slots: &'a mut Vec<Slot>,
+    /// The connection's, empty between reads: kept so that its room is too. Each
+    /// reply is written in the protocol in force when its request was read.
+    slots: &'a mut Vec<(Slot, Protocol)>,
     /// Commands for other shards, indexed by shard (empty until the first one).
     groups: Vec<Vec<Command>>,
 }
@@ -138,14 +153,16 @@ impl<'a> Batch<'a> {
     fn new(
         rt: &'a Arc<Runtime>,
         me: usize,
+        session: &'a mut Session,
         out: &'a mut Vec<u8>,
-        slots: &'a mut Vec<Slot>,
+        slots: &'a mut Vec<(Slot, Protocol)>,
     ) -> Self {
         debug_assert!(out.is_empty() && slots.is_empty());
         Batch {
             rt,
             me,
             now: Instant::now(),
+            session,
             out,
             slots,
             groups: Vec::new(),
@@ -159,21 +176,23 @@ impl<'a> Batch<'a> {
 
     /// A reply made here, in order after those before it.
     fn answer(&mut self, reply: Reply) {
+        let proto = self.session.protocol();
         if self.slots.is_empty() {
-            reply.encode(self.out);
+            reply.encode_as(self.out, proto);
         } else {
-            self.slots.push(Slot::Ready(reply));
+            self.slots.push((Slot::Ready(reply), proto));
         }
     }
 
     /// Runs a command whose keys (if any) this shard owns.
     fn run_here(&mut self, cmd: Command) {
+        let proto = self.session.protocol();
         if self.slots.is_empty() {
             let (now, out) = (self.now, &mut *self.out);
-            STORE.with(|s| s.borrow_mut().execute_into(cmd, now, out));
+            STORE.with(|s| s.borrow_mut().execute_into(cmd, now, proto, out));
         } else {
             let reply = execute_here(cmd, self.now);
-            self.slots.push(Slot::Ready(reply));
+            self.slots.push((Slot::Ready(reply), proto));
         }
     }
 
@@ -196,7 +215,8 @@ impl<'a> Batch<'a> {
         }
     }
 
-    /// Adds a request; returns whether it was QUIT.
+    /// Adds a request; returns whether the connection ends after it (`QUIT`,
+    /// `SHUTDOWN`).
     fn add(&mut self, args: Vec<Vec<u8>>) -> bool {
         let cmd = match Command::parse(args) {
             Ok(cmd) => cmd,
@@ -205,9 +225,24 @@ impl<'a> Batch<'a> {
                 return false;
             }
         };
-        if cmd.is_quit() {
-            self.answer(Reply::ok());
-            return true;
+        if cmd.is_connection() {
+            let (reply, after) = self.session.execute(cmd);
+            match after {
+                After::Continue => self.answer(reply),
+                After::Close => {
+                    self.answer(reply);
+                    return true;
+                }
+                After::Shutdown => {
+                    // The main thread's loop waits for SIGINT / SIGTERM; stopping it
+                    // starts the same graceful stop a signal does.
+                    if let Some(main) = MAIN_LOOP.get() {
+                        main.stop();
+                    }
+                    return true;
+                }
+            }
+            return false;
         }
         let rt = self.rt;
         let slot = match cmd.route(rt.len(), |key| rt.shard_for(key)) {
@@ -226,7 +261,7 @@ impl<'a> Batch<'a> {
             }
             Route::Info(sections) => Slot::Info(sections),
         };
-        self.slots.push(slot);
+        self.slots.push((slot, self.session.protocol()));
         false
     }
 
@@ -262,8 +297,10 @@ impl<'a> Batch<'a> {
                 },
             });
         }
-        for slot in self.slots.drain(..) {
-            resolve(slot, &mut remote, self.rt).await.encode(self.out);
+        for (slot, proto) in self.slots.drain(..) {
+            resolve(slot, &mut remote, self.rt)
+                .await
+                .encode_as(self.out, proto);
         }
     }
 }
@@ -316,10 +353,11 @@ async fn serve(mut stream: TcpStream, rt: Arc<Runtime>) {
     let _ = stream.set_nodelay(true);
     let me = current_shard().expect("connections are served on shards");
     let mut decoder = Decoder::new(Limits::default());
+    let mut session = Session::new(CLIENT_IDS.fetch_add(1, Ordering::Relaxed) + 1);
     let mut out = Vec::with_capacity(16 * 1024);
     let mut slots = Vec::new();
     'conn: loop {
-        let mut batch = Batch::new(&rt, me, &mut out, &mut slots);
+        let mut batch = Batch::new(&rt, me, &mut session, &mut out, &mut slots);
         let mut quit = false;
         let mut broken = None;
         loop {
@@ -475,6 +513,9 @@ fn main() {
             .build()
             .expect("start the shards"),
     );
+    // Before any client can connect: SHUTDOWN stops this loop.
+    let lp = shardloop::get_event_loop().expect("the main thread's loop");
+    let _ = MAIN_LOOP.set(lp.handle());
     let port = match start(&rt, args.port, args.placement) {
         Ok(port) => port,
         Err(e) => {
@@ -495,13 +536,12 @@ fn main() {
     );
 
     // The main thread's loop waits for SIGINT / SIGTERM.
-    let lp = shardloop::get_event_loop().expect("the main thread's loop");
     for sig in [libc::SIGINT, libc::SIGTERM] {
         let stopper = lp.clone();
         lp.add_signal_handler(sig, move || stopper.stop())
             .expect("install the signal handlers");
     }
     lp.run_forever().expect("wait for a signal");
-    eprintln!("kv_server: signal received, stopping");
+    eprintln!("kv_server: signal or SHUTDOWN received, stopping");
     stop(&rt, args.grace);
 }

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use kv_server::kv::{Command, Info, Route, Store};
-use kv_server::resp::{Decoder, Limits, Reply};
+use kv_server::kv::{After, Command, Info, Route, Session, Store};
+use kv_server::resp::{Decoder, Limits, Protocol, Reply};
 use proptest::prelude::*;
 
 /// Serves a byte stream the way `kv_server` does, on one store at time `now`: every
@@ -238,7 +238,7 @@ fn reply_shapes_match_redis() {
         ("DBSIZE", ":3\r\n"),
         ("FLUSHALL", "+OK\r\n"),
         ("FLUSHALL ASYNC", "+OK\r\n"),
-        ("COMMAND COUNT", ":23\r\n"),
+        ("COMMAND COUNT", ":71\r\n"),
         ("COMMAND DOCS", "*0\r\n"),
         ("COMMAND DOCS get", "*0\r\n"),
         (
@@ -292,7 +292,7 @@ fn command_lists_every_command_redis_cli_can_read() {
     ) else {
         panic!("COMMAND is an array");
     };
-    assert_eq!(entries.len(), 23);
+    assert_eq!(entries.len(), 71);
     for entry in entries {
         // redis-cli (before 7) reads name, arity, flags, first key as these types.
         let Reply::Array(fields) = entry else {
@@ -698,12 +698,434 @@ fn merging_passes_a_shard_error_through() {
 fn execute_into_writes_what_execute_replies() {
     let now = Instant::now();
     let (mut a, mut b) = (Store::new(), Store::new());
-    let script = "SET k v EX 10\nGET k\nGET nope\nMGET k nope k\nINCR n\nTTL k\nDEL k\nMGET k";
-    for line in script.lines() {
-        let args: Vec<Vec<u8>> = line.split(' ').map(|s| s.as_bytes().to_vec()).collect();
-        let cmd = Command::parse(args).unwrap();
-        let mut direct = Vec::new();
-        a.execute_into(cmd.clone(), now, &mut direct);
-        assert_eq!(direct, b.execute(cmd, now).to_bytes(), "{line}");
+    let script = "SET k v EX 10\nGET k\nGET nope\nMGET k nope k\nINCR n\nTTL k\nDEL k\nMGET k\n\
+                  LPUSH l a\nGET l\nMGET l k\nHSET h f 1\nHGETALL h\nZADD z 1.5 m\nZSCORE z m";
+    for proto in [Protocol::Resp2, Protocol::Resp3] {
+        for line in script.lines() {
+            let args: Vec<Vec<u8>> = line.split(' ').map(|s| s.as_bytes().to_vec()).collect();
+            let cmd = Command::parse(args).unwrap();
+            let mut direct = Vec::new();
+            a.execute_into(cmd.clone(), now, proto, &mut direct);
+            let mut via_reply = Vec::new();
+            b.execute(cmd, now).encode_as(&mut via_reply, proto);
+            assert_eq!(direct, via_reply, "{line} ({proto:?})");
+        }
     }
+}
+
+/// Like `transcript`, with each reply written in `proto`.
+fn transcript_in(store: &mut Store, lines: &str, proto: Protocol) -> String {
+    let now = Instant::now();
+    let mut out = Vec::new();
+    for line in lines.lines() {
+        let args: Vec<Vec<u8>> = line
+            .split_whitespace()
+            .map(|a| a.as_bytes().to_vec())
+            .collect();
+        let reply = match Command::parse(args) {
+            Ok(cmd) => store.execute(cmd, now),
+            Err(reply) => reply,
+        };
+        reply.encode_as(&mut out, proto);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn strings_beyond_get_and_set_answer_as_redis() {
+    let cases: &[(&str, &str)] = &[
+        ("APPEND s xyz", ":6\r\n"),
+        ("APPEND new xyz", ":3\r\n"),
+        ("STRLEN s", ":3\r\n"),
+        ("STRLEN missing", ":0\r\n"),
+        ("SETNX s other", ":0\r\n"),
+        ("SETNX new v", ":1\r\n"),
+        ("GETDEL s", "$3\r\nabc\r\n"),
+        ("GETDEL missing", "$-1\r\n"),
+        ("GETEX s", "$3\r\nabc\r\n"),
+        ("GETEX s EX 10", "$3\r\nabc\r\n"),
+        ("GETEX s PERSIST", "$3\r\nabc\r\n"),
+        (
+            "GETEX s EX 0",
+            "-ERR invalid expire time in 'getex' command\r\n",
+        ),
+        ("GETEX s FOO 1", "-ERR syntax error\r\n"),
+        ("SET s new GET", "$3\r\nabc\r\n"),
+        ("SET missing new GET", "$-1\r\n"),
+        ("SET s new NX GET", "$3\r\nabc\r\n"),
+        (
+            "SET l new GET",
+            "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+        ),
+        ("SET s v EX 1 EX 2", "+OK\r\n"),
+        ("SET s v EX 1 PX 2", "-ERR syntax error\r\n"),
+        ("SET s v EXAT 99999999999", "+OK\r\n"),
+        (
+            "SET s v PXAT 0",
+            "-ERR invalid expire time in 'set' command\r\n",
+        ),
+        (
+            "GET l",
+            "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+        ),
+        (
+            "INCR l",
+            "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+        ),
+        (
+            "APPEND l x",
+            "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+        ),
+        ("MGET s l missing", "*3\r\n$3\r\nabc\r\n$-1\r\n$-1\r\n"),
+        ("SET l now-a-string", "+OK\r\n"),
+        ("TYPE s", "+string\r\n"),
+        ("TYPE l", "+list\r\n"),
+        ("TYPE missing", "+none\r\n"),
+        ("PERSIST s", ":0\r\n"),
+        ("PERSIST t", ":1\r\n"),
+        ("PEXPIRE s 5000", ":1\r\n"),
+        ("EXPIREAT s 99999999999", ":1\r\n"),
+        ("PEXPIREAT s 1", ":1\r\n"),
+        ("UNLINK s l missing", ":2\r\n"),
+    ];
+    assert_replies("SET s abc\nRPUSH l a\nSET t v EX 100", cases);
+}
+
+#[test]
+fn lists_answer_as_redis() {
+    let cases: &[(&str, &str)] = &[
+        ("LPUSH l x y", ":5\r\n"),
+        ("RPUSH l x", ":4\r\n"),
+        ("LRANGE l 0 -1", "*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n"),
+        ("LRANGE l -2 100", "*2\r\n$1\r\nb\r\n$1\r\nc\r\n"),
+        ("LRANGE l 5 10", "*0\r\n"),
+        ("LRANGE missing 0 -1", "*0\r\n"),
+        ("LPOP l", "$1\r\na\r\n"),
+        ("RPOP l", "$1\r\nc\r\n"),
+        ("LPOP l 2", "*2\r\n$1\r\na\r\n$1\r\nb\r\n"),
+        ("LPOP l 0", "*0\r\n"),
+        (
+            "LPOP l -1",
+            "-ERR value is out of range, must be positive\r\n",
+        ),
+        ("LPOP missing", "$-1\r\n"),
+        ("LPOP missing 2", "*-1\r\n"),
+        ("LLEN l", ":3\r\n"),
+        ("LLEN missing", ":0\r\n"),
+        ("LINDEX l 1", "$1\r\nb\r\n"),
+        ("LINDEX l -1", "$1\r\nc\r\n"),
+        ("LINDEX l 3", "$-1\r\n"),
+        (
+            "LINDEX l x",
+            "-ERR value is not an integer or out of range\r\n",
+        ),
+        (
+            "LPUSH s x",
+            "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+        ),
+        (
+            "LPUSH l",
+            "-ERR wrong number of arguments for 'lpush' command\r\n",
+        ),
+    ];
+    assert_replies("RPUSH l a b c\nSET s v", cases);
+    // A list that becomes empty is deleted.
+    let mut store = Store::new();
+    assert_eq!(
+        transcript(
+            &mut store,
+            "RPUSH l a\nRPOP l\nEXISTS l\nTYPE l",
+            Instant::now()
+        ),
+        ":1\r\n$1\r\na\r\n:0\r\n+none\r\n"
+    );
+}
+
+#[test]
+fn hashes_answer_as_redis() {
+    let cases: &[(&str, &str)] = &[
+        ("HSET h f 2 g 3", ":1\r\n"),
+        (
+            "HSET h f",
+            "-ERR wrong number of arguments for 'hset' command\r\n",
+        ),
+        ("HMSET h a b", "+OK\r\n"),
+        ("HGET h f", "$1\r\n1\r\n"),
+        ("HGET h nope", "$-1\r\n"),
+        ("HGET missing f", "$-1\r\n"),
+        ("HMGET h f nope", "*2\r\n$1\r\n1\r\n$-1\r\n"),
+        ("HDEL h f nope", ":1\r\n"),
+        ("HGETALL h", "*2\r\n$1\r\nf\r\n$1\r\n1\r\n"),
+        ("HGETALL missing", "*0\r\n"),
+        ("HKEYS h", "*1\r\n$1\r\nf\r\n"),
+        ("HVALS h", "*1\r\n$1\r\n1\r\n"),
+        ("HLEN h", ":1\r\n"),
+        ("HEXISTS h f", ":1\r\n"),
+        ("HEXISTS h g", ":0\r\n"),
+        ("HINCRBY h f 41", ":42\r\n"),
+        ("HINCRBY h new -1", ":-1\r\n"),
+        ("HINCRBY t s 1", "-ERR hash value is not an integer\r\n"),
+        (
+            "HINCRBY h f x",
+            "-ERR value is not an integer or out of range\r\n",
+        ),
+        ("HINCRBY missing f 1", ":1\r\n"),
+        (
+            "HGET s f",
+            "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+        ),
+    ];
+    assert_replies("HSET h f 1\nSET s v\nHSET t s text", cases);
+}
+
+#[test]
+fn sets_answer_as_redis() {
+    let cases: &[(&str, &str)] = &[
+        ("SADD s a d", ":1\r\n"),
+        ("SREM s a nope", ":1\r\n"),
+        ("SREM missing a", ":0\r\n"),
+        ("SCARD s", ":3\r\n"),
+        ("SCARD missing", ":0\r\n"),
+        ("SISMEMBER s b", ":1\r\n"),
+        ("SISMEMBER s z", ":0\r\n"),
+        ("SMEMBERS missing", "*0\r\n"),
+        ("SPOP missing", "$-1\r\n"),
+        ("SPOP missing 3", "*0\r\n"),
+        (
+            "SPOP s -1",
+            "-ERR value is out of range, must be positive\r\n",
+        ),
+        ("SPOP s 1 2", "-ERR syntax error\r\n"),
+        (
+            "SADD str a",
+            "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+        ),
+    ];
+    assert_replies("SADD s a b c\nSET str v", cases);
+    // Whatever SPOP takes was a member, and goes; popping everything deletes the key.
+    let mut store = Store::new();
+    let now = Instant::now();
+    transcript(&mut store, "SADD s a b c", now);
+    let popped = transcript(&mut store, "SPOP s 5", now);
+    for member in ["a", "b", "c"] {
+        assert!(popped.contains(&format!("$1\r\n{member}\r\n")), "{popped}");
+    }
+    assert_eq!(transcript(&mut store, "EXISTS s", now), ":0\r\n");
+}
+
+#[test]
+fn sorted_sets_answer_as_redis() {
+    let cases: &[(&str, &str)] = &[
+        ("ZADD z 3 c", ":1\r\n"),
+        ("ZADD z 5 a", ":0\r\n"),
+        ("ZADD z CH 5 a 4 d", ":2\r\n"),
+        ("ZADD z NX 9 a", ":0\r\n"),
+        ("ZADD z XX 9 new", ":0\r\n"),
+        ("ZADD z GT 0 a", ":0\r\n"),
+        ("ZADD z INCR 2 a", "$3\r\n3.5\r\n"),
+        ("ZADD z NX INCR 2 a", "$-1\r\n"),
+        (
+            "ZADD z INCR 1 a 2 b",
+            "-ERR INCR option supports a single increment-element pair\r\n",
+        ),
+        (
+            "ZADD z NX XX 1 a",
+            "-ERR XX and NX options at the same time are not compatible\r\n",
+        ),
+        (
+            "ZADD z GT LT 1 a",
+            "-ERR GT, LT, and/or NX options at the same time are not compatible\r\n",
+        ),
+        ("ZADD z x a", "-ERR value is not a valid float\r\n"),
+        (
+            "ZADD z 1",
+            "-ERR wrong number of arguments for 'zadd' command\r\n",
+        ),
+        ("ZADD z 1 a 2", "-ERR syntax error\r\n"),
+        ("ZINCRBY z 1 b", "$1\r\n3\r\n"),
+        ("ZSCORE z a", "$3\r\n1.5\r\n"),
+        ("ZSCORE z nope", "$-1\r\n"),
+        ("ZCARD z", ":2\r\n"),
+        ("ZRANGE z 0 -1", "*2\r\n$1\r\na\r\n$1\r\nb\r\n"),
+        (
+            "ZRANGE z 0 -1 WITHSCORES",
+            "*4\r\n$1\r\na\r\n$3\r\n1.5\r\n$1\r\nb\r\n$1\r\n2\r\n",
+        ),
+        ("ZRANGE z 0 0 REV", "*1\r\n$1\r\nb\r\n"),
+        ("ZRANGE z 0 -1 BYSCORE", "-ERR syntax error\r\n"),
+        ("ZPOPMIN z", "*2\r\n$1\r\na\r\n$3\r\n1.5\r\n"),
+        (
+            "ZPOPMIN z 5",
+            "*4\r\n$1\r\na\r\n$3\r\n1.5\r\n$1\r\nb\r\n$1\r\n2\r\n",
+        ),
+        ("ZPOPMAX z", "*2\r\n$1\r\nb\r\n$1\r\n2\r\n"),
+        ("ZPOPMIN missing", "*0\r\n"),
+        ("ZREM z a nope", ":1\r\n"),
+        ("ZADD z inf top", ":1\r\n"),
+        (
+            "ZADD s 1 a",
+            "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+        ),
+    ];
+    assert_replies("ZADD z 1.5 a 2 b\nSET s v", cases);
+}
+
+#[test]
+fn keys_and_scan_walk_every_key_once() {
+    let mut store = Store::new();
+    let now = Instant::now();
+    let setup: String = (0..50).map(|i| format!("SET key:{i} v\n")).collect();
+    transcript(&mut store, &setup, now);
+    transcript(&mut store, "RPUSH list:1 a\nSET other v", now);
+    let keys = transcript(&mut store, "KEYS key:*", now);
+    assert!(keys.starts_with("*50\r\n"), "{keys}");
+    assert!(transcript(&mut store, "KEYS *", now).starts_with("*52\r\n"));
+    assert_eq!(
+        transcript(&mut store, "KEYS list:?", now),
+        "*1\r\n$6\r\nlist:1\r\n"
+    );
+    // A full SCAN walk with a small COUNT sees every key exactly once here (no key
+    // moves while nothing is deleted), and TYPE filters.
+    let mut seen = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let reply = store.execute(
+            Command::parse(
+                format!("SCAN {cursor} MATCH key:* COUNT 7")
+                    .split(' ')
+                    .map(|a| a.as_bytes().to_vec())
+                    .collect(),
+            )
+            .unwrap(),
+            now,
+        );
+        let Reply::Array(parts) = reply else { panic!() };
+        let Reply::Bulk(next) = &parts[0] else {
+            panic!()
+        };
+        let Reply::Array(keys) = &parts[1] else {
+            panic!()
+        };
+        seen.extend(keys.iter().cloned());
+        cursor = String::from_utf8_lossy(next).parse().unwrap();
+        if cursor == 0 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 50);
+    assert_eq!(
+        transcript(&mut store, "SCAN 0 COUNT 1000 TYPE list", now),
+        "*2\r\n$1\r\n0\r\n*1\r\n$6\r\nlist:1\r\n"
+    );
+    assert_eq!(
+        transcript(&mut store, "SCAN x", now),
+        "-ERR invalid cursor\r\n"
+    );
+}
+
+#[test]
+fn resp3_replies_take_resp3_shapes() {
+    let mut store = Store::new();
+    let setup = "HSET h f v\nSADD s m\nZADD z 1.5 a 2 b\nSET k v";
+    transcript_in(&mut store, setup, Protocol::Resp3);
+    let cases: &[(&str, &str, &str)] = &[
+        ("GET missing", "_\r\n", "$-1\r\n"),
+        ("LPOP missing 2", "_\r\n", "*-1\r\n"),
+        (
+            "HGETALL h",
+            "%1\r\n$1\r\nf\r\n$1\r\nv\r\n",
+            "*2\r\n$1\r\nf\r\n$1\r\nv\r\n",
+        ),
+        ("SMEMBERS s", "~1\r\n$1\r\nm\r\n", "*1\r\n$1\r\nm\r\n"),
+        ("ZSCORE z a", ",1.5\r\n", "$3\r\n1.5\r\n"),
+        (
+            "ZRANGE z 0 -1 WITHSCORES",
+            "*2\r\n*2\r\n$1\r\na\r\n,1.5\r\n*2\r\n$1\r\nb\r\n,2\r\n",
+            "*4\r\n$1\r\na\r\n$3\r\n1.5\r\n$1\r\nb\r\n$1\r\n2\r\n",
+        ),
+        (
+            "CONFIG GET appendonly",
+            "%1\r\n$10\r\nappendonly\r\n$2\r\nno\r\n",
+            "*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n",
+        ),
+        ("COMMAND DOCS", "%0\r\n", "*0\r\n"),
+    ];
+    for (command, resp3, resp2) in cases {
+        assert_eq!(
+            transcript_in(&mut store, command, Protocol::Resp3),
+            *resp3,
+            "{command} in RESP3"
+        );
+        assert_eq!(
+            transcript_in(&mut store, command, Protocol::Resp2),
+            *resp2,
+            "{command} in RESP2"
+        );
+    }
+}
+
+#[test]
+fn hello_and_client_keep_the_connection_state() {
+    let args = |s: &str| {
+        s.split(' ')
+            .map(|a| a.as_bytes().to_vec())
+            .collect::<Vec<_>>()
+    };
+    let mut session = Session::new(42);
+    let run = |session: &mut Session, s: &str| match Command::parse(args(s)) {
+        Ok(cmd) => session.execute(cmd),
+        Err(reply) => (reply, After::Continue),
+    };
+    let (hello, _) = run(&mut session, "HELLO 3 AUTH default anything SETNAME app");
+    let Reply::Map(fields) = hello else {
+        panic!("HELLO answers a map")
+    };
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| *k == Reply::Bulk(name.as_bytes().to_vec()))
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(field("proto"), Some(Reply::Integer(3)));
+    assert_eq!(field("id"), Some(Reply::Integer(42)));
+    assert_eq!(session.protocol(), Protocol::Resp3);
+    assert_eq!(
+        run(&mut session, "CLIENT GETNAME").0,
+        Reply::Bulk(b"app".to_vec())
+    );
+    assert_eq!(run(&mut session, "CLIENT ID").0, Reply::Integer(42));
+    assert_eq!(run(&mut session, "CLIENT SETNAME other").0, Reply::ok());
+    assert_eq!(
+        run(&mut session, "CLIENT GETNAME").0,
+        Reply::Bulk(b"other".to_vec())
+    );
+    assert_eq!(
+        run(&mut session, "CLIENT SETINFO LIB-NAME redis-py").0,
+        Reply::ok()
+    );
+    assert_eq!(
+        run(&mut session, "CLIENT SETINFO FOO x").0,
+        Reply::error("ERR Unrecognized option 'FOO'")
+    );
+    assert_eq!(
+        run(&mut session, "HELLO 4").0,
+        Reply::error("NOPROTO unsupported protocol version")
+    );
+    assert_eq!(
+        run(&mut session, "HELLO 3 AUTH alice pw").0,
+        Reply::error("WRONGPASS invalid username-password pair or user is disabled.")
+    );
+    assert_eq!(
+        session.protocol(),
+        Protocol::Resp3,
+        "a refused HELLO changes nothing"
+    );
+    let (_, _) = run(&mut session, "HELLO 2");
+    assert_eq!(session.protocol(), Protocol::Resp2);
+    assert_eq!(run(&mut session, "QUIT"), (Reply::ok(), After::Close));
+    assert_eq!(run(&mut session, "SHUTDOWN NOSAVE").1, After::Shutdown);
+    assert_eq!(
+        run(&mut session, "SHUTDOWN LATER").0,
+        Reply::error("ERR syntax error")
+    );
 }

@@ -2,6 +2,11 @@
 
 use std::time::Duration;
 
+use super::hashes::HashCommand;
+use super::lists::ListCommand;
+use super::session::{ClientCommand, Hello};
+use super::sets::SetCommand;
+use super::zsets::ZSetCommand;
 use crate::resp::{parse_integer, Reply};
 
 /// One parsed command. Everything a command needs is in it (it is `Send`), so it can
@@ -10,14 +15,15 @@ use crate::resp::{parse_integer, Reply};
 /// Build one with [`Command::parse`]; run it with
 /// [`Store::execute`](super::Store::execute); decide where with
 /// [`Command::route`](Command::route).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Command {
     /// `PING [message]`: `+PONG`, or the message as a bulk string.
     Ping(Option<Vec<u8>>),
     /// `ECHO message`.
     Echo(Vec<u8>),
-    /// `SET key value [EX seconds | PX milliseconds | KEEPTTL] [NX | XX]`.
+    /// `SET key value [EX seconds | PX milliseconds | EXAT | PXAT | KEEPTTL] [NX | XX]
+    /// [GET]`.
     Set {
         /// The key.
         key: Vec<u8>,
@@ -27,11 +33,39 @@ pub enum Command {
         ttl: SetTtl,
         /// Set only if the key does / does not exist.
         condition: Option<Condition>,
+        /// `GET`: reply the old value (nil if none) instead of `+OK`.
+        get: bool,
     },
+    /// `SETNX key value`: 1 if set, 0 if the key existed.
+    SetNx(Vec<u8>, Vec<u8>),
     /// `GET key`.
     Get(Vec<u8>),
-    /// `DEL key [key ...]`: how many existed.
+    /// `GETDEL key`: the value, and the key is gone.
+    GetDel(Vec<u8>),
+    /// `GETEX key [EX | PX | EXAT | PXAT | PERSIST]`: the value, with a new expiry.
+    GetEx(Vec<u8>, GetExTtl),
+    /// `APPEND key value`: the new length.
+    Append(Vec<u8>, Vec<u8>),
+    /// `STRLEN key`.
+    StrLen(Vec<u8>),
+    /// `DEL` / `UNLINK key [key ...]`: how many existed.
     Del(Vec<Vec<u8>>),
+    /// `TYPE key`: `string`, `list`, `hash`, `set`, `zset` or `none`.
+    Type(Vec<u8>),
+    /// `KEYS pattern`.
+    Keys(Vec<u8>),
+    /// `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]`.
+    Scan {
+        /// Where the walk is (0: start). On a sharded server [`Command::route`] turns
+        /// the client's cursor into one shard's position and back.
+        cursor: u64,
+        /// `MATCH`.
+        pattern: Option<Vec<u8>>,
+        /// `COUNT`: how many keys to look at (default 10).
+        count: usize,
+        /// `TYPE`.
+        type_name: Option<Vec<u8>>,
+    },
     /// `EXISTS key [key ...]`: how many exist (a key named twice counts twice).
     Exists(Vec<Vec<u8>>),
     /// `INCR`, `DECR`, `INCRBY`, `DECRBY`: add `by` to the integer at `key`.
@@ -45,15 +79,17 @@ pub enum Command {
     MGet(Vec<Vec<u8>>),
     /// `MSET key value [key value ...]`.
     MSet(Vec<(Vec<u8>, Vec<u8>)>),
-    /// `EXPIRE key seconds [NX | XX | GT | LT]`.
+    /// `EXPIRE` / `PEXPIRE` / `EXPIREAT` / `PEXPIREAT key time [NX | XX | GT | LT]`.
     Expire {
         /// The key.
         key: Vec<u8>,
-        /// Seconds from now; zero or less deletes the key.
-        seconds: i64,
+        /// The new deadline; one not in the future deletes the key.
+        at: Deadline,
         /// Conditions on the key's current expiry (`NX`, `XX`, `GT`, `LT`).
         condition: ExpireCondition,
     },
+    /// `PERSIST key`: 1 if a deadline was removed.
+    Persist(Vec<u8>),
     /// `TTL key`: seconds left, -1 without expiry, -2 when missing.
     Ttl(Vec<u8>),
     /// `PTTL key`: milliseconds left, -1 without expiry, -2 when missing.
@@ -68,18 +104,45 @@ pub enum Command {
     Command(CommandQuery),
     /// `CONFIG GET parameter [parameter ...]`, enough for `redis-benchmark` to start.
     ConfigGet(Vec<Vec<u8>>),
-    /// `CLIENT SETNAME` / `CLIENT SETINFO`: accepted and answered `+OK`; the server may
-    /// record the name.
-    ClientSet {
-        /// `NAME` for `SETNAME`, else the `SETINFO` attribute as sent.
-        attribute: Vec<u8>,
-        /// The value.
-        value: Vec<u8>,
-    },
+    /// A list command (`LPUSH`, `LRANGE`, ...).
+    Lists(ListCommand),
+    /// A hash command (`HSET`, `HGETALL`, ...).
+    Hashes(HashCommand),
+    /// A set command (`SADD`, `SPOP`, ...).
+    Sets(SetCommand),
+    /// A sorted-set command (`ZADD`, `ZRANGE`, ...).
+    SortedSets(ZSetCommand),
+    /// `HELLO [protover [AUTH username password] [SETNAME name]]`: a connection
+    /// command (see [`Session`](super::Session)).
+    Hello(Hello),
+    /// `CLIENT SETNAME | GETNAME | ID | SETINFO`: a connection command.
+    Client(ClientCommand),
     /// `SELECT 0` (the only database).
     Select,
+    /// `SHUTDOWN [NOSAVE | SAVE | NOW | FORCE]`: the server stops as on SIGTERM.
+    Shutdown,
     /// `QUIT`: `+OK`, then the server closes the connection.
     Quit,
+}
+
+/// An expiry deadline as a command states it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deadline {
+    /// This many milliseconds after the command runs (`EXPIRE`, `PEXPIRE`, `EX`, `PX`).
+    In(i64),
+    /// At this Unix time in milliseconds (`EXPIREAT`, `PEXPIREAT`, `EXAT`, `PXAT`).
+    AtUnixMillis(i64),
+}
+
+/// What `GETEX` does to the key's expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GetExTtl {
+    /// No option: leave it.
+    Keep,
+    /// `PERSIST`: remove it.
+    Persist,
+    /// `EX`, `PX`, `EXAT`, `PXAT`.
+    At(Deadline),
 }
 
 /// What `SET` does to the key's time to live.
@@ -89,6 +152,8 @@ pub enum SetTtl {
     Clear,
     /// Expire this long after the command runs (`EX`, `PX`).
     After(Duration),
+    /// Expire at this Unix time in milliseconds (`EXAT`, `PXAT`).
+    AtUnixMillis(i64),
     /// Keep the existing expiry (`KEEPTTL`).
     Keep,
 }
@@ -147,41 +212,96 @@ pub enum CommandQuery {
 /// the name included), and where its keys are (first, last (-1: the end), step), as
 /// `COMMAND` reports them.
 pub(crate) const COMMANDS: &[(&str, i32, i64, i64, i64)] = &[
+    // Strings.
     ("get", 2, 1, 1, 1),
     ("set", -3, 1, 1, 1),
+    ("setnx", 3, 1, 1, 1),
+    ("getdel", 2, 1, 1, 1),
+    ("getex", -2, 1, 1, 1),
+    ("append", 3, 1, 1, 1),
+    ("strlen", 2, 1, 1, 1),
     ("incr", 2, 1, 1, 1),
     ("decr", 2, 1, 1, 1),
     ("incrby", 3, 1, 1, 1),
     ("decrby", 3, 1, 1, 1),
     ("mget", -2, 1, -1, 1),
     ("mset", -3, 1, -1, 2),
+    // Lists.
+    ("lpush", -3, 1, 1, 1),
+    ("rpush", -3, 1, 1, 1),
+    ("lpop", -2, 1, 1, 1),
+    ("rpop", -2, 1, 1, 1),
+    ("lrange", 4, 1, 1, 1),
+    ("llen", 2, 1, 1, 1),
+    ("lindex", 3, 1, 1, 1),
+    // Hashes.
+    ("hset", -4, 1, 1, 1),
+    ("hmset", -4, 1, 1, 1),
+    ("hget", 3, 1, 1, 1),
+    ("hmget", -3, 1, 1, 1),
+    ("hdel", -3, 1, 1, 1),
+    ("hgetall", 2, 1, 1, 1),
+    ("hkeys", 2, 1, 1, 1),
+    ("hvals", 2, 1, 1, 1),
+    ("hlen", 2, 1, 1, 1),
+    ("hincrby", 4, 1, 1, 1),
+    ("hexists", 3, 1, 1, 1),
+    // Sets.
+    ("sadd", -3, 1, 1, 1),
+    ("srem", -3, 1, 1, 1),
+    ("spop", -2, 1, 1, 1),
+    ("smembers", 2, 1, 1, 1),
+    ("sismember", 3, 1, 1, 1),
+    ("scard", 2, 1, 1, 1),
+    // Sorted sets.
+    ("zadd", -4, 1, 1, 1),
+    ("zincrby", 4, 1, 1, 1),
+    ("zpopmin", -2, 1, 1, 1),
+    ("zpopmax", -2, 1, 1, 1),
+    ("zrange", -4, 1, 1, 1),
+    ("zscore", 3, 1, 1, 1),
+    ("zrem", -3, 1, 1, 1),
+    ("zcard", 2, 1, 1, 1),
+    // Keys.
     ("del", -2, 1, -1, 1),
+    ("unlink", -2, 1, -1, 1),
     ("exists", -2, 1, -1, 1),
+    ("type", 2, 1, 1, 1),
+    ("keys", 2, 0, 0, 0),
+    ("scan", -2, 0, 0, 0),
     ("expire", -3, 1, 1, 1),
+    ("pexpire", -3, 1, 1, 1),
+    ("expireat", -3, 1, 1, 1),
+    ("pexpireat", -3, 1, 1, 1),
+    ("persist", 2, 1, 1, 1),
     ("ttl", 2, 1, 1, 1),
     ("pttl", 2, 1, 1, 1),
+    // Server and connection.
     ("ping", -1, 0, 0, 0),
     ("echo", 2, 0, 0, 0),
     ("dbsize", 1, 0, 0, 0),
     ("flushall", -1, 0, 0, 0),
+    ("flushdb", -1, 0, 0, 0),
     ("info", -1, 0, 0, 0),
     ("command", -1, 0, 0, 0),
     ("config", -2, 0, 0, 0),
+    ("hello", -1, 0, 0, 0),
     ("client", -2, 0, 0, 0),
     ("select", 2, 0, 0, 0),
+    ("shutdown", -1, 0, 0, 0),
     ("quit", -1, 0, 0, 0),
 ];
 
 pub(crate) const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
-const SYNTAX: &str = "ERR syntax error";
+pub(super) const SYNTAX: &str = "ERR syntax error";
 
-fn arity_error(name: &str) -> Reply {
+pub(super) fn arity_error(name: &str) -> Reply {
     Reply::error(format!(
         "ERR wrong number of arguments for '{name}' command"
     ))
 }
 
-fn unknown_subcommand(sub: &[u8], command: &str) -> Reply {
+pub(super) fn unknown_subcommand(sub: &[u8], command: &str) -> Reply {
     Reply::error(format!(
         "ERR unknown subcommand '{}'. Try {command} HELP.",
         truncated(sub, 128)
@@ -189,7 +309,7 @@ fn unknown_subcommand(sub: &[u8], command: &str) -> Reply {
 }
 
 /// `bytes` as text for an error message: at most `max` bytes, invalid UTF-8 replaced.
-fn truncated(bytes: &[u8], max: usize) -> String {
+pub(super) fn truncated(bytes: &[u8], max: usize) -> String {
     String::from_utf8_lossy(&bytes[..bytes.len().min(max)]).into_owned()
 }
 
@@ -212,8 +332,24 @@ fn unknown_command(args: &[Vec<u8>]) -> Reply {
     ))
 }
 
-fn integer(arg: &[u8]) -> Result<i64, Reply> {
+pub(super) fn integer(arg: &[u8]) -> Result<i64, Reply> {
     parse_integer(arg).ok_or(Reply::error(NOT_AN_INTEGER))
+}
+
+/// A `count` argument (`LPOP k 2`, `SPOP k 2`, `ZPOPMIN k 2`): zero or more.
+pub(super) fn positive_count(arg: &[u8]) -> Result<usize, Reply> {
+    match parse_integer(arg) {
+        Some(n) if n >= 0 => Ok(n as usize),
+        _ => Err(Reply::error("ERR value is out of range, must be positive")),
+    }
+}
+
+/// An expiry time argument in `unit_ms` milliseconds, checked against overflow as
+/// Redis checks it (`name` is the command, for the message).
+fn expire_time(arg: &[u8], unit_ms: i64, name: &str) -> Result<i64, Reply> {
+    integer(arg)?
+        .checked_mul(unit_ms)
+        .ok_or_else(|| Reply::error(format!("ERR invalid expire time in '{name}' command")))
 }
 
 impl Command {
@@ -254,7 +390,47 @@ impl Command {
         let mut rest = args.drain(1..);
         let mut next = || rest.next().unwrap_or_default();
         Ok(match name {
+            "lpush" | "rpush" | "lpop" | "rpop" | "lrange" | "llen" | "lindex" => {
+                Command::Lists(ListCommand::parse(name, rest.collect())?)
+            }
+            "hset" | "hmset" | "hget" | "hmget" | "hdel" | "hgetall" | "hkeys" | "hvals"
+            | "hlen" | "hincrby" | "hexists" => {
+                Command::Hashes(HashCommand::parse(name, rest.collect())?)
+            }
+            "sadd" | "srem" | "spop" | "smembers" | "sismember" | "scard" => {
+                Command::Sets(SetCommand::parse(name, rest.collect())?)
+            }
+            "zadd" | "zincrby" | "zpopmin" | "zpopmax" | "zrange" | "zscore" | "zrem" | "zcard" => {
+                Command::SortedSets(ZSetCommand::parse(name, rest.collect())?)
+            }
             "get" => Command::Get(next()),
+            "getdel" => Command::GetDel(next()),
+            "getex" => {
+                let key = next();
+                Command::GetEx(key, parse_getex(rest.collect())?)
+            }
+            "setnx" => {
+                let key = next();
+                Command::SetNx(key, next())
+            }
+            "append" => {
+                let key = next();
+                Command::Append(key, next())
+            }
+            "strlen" => Command::StrLen(next()),
+            "type" => Command::Type(next()),
+            "keys" => Command::Keys(next()),
+            "scan" => parse_scan(rest.collect())?,
+            "persist" => Command::Persist(next()),
+            "hello" => Command::Hello(Hello::parse(rest.collect())?),
+            "client" => Command::Client(ClientCommand::parse(rest.collect())?),
+            "shutdown" => {
+                let ok = ["nosave", "save", "now", "force"];
+                if !rest.all(|a| ok.iter().any(|o| a.eq_ignore_ascii_case(o.as_bytes()))) {
+                    return Err(Reply::error(SYNTAX));
+                }
+                Command::Shutdown
+            }
             "ttl" => Command::Ttl(next()),
             "pttl" => Command::Pttl(next()),
             "echo" => Command::Echo(next()),
@@ -277,7 +453,7 @@ impl Command {
                     .ok_or(Reply::error("ERR decrement would overflow"))?;
                 Command::IncrBy { key, by }
             }
-            "del" => Command::Del(rest.collect()),
+            "del" | "unlink" => Command::Del(rest.collect()),
             "exists" => Command::Exists(rest.collect()),
             "mget" => Command::MGet(rest.collect()),
             "mset" => {
@@ -295,18 +471,17 @@ impl Command {
                 let value = next();
                 parse_set(key, value, rest.collect())?
             }
-            "expire" => {
+            "expire" | "pexpire" | "expireat" | "pexpireat" => {
                 let key = next();
-                let seconds = integer(&next())?;
+                let unit = if name.starts_with('p') { 1 } else { 1000 };
+                let ms = expire_time(&next(), unit, name)?;
+                let at = if name.ends_with("at") {
+                    Deadline::AtUnixMillis(ms)
+                } else {
+                    Deadline::In(ms)
+                };
                 let condition = parse_expire_condition(rest.collect())?;
-                if seconds.checked_mul(1000).is_none() {
-                    return Err(Reply::error("ERR invalid expire time in 'expire' command"));
-                }
-                Command::Expire {
-                    key,
-                    seconds,
-                    condition,
-                }
+                Command::Expire { key, at, condition }
             }
             "ping" => {
                 if argc > 2 {
@@ -315,7 +490,7 @@ impl Command {
                 Command::Ping(rest.next())
             }
             "dbsize" => Command::DbSize,
-            "flushall" => {
+            "flushall" | "flushdb" => {
                 if argc > 2
                     || !rest.all(|a| {
                         a.eq_ignore_ascii_case(b"async") || a.eq_ignore_ascii_case(b"sync")
@@ -337,29 +512,6 @@ impl Command {
                 }
                 Command::ConfigGet(rest.collect())
             }
-            "client" => {
-                let sub = next();
-                if sub.eq_ignore_ascii_case(b"setname") {
-                    if argc != 3 {
-                        return Err(arity_error("client|setname"));
-                    }
-                    Command::ClientSet {
-                        attribute: b"NAME".to_vec(),
-                        value: next(),
-                    }
-                } else if sub.eq_ignore_ascii_case(b"setinfo") {
-                    if argc != 4 {
-                        return Err(arity_error("client|setinfo"));
-                    }
-                    let attribute = next();
-                    Command::ClientSet {
-                        attribute,
-                        value: next(),
-                    }
-                } else {
-                    return Err(unknown_subcommand(&sub, "CLIENT"));
-                }
-            }
             "select" => match integer(&next())? {
                 0 => Command::Select,
                 _ => return Err(Reply::error("ERR DB index is out of range")),
@@ -370,13 +522,30 @@ impl Command {
     }
 
     /// The command's lower-case name, as in error messages (`INCR` and `DECRBY` both
-    /// parse to [`Command::IncrBy`], named `incrby`).
+    /// parse to [`Command::IncrBy`], named `incrby`; a data type's commands are named
+    /// by their type: `list`, `hash`, `set`, `zset`).
     pub fn name(&self) -> &'static str {
         match self {
             Command::Ping(_) => "ping",
             Command::Echo(_) => "echo",
             Command::Set { .. } => "set",
+            Command::SetNx(..) => "setnx",
             Command::Get(_) => "get",
+            Command::GetDel(_) => "getdel",
+            Command::GetEx(..) => "getex",
+            Command::Append(..) => "append",
+            Command::StrLen(_) => "strlen",
+            Command::Type(_) => "type",
+            Command::Keys(_) => "keys",
+            Command::Scan { .. } => "scan",
+            Command::Persist(_) => "persist",
+            Command::Lists(_) => "list",
+            Command::Hashes(_) => "hash",
+            Command::Sets(_) => "set",
+            Command::SortedSets(_) => "zset",
+            Command::Hello(_) => "hello",
+            Command::Client(_) => "client",
+            Command::Shutdown => "shutdown",
             Command::Del(_) => "del",
             Command::Exists(_) => "exists",
             Command::IncrBy { .. } => "incrby",
@@ -390,7 +559,6 @@ impl Command {
             Command::Info(_) => "info",
             Command::Command(_) => "command",
             Command::ConfigGet(_) => "config",
-            Command::ClientSet { .. } => "client",
             Command::Select => "select",
             Command::Quit => "quit",
         }
@@ -407,11 +575,22 @@ impl Command {
     pub fn keys(&self) -> Vec<&[u8]> {
         match self {
             Command::Set { key, .. }
+            | Command::SetNx(key, _)
             | Command::Get(key)
+            | Command::GetDel(key)
+            | Command::GetEx(key, _)
+            | Command::Append(key, _)
+            | Command::StrLen(key)
+            | Command::Type(key)
+            | Command::Persist(key)
             | Command::IncrBy { key, .. }
             | Command::Expire { key, .. }
             | Command::Ttl(key)
             | Command::Pttl(key) => vec![key],
+            Command::Lists(c) => vec![c.key()],
+            Command::Hashes(c) => vec![c.key()],
+            Command::Sets(c) => vec![c.key()],
+            Command::SortedSets(c) => vec![c.key()],
             Command::Del(keys) | Command::Exists(keys) | Command::MGet(keys) => {
                 keys.iter().map(Vec::as_slice).collect()
             }
@@ -424,16 +603,27 @@ impl Command {
     pub fn is_quit(&self) -> bool {
         matches!(self, Command::Quit)
     }
+
+    /// Whether it is about the connection, not the keyspace (`HELLO`, `CLIENT`,
+    /// `SELECT`, `QUIT`, `SHUTDOWN`): a server answers it with the connection's
+    /// [`Session`](super::Session).
+    pub fn is_connection(&self) -> bool {
+        matches!(
+            self,
+            Command::Hello(_)
+                | Command::Client(_)
+                | Command::Select
+                | Command::Quit
+                | Command::Shutdown
+        )
+    }
 }
 
 fn parse_set(key: Vec<u8>, value: Vec<u8>, opts: Vec<Vec<u8>>) -> Result<Command, Reply> {
-    enum Unit {
-        Seconds,
-        Millis,
-    }
     let mut condition = None;
     let mut keep_ttl = false;
-    let mut expire: Option<(Unit, &[u8])> = None;
+    let mut get = false;
+    let mut expire: Option<(ExpireUnit, &[u8])> = None;
     let mut i = 0;
     // Options first, values after, as Redis checks them: a syntax error wins over a bad
     // number.
@@ -448,12 +638,14 @@ fn parse_set(key: Vec<u8>, value: Vec<u8>, opts: Vec<Vec<u8>>) -> Result<Command
                 condition = Some(Condition::IfExists)
             }
             (b"keepttl", _) if expire.is_none() => keep_ttl = true,
-            (b"ex", Some(v)) if !keep_ttl && !matches!(expire, Some((Unit::Millis, _))) => {
-                expire = Some((Unit::Seconds, v));
-                i += 1;
-            }
-            (b"px", Some(v)) if !keep_ttl && !matches!(expire, Some((Unit::Seconds, _))) => {
-                expire = Some((Unit::Millis, v));
+            (b"get", _) => get = true,
+            // The same option again replaces the value, as in Redis; a different one
+            // is a syntax error.
+            (b"ex" | b"px" | b"exat" | b"pxat", Some(v))
+                if !keep_ttl
+                    && expire.map_or(true, |(u, _)| u == ExpireUnit::from_option(&opt)) =>
+            {
+                expire = Some((ExpireUnit::from_option(&opt), v));
                 i += 1;
             }
             _ => return Err(Reply::error(SYNTAX)),
@@ -463,24 +655,102 @@ fn parse_set(key: Vec<u8>, value: Vec<u8>, opts: Vec<Vec<u8>>) -> Result<Command
     let ttl = match expire {
         None if keep_ttl => SetTtl::Keep,
         None => SetTtl::Clear,
-        Some((unit, v)) => {
-            let n = integer(v)?;
-            let invalid = || Reply::error("ERR invalid expire time in 'set' command");
-            if n <= 0 {
-                return Err(invalid());
-            }
-            let ms = match unit {
-                Unit::Seconds => n.checked_mul(1000).ok_or_else(invalid)?,
-                Unit::Millis => n,
-            };
-            SetTtl::After(Duration::from_millis(ms as u64))
-        }
+        Some((unit, v)) => match unit.deadline(v, "set")? {
+            Deadline::In(ms) => SetTtl::After(Duration::from_millis(ms as u64)),
+            Deadline::AtUnixMillis(ms) => SetTtl::AtUnixMillis(ms),
+        },
     };
     Ok(Command::Set {
         key,
         value,
         ttl,
         condition,
+        get,
+    })
+}
+
+/// The unit of an `EX` / `PX` / `EXAT` / `PXAT` option.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ExpireUnit {
+    Seconds,
+    Millis,
+    UnixSeconds,
+    UnixMillis,
+}
+
+impl ExpireUnit {
+    /// From the option's lower-case name (one of the four).
+    fn from_option(opt: &[u8]) -> ExpireUnit {
+        match opt {
+            b"ex" => ExpireUnit::Seconds,
+            b"px" => ExpireUnit::Millis,
+            b"exat" => ExpireUnit::UnixSeconds,
+            _ => ExpireUnit::UnixMillis,
+        }
+    }
+
+    /// The option's value as a deadline; Redis refuses zero or less here.
+    fn deadline(self, value: &[u8], name: &str) -> Result<Deadline, Reply> {
+        let n = integer(value)?;
+        let invalid = || Reply::error(format!("ERR invalid expire time in '{name}' command"));
+        if n <= 0 {
+            return Err(invalid());
+        }
+        let ms = match self {
+            ExpireUnit::Seconds | ExpireUnit::UnixSeconds => {
+                n.checked_mul(1000).ok_or_else(invalid)?
+            }
+            ExpireUnit::Millis | ExpireUnit::UnixMillis => n,
+        };
+        Ok(match self {
+            ExpireUnit::Seconds | ExpireUnit::Millis => Deadline::In(ms),
+            ExpireUnit::UnixSeconds | ExpireUnit::UnixMillis => Deadline::AtUnixMillis(ms),
+        })
+    }
+}
+
+fn parse_getex(opts: Vec<Vec<u8>>) -> Result<GetExTtl, Reply> {
+    match opts.as_slice() {
+        [] => Ok(GetExTtl::Keep),
+        [opt] if opt.eq_ignore_ascii_case(b"persist") => Ok(GetExTtl::Persist),
+        [opt, value] => {
+            let opt = opt.to_ascii_lowercase();
+            if !matches!(opt.as_slice(), b"ex" | b"px" | b"exat" | b"pxat") {
+                return Err(Reply::error(SYNTAX));
+            }
+            Ok(GetExTtl::At(
+                ExpireUnit::from_option(&opt).deadline(value, "getex")?,
+            ))
+        }
+        _ => Err(Reply::error(SYNTAX)),
+    }
+}
+
+fn parse_scan(args: Vec<Vec<u8>>) -> Result<Command, Reply> {
+    let cursor = std::str::from_utf8(&args[0])
+        .ok()
+        .and_then(|c| c.parse::<u64>().ok())
+        .ok_or(Reply::error("ERR invalid cursor"))?;
+    let (mut pattern, mut count, mut type_name) = (None, 10, None);
+    let mut opts = args.into_iter().skip(1);
+    while let Some(opt) = opts.next() {
+        let value = opts.next().ok_or(Reply::error(SYNTAX))?;
+        match opt.to_ascii_lowercase().as_slice() {
+            b"match" => pattern = Some(value),
+            b"count" => match parse_integer(&value) {
+                Some(n) if n >= 1 => count = n as usize,
+                Some(_) => return Err(Reply::error(SYNTAX)),
+                None => return Err(Reply::error(NOT_AN_INTEGER)),
+            },
+            b"type" => type_name = Some(value),
+            _ => return Err(Reply::error(SYNTAX)),
+        }
+    }
+    Ok(Command::Scan {
+        cursor,
+        pattern,
+        count,
+        type_name,
     })
 }
 

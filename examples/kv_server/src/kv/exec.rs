@@ -1,10 +1,43 @@
 //! Running a command against one shard's keyspace: Redis's replies, shape for shape.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::command::{CommandQuery, SetTtl, COMMANDS, NOT_AN_INTEGER};
-use super::{Command, Condition, Info, Store};
-use crate::resp::{parse_integer, write_array_len, write_bulk, write_decimal, write_nil, Reply};
+use super::store::Entry;
+use super::value::{Value, WRONGTYPE};
+use super::{Command, Condition, Deadline, GetExTtl, Info, Session, Store};
+use crate::resp::{
+    parse_integer, write_array_len, write_bulk, write_decimal, write_null, Protocol, Reply,
+};
+
+/// A deadline turned into the store's clock: `None` when it is not in the future
+/// (the key is then deleted, as Redis does), `Err` when it does not fit.
+fn resolve(at: Deadline, now: Instant, name: &str) -> Result<Option<Instant>, Reply> {
+    let ms = match at {
+        Deadline::In(ms) => ms,
+        Deadline::AtUnixMillis(unix_ms) => {
+            let now_unix = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            unix_ms.saturating_sub(now_unix)
+        }
+    };
+    if ms <= 0 {
+        return Ok(None);
+    }
+    now.checked_add(Duration::from_millis(ms as u64))
+        .map(Some)
+        .ok_or_else(|| Reply::error(format!("ERR invalid expire time in '{name}' command")))
+}
+
+/// A string value as a reply; WRONGTYPE for a collection.
+fn string_reply(entry: Option<&mut Entry>) -> Reply {
+    match entry.map(|e| &e.value) {
+        None => Reply::Nil,
+        Some(Value::Str(v)) => Reply::Bulk(v.clone()),
+        Some(_) => Reply::error(WRONGTYPE),
+    }
+}
 
 impl Store {
     /// Runs `cmd` on this keyspace at time `now` and returns Redis's reply.
@@ -32,16 +65,101 @@ impl Store {
         match cmd {
             Command::Ping(None) => Reply::Simple("PONG".into()),
             Command::Ping(Some(message)) | Command::Echo(message) => Reply::Bulk(message),
-            Command::Get(key) => match self.live(&key, now) {
-                Some(e) => Reply::Bulk(e.value.clone()),
-                None => Reply::Nil,
-            },
+            Command::Get(key) => string_reply(self.live(&key, now)),
             Command::Set {
                 key,
                 value,
                 ttl,
                 condition,
-            } => self.set(key, value, ttl, condition, now),
+                get,
+            } => self.set(key, value, ttl, condition, get, now),
+            Command::SetNx(key, value) => {
+                let reply = self.set(
+                    key,
+                    value,
+                    SetTtl::Clear,
+                    Some(Condition::IfMissing),
+                    false,
+                    now,
+                );
+                Reply::Integer(i64::from(reply == Reply::ok()))
+            }
+            Command::GetDel(key) => {
+                let reply = string_reply(self.live(&key, now));
+                if matches!(reply, Reply::Bulk(_)) {
+                    self.remove(&key);
+                }
+                reply
+            }
+            Command::GetEx(key, ttl) => {
+                let reply = string_reply(self.live(&key, now));
+                if !matches!(reply, Reply::Bulk(_)) {
+                    return reply;
+                }
+                match ttl {
+                    GetExTtl::Keep => {}
+                    GetExTtl::Persist => self.set_deadline(&key, None),
+                    GetExTtl::At(at) => match resolve(at, now, "getex") {
+                        Ok(Some(at)) => self.set_deadline(&key, Some(at)),
+                        Ok(None) => drop(self.remove(&key)),
+                        Err(e) => return e,
+                    },
+                }
+                reply
+            }
+            Command::Append(key, tail) => match self.collection_or_create::<Vec<u8>>(&key, now) {
+                Ok(v) => {
+                    v.extend_from_slice(&tail);
+                    Reply::Integer(v.len() as i64)
+                }
+                Err(wrong_type) => wrong_type,
+            },
+            Command::StrLen(key) => match self.collection::<Vec<u8>>(&key, now) {
+                Ok(v) => Reply::Integer(v.map_or(0, |v| v.len() as i64)),
+                Err(wrong_type) => wrong_type,
+            },
+            Command::Type(key) => Reply::Simple(self.type_of(&key, now).into()),
+            Command::Keys(pattern) => Reply::Array(
+                self.keys(Some(&pattern), now)
+                    .into_iter()
+                    .map(Reply::Bulk)
+                    .collect(),
+            ),
+            Command::Scan {
+                cursor,
+                pattern,
+                count,
+                type_name,
+            } => {
+                // A position of 0 starts the walk (at the top).
+                let position = if cursor == 0 {
+                    usize::MAX
+                } else {
+                    cursor as usize
+                };
+                let (next, keys) = self.scan(
+                    position,
+                    count,
+                    pattern.as_deref(),
+                    type_name.as_deref(),
+                    now,
+                );
+                Reply::Array(vec![
+                    Reply::Bulk(next.to_string().into_bytes()),
+                    Reply::Array(keys.into_iter().map(Reply::Bulk).collect()),
+                ])
+            }
+            Command::Persist(key) => match self.live(&key, now) {
+                Some(e) if e.expires_at.is_some() => {
+                    self.set_deadline(&key, None);
+                    Reply::Integer(1)
+                }
+                _ => Reply::Integer(0),
+            },
+            Command::Lists(cmd) => self.run_list(cmd, now),
+            Command::Hashes(cmd) => self.run_hash(cmd, now),
+            Command::Sets(cmd) => self.run_set(cmd, now),
+            Command::SortedSets(cmd) => self.run_zset(cmd, now),
             Command::Del(keys) => {
                 let n = keys
                     .iter()
@@ -54,46 +172,51 @@ impl Store {
                 Reply::Integer(n as i64)
             }
             Command::IncrBy { key, by } => self.incr_by(key, by, now),
+            // MGET answers nil for a key of another type, as Redis does.
             Command::MGet(keys) => Reply::Array(
                 keys.iter()
-                    .map(|k| match self.live(k, now) {
-                        Some(e) => Reply::Bulk(e.value.clone()),
-                        None => Reply::Nil,
+                    .map(|k| match self.live(k, now).map(|e| &e.value) {
+                        Some(Value::Str(v)) => Reply::Bulk(v.clone()),
+                        _ => Reply::Nil,
                     })
                     .collect(),
             ),
             Command::MSet(pairs) => {
                 for (key, value) in pairs {
-                    self.insert(key, value, None);
+                    self.insert(key, Value::Str(value), None);
                 }
                 Reply::ok()
             }
-            Command::Expire {
-                key,
-                seconds,
-                condition,
-            } => {
+            Command::Expire { key, at, condition } => {
                 let Some(entry) = self.live(&key, now) else {
                     return Reply::Integer(0);
                 };
-                // Compare in milliseconds from now: a negative `seconds` is a deadline in
-                // the past, which an `Instant` may not be able to hold.
+                // Compared in milliseconds from now: a deadline in the past may be
+                // more than an `Instant` can hold.
                 let current = entry
                     .expires_at
                     .map(|at| at.saturating_duration_since(now).as_millis() as i128);
-                if !condition.allows(current, i128::from(seconds) * 1000) {
+                let new_ms = match at {
+                    Deadline::In(ms) => i128::from(ms),
+                    Deadline::AtUnixMillis(_) => match resolve(at, now, "expireat") {
+                        Ok(Some(t)) => t.duration_since(now).as_millis() as i128,
+                        Ok(None) => 0,
+                        Err(e) => return e,
+                    },
+                };
+                if !condition.allows(current, new_ms) {
                     return Reply::Integer(0);
                 }
-                if seconds <= 0 {
-                    self.remove(&key);
-                    return Reply::Integer(1);
-                }
-                match now.checked_add(Duration::from_secs(seconds as u64)) {
-                    Some(at) => {
-                        self.set_deadline(&key, Some(at));
+                match resolve(at, now, "expire") {
+                    Ok(Some(deadline)) => {
+                        self.set_deadline(&key, Some(deadline));
                         Reply::Integer(1)
                     }
-                    None => Reply::error("ERR invalid expire time in 'expire' command"),
+                    Ok(None) => {
+                        self.remove(&key);
+                        Reply::Integer(1)
+                    }
+                    Err(e) => e,
                 }
             }
             Command::Ttl(key) => self.ttl(&key, now, false),
@@ -106,41 +229,50 @@ impl Store {
             Command::Info(sections) => Info::new().shards(&[self.stats()]).render(&sections),
             Command::Command(query) => command_reply(query),
             Command::ConfigGet(params) => config_get(&params),
-            Command::ClientSet { .. } | Command::Select | Command::Quit => Reply::ok(),
+            // Connection commands, answered as a fresh connection would be: a server
+            // answers them with the connection's own `Session`.
+            cmd @ (Command::Hello(_)
+            | Command::Client(_)
+            | Command::Select
+            | Command::Quit
+            | Command::Shutdown) => Session::new(0).execute(cmd).0,
         }
     }
 
-    /// Runs `cmd` like [`execute`](Store::execute) and appends the reply's bytes to
-    /// `out`. For a command answered on the connection's own shard this skips building
+    /// Runs `cmd` like [`execute`](Store::execute) and appends the reply's bytes, in
+    /// `proto`, to `out`. For a command answered on the connection's own shard this skips building
     /// a [`Reply`]: `GET` and `MGET` write values straight from the keyspace, without a
     /// copy in between.
     ///
     /// ```
     /// use std::time::Instant;
     /// use kv_server::kv::{Command, Store};
+    /// use kv_server::resp::Protocol;
     /// let mut store = Store::new();
     /// let now = Instant::now();
     /// let mut out = Vec::new();
-    /// store.execute_into(Command::MSet(vec![(b"k".to_vec(), b"v".to_vec())]), now, &mut out);
-    /// store.execute_into(Command::MGet(vec![b"k".to_vec(), b"x".to_vec()]), now, &mut out);
+    /// let resp2 = Protocol::Resp2;
+    /// store.execute_into(Command::MSet(vec![(b"k".to_vec(), b"v".to_vec())]), now, resp2, &mut out);
+    /// store.execute_into(Command::MGet(vec![b"k".to_vec(), b"x".to_vec()]), now, resp2, &mut out);
     /// assert_eq!(out, b"+OK\r\n*2\r\n$1\r\nv\r\n$-1\r\n");
     /// ```
-    pub fn execute_into(&mut self, cmd: Command, now: Instant, out: &mut Vec<u8>) {
+    pub fn execute_into(&mut self, cmd: Command, now: Instant, proto: Protocol, out: &mut Vec<u8>) {
         match cmd {
-            Command::Get(key) => match self.live(&key, now) {
-                Some(e) => write_bulk(out, &e.value),
-                None => write_nil(out),
+            Command::Get(key) => match self.live(&key, now).map(|e| &e.value) {
+                Some(Value::Str(v)) => write_bulk(out, v),
+                None => write_null(out, proto),
+                Some(_) => Reply::error(WRONGTYPE).encode_as(out, proto),
             },
             Command::MGet(keys) => {
                 write_array_len(out, keys.len());
                 for key in &keys {
-                    match self.live(key, now) {
-                        Some(e) => write_bulk(out, &e.value),
-                        None => write_nil(out),
+                    match self.live(key, now).map(|e| &e.value) {
+                        Some(Value::Str(v)) => write_bulk(out, v),
+                        _ => write_null(out, proto),
                     }
                 }
             }
-            other => self.execute(other, now).encode(out),
+            other => self.execute(other, now).encode_as(out, proto),
         }
     }
 
@@ -150,47 +282,71 @@ impl Store {
         value: Vec<u8>,
         ttl: SetTtl,
         condition: Option<Condition>,
+        get: bool,
         now: Instant,
     ) -> Reply {
         // Look the key up only when the answer matters: plain SET is one hash lookup.
-        let old = match (condition, ttl) {
-            (None, SetTtl::Clear | SetTtl::After(_)) => None,
-            _ => Some(self.live(&key, now).map(|e| e.expires_at)),
+        let old = match (condition, ttl, get) {
+            (None, SetTtl::Clear | SetTtl::After(_) | SetTtl::AtUnixMillis(_), false) => None,
+            _ => Some(
+                self.live(&key, now)
+                    .map(|e| (e.expires_at, e.value.clone())),
+            ),
         };
         let exists = matches!(old, Some(Some(_)));
+        let old_value = match &old {
+            Some(Some((_, Value::Str(v)))) if get => Reply::Bulk(v.clone()),
+            Some(Some(_)) if get => return Reply::error(WRONGTYPE),
+            _ => Reply::Nil,
+        };
+        let done = if get { old_value.clone() } else { Reply::ok() };
+        let refused = if get { old_value } else { Reply::Nil };
         match condition {
-            Some(Condition::IfMissing) if exists => return Reply::Nil,
-            Some(Condition::IfExists) if !exists => return Reply::Nil,
+            Some(Condition::IfMissing) if exists => return refused,
+            Some(Condition::IfExists) if !exists => return refused,
             _ => {}
         }
         let expires_at = match ttl {
             SetTtl::Clear => None,
-            SetTtl::Keep => old.flatten().flatten(),
+            SetTtl::Keep => old.flatten().and_then(|(at, _)| at),
             SetTtl::After(d) => match now.checked_add(d) {
                 Some(at) => Some(at),
                 None => return Reply::error("ERR invalid expire time in 'set' command"),
             },
+            SetTtl::AtUnixMillis(ms) => match resolve(Deadline::AtUnixMillis(ms), now, "set") {
+                Ok(Some(at)) => Some(at),
+                // A deadline already past: the key is set and gone at once, as in Redis.
+                Ok(None) => {
+                    self.remove(&key);
+                    return done;
+                }
+                Err(e) => return e,
+            },
         };
-        self.insert(key, value, expires_at);
-        Reply::ok()
+        self.insert(key, Value::Str(value), expires_at);
+        done
     }
 
     fn incr_by(&mut self, key: Vec<u8>, by: i64, now: Instant) -> Reply {
-        let Some(entry) = self.live(&key, now) else {
-            let mut value = Vec::new();
-            write_decimal(&mut value, by);
-            self.insert(key, value, None);
-            return Reply::Integer(by);
+        let value = match self.collection::<Vec<u8>>(&key, now) {
+            Err(wrong_type) => return wrong_type,
+            Ok(None) => {
+                let mut value = Vec::new();
+                write_decimal(&mut value, by);
+                self.insert(key, Value::Str(value), None);
+                return Reply::Integer(by);
+            }
+            Ok(Some(value)) => value,
         };
-        let Some(current) = parse_integer(&entry.value) else {
+        let Some(current) = parse_integer(value) else {
             return Reply::error(NOT_AN_INTEGER);
         };
         let Some(next) = current.checked_add(by) else {
             return Reply::error("ERR increment or decrement would overflow");
         };
         // In place: the key keeps its deadline, as in Redis.
-        entry.value.clear();
-        write_decimal(&mut entry.value, next);
+        value.clear();
+        write_decimal(value, next);
         Reply::Integer(next)
     }
 
@@ -228,7 +384,8 @@ fn command_reply(query: CommandQuery) -> Reply {
                 .collect(),
         ),
         CommandQuery::Count => Reply::Integer(COMMANDS.len() as i64),
-        CommandQuery::Docs => Reply::Array(Vec::new()),
+        // A map in RESP3 (Redis's shape), with no documentation in it.
+        CommandQuery::Docs => Reply::Map(Vec::new()),
         CommandQuery::Info(names) => Reply::Array(
             names
                 .iter()
@@ -248,7 +405,8 @@ fn command_reply(query: CommandQuery) -> Reply {
 /// `appendonly` at start): no persistence, one database.
 const CONFIG: &[(&str, &str)] = &[("save", ""), ("appendonly", "no"), ("databases", "1")];
 
-/// `CONFIG GET`: name-value pairs for the parameters named (`*` for all).
+/// `CONFIG GET`: name-value pairs for the parameters named (`*` for all); a map in
+/// RESP3, a flat array in RESP2, as Redis answers.
 fn config_get(params: &[Vec<u8>]) -> Reply {
     let mut out = Vec::new();
     for &(name, value) in CONFIG {
@@ -256,9 +414,11 @@ fn config_get(params: &[Vec<u8>]) -> Reply {
             .iter()
             .any(|p| p.as_slice() == b"*" || p.eq_ignore_ascii_case(name.as_bytes()))
         {
-            out.push(Reply::Bulk(name.as_bytes().to_vec()));
-            out.push(Reply::Bulk(value.as_bytes().to_vec()));
+            out.push((
+                Reply::Bulk(name.as_bytes().to_vec()),
+                Reply::Bulk(value.as_bytes().to_vec()),
+            ));
         }
     }
-    Reply::Array(out)
+    Reply::Map(out)
 }

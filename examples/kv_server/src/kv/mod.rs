@@ -1,4 +1,5 @@
-//! A Redis-compatible keyspace, sharded: commands, their execution, and their routing.
+//! A Redis-compatible keyspace, sharded: commands, their execution, and their routing;
+//! strings, lists, hashes, sets and sorted sets, and each connection's session.
 //!
 //! **A building block of the `kv_server` example.** It does no I/O and keeps no clock:
 //! the server parses requests with [`resp`](crate::resp), turns each into a
@@ -48,11 +49,25 @@
 
 mod command;
 mod exec;
+mod glob;
+mod hashes;
 mod info;
+mod lists;
 mod route;
+mod session;
+mod sets;
 mod store;
+mod value;
+mod zset;
+mod zsets;
 
-pub use command::{Command, CommandQuery, Condition, ExpireCondition, SetTtl};
+pub use command::{Command, CommandQuery, Condition, Deadline, ExpireCondition, GetExTtl, SetTtl};
+pub use glob::glob_match;
+pub use hashes::HashCommand;
 pub use info::Info;
+pub use lists::ListCommand;
 pub use route::{Merge, Route, Split};
+pub use session::{After, ClientCommand, Hello, Session, REDIS_VERSION};
+pub use sets::SetCommand;
 pub use store::{ShardStats, Store};
+pub use zsets::{ZAddFlags, ZSetCommand};

@@ -3,8 +3,9 @@
 //! A command on keys of one shard goes to that shard whole. A command on keys of
 //! several shards (`MGET`, `MSET`, `DEL`, `EXISTS`) is split into one command per shard,
 //! each keeping its keys in their original order, and the replies are merged back
-//! into the reply one shard holding every key would have given. `DBSIZE` and
-//! `FLUSHALL` go to every shard.
+//! into the reply one shard holding every key would have given. `DBSIZE`, `FLUSHALL`
+//! and `KEYS` go to every shard. `SCAN` walks one shard at a time: the client's cursor
+//! says which shard and where in it (`position * shards + shard`).
 
 use super::Command;
 use crate::resp::Reply;
@@ -47,6 +48,10 @@ enum MergeKind {
     /// Arrays whose items go back to these positions (`MGET`): one list per part, and
     /// the total length.
     Scatter(Vec<Vec<usize>>, usize),
+    /// Arrays joined (`KEYS`).
+    Concat,
+    /// One shard's `SCAN` reply, its cursor turned into the client's: (shard, shards).
+    ScanCursor(usize, usize),
 }
 
 impl Merge {
@@ -88,7 +93,47 @@ impl Merge {
                 }
                 Reply::Array(out)
             }
+            MergeKind::Concat => {
+                let mut out = Vec::new();
+                for reply in replies {
+                    match reply {
+                        Reply::Array(items) => out.extend(items),
+                        other => return mismatch("an array", &other),
+                    }
+                }
+                Reply::Array(out)
+            }
+            MergeKind::ScanCursor(shard, shards) => match replies.into_iter().next() {
+                Some(Reply::Array(mut parts)) if parts.len() == 2 => {
+                    let next = match &parts[0] {
+                        Reply::Bulk(b) => std::str::from_utf8(b).ok().and_then(|t| t.parse().ok()),
+                        _ => None,
+                    };
+                    let Some(next) = next else {
+                        return mismatch("a cursor", &parts[0]);
+                    };
+                    parts[0] =
+                        Reply::Bulk(global_cursor(next, shard, shards).to_string().into_bytes());
+                    Reply::Array(parts)
+                }
+                Some(other) => mismatch("a SCAN reply", &other),
+                None => Reply::error("ERR internal error: a shard's reply is missing"),
+            },
         }
+    }
+}
+
+/// The client's `SCAN` cursor for shard `shard`'s position `next` (0: that shard is
+/// done, so the walk moves on to the start of the next shard, or ends).
+fn global_cursor(next: u64, shard: usize, shards: usize) -> u64 {
+    if next == 0 {
+        if shard + 1 < shards {
+            (shard + 1) as u64
+        } else {
+            0
+        }
+    } else {
+        next.saturating_mul(shards as u64) + shard as u64
     }
 }
 
@@ -133,13 +178,15 @@ impl Command {
             assert!(s < shards, "shard_of gave shard {s} of {shards}");
             s
         };
+        if let [key] = self.keys()[..] {
+            if !matches!(
+                self,
+                Command::Del(_) | Command::Exists(_) | Command::MGet(_) | Command::MSet(_)
+            ) {
+                return Route::Shard(shard(key), self);
+            }
+        }
         match self {
-            Command::Set { ref key, .. }
-            | Command::Get(ref key)
-            | Command::IncrBy { ref key, .. }
-            | Command::Expire { ref key, .. }
-            | Command::Ttl(ref key)
-            | Command::Pttl(ref key) => Route::Shard(shard(key), self),
             Command::Del(keys) => split(keys, |k| k, shard, Command::Del, MergeKind::Sum),
             Command::Exists(keys) => split(keys, |k| k, shard, Command::Exists, MergeKind::Sum),
             Command::MSet(pairs) => split(pairs, |p| &p.0, shard, Command::MSet, MergeKind::AllOk),
@@ -161,6 +208,31 @@ impl Command {
                     MergeKind::AllOk
                 }),
             }),
+            Command::Keys(_) => Route::Split(Split {
+                parts: (0..shards).map(|i| (i, self.clone())).collect(),
+                merge: Merge(MergeKind::Concat),
+            }),
+            Command::Scan {
+                cursor,
+                pattern,
+                count,
+                type_name,
+            } => {
+                let n = shards as u64;
+                let on = (cursor % n) as usize;
+                Route::Split(Split {
+                    parts: vec![(
+                        on,
+                        Command::Scan {
+                            cursor: cursor / n,
+                            pattern,
+                            count,
+                            type_name,
+                        },
+                    )],
+                    merge: Merge(MergeKind::ScanCursor(on, shards)),
+                })
+            }
             Command::Info(sections) => Route::Info(sections),
             other => Route::Local(other),
         }

@@ -1,13 +1,19 @@
 //! One shard's keyspace: keys, values, and their expiry.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::time::Instant;
+
+use indexmap::IndexMap;
+
+use super::glob::glob_match;
+use super::value::{Kind, Value, WRONGTYPE};
+use crate::resp::Reply;
 
 /// A key's value and its deadline.
 #[derive(Debug)]
 pub(super) struct Entry {
-    pub(super) value: Vec<u8>,
+    pub(super) value: Value,
     pub(super) expires_at: Option<Instant>,
 }
 
@@ -26,8 +32,9 @@ pub struct ShardStats {
     pub expires: usize,
 }
 
-/// One shard's keyspace: byte-string keys to byte-string values, each with an optional
-/// deadline. **A building block of the `kv_server` example.**
+/// One shard's keyspace: byte-string keys to values (strings, lists, hashes, sets,
+/// sorted sets), each with an optional deadline. **A building block of the
+/// `kv_server` example.**
 ///
 /// A key past its deadline is gone: every command that looks at it removes it first
 /// (lazy expiry). Keys nobody looks at again are removed by
@@ -49,12 +56,16 @@ pub struct ShardStats {
 /// ```
 #[derive(Debug, Default)]
 pub struct Store {
-    map: HashMap<Vec<u8>, Entry>,
+    /// Keys in an order that only changes where a key is removed (the last key moves
+    /// into its place): what lets `SCAN` walk the keyspace with a plain index.
+    map: IndexMap<Vec<u8>, Entry>,
     /// Deadlines, earliest first. An item is stale when its key is gone or has another
     /// deadline now; stale items are skipped when popped and dropped by `compact`.
     deadlines: BinaryHeap<Reverse<(Instant, Vec<u8>)>>,
     /// Keys in `map` with a deadline.
     expires: usize,
+    /// The state of the generator `SPOP` picks members with.
+    random: u64,
 }
 
 /// Rebuild the deadline heap when it is this much bigger than the live deadlines, so
@@ -85,9 +96,15 @@ impl Store {
         }
     }
 
-    /// The value at `key`, if it exists and has not expired by `now`.
+    /// The string at `key`, if it exists, holds a string and has not expired by `now`.
     pub fn get(&mut self, key: &[u8], now: Instant) -> Option<&[u8]> {
-        self.live(key, now).map(|e| e.value.as_slice())
+        match self.live(key, now) {
+            Some(Entry {
+                value: Value::Str(v),
+                ..
+            }) => Some(v.as_slice()),
+            _ => None,
+        }
     }
 
     /// Removes up to `budget` keys whose deadline is at or before `now`, earliest
@@ -119,6 +136,12 @@ impl Store {
         self.deadlines.peek().map(|Reverse((at, _))| *at)
     }
 
+    /// A new pseudo-random number (for `SPOP`).
+    pub(super) fn next_random(&mut self) -> u64 {
+        self.random = super::sets::splitmix(self.random);
+        self.random
+    }
+
     /// Deletes every key.
     pub fn clear(&mut self) {
         self.map.clear();
@@ -141,8 +164,114 @@ impl Store {
         self.live(key, now).is_some()
     }
 
+    /// The collection of kind `T` at `key`: `Ok(None)` when the key does not exist,
+    /// `Err` (Redis's WRONGTYPE) when it holds another type.
+    pub(super) fn collection<T: Kind>(
+        &mut self,
+        key: &[u8],
+        now: Instant,
+    ) -> Result<Option<&mut T>, Reply> {
+        match self.live(key, now) {
+            None => Ok(None),
+            Some(entry) => T::of(&mut entry.value)
+                .map(Some)
+                .ok_or(Reply::error(WRONGTYPE)),
+        }
+    }
+
+    /// The collection of kind `T` at `key`, created empty (without a deadline) when
+    /// the key does not exist; `Err` (WRONGTYPE) when it holds another type. A caller
+    /// that may leave it empty calls [`drop_if_empty`](Self::drop_if_empty) after.
+    pub(super) fn collection_or_create<T: Kind>(
+        &mut self,
+        key: &[u8],
+        now: Instant,
+    ) -> Result<&mut T, Reply> {
+        if self.live(key, now).is_none() {
+            self.map.insert(
+                key.to_vec(),
+                Entry {
+                    value: T::empty(),
+                    expires_at: None,
+                },
+            );
+        }
+        let entry = self
+            .map
+            .get_mut(key)
+            .expect("present: found or inserted above");
+        T::of(&mut entry.value).ok_or(Reply::error(WRONGTYPE))
+    }
+
+    /// Removes `key` if it holds an empty collection, as Redis does after every
+    /// command that takes elements out.
+    pub(super) fn drop_if_empty(&mut self, key: &[u8]) {
+        if self
+            .map
+            .get(key)
+            .is_some_and(|e| e.value.is_empty_collection())
+        {
+            self.remove(key);
+        }
+    }
+
+    /// The `TYPE` of `key`: `none` when it does not exist.
+    pub(super) fn type_of(&mut self, key: &[u8], now: Instant) -> &'static str {
+        self.live(key, now).map_or("none", |e| e.value.type_name())
+    }
+
+    /// The live keys matching `pattern` (every key without one), in no particular
+    /// order. Keys found expired are removed.
+    pub(super) fn keys(&mut self, pattern: Option<&[u8]>, now: Instant) -> Vec<Vec<u8>> {
+        let (_, keys) = self.scan(self.map.len(), usize::MAX, pattern, None, now);
+        keys
+    }
+
+    /// One step of `SCAN` over this shard: `position` is how many keys (by index)
+    /// are still to be visited, this visits up to `count` of them from the top down
+    /// and returns the next position (0: done) and the live matching keys seen.
+    ///
+    /// Visiting from the top down is what makes the walk safe while keys come and go:
+    /// a new key is appended above the position (not visited, as Redis allows for keys
+    /// added during a scan), and removing a key moves only the *last* key into its
+    /// place, which was visited already (it may be returned twice, which Redis
+    /// allows). So every key that exists for the whole walk is returned.
+    pub(super) fn scan(
+        &mut self,
+        position: usize,
+        count: usize,
+        pattern: Option<&[u8]>,
+        type_name: Option<&[u8]>,
+        now: Instant,
+    ) -> (usize, Vec<Vec<u8>>) {
+        let mut position = position.min(self.map.len());
+        let mut found = Vec::new();
+        let mut expired = Vec::new();
+        let mut visited = 0;
+        while position > 0 && visited < count {
+            position -= 1;
+            visited += 1;
+            let (key, entry) = self.map.get_index(position).expect("position < len");
+            if entry.is_expired(now) {
+                expired.push(key.clone());
+                continue;
+            }
+            let type_ok = type_name.map_or(true, |t| {
+                t.eq_ignore_ascii_case(entry.value.type_name().as_bytes())
+            });
+            if type_ok && pattern.map_or(true, |p| glob_match(p, key)) {
+                found.push(key.clone());
+            }
+        }
+        // Removing moves keys from the end, which this walk has passed already.
+        for key in expired {
+            self.remove(&key);
+        }
+        (position.min(self.map.len()), found)
+    }
+
     /// Sets `key` to `value` with deadline `expires_at`, replacing what was there.
-    pub(super) fn insert(&mut self, key: Vec<u8>, value: Vec<u8>, expires_at: Option<Instant>) {
+    pub(super) fn insert(&mut self, key: Vec<u8>, value: Value, expires_at: Option<Instant>) {
         if let Some(at) = expires_at {
             self.deadlines.push(Reverse((at, key.clone())));
             self.expires += 1;
@@ -156,7 +285,7 @@ impl Store {
 
     /// Removes `key` if present (live or not); whether it was there.
     pub(super) fn remove(&mut self, key: &[u8]) -> bool {
-        match self.map.remove(key) {
+        match self.map.swap_remove(key) {
             Some(old) => {
                 if old.expires_at.is_some() {
                     self.expires -= 1;
@@ -206,10 +335,10 @@ mod tests {
         let t0 = Instant::now();
         s.insert(
             b"a".to_vec(),
-            b"1".to_vec(),
+            Value::Str(b"1".to_vec()),
             Some(t0 + Duration::from_secs(1)),
         );
-        s.insert(b"b".to_vec(), b"2".to_vec(), None);
+        s.insert(b"b".to_vec(), Value::Str(b"2".to_vec()), None);
         assert_eq!(
             s.stats(),
             ShardStats {
@@ -234,9 +363,13 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..10u64 {
             let key = format!("k{i}").into_bytes();
-            s.insert(key, b"v".to_vec(), Some(t0 + Duration::from_millis(i)));
+            s.insert(
+                key,
+                Value::Str(b"v".to_vec()),
+                Some(t0 + Duration::from_millis(i)),
+            );
         }
-        s.insert(b"forever".to_vec(), b"v".to_vec(), None);
+        s.insert(b"forever".to_vec(), Value::Str(b"v".to_vec()), None);
         assert_eq!(s.next_deadline(), Some(t0));
         assert_eq!(s.expire_some(t0 + Duration::from_millis(4), 3), 3);
         assert_eq!(s.expire_some(t0 + Duration::from_millis(4), 100), 2);
@@ -253,7 +386,7 @@ mod tests {
         let t0 = Instant::now();
         s.insert(
             b"k".to_vec(),
-            b"v".to_vec(),
+            Value::Str(b"v".to_vec()),
             Some(t0 + Duration::from_secs(1)),
         );
         // A new deadline: the old heap item no longer matches and must not remove it.
@@ -279,7 +412,7 @@ mod tests {
         for i in 0..10_000u64 {
             s.insert(
                 b"k".to_vec(),
-                b"v".to_vec(),
+                Value::Str(b"v".to_vec()),
                 Some(t0 + Duration::from_secs(i + 1)),
             );
         }

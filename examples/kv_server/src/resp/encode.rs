@@ -1,19 +1,39 @@
-//! Replies: the RESP2 values a server sends, and the functions that write them.
+//! Replies: the values a server sends, and the functions that write them in RESP2 or
+//! RESP3.
 
 use std::borrow::Cow;
 
-/// One RESP2 reply value.
+/// The protocol a connection speaks, chosen by the client with `HELLO` (RESP2 until
+/// then, as in Redis).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// RESP2: maps and sets are flat arrays, doubles are bulk strings, nulls are
+    /// `$-1` / `*-1`.
+    #[default]
+    Resp2,
+    /// RESP3: maps (`%`), sets (`~`), doubles (`,`) and one null (`_`).
+    Resp3,
+}
+
+/// One reply value, written in either protocol.
 ///
 /// Owned and `Send`, so a shard can compute it and hand it to the shard that owns the
-/// connection. [`encode`](Reply::encode) appends its wire bytes.
+/// connection, which encodes it in the connection's [`Protocol`]
+/// ([`encode_as`](Reply::encode_as); [`encode`](Reply::encode) is RESP2).
 ///
 /// ```
-/// use kv_server::resp::Reply;
+/// use kv_server::resp::{Protocol, Reply};
 /// let reply = Reply::Array(vec![Reply::Integer(-3), Reply::Nil, Reply::ok()]);
 /// assert_eq!(reply.to_bytes(), b"*3\r\n:-3\r\n$-1\r\n+OK\r\n");
 /// assert_eq!(Reply::error("ERR syntax error").to_bytes(), b"-ERR syntax error\r\n");
+///
+/// let map = Reply::Map(vec![(Reply::Bulk(b"f".to_vec()), Reply::Double(1.5))]);
+/// let mut resp3 = Vec::new();
+/// map.encode_as(&mut resp3, Protocol::Resp3);
+/// assert_eq!(resp3, b"%1\r\n$1\r\nf\r\n,1.5\r\n");
+/// assert_eq!(map.to_bytes(), b"*2\r\n$1\r\nf\r\n$3\r\n1.5\r\n");
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Reply {
     /// `+<text>\r\n`, e.g. `OK`, `PONG`.
     Simple(Cow<'static, str>),
@@ -29,6 +49,16 @@ pub enum Reply {
     Array(Vec<Reply>),
     /// The nil array `*-1\r\n`.
     NilArray,
+    /// Key-value pairs: RESP3 `%<n>`, RESP2 an array of `2n` elements.
+    Map(Vec<(Reply, Reply)>),
+    /// Unordered distinct elements: RESP3 `~<n>`, RESP2 an array.
+    Set(Vec<Reply>),
+    /// Pairs such as (member, score): RESP3 an array of two-element arrays, RESP2 one
+    /// flat array (as Redis answers `ZRANGE .. WITHSCORES`).
+    Pairs(Vec<(Reply, Reply)>),
+    /// A floating-point number (a score): RESP3 `,<x>`, RESP2 a bulk string, both in
+    /// Redis's formatting (`1.5`, `3`, `inf`, `1e+20`).
+    Double(f64),
 }
 
 impl Reply {
@@ -47,21 +77,61 @@ impl Reply {
         matches!(self, Reply::Error(_))
     }
 
-    /// Appends the wire bytes of this reply to `out`.
+    /// Appends the RESP2 wire bytes of this reply to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
+        self.encode_as(out, Protocol::Resp2);
+    }
+
+    /// Appends the wire bytes of this reply in `proto` to `out`.
+    pub fn encode_as(&self, out: &mut Vec<u8>, proto: Protocol) {
+        let resp3 = proto == Protocol::Resp3;
         match self {
             Reply::Simple(s) => write_simple(out, s),
             Reply::Error(e) => write_error(out, e),
             Reply::Integer(n) => write_integer(out, *n),
             Reply::Bulk(b) => write_bulk(out, b),
-            Reply::Nil => write_nil(out),
+            Reply::Nil => write_null(out, proto),
+            Reply::NilArray if resp3 => write_null(out, proto),
+            Reply::NilArray => write_nil_array(out),
             Reply::Array(items) => {
                 write_array_len(out, items.len());
                 for item in items {
-                    item.encode(out);
+                    item.encode_as(out, proto);
                 }
             }
-            Reply::NilArray => write_nil_array(out),
+            Reply::Map(pairs) => {
+                if resp3 {
+                    write_header(out, b'%', pairs.len());
+                } else {
+                    write_array_len(out, 2 * pairs.len());
+                }
+                for (k, v) in pairs {
+                    k.encode_as(out, proto);
+                    v.encode_as(out, proto);
+                }
+            }
+            Reply::Pairs(pairs) => {
+                write_array_len(out, if resp3 { pairs.len() } else { 2 * pairs.len() });
+                for (a, b) in pairs {
+                    if resp3 {
+                        write_array_len(out, 2);
+                    }
+                    a.encode_as(out, proto);
+                    b.encode_as(out, proto);
+                }
+            }
+            Reply::Set(items) => {
+                write_header(out, if resp3 { b'~' } else { b'*' }, items.len());
+                for item in items {
+                    item.encode_as(out, proto);
+                }
+            }
+            Reply::Double(x) if resp3 => {
+                out.push(b',');
+                out.extend_from_slice(format_double(*x).as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Double(x) => write_bulk(out, format_double(*x).as_bytes()),
         }
     }
 
@@ -170,6 +240,51 @@ pub fn write_array_len(out: &mut Vec<u8>, len: usize) {
 /// ```
 pub fn write_nil_array(out: &mut Vec<u8>) {
     out.extend_from_slice(b"*-1\r\n");
+}
+
+/// Appends the null of `proto`: `_` in RESP3, the nil bulk string in RESP2.
+pub fn write_null(out: &mut Vec<u8>, proto: Protocol) {
+    match proto {
+        Protocol::Resp2 => write_nil(out),
+        Protocol::Resp3 => out.extend_from_slice(b"_\r\n"),
+    }
+}
+
+/// Appends an aggregate's header, `<kind><len>\r\n`.
+fn write_header(out: &mut Vec<u8>, kind: u8, len: usize) {
+    out.push(kind);
+    write_decimal(out, len as i64);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A double as Redis writes it: the shortest text that reads back as the same value,
+/// integers without a fraction, `inf` / `-inf`, and an exponent (`1e+20`) for very
+/// large or small magnitudes.
+///
+/// ```
+/// use kv_server::resp::format_double;
+/// assert_eq!(format_double(3.0), "3");
+/// assert_eq!(format_double(-0.25), "-0.25");
+/// assert_eq!(format_double(f64::INFINITY), "inf");
+/// assert_eq!(format_double(1e20), "1e+20");
+/// assert_eq!(format_double(1.5e-7), "1.5e-07");
+/// ```
+pub fn format_double(x: f64) -> String {
+    if x.is_infinite() {
+        return if x > 0.0 { "inf" } else { "-inf" }.to_string();
+    }
+    let magnitude = x.abs();
+    if magnitude != 0.0 && !(1e-5..1e17).contains(&magnitude) {
+        // C's %g style: a sign and at least two exponent digits.
+        let text = format!("{x:e}");
+        let (mantissa, exp) = text.split_once('e').unwrap_or((&text, "0"));
+        let (sign, digits) = match exp.strip_prefix('-') {
+            Some(d) => ('-', d),
+            None => ('+', exp),
+        };
+        return format!("{mantissa}e{sign}{digits:0>2}");
+    }
+    format!("{x}")
 }
 
 /// Appends `n` in decimal without going through `fmt` (replies are a hot path).

@@ -1,4 +1,5 @@
-//! RESP2, the Redis wire protocol: requests in, replies out.
+//! RESP, the Redis wire protocol (RESP2, and RESP3 for clients that ask with
+//! `HELLO 3`): requests in, replies out.
 //!
 //! **A building block of the `kv_server` example.** It does no I/O: the server reads
 //! bytes from a socket into a [`Decoder`], takes whole requests out of it, and writes
@@ -45,8 +46,8 @@ mod parse;
 pub use decoder::Decoder;
 pub(crate) use encode::write_decimal;
 pub use encode::{
-    write_array_len, write_bulk, write_error, write_integer, write_nil, write_nil_array,
-    write_simple, Reply,
+    format_double, write_array_len, write_bulk, write_error, write_integer, write_nil,
+    write_nil_array, write_null, write_simple, Protocol, Reply,
 };
 pub use error::ProtocolError;
 pub use parse::{parse_integer, Parsed, Parser};

@@ -1,0 +1,244 @@
+//! One connection's own state (its protocol, name and id) and the commands about it:
+//! `HELLO`, `CLIENT`, `SELECT`, `QUIT`, `SHUTDOWN`.
+
+use super::command::{arity_error, integer, truncated, unknown_subcommand};
+use super::Command;
+use crate::resp::{Protocol, Reply};
+
+/// The Redis version whose commands and replies this server follows (`HELLO`,
+/// `INFO`).
+pub const REDIS_VERSION: &str = "7.2.0";
+
+/// `HELLO`'s arguments.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Hello {
+    /// The protocol asked for (2 or 3); `None` keeps the current one.
+    pub protocol: Option<Protocol>,
+    /// `AUTH username password`.
+    pub auth: Option<(Vec<u8>, Vec<u8>)>,
+    /// `SETNAME name`.
+    pub name: Option<Vec<u8>>,
+}
+
+impl Hello {
+    /// Parses the arguments after `HELLO`.
+    pub(super) fn parse(args: Vec<Vec<u8>>) -> Result<Hello, Reply> {
+        let mut hello = Hello::default();
+        let mut args = args.into_iter();
+        let Some(version) = args.next() else {
+            return Ok(hello);
+        };
+        hello.protocol = Some(match integer(&version) {
+            Ok(2) => Protocol::Resp2,
+            Ok(3) => Protocol::Resp3,
+            Ok(_) => return Err(Reply::error("NOPROTO unsupported protocol version")),
+            Err(_) => {
+                return Err(Reply::error(
+                    "ERR Protocol version is not an integer or out of range",
+                ))
+            }
+        });
+        while let Some(opt) = args.next() {
+            match opt.to_ascii_lowercase().as_slice() {
+                b"auth" => match (args.next(), args.next()) {
+                    (Some(user), Some(pass)) => hello.auth = Some((user, pass)),
+                    _ => return Err(syntax_in_hello(&opt)),
+                },
+                b"setname" => match args.next() {
+                    Some(name) => hello.name = Some(name),
+                    None => return Err(syntax_in_hello(&opt)),
+                },
+                _ => return Err(syntax_in_hello(&opt)),
+            }
+        }
+        Ok(hello)
+    }
+}
+
+fn syntax_in_hello(opt: &[u8]) -> Reply {
+    Reply::error(format!(
+        "ERR Syntax error in HELLO option '{}'",
+        truncated(opt, 128)
+    ))
+}
+
+/// `CLIENT` subcommands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientCommand {
+    /// `CLIENT SETNAME name`.
+    SetName(Vec<u8>),
+    /// `CLIENT GETNAME`.
+    GetName,
+    /// `CLIENT ID`.
+    Id,
+    /// `CLIENT SETINFO LIB-NAME | LIB-VER value` (what redis-py sends on connect).
+    SetInfo(Vec<u8>, Vec<u8>),
+}
+
+impl ClientCommand {
+    /// Parses the arguments after `CLIENT`.
+    pub(super) fn parse(args: Vec<Vec<u8>>) -> Result<ClientCommand, Reply> {
+        let original = args[0].clone();
+        let sub = original.to_ascii_lowercase();
+        let argc = args.len() + 1;
+        let want = |n: usize, name: &str| {
+            if argc == n {
+                Ok(())
+            } else {
+                Err(arity_error(name))
+            }
+        };
+        let mut args = args.into_iter().skip(1);
+        Ok(match sub.as_slice() {
+            b"setname" => {
+                want(3, "client|setname")?;
+                ClientCommand::SetName(args.next().unwrap_or_default())
+            }
+            b"getname" => {
+                want(2, "client|getname")?;
+                ClientCommand::GetName
+            }
+            b"id" => {
+                want(2, "client|id")?;
+                ClientCommand::Id
+            }
+            b"setinfo" => {
+                want(4, "client|setinfo")?;
+                let attr = args.next().unwrap_or_default();
+                if !attr.eq_ignore_ascii_case(b"lib-name") && !attr.eq_ignore_ascii_case(b"lib-ver")
+                {
+                    return Err(Reply::error(format!(
+                        "ERR Unrecognized option '{}'",
+                        truncated(&attr, 128)
+                    )));
+                }
+                ClientCommand::SetInfo(attr, args.next().unwrap_or_default())
+            }
+            _ => return Err(unknown_subcommand(&original, "CLIENT")),
+        })
+    }
+}
+
+/// What the server must do after answering a connection command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum After {
+    /// Keep serving the connection.
+    Continue,
+    /// Close the connection (`QUIT`).
+    Close,
+    /// Stop the whole server gracefully, as on SIGTERM (`SHUTDOWN`); nothing is
+    /// replied, as in Redis.
+    Shutdown,
+}
+
+/// One connection's state. **A building block of the `kv_server` example.**
+///
+/// ```
+/// use kv_server::kv::{After, Command, Session};
+/// use kv_server::resp::{Protocol, Reply};
+/// let args = |s: &str| s.split(' ').map(|a| a.as_bytes().to_vec()).collect::<Vec<_>>();
+/// let mut session = Session::new(7);
+/// let (reply, after) = session.execute(Command::parse(args("HELLO 3 SETNAME app")).unwrap());
+/// assert!(matches!(reply, Reply::Map(_)));
+/// assert_eq!(after, After::Continue);
+/// assert_eq!(session.protocol(), Protocol::Resp3);
+/// let (name, _) = session.execute(Command::parse(args("CLIENT GETNAME")).unwrap());
+/// assert_eq!(name, Reply::Bulk(b"app".to_vec()));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Session {
+    id: u64,
+    protocol: Protocol,
+    name: Option<Vec<u8>>,
+}
+
+impl Session {
+    /// A new connection's state: RESP2, no name, `CLIENT ID` answers `id`.
+    pub fn new(id: u64) -> Session {
+        Session {
+            id,
+            protocol: Protocol::Resp2,
+            name: None,
+        }
+    }
+
+    /// The protocol its replies are written in.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Answers a connection command ([`Command::is_connection`]); any other command
+    /// is answered with an error.
+    pub fn execute(&mut self, cmd: Command) -> (Reply, After) {
+        let reply = match cmd {
+            Command::Hello(hello) => return (self.hello(hello), After::Continue),
+            Command::Client(ClientCommand::SetName(name)) => match check_name(&name) {
+                Ok(()) => {
+                    self.name = (!name.is_empty()).then_some(name);
+                    Reply::ok()
+                }
+                Err(e) => e,
+            },
+            Command::Client(ClientCommand::GetName) => {
+                self.name.clone().map_or(Reply::Nil, Reply::Bulk)
+            }
+            Command::Client(ClientCommand::Id) => Reply::Integer(self.id as i64),
+            Command::Client(ClientCommand::SetInfo(..)) | Command::Select => Reply::ok(),
+            Command::Quit => return (Reply::ok(), After::Close),
+            Command::Shutdown => return (Reply::ok(), After::Shutdown),
+            other => Reply::error(format!(
+                "ERR '{}' is not a connection command",
+                other.name()
+            )),
+        };
+        (reply, After::Continue)
+    }
+
+    fn hello(&mut self, hello: Hello) -> Reply {
+        if let Some((user, _password)) = &hello.auth {
+            // No password is configured: the default user takes any password, as in
+            // Redis with its default `nopass` user; no other user exists.
+            if user.as_slice() != b"default" {
+                return Reply::error(
+                    "WRONGPASS invalid username-password pair or user is disabled.",
+                );
+            }
+        }
+        if let Some(name) = &hello.name {
+            if let Err(e) = check_name(name) {
+                return e;
+            }
+        }
+        if let Some(protocol) = hello.protocol {
+            self.protocol = protocol;
+        }
+        if let Some(name) = hello.name {
+            self.name = (!name.is_empty()).then_some(name);
+        }
+        let text = |s: &str| Reply::Bulk(s.as_bytes().to_vec());
+        let proto = match self.protocol {
+            Protocol::Resp2 => 2,
+            Protocol::Resp3 => 3,
+        };
+        Reply::Map(vec![
+            (text("server"), text("redis")),
+            (text("version"), text(REDIS_VERSION)),
+            (text("proto"), Reply::Integer(proto)),
+            (text("id"), Reply::Integer(self.id as i64)),
+            (text("mode"), text("standalone")),
+            (text("role"), text("master")),
+            (text("modules"), Reply::Array(Vec::new())),
+        ])
+    }
+}
+
+/// Redis's rule for client names: printable ASCII without spaces.
+fn check_name(name: &[u8]) -> Result<(), Reply> {
+    if name.iter().all(|&b| (b'!'..=b'~').contains(&b)) {
+        Ok(())
+    } else {
+        Err(Reply::error(
+            "ERR Client names cannot contain spaces, newlines or special characters.",
+        ))
+    }
+}

@@ -1,0 +1,333 @@
+//! Sorted sets: `ZADD`, `ZINCRBY`, `ZPOPMIN`, `ZPOPMAX`, `ZRANGE`, `ZSCORE`, `ZREM`,
+//! `ZCARD`.
+
+use std::time::Instant;
+
+use super::command::{integer, positive_count, SYNTAX};
+use super::lists::clamp_range;
+use super::zset::{Score, ZSet};
+use super::Store;
+use crate::resp::Reply;
+
+const NOT_A_FLOAT: &str = "ERR value is not a valid float";
+const NAN_RESULT: &str = "ERR resulting score is not a number (NaN)";
+
+/// `ZADD`'s options.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ZAddFlags {
+    /// `NX`: only add new members.
+    pub nx: bool,
+    /// `XX`: only update existing members.
+    pub xx: bool,
+    /// `GT`: only update when the new score is greater.
+    pub gt: bool,
+    /// `LT`: only update when the new score is less.
+    pub lt: bool,
+    /// `CH`: count changed members too, not only added ones.
+    pub ch: bool,
+    /// `INCR`: add the score to the member's (one pair only); reply the new score.
+    pub incr: bool,
+}
+
+/// A sorted-set command. Every one touches one key.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ZSetCommand {
+    /// `ZADD key [NX|XX] [GT|LT] [CH] [INCR] score member [score member ...]`.
+    Add {
+        /// The key.
+        key: Vec<u8>,
+        /// The options.
+        flags: ZAddFlags,
+        /// (score, member) pairs.
+        pairs: Vec<(f64, Vec<u8>)>,
+    },
+    /// `ZINCRBY key increment member`: the new score.
+    IncrBy(Vec<u8>, f64, Vec<u8>),
+    /// `ZPOPMIN` / `ZPOPMAX key [count]`.
+    Pop {
+        /// The key.
+        key: Vec<u8>,
+        /// With a count, the reply is a list of (member, score) pairs.
+        count: Option<usize>,
+        /// `ZPOPMAX`.
+        max: bool,
+    },
+    /// `ZRANGE key start stop [REV] [WITHSCORES]` (by rank).
+    Range {
+        /// The key.
+        key: Vec<u8>,
+        /// First rank.
+        start: i64,
+        /// Last rank (inclusive).
+        stop: i64,
+        /// Highest score first.
+        rev: bool,
+        /// Reply (member, score) pairs.
+        with_scores: bool,
+    },
+    /// `ZSCORE key member`.
+    Score(Vec<u8>, Vec<u8>),
+    /// `ZREM key member [member ...]`: how many were removed.
+    Rem(Vec<u8>, Vec<Vec<u8>>),
+    /// `ZCARD key`.
+    Card(Vec<u8>),
+}
+
+/// A score argument as Redis reads it (`1.5`, `-3`, `inf`, `+inf`, `-inf`; not NaN).
+pub(super) fn parse_score(arg: &[u8]) -> Result<f64, Reply> {
+    std::str::from_utf8(arg)
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|v| !v.is_nan())
+        .ok_or(Reply::error(NOT_A_FLOAT))
+}
+
+impl ZSetCommand {
+    /// Parses the arguments after the name (arity already checked).
+    pub(super) fn parse(name: &str, mut args: Vec<Vec<u8>>) -> Result<ZSetCommand, Reply> {
+        let key = std::mem::take(&mut args[0]);
+        let rest = args.split_off(1);
+        Ok(match name {
+            "zadd" => parse_zadd(key, rest)?,
+            "zincrby" => ZSetCommand::IncrBy(key, parse_score(&rest[0])?, rest[1].clone()),
+            "zpopmin" | "zpopmax" => match rest.as_slice() {
+                [] => ZSetCommand::Pop {
+                    key,
+                    count: None,
+                    max: name == "zpopmax",
+                },
+                [count] => ZSetCommand::Pop {
+                    key,
+                    count: Some(positive_count(count)?),
+                    max: name == "zpopmax",
+                },
+                _ => return Err(Reply::error(SYNTAX)),
+            },
+            "zrange" => {
+                let start = integer(&rest[0])?;
+                let stop = integer(&rest[1])?;
+                let (mut rev, mut with_scores) = (false, false);
+                for opt in &rest[2..] {
+                    match opt.to_ascii_lowercase().as_slice() {
+                        b"rev" => rev = true,
+                        b"withscores" => with_scores = true,
+                        // BYSCORE, BYLEX and LIMIT are not served.
+                        _ => return Err(Reply::error(SYNTAX)),
+                    }
+                }
+                ZSetCommand::Range {
+                    key,
+                    start,
+                    stop,
+                    rev,
+                    with_scores,
+                }
+            }
+            "zscore" => ZSetCommand::Score(key, rest.into_iter().next().unwrap_or_default()),
+            "zrem" => ZSetCommand::Rem(key, rest),
+            "zcard" => ZSetCommand::Card(key),
+            _ => unreachable!("only sorted-set commands are sent here"),
+        })
+    }
+
+    /// The one key it touches.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            ZSetCommand::Add { key, .. }
+            | ZSetCommand::Pop { key, .. }
+            | ZSetCommand::Range { key, .. }
+            | ZSetCommand::IncrBy(key, ..)
+            | ZSetCommand::Score(key, _)
+            | ZSetCommand::Rem(key, _)
+            | ZSetCommand::Card(key) => key,
+        }
+    }
+}
+
+fn parse_zadd(key: Vec<u8>, args: Vec<Vec<u8>>) -> Result<ZSetCommand, Reply> {
+    let mut flags = ZAddFlags::default();
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].to_ascii_lowercase().as_slice() {
+            b"nx" => flags.nx = true,
+            b"xx" => flags.xx = true,
+            b"gt" => flags.gt = true,
+            b"lt" => flags.lt = true,
+            b"ch" => flags.ch = true,
+            b"incr" => flags.incr = true,
+            _ => break,
+        }
+        i += 1;
+    }
+    let elements = &args[i..];
+    if elements.is_empty() || elements.len() % 2 != 0 {
+        return Err(Reply::error(SYNTAX));
+    }
+    if flags.nx && flags.xx {
+        return Err(Reply::error(
+            "ERR XX and NX options at the same time are not compatible",
+        ));
+    }
+    if (flags.nx && (flags.gt || flags.lt)) || (flags.gt && flags.lt) {
+        return Err(Reply::error(
+            "ERR GT, LT, and/or NX options at the same time are not compatible",
+        ));
+    }
+    if flags.incr && elements.len() > 2 {
+        return Err(Reply::error(
+            "ERR INCR option supports a single increment-element pair",
+        ));
+    }
+    let pairs = elements
+        .chunks(2)
+        .map(|pair| Ok((parse_score(&pair[0])?, pair[1].clone())))
+        .collect::<Result<_, Reply>>()?;
+    Ok(ZSetCommand::Add { key, flags, pairs })
+}
+
+/// (member, score) pairs as replies.
+fn scored<'a>(items: impl IntoIterator<Item = (&'a [u8], Score)>) -> Reply {
+    Reply::Pairs(
+        items
+            .into_iter()
+            .map(|(m, s)| (Reply::Bulk(m.to_vec()), Reply::Double(s.get())))
+            .collect(),
+    )
+}
+
+/// What `ZADD` does to one member, given its current score: the score to store, or
+/// `None` to leave it.
+fn zadd_one(flags: ZAddFlags, current: Option<Score>, score: f64) -> Result<Option<Score>, Reply> {
+    match current {
+        None if flags.xx => Ok(None),
+        None => Ok(Some(Score::new(score).ok_or(Reply::error(NAN_RESULT))?)),
+        Some(_) if flags.nx => Ok(None),
+        Some(cur) => {
+            let new = if flags.incr { cur.get() + score } else { score };
+            let new = Score::new(new).ok_or(Reply::error(NAN_RESULT))?;
+            let keep = (flags.gt && new <= cur) || (flags.lt && new >= cur);
+            Ok((!keep).then_some(new))
+        }
+    }
+}
+
+impl Store {
+    pub(super) fn run_zset(&mut self, cmd: ZSetCommand, now: Instant) -> Reply {
+        match cmd {
+            ZSetCommand::Add { key, flags, pairs } => {
+                let reply = self.zadd(&key, flags, pairs, now);
+                self.drop_if_empty(&key);
+                reply
+            }
+            ZSetCommand::IncrBy(key, by, member) => {
+                let flags = ZAddFlags {
+                    incr: true,
+                    ..ZAddFlags::default()
+                };
+                let reply = self.zadd(&key, flags, vec![(by, member)], now);
+                self.drop_if_empty(&key);
+                reply
+            }
+            ZSetCommand::Pop { key, count, max } => {
+                let z = match self.collection::<ZSet>(&key, now) {
+                    Ok(Some(z)) => z,
+                    Ok(None) => return Reply::Array(Vec::new()),
+                    Err(wrong_type) => return wrong_type,
+                };
+                let n = count.unwrap_or(1);
+                let popped = if max { z.pop_max(n) } else { z.pop_min(n) };
+                self.drop_if_empty(&key);
+                let items = popped.iter().map(|(m, s)| (m.as_slice(), *s));
+                match count {
+                    Some(_) => scored(items),
+                    // Without a count: one flat (member, score) pair, in both protocols.
+                    None => Reply::Array(
+                        items
+                            .flat_map(|(m, s)| [Reply::Bulk(m.to_vec()), Reply::Double(s.get())])
+                            .collect(),
+                    ),
+                }
+            }
+            ZSetCommand::Range {
+                key,
+                start,
+                stop,
+                rev,
+                with_scores,
+            } => match self.collection::<ZSet>(&key, now) {
+                Ok(Some(z)) => {
+                    let items = match clamp_range(start, stop, z.len()) {
+                        Some((a, b)) => z.range(a, b, rev),
+                        None => Vec::new(),
+                    };
+                    if with_scores {
+                        scored(items)
+                    } else {
+                        Reply::Array(
+                            items
+                                .into_iter()
+                                .map(|(m, _)| Reply::Bulk(m.to_vec()))
+                                .collect(),
+                        )
+                    }
+                }
+                Ok(None) => Reply::Array(Vec::new()),
+                Err(wrong_type) => wrong_type,
+            },
+            ZSetCommand::Score(key, member) => match self.collection::<ZSet>(&key, now) {
+                Ok(z) => z
+                    .and_then(|z| z.score(&member))
+                    .map_or(Reply::Nil, |s| Reply::Double(s.get())),
+                Err(wrong_type) => wrong_type,
+            },
+            ZSetCommand::Rem(key, members) => match self.collection::<ZSet>(&key, now) {
+                Ok(Some(z)) => {
+                    let n = members.iter().filter(|m| z.remove(m)).count();
+                    self.drop_if_empty(&key);
+                    Reply::Integer(n as i64)
+                }
+                Ok(None) => Reply::Integer(0),
+                Err(wrong_type) => wrong_type,
+            },
+            ZSetCommand::Card(key) => match self.collection::<ZSet>(&key, now) {
+                Ok(z) => Reply::Integer(z.map_or(0, |z| z.len() as i64)),
+                Err(wrong_type) => wrong_type,
+            },
+        }
+    }
+
+    fn zadd(
+        &mut self,
+        key: &[u8],
+        flags: ZAddFlags,
+        pairs: Vec<(f64, Vec<u8>)>,
+        now: Instant,
+    ) -> Reply {
+        let z = match self.collection_or_create::<ZSet>(key, now) {
+            Ok(z) => z,
+            Err(wrong_type) => return wrong_type,
+        };
+        let (mut added, mut changed) = (0, 0);
+        let mut last = None;
+        for (score, member) in pairs {
+            let current = z.score(&member);
+            match zadd_one(flags, current, score) {
+                Err(nan) => return nan,
+                Ok(None) => last = None,
+                Ok(Some(new)) => {
+                    match current {
+                        None => added += 1,
+                        Some(cur) if cur != new => changed += 1,
+                        Some(_) => {}
+                    }
+                    z.insert(member, new);
+                    last = Some(new);
+                }
+            }
+        }
+        if flags.incr {
+            return last.map_or(Reply::Nil, |s| Reply::Double(s.get()));
+        }
+        Reply::Integer(if flags.ch { added + changed } else { added })
+    }
+}
