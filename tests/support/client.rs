@@ -1,9 +1,6 @@
 //! A client program this project did not write (curl, h2load, Python), run by a test
 //! with a bound on how long it may take.
 
-// Each test file includes this module and uses the part it needs.
-#![allow(dead_code)]
-
 use std::io::Read;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
