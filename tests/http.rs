@@ -4,6 +4,9 @@
 //! other, idle keep-alive connections closed by the header-read timeout.
 #![cfg(feature = "hyper")]
 
+#[path = "support/example.rs"]
+mod example;
+
 use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -13,6 +16,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
+use example::Example;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -85,14 +89,23 @@ impl Server {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        url(self.addr, path)
     }
 
     fn connect(&self) -> std::net::TcpStream {
-        let s = std::net::TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(READ_BOUND)).unwrap();
-        s
+        connect(self.addr)
     }
+}
+
+fn url(addr: SocketAddr, path: &str) -> String {
+    format!("http://{addr}{path}")
+}
+
+/// A plain client connection, its reads bounded.
+fn connect(addr: SocketAddr) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(READ_BOUND)).unwrap();
+    s
 }
 
 impl Drop for Server {
@@ -354,84 +367,18 @@ fn graceful_shutdown_answers_the_request_in_flight_then_closes() {
     server_result.unwrap();
 }
 
-/// examples/http_server, built by `cargo test --features hyper` next to this test's
-/// executable (target/<profile>/examples/), started with `--port 0`.
-struct Example {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Example {
-    /// `None` (the test then skips, saying so) when the binary is not built.
-    fn start(shards: usize) -> Option<Example> {
-        let exe = std::env::current_exe().unwrap();
-        let path = exe.parent()?.parent()?.join("examples").join("http_server");
-        if !path.exists() {
-            eprintln!(
-                "skipped: {} is not built (cargo test --features hyper builds it)",
-                path.display()
-            );
-            return None;
-        }
-        let mut child = std::process::Command::new(path)
-            .args(["--port", "0", "--shards", &shards.to_string()])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        let port = line
-            .strip_prefix("listening on 127.0.0.1:")
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
-        Some(Example { child, port })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.port, path)
-    }
-
-    fn connect(&self) -> std::net::TcpStream {
-        let s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(READ_BOUND)).unwrap();
-        s
-    }
-
-    /// Sends SIGTERM and waits for the exit status (bounded: killed after 30 s).
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        for _ in 0..600 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.child.kill().unwrap();
-        panic!("http_server did not exit within 30 s of SIGTERM");
-    }
-}
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        // Only reached when a test failed before `terminate`.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// examples/http_server on 127.0.0.1 with two shards (see support/example.rs for how
+/// it is found and stopped), and its address.
+fn start_example() -> (Example, SocketAddr) {
+    let server = Example::start("http_server", &["--shards", "2"]);
+    let addr = SocketAddr::from(([127, 0, 0, 1], server.port));
+    (server, addr)
 }
 
 #[test]
 fn example_serves_on_every_shard_and_exits_0_on_sigterm() {
-    let Some(server) = Example::start(2) else {
-        return;
-    };
-    let mut resp = ureq::get(&server.url("/json")).call().unwrap();
+    let (server, addr) = start_example();
+    let mut resp = ureq::get(&url(addr, "/json")).call().unwrap();
     assert_eq!(resp.headers()["content-type"], "application/json");
     assert_eq!(
         resp.body_mut().read_to_string().unwrap(),
@@ -443,7 +390,7 @@ fn example_serves_on_every_shard_and_exits_0_on_sigterm() {
     for _ in 0..32 {
         let agent = ureq::Agent::new_with_defaults();
         let body = agent
-            .get(&server.url("/shard"))
+            .get(&url(addr, "/shard"))
             .call()
             .unwrap()
             .body_mut()
@@ -458,17 +405,15 @@ fn example_serves_on_every_shard_and_exits_0_on_sigterm() {
 
 #[test]
 fn example_finishes_requests_in_flight_on_sigterm() {
-    let Some(server) = Example::start(2) else {
-        return;
-    };
+    let (server, addr) = start_example();
     // An idle keep-alive connection...
-    let mut idle = server.connect();
+    let mut idle = connect(addr);
     idle.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     assert!(read_response(&mut idle).ends_with("Hello, World!"));
     let mut buf = [0u8; 1024];
     // ...and a request in flight: its first chunk has come, the rest is 300 ms out.
-    let mut busy = server.connect();
+    let mut busy = connect(addr);
     busy.write_all(b"GET /sleep/300 HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let mut got = Vec::new();

@@ -15,7 +15,9 @@
 //!
 //! [`http1()`] is hyper's HTTP/1 server builder with the timer set, [`serve_connection`]
 //! serves one connection with it, and [`graceful`] shuts a connection down when a
-//! signal comes.
+//! signal comes. With the cargo feature `http2`, [`http2()`] is hyper's HTTP/2 server
+//! builder with the executor (each HTTP/2 stream is a task on the loop) and the timer
+//! set.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -80,6 +82,49 @@ use ::hyper::service::HttpService;
 /// ```
 pub fn http1() -> http1::Builder {
     let mut builder = http1::Builder::new();
+    builder.timer(LoopTimer);
+    builder
+}
+
+/// hyper's HTTP/2 server builder with [`LoopExecutor`] (hyper runs each stream of a
+/// connection as its own task: here, a task on the running loop, which may be
+/// `!Send`) and [`LoopTimer`] (for its keep-alive pings and timeouts).
+///
+/// HTTP/2 needs either TLS with ALPN (`h2`) or a client that speaks it from the first
+/// byte ("prior knowledge", as `curl --http2-prior-knowledge` and `h2load` do);
+/// `examples/https_server.rs` and `examples/axum_server.rs` show both.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Empty, Full};
+/// use hyper::{body::Incoming, service::service_fn, Request, Response};
+/// use shardloop::net::UnixStream;
+///
+/// shardloop::run(async {
+///     let (server_end, client_end) = UnixStream::pair()?;
+///     let version = service_fn(|req: Request<Incoming>| async move {
+///         let body = format!("{:?}", req.version());
+///         Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(body))))
+///     });
+///     let conn = shardloop::hyper::http2().serve_connection(server_end, version);
+///     drop(shardloop::spawn(conn));
+///
+///     // hyper's HTTP/2 client, with the same executor.
+///     let (mut sender, conn) =
+///         hyper::client::conn::http2::handshake(shardloop::hyper::LoopExecutor, client_end)
+///             .await?;
+///     drop(shardloop::spawn(conn));
+///     let req = Request::get("http://localhost/").body(Empty::<Bytes>::new())?;
+///     let resp = sender.send_request(req).await?;
+///     assert_eq!(resp.into_body().collect().await?.to_bytes(), "HTTP/2.0");
+///     Ok::<_, Box<dyn std::error::Error>>(())
+/// })??;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[cfg(feature = "http2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http2")))]
+pub fn http2() -> ::hyper::server::conn::http2::Builder<LoopExecutor> {
+    let mut builder = ::hyper::server::conn::http2::Builder::new(LoopExecutor);
     builder.timer(LoopTimer);
     builder
 }

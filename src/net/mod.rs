@@ -10,6 +10,36 @@
 //! `AsyncReadExt` / `AsyncWriteExt` helpers of futures-util or futures-lite work on
 //! them. Listeners that run out of file descriptors back off and keep serving.
 //!
+//! With the cargo feature `tokio-io`, the streams (and a TCP stream's owned halves)
+//! implement `tokio::io::AsyncRead` and `tokio::io::AsyncWrite` as well, so crates
+//! written against tokio's io traits (tokio-util codecs, tokio-rustls,
+//! tokio-tungstenite) run on them, on a loop, without tokio's runtime. What still
+//! needs tokio's reactor: `docs/ecosystem.md`. Note that the streams' own
+//! `shutdown(how)` takes precedence over `tokio::io::AsyncWriteExt::shutdown()`:
+//! call that one as `AsyncWriteExt::shutdown(&mut stream)`.
+//!
+//! ```
+//! # #[cfg(feature = "tokio-io")] {
+//! use futures_util::{SinkExt, StreamExt};
+//! use shardloop::net::{TcpListener, TcpStream};
+//! use tokio_util::codec::{Framed, LinesCodec};
+//!
+//! // tokio-util's line codec on a shardloop loop; no tokio runtime anywhere.
+//! shardloop::run(async {
+//!     let listener = TcpListener::bind("127.0.0.1:0")?;
+//!     let client = TcpStream::connect(listener.local_addr()?).await?;
+//!     let (server, _) = listener.accept().await?;
+//!     let mut server = Framed::new(server, LinesCodec::new());
+//!     let mut client = Framed::new(client, LinesCodec::new());
+//!     client.send("ping").await?;
+//!     let line = server.next().await.unwrap()?;
+//!     assert_eq!(line, "ping");
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })??;
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! ```
 //! use futures_util::{AsyncReadExt, AsyncWriteExt};
 //! use shardloop::net::{TcpListener, TcpStream};
@@ -37,6 +67,8 @@
 
 mod dispatch;
 mod tcp;
+#[cfg(feature = "tokio-io")]
+mod tokio_io;
 mod udp;
 mod unix;
 
