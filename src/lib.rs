@@ -56,8 +56,8 @@ pub use event_loop::timers::TimerHandle;
 pub use event_loop::{EventLoop, LoopBuilder};
 pub use remote::Remote;
 pub use runtime::{
-    current_shard, shard_index, Builder as RuntimeBuilder, Runtime, ShardReport, ShutdownReport,
-    DEFAULT_SHUTDOWN_GRACE,
+    current_shard, shard_index, shard_index_bytes, Builder as RuntimeBuilder, Runtime, ShardReport,
+    ShutdownReport, DEFAULT_SHUTDOWN_GRACE,
 };
 pub use task::{yield_now, Task, YieldNow};
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 pub use builder::Builder;
 pub use report::{ShardReport, ShutdownReport};
-pub use shard_hash::shard_index;
+pub use shard_hash::{shard_index, shard_index_bytes};
 
 use crate::event_loop::timers::deadline_after;
 use crate::remote::Remote;
@@ -122,13 +122,16 @@ impl Runtime {
         self.cpus[i]
     }
 
-    /// The shard for `key`: a fixed hash of the key's `Hash` output (not randomly
-    /// seeded; see [`shard_index`]) modulo `len()`, so the same key maps to the same
-    /// shard for the life of the runtime, and across runs of the same build.
+    /// The shard for `key`: [`shard_index`]`(key, len())`, *shard hash v1* (fixed,
+    /// unseeded, the same on every platform) over the bytes the key's `Hash`
+    /// writes, so the same key maps to the same shard for the life of the runtime
+    /// and in every process with as many shards. For a route that peers compute
+    /// from a key's bytes alone, use [`shard_index_bytes`]`(bytes, rt.len())`.
     ///
     /// ```
     /// let rt = shardloop::Runtime::builder().shards(2).build()?;
     /// assert_eq!(rt.shard_for(&"session-7"), rt.shard_for(&"session-7"));
+    /// assert_eq!(rt.shard_for(&12345u64), shardloop::shard_index(&12345u64, 2));
     /// assert!(rt.shard_for(&12345u64) < rt.len());
     /// # Ok::<(), shardloop::Error>(())
     /// ```

@@ -1,7 +1,9 @@
 //! A Redis-protocol (RESP2) key-value server with one event loop per core.
 //!
-//! The keyspace is partitioned by `shard_for(key)`: each shard owns its own
-//! [`Store`] in a thread-local. A connection is served by the shard that accepted it;
+//! The keyspace is partitioned by `shard_index_bytes(key, shards)` (shardloop's
+//! fixed *shard hash v1* over the key's bytes, so a client can compute a key's shard
+//! too): each shard owns its own [`Store`] in a thread-local. A connection is served
+//! by the shard that accepted it;
 //! a command for a key another shard owns is sent there with `submit_to` and the reply
 //! awaited. Pipelined commands are parsed together, the remote ones grouped into one
 //! submit per target shard, and the replies written back in order.
@@ -31,7 +33,7 @@ use futures_util::{AsyncReadExt, AsyncWriteExt};
 use kv_server::kv::{Command, Info, Merge, Route, Store};
 use kv_server::resp::{Decoder, Limits, Reply};
 use shardloop::net::{Dispatcher, Placement, TcpListener, TcpStream};
-use shardloop::{current_shard, Runtime, Task};
+use shardloop::{current_shard, shard_index_bytes, Runtime, Task};
 
 thread_local! {
     /// This shard's part of the keyspace.
@@ -210,7 +212,7 @@ impl<'a> Batch<'a> {
             return true;
         }
         let rt = self.rt;
-        let slot = match cmd.route(rt.len(), |key| rt.shard_for(key)) {
+        let slot = match cmd.route(rt.len(), |key| shard_index_bytes(key, rt.len())) {
             Route::Shard(shard, cmd) if shard != self.me => self.place(shard, cmd),
             Route::Local(cmd) | Route::Shard(_, cmd) => {
                 self.run_here(cmd);
