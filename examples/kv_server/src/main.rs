@@ -21,7 +21,8 @@
 //! yielding its core between looks: work that comes within that window costs no
 //! sleep, eventfd write or wakeup, and a client on the same core is not held up
 //! (`LoopBuilder::spin_before_park`). `--spin-us 0` parks at once. SIGINT /
-//! SIGTERM: stop accepting, finish the requests in flight, exit 0.
+//! SIGTERM: stop accepting, finish the requests in flight (for up to `--grace-ms`,
+//! default 5000), exit 0. `--help` lists the flags; a bad one exits 2.
 
 use std::cell::{Cell, RefCell};
 use std::io::Write as _;
@@ -32,8 +33,14 @@ use std::time::{Duration, Instant};
 use futures_util::{AsyncReadExt, AsyncWriteExt};
 use kv_server::kv::{Command, Info, Merge, Route, Store};
 use kv_server::resp::{Decoder, Limits, Reply};
+use lexopt::prelude::*;
 use shardloop::net::{Dispatcher, Placement, TcpListener, TcpStream};
 use shardloop::{current_shard, shard_index_bytes, Runtime, Task};
+
+// The command-line helpers every example shares: they live with the other examples,
+// outside this package, so that all of them parse flags the same way.
+#[path = "../../cli/mod.rs"]
+mod cli;
 
 thread_local! {
     /// This shard's part of the keyspace.
@@ -56,8 +63,9 @@ struct Args {
     spin: Duration,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
+/// Parses the command line, or exits (see `cli`).
+fn parse_args() -> Args {
+    let defaults = Args {
         port: 6379,
         shards: num_cpus::get(),
         placement: None,
@@ -65,34 +73,75 @@ fn parse_args() -> Result<Args, String> {
         pin: true,
         spin: Duration::from_micros(50),
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--port" => args.port = value()?.parse().map_err(|e| format!("--port: {e}"))?,
-            "--shards" => args.shards = value()?.parse().map_err(|e| format!("--shards: {e}"))?,
-            "--grace-ms" => {
-                let ms = value()?.parse().map_err(|e| format!("--grace-ms: {e}"))?;
-                args.grace = Duration::from_millis(ms);
-            }
-            "--no-pin" => args.pin = false,
-            "--spin-us" => {
-                let us = value()?.parse().map_err(|e| format!("--spin-us: {e}"))?;
-                args.spin = Duration::from_micros(us);
-            }
-            "--placement" => {
-                args.placement = match value()?.as_str() {
-                    "reuseport" => None,
-                    "dispatch" => Some(Placement::LeastLoaded),
-                    other => {
-                        return Err(format!("--placement: reuseport or dispatch, not {other}"))
+    let options = [
+        (
+            "--port N".to_string(),
+            format!(
+                "port to listen on (default {}, 0 = any free port)",
+                defaults.port
+            ),
+        ),
+        (
+            "--shards N".to_string(),
+            format!("shards, one loop thread each (default {})", defaults.shards),
+        ),
+        (
+            "--placement P".to_string(),
+            "reuseport (default): every shard listens with SO_REUSEPORT; \
+             dispatch: shard 0 accepts for the least-loaded shard"
+                .to_string(),
+        ),
+        (
+            "--grace-ms N".to_string(),
+            format!(
+                "how long requests in flight get to finish after SIGINT/SIGTERM (default {})",
+                defaults.grace.as_millis()
+            ),
+        ),
+        (
+            "--no-pin".to_string(),
+            "leave the shards to the scheduler instead of one per CPU".to_string(),
+        ),
+        (
+            "--spin-us N".to_string(),
+            format!(
+                "how long an idle shard looks for work before it parks, in microseconds \
+                 (default {}, 0 = at once)",
+                defaults.spin.as_micros()
+            ),
+        ),
+    ];
+    let about = "A Redis-protocol key-value server on 127.0.0.1, one event loop per core.";
+    let usage = cli::usage("kv_server", about, &options);
+    cli::parse_or_exit("kv_server", &usage, |p| {
+        let mut args = defaults;
+        while let Some(arg) = p.next()? {
+            match arg {
+                Long("port") => args.port = cli::value(p, "--port")?,
+                Long("shards") => args.shards = cli::count(p, "--shards")?,
+                Long("grace-ms") => {
+                    args.grace = Duration::from_millis(cli::value(p, "--grace-ms")?)
+                }
+                Long("no-pin") => args.pin = false,
+                Long("spin-us") => args.spin = Duration::from_micros(cli::value(p, "--spin-us")?),
+                Long("placement") => {
+                    args.placement = match cli::value::<String>(p, "--placement")?.as_str() {
+                        "reuseport" => None,
+                        "dispatch" => Some(Placement::LeastLoaded),
+                        other => {
+                            return Err(format!(
+                                "--placement: reuseport or dispatch, not {other:?}"
+                            )
+                            .into())
+                        }
                     }
                 }
+                Short('h') | Long("help") => return Ok(None),
+                _ => return Err(arg.unexpected()),
             }
-            other => return Err(format!("unknown argument {other}")),
         }
-    }
-    Ok(args)
+        Ok(Some(args))
+    })
 }
 
 /// Runs `cmd` on this shard's store.
@@ -461,16 +510,10 @@ fn stop(rt: &Runtime, grace: Duration) {
 
 fn main() {
     env_logger::init();
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("kv_server: {e}\nusage: kv_server [--port N] [--shards N] [--placement reuseport|dispatch] [--grace-ms N] [--no-pin] [--spin-us N]");
-            std::process::exit(2);
-        }
-    };
+    let args = parse_args();
     let rt = Arc::new(
         Runtime::builder()
-            .shards(args.shards.max(1))
+            .shards(args.shards)
             .pin_to_cores(args.pin)
             .thread_name("kv-shard")
             .spin_before_park(args.spin)
