@@ -18,10 +18,10 @@
 //! per CPU), `--workers N` (blocking handler threads, default 8), `--timeout-ms N`
 //! (how long a handler waits for its shard, default 100), `--spin-us N` (how long a
 //! shard that ran out of work keeps looking for more before it parks, yielding its
-//! core between looks; default 50, 0 parks at once). The first line on stdout is
-//! `listening on 127.0.0.1:PORT`. SIGINT or SIGTERM shut it down gracefully: no new
-//! requests are taken, the handlers finish the ones they have, the runtime shuts
-//! down, and the process exits 0.
+//! core between looks; default 50, 0 parks at once); `--help` lists them. The first
+//! line on stdout is `listening on 127.0.0.1:PORT`. SIGINT or SIGTERM shut it down
+//! gracefully: no new requests are taken, the handlers finish the ones they have,
+//! the runtime shuts down, and the process exits 0.
 //!
 //! A tiny_http caveat: its connection thread pool adds a thread only when none is
 //! idle at that moment, so in a burst of new keep-alive connections one can wait for
@@ -75,13 +75,7 @@ struct App {
 type Reply = (u16, String);
 
 fn main() -> ExitCode {
-    let args = match parse_args("blocking_handoff", 8081, Some(DEFAULT_SPIN)) {
-        Ok(a) => a,
-        Err(msg) => {
-            eprintln!("{msg}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = parse_args("blocking_handoff", 8081, Some(DEFAULT_SPIN));
     match serve(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

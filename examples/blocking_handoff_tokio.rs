@@ -48,13 +48,7 @@ struct App {
 type Reply = (u16, String);
 
 fn main() -> ExitCode {
-    let args = match parse_args("blocking_handoff_tokio", 8082, None) {
-        Ok(a) => a,
-        Err(msg) => {
-            eprintln!("{msg}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = parse_args("blocking_handoff_tokio", 8082, None);
     match serve(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -13,7 +13,7 @@
 //!
 //! `--spin-us N` (default 50): how long a shard that ran out of work keeps polling
 //! its sockets, yielding its core between polls, before it sleeps in `epoll_wait`;
-//! 0 sleeps at once.
+//! 0 sleeps at once. `--help` lists the flags.
 //!
 //! SIGINT or SIGTERM shuts it down gracefully: the shards stop accepting, idle
 //! connections close, requests in flight are answered (with `connection: close`),
@@ -50,7 +50,7 @@ const GRACE: Duration = Duration::from_secs(5);
 const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = common::Args::parse("--shards", num_cpus::get(), Some(DEFAULT_SPIN));
+    let args = common::Args::parse("http_server", "shards", num_cpus::get(), Some(DEFAULT_SPIN));
     let rt = Runtime::builder()
         .shards(args.threads)
         .spin_before_park(args.spin.unwrap_or(DEFAULT_SPIN))

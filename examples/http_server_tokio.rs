@@ -16,7 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = common::Args::parse("--workers", 2, None);
+    let args = common::Args::parse("http_server_tokio", "workers", 2, None);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads)
         .enable_all()

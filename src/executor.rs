@@ -447,58 +447,7 @@ impl EventLoop {
     pub fn shutdown_default_executor(&self, timeout: Duration) -> Result<(), Error> {
         self.inner.executor.shutdown(Some(timeout))
     }
-
-    /// Live threads of the default executor (for tests of its lazy start and idle
-    /// exit; not a stable API).
-    #[doc(hidden)]
-    pub fn __executor_threads(&self) -> usize {
-        self.inner
-            .executor
-            .pool
-            .borrow()
-            .as_ref()
-            .map_or(0, |p| p.threads.load(SeqCst))
-    }
-
-    /// The most threads the default executor may run (for tests; not a stable API).
-    #[doc(hidden)]
-    pub fn __executor_max_threads(&self) -> usize {
-        default_max_threads()
-    }
-
-    /// Sets how long the default executor's threads wait for work before exiting;
-    /// only before its first job (for tests; not a stable API).
-    #[doc(hidden)]
-    pub fn __set_executor_idle_timeout(&self, idle: Duration) {
-        self.inner.executor.idle_timeout.set(Some(idle));
-    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::mpsc;
-
-    #[test]
-    fn a_long_job_does_not_hold_back_the_queue() {
-        // Two threads at most; the first job blocks until the last one has run.
-        let pool = Arc::new(Pool::new(2, Duration::from_secs(5)));
-        let (tx, rx) = mpsc::channel::<()>();
-        let (done_tx, done_rx) = mpsc::channel::<u32>();
-        pool.execute(Box::new(move |_| {
-            let _ = rx.recv();
-        }));
-        for i in 0..50 {
-            let done_tx = done_tx.clone();
-            pool.execute(Box::new(move |_| done_tx.send(i).unwrap()));
-        }
-        let mut got: Vec<u32> = (0..50)
-            .map(|_| done_rx.recv_timeout(Duration::from_secs(30)).unwrap())
-            .collect();
-        got.sort_unstable();
-        assert_eq!(got, (0..50).collect::<Vec<_>>());
-        tx.send(()).unwrap();
-        pool.shutdown(Some(Duration::from_secs(30))).unwrap();
-        assert_eq!(pool.threads.load(SeqCst), 0);
-    }
-}
+mod tests;

@@ -1,7 +1,7 @@
 //! # shardloop
 //!
 //! Python asyncio's event loop, native in Rust, and a thread-per-core runtime built
-//! from it.
+//! from it. Linux only: it is built on epoll, timerfd, eventfd and pidfd.
 //!
 //! The model is asyncio's: one [`EventLoop`] per thread; callbacks scheduled with
 //! [`call_soon`](EventLoop::call_soon), [`call_later`](EventLoop::call_later) and
@@ -29,39 +29,48 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod channel;
-mod current;
-mod error;
-mod event_loop;
-mod executor;
-#[cfg(feature = "hyper")]
-#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
-pub mod hyper;
-mod io;
-pub mod net;
-mod remote;
-mod runtime;
-mod signal;
-mod task;
-pub mod time;
+#[cfg(not(target_os = "linux"))]
+compile_error!("shardloop supports Linux only: it is built on epoll, timerfd, eventfd and pidfd");
 
-pub use current::{get_event_loop, get_running_loop, new_event_loop, run, set_event_loop, spawn};
-pub use error::{Error, Result};
-pub use event_loop::exception::{default_exception_handler, ExceptionContext};
-pub use event_loop::ready::Handle;
-pub use event_loop::stats::LoopStats;
-pub use event_loop::timers::TimerHandle;
-pub use event_loop::LoopHandle;
-pub use event_loop::TrySubmitError;
-pub use event_loop::{EventLoop, LoopBuilder};
-pub use remote::Remote;
-pub use runtime::{
-    current_shard, shard_index, Builder as RuntimeBuilder, Runtime, ShardReport, ShutdownReport,
-    DEFAULT_SHUTDOWN_GRACE,
-};
-pub use task::{yield_now, Task, YieldNow};
+/// Compiles each item on Linux only, so that elsewhere the `compile_error!` above is
+/// the one error a build reports, not one per use of a Linux API.
+macro_rules! linux_only {
+    ($($item:item)*) => { $( #[cfg(target_os = "linux")] $item )* };
+}
 
-/// The README's Rust examples, compiled and run as doctests so that they stay true.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-struct ReadmeDoctests;
+linux_only! {
+    pub mod channel;
+    mod current;
+    mod error;
+    mod event_loop;
+    mod executor;
+    #[cfg(feature = "hyper")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
+    pub mod hyper;
+    mod io;
+    pub mod net;
+    mod remote;
+    mod runtime;
+    mod signal;
+    mod task;
+    pub mod time;
+
+    pub use current::{get_event_loop, get_running_loop, new_event_loop, run, set_event_loop, spawn};
+    pub use error::{Error, Result};
+    pub use event_loop::exception::{default_exception_handler, ExceptionContext};
+    pub use event_loop::ready::Handle;
+    pub use event_loop::stats::LoopStats;
+    pub use event_loop::timers::TimerHandle;
+    pub use event_loop::{EventLoop, LoopBuilder, LoopHandle, TrySubmitError};
+    pub use remote::Remote;
+    pub use runtime::{
+        current_shard, shard_index, shard_index_bytes, Builder as RuntimeBuilder, Runtime,
+        ShardReport, ShutdownReport, DEFAULT_SHUTDOWN_GRACE,
+    };
+    pub use task::{yield_now, Task, YieldNow};
+
+    /// The README's Rust examples, compiled and run as doctests so that they stay true.
+    #[cfg(doctest)]
+    #[doc = include_str!("../README.md")]
+    struct ReadmeDoctests;
+}

@@ -78,7 +78,8 @@ pub fn tokio_spawn_blocking(n: u64) -> Duration {
 
 /// tokio `spawn_blocking` capped at shardloop's bound, `min(32, cpus + 4)` threads.
 pub fn tokio_spawn_blocking_capped(n: u64) -> Duration {
-    let cap = EventLoop::new().unwrap().__executor_max_threads();
+    // The bound API.md documents for run_in_executor's default pool.
+    let cap = (num_cpus::get() + 4).min(32);
     tokio_blocking(n, Some(cap))
 }
 

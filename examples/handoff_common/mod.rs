@@ -1,6 +1,12 @@
-//! What `blocking_handoff` and its tokio peer share: the command line and query strings.
+//! What `blocking_handoff` and its tokio peer share: the command line (parsed by
+//! `cli`) and query strings.
 
 use std::time::Duration;
+
+use lexopt::prelude::*;
+
+#[path = "../cli/mod.rs"]
+mod cli;
 
 /// The command line.
 pub struct Args {
@@ -14,57 +20,67 @@ pub struct Args {
 }
 
 /// Parses `--port N --shards N --workers N --timeout-ms N`, and `--spin-us N` where
-/// `default_spin` is `Some` (also `--flag=value`).
-pub fn parse_args(
-    program: &str,
-    default_port: u16,
-    default_spin: Option<Duration>,
-) -> Result<Args, String> {
-    let spin_flag = if default_spin.is_some() {
-        " [--spin-us N]"
-    } else {
-        ""
-    };
-    let usage = format!(
-        "usage: {program} [--port N] [--shards N] [--workers N] [--timeout-ms N]{spin_flag}"
-    );
-    let mut args = Args {
+/// `default_spin` is `Some` (each also as `--flag=value`), or exits (see `cli`).
+pub fn parse_args(program: &str, default_port: u16, default_spin: Option<Duration>) -> Args {
+    let defaults = Args {
         port: default_port,
         shards: num_cpus::get(),
         workers: 8,
         timeout: Duration::from_millis(100),
         spin: default_spin,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let (name, value) = match flag.split_once('=') {
-            Some((n, v)) => (n.to_string(), v.to_string()),
-            None => {
-                if flag == "--help" || flag == "-h" {
-                    return Err(usage);
-                }
-                let v = it.next().ok_or(format!("{flag} needs a value\n{usage}"))?;
-                (flag, v)
-            }
-        };
-        let bad = |e: std::num::ParseIntError| format!("{name} {value}: {e}\n{usage}");
-        match name.as_str() {
-            "--port" => args.port = value.parse().map_err(bad)?,
-            "--shards" => args.shards = value.parse().map_err(bad)?,
-            "--workers" => args.workers = value.parse().map_err(bad)?,
-            "--timeout-ms" => args.timeout = Duration::from_millis(value.parse().map_err(bad)?),
-            "--spin-us" if args.spin.is_some() => {
-                args.spin = Some(Duration::from_micros(value.parse().map_err(bad)?))
-            }
-            _ => return Err(format!("unknown option {name}\n{usage}")),
-        }
-    }
-    if args.shards == 0 || args.workers == 0 {
-        return Err(format!(
-            "--shards and --workers must be at least 1\n{usage}"
+    let mut options = vec![
+        (
+            "--port N".to_string(),
+            format!("port to listen on (default {default_port}, 0 = any free port)"),
+        ),
+        (
+            "--shards N".to_string(),
+            format!("loops the work is handed to (default {})", defaults.shards),
+        ),
+        (
+            "--workers N".to_string(),
+            format!("blocking handler threads (default {})", defaults.workers),
+        ),
+        (
+            "--timeout-ms N".to_string(),
+            format!(
+                "how long a handler waits for its shard (default {})",
+                defaults.timeout.as_millis()
+            ),
+        ),
+    ];
+    if let Some(d) = default_spin {
+        options.push((
+            "--spin-us N".to_string(),
+            format!(
+                "how long an idle shard looks for work before it parks, in \
+                 microseconds (default {}, 0 = at once)",
+                d.as_micros()
+            ),
         ));
     }
-    Ok(args)
+    let about = "A blocking HTTP server (tiny_http) on 127.0.0.1 handing each request to a loop.";
+    let usage = cli::usage(program, about, &options);
+    cli::parse_or_exit(program, &usage, |p| {
+        let mut args = defaults;
+        while let Some(arg) = p.next()? {
+            match arg {
+                Long("port") => args.port = cli::value(p, "--port")?,
+                Long("shards") => args.shards = cli::count(p, "--shards")?,
+                Long("workers") => args.workers = cli::count(p, "--workers")?,
+                Long("timeout-ms") => {
+                    args.timeout = Duration::from_millis(cli::value(p, "--timeout-ms")?)
+                }
+                Long("spin-us") if args.spin.is_some() => {
+                    args.spin = Some(Duration::from_micros(cli::value(p, "--spin-us")?))
+                }
+                Short('h') | Long("help") => return Ok(None),
+                _ => return Err(arg.unexpected()),
+            }
+        }
+        Ok(Some(args))
+    })
 }
 
 /// The percent-decoded value of `name` in a query string (`+` is a space).

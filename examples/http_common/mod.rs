@@ -1,5 +1,5 @@
 //! What both HTTP examples share: the routes (so the benchmark compares runtimes,
-//! not handlers), the server settings, and the command line.
+//! not handlers), the server settings, and the command line (parsed by `cli`).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -9,6 +9,10 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::{Request, Response, StatusCode};
+use lexopt::prelude::*;
+
+#[path = "../cli/mod.rs"]
+mod cli;
 
 /// A keep-alive connection with no new request for this long is closed (hyper's
 /// header-read timeout, which also bounds how long a request's headers may take).
@@ -63,52 +67,55 @@ pub struct Args {
 }
 
 impl Args {
+    /// Parses the command line of `program`, whose thread count is `--{threads_flag}`
+    /// (`shards` or `workers`), or exits (see `cli`).
     pub fn parse(
+        program: &str,
         threads_flag: &str,
         default_threads: usize,
         default_spin: Option<Duration>,
     ) -> Args {
-        let mut args = Args {
-            port: 8080,
-            threads: default_threads,
-            spin: default_spin,
-        };
-        let flags = if default_spin.is_some() {
-            format!("[--port N] [{threads_flag} N] [--spin-us N]")
-        } else {
-            format!("[--port N] [{threads_flag} N]")
-        };
-        let mut it = std::env::args().skip(1);
-        while let Some(flag) = it.next() {
-            let mut value = |what: &str| -> usize {
-                let v = it
-                    .next()
-                    .unwrap_or_else(|| usage(&flags, &format!("{flag} needs {what}")));
-                v.parse()
-                    .unwrap_or_else(|_| usage(&flags, &format!("{flag}: not {what}: {v:?}")))
-            };
-            match flag.as_str() {
-                "--port" => {
-                    args.port = u16::try_from(value("a port number"))
-                        .unwrap_or_else(|_| usage(&flags, "--port: out of range"))
-                }
-                f if f == threads_flag => args.threads = value("a count").max(1),
-                "--spin-us" if args.spin.is_some() => {
-                    args.spin = Some(Duration::from_micros(value("microseconds") as u64))
-                }
-                "-h" | "--help" => usage(&flags, ""),
-                other => usage(&flags, &format!("unknown argument {other:?}")),
-            }
+        let threads_option = format!("--{threads_flag}");
+        let mut options = vec![
+            (
+                "--port N".to_string(),
+                "port to listen on (default 8080, 0 = any free port)".to_string(),
+            ),
+            (
+                format!("{threads_option} N"),
+                format!("threads serving connections (default {default_threads})"),
+            ),
+        ];
+        if let Some(d) = default_spin {
+            options.push((
+                "--spin-us N".to_string(),
+                format!(
+                    "how long an idle shard looks for work before it sleeps, in \
+                     microseconds (default {}, 0 = at once)",
+                    d.as_micros()
+                ),
+            ));
         }
-        args
+        let about = "An HTTP/1.1 server (hyper) on 127.0.0.1.";
+        let usage = cli::usage(program, about, &options);
+        cli::parse_or_exit(program, &usage, |p| {
+            let mut args = Args {
+                port: 8080,
+                threads: default_threads,
+                spin: default_spin,
+            };
+            while let Some(arg) = p.next()? {
+                match arg {
+                    Long("port") => args.port = cli::value(p, "--port")?,
+                    Long(f) if f == threads_flag => args.threads = cli::count(p, &threads_option)?,
+                    Long("spin-us") if args.spin.is_some() => {
+                        args.spin = Some(Duration::from_micros(cli::value(p, "--spin-us")?))
+                    }
+                    Short('h') | Long("help") => return Ok(None),
+                    _ => return Err(arg.unexpected()),
+                }
+            }
+            Ok(Some(args))
+        })
     }
-}
-
-fn usage(flags: &str, problem: &str) -> ! {
-    if !problem.is_empty() {
-        eprintln!("error: {problem}");
-    }
-    let name = std::env::args().next().unwrap_or_default();
-    eprintln!("usage: {name} {flags}");
-    std::process::exit(if problem.is_empty() { 0 } else { 2 });
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 pub use builder::Builder;
 pub use report::{ShardReport, ShutdownReport};
-pub use shard_hash::shard_index;
+pub use shard_hash::{shard_index, shard_index_bytes};
 
 use crate::event_loop::timers::deadline_after;
 use crate::remote::Remote;
@@ -52,6 +52,13 @@ pub fn current_shard() -> Option<usize> {
 ///
 /// `Runtime` is `Send + Sync`: share it (`Arc<Runtime>`, or by reference with scoped
 /// threads) to submit from many threads.
+///
+/// Where a future runs: [`submit_to`](Self::submit_to) (and
+/// [`submit_to_async`](Self::submit_to_async), [`try_submit`](Self::try_submit),
+/// [`broadcast`](Self::broadcast)) run it on a shard. [`block_on`](Self::block_on)
+/// does **not**: unlike tokio's `Runtime::block_on`, it runs the future on the
+/// calling thread's own loop, which is how a main thread awaits the shards'
+/// [`Remote`]s.
 ///
 /// ```
 /// let rt = shardloop::Runtime::builder().shards(2).build()?;
@@ -122,13 +129,16 @@ impl Runtime {
         self.cpus[i]
     }
 
-    /// The shard for `key`: a fixed hash of the key's `Hash` output (not randomly
-    /// seeded; see [`shard_index`]) modulo `len()`, so the same key maps to the same
-    /// shard for the life of the runtime, and across runs of the same build.
+    /// The shard for `key`: [`shard_index`]`(key, len())`, *shard hash v1* (fixed,
+    /// unseeded, the same on every platform) over the bytes the key's `Hash`
+    /// writes, so the same key maps to the same shard for the life of the runtime
+    /// and in every process with as many shards. For a route that peers compute
+    /// from a key's bytes alone, use [`shard_index_bytes`]`(bytes, rt.len())`.
     ///
     /// ```
     /// let rt = shardloop::Runtime::builder().shards(2).build()?;
     /// assert_eq!(rt.shard_for(&"session-7"), rt.shard_for(&"session-7"));
+    /// assert_eq!(rt.shard_for(&12345u64), shardloop::shard_index(&12345u64, 2));
     /// assert!(rt.shard_for(&12345u64) < rt.len());
     /// # Ok::<(), shardloop::Error>(())
     /// ```
@@ -237,13 +247,28 @@ impl Runtime {
             .collect()
     }
 
-    /// Runs `fut` to completion on the calling thread's loop
-    /// ([`get_event_loop`](crate::get_event_loop)); a thread without one gets a fresh
-    /// loop, which becomes its current loop. On a thread whose loop is running (a
-    /// shard, for one) this is `Err(Error::AlreadyRunning)`.
+    /// Runs `fut` on the calling thread's own event loop, **not on a shard**, and
+    /// blocks until it completes.
+    ///
+    /// This is not tokio's `Runtime::block_on`: no shard polls `fut`, and sockets or
+    /// timers it creates belong to the calling thread's loop. To run work on the
+    /// shards, hand it to them with [`submit_to`](Self::submit_to) (or
+    /// [`broadcast`](Self::broadcast)) and wait for the [`Remote`]: with `wait()`
+    /// from a plain thread, or by awaiting it inside `block_on`.
+    ///
+    /// The loop is the thread's current one ([`get_event_loop`](crate::get_event_loop));
+    /// a thread without one gets a fresh loop, which becomes its current loop. On a
+    /// thread whose loop is running (a shard, for one) this is
+    /// `Err(Error::AlreadyRunning)`.
     ///
     /// ```
-    /// let rt = shardloop::Runtime::builder().shards(1).build()?;
+    /// use shardloop::current_shard;
+    /// let rt = shardloop::Runtime::builder().shards(2).build()?;
+    /// // block_on: the future runs here, on this thread's loop.
+    /// assert_eq!(rt.block_on(async { current_shard() })?, None);
+    /// // submit_to: the future runs on shard 1; wait() blocks this thread for it.
+    /// assert_eq!(rt.submit_to(1, || async { current_shard() }).wait()?, Some(1));
+    /// // Both: this thread's loop awaits what shard 0 computes.
     /// let n = rt.block_on(async { rt.submit_to(0, || async { 5 }).await })??;
     /// assert_eq!(n, 5);
     /// # Ok::<(), shardloop::Error>(())

@@ -1,8 +1,10 @@
 //! A Redis-protocol (RESP2 and RESP3) key-value server with one event loop per core:
 //! strings, lists, hashes, sets and sorted sets.
 //!
-//! The keyspace is partitioned by `shard_for(key)`: each shard owns its own
-//! [`Store`] in a thread-local. A connection is served by the shard that accepted it;
+//! The keyspace is partitioned by `shard_index_bytes(key, shards)` (shardloop's
+//! fixed *shard hash v1* over the key's bytes, so a client can compute a key's shard
+//! too): each shard owns its own [`Store`] in a thread-local. A connection is served
+//! by the shard that accepted it;
 //! a command for a key another shard owns is sent there with `submit_to` and the reply
 //! awaited. Pipelined commands are parsed together, the remote ones grouped into one
 //! submit per target shard, and the replies written back in order, in the protocol
@@ -27,7 +29,8 @@
 //! yielding its core between looks: work that comes within that window costs no
 //! sleep, eventfd write or wakeup, and a client on the same core is not held up
 //! (`LoopBuilder::spin_before_park`). `--spin-us 0` parks at once. SIGINT /
-//! SIGTERM: stop accepting, finish the requests in flight, exit 0.
+//! SIGTERM: stop accepting, finish the requests in flight (for up to `--grace-ms`,
+//! default 5000), exit 0. `--help` lists the flags; a bad one exits 2.
 
 use std::cell::{Cell, RefCell};
 use std::io::Write as _;
@@ -38,8 +41,14 @@ use std::time::{Duration, Instant};
 use futures_util::{AsyncReadExt, AsyncWriteExt};
 use kv_server::kv::{After, Command, Info, Merge, Route, Session, Store};
 use kv_server::resp::{Decoder, Limits, Protocol, Reply};
+use lexopt::prelude::*;
 use shardloop::net::{Dispatcher, Placement, TcpListener, TcpStream};
-use shardloop::{current_shard, LoopHandle, Runtime, Task};
+use shardloop::{current_shard, shard_index_bytes, LoopHandle, Runtime, Task};
+
+// The command-line helpers every example shares: they live with the other examples,
+// outside this package, so that all of them parse flags the same way.
+#[path = "../../cli/mod.rs"]
+mod cli;
 
 thread_local! {
     /// This shard's part of the keyspace.
@@ -66,8 +75,9 @@ struct Args {
     spin: Duration,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
+/// Parses the command line, or exits (see `cli`).
+fn parse_args() -> Args {
+    let defaults = Args {
         port: 6379,
         shards: num_cpus::get(),
         placement: None,
@@ -75,34 +85,75 @@ fn parse_args() -> Result<Args, String> {
         pin: true,
         spin: Duration::from_micros(50),
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--port" => args.port = value()?.parse().map_err(|e| format!("--port: {e}"))?,
-            "--shards" => args.shards = value()?.parse().map_err(|e| format!("--shards: {e}"))?,
-            "--grace-ms" => {
-                let ms = value()?.parse().map_err(|e| format!("--grace-ms: {e}"))?;
-                args.grace = Duration::from_millis(ms);
-            }
-            "--no-pin" => args.pin = false,
-            "--spin-us" => {
-                let us = value()?.parse().map_err(|e| format!("--spin-us: {e}"))?;
-                args.spin = Duration::from_micros(us);
-            }
-            "--placement" => {
-                args.placement = match value()?.as_str() {
-                    "reuseport" => None,
-                    "dispatch" => Some(Placement::LeastLoaded),
-                    other => {
-                        return Err(format!("--placement: reuseport or dispatch, not {other}"))
+    let options = [
+        (
+            "--port N".to_string(),
+            format!(
+                "port to listen on (default {}, 0 = any free port)",
+                defaults.port
+            ),
+        ),
+        (
+            "--shards N".to_string(),
+            format!("shards, one loop thread each (default {})", defaults.shards),
+        ),
+        (
+            "--placement P".to_string(),
+            "reuseport (default): every shard listens with SO_REUSEPORT; \
+             dispatch: shard 0 accepts for the least-loaded shard"
+                .to_string(),
+        ),
+        (
+            "--grace-ms N".to_string(),
+            format!(
+                "how long requests in flight get to finish after SIGINT/SIGTERM (default {})",
+                defaults.grace.as_millis()
+            ),
+        ),
+        (
+            "--no-pin".to_string(),
+            "leave the shards to the scheduler instead of one per CPU".to_string(),
+        ),
+        (
+            "--spin-us N".to_string(),
+            format!(
+                "how long an idle shard looks for work before it parks, in microseconds \
+                 (default {}, 0 = at once)",
+                defaults.spin.as_micros()
+            ),
+        ),
+    ];
+    let about = "A Redis-protocol key-value server on 127.0.0.1, one event loop per core.";
+    let usage = cli::usage("kv_server", about, &options);
+    cli::parse_or_exit("kv_server", &usage, |p| {
+        let mut args = defaults;
+        while let Some(arg) = p.next()? {
+            match arg {
+                Long("port") => args.port = cli::value(p, "--port")?,
+                Long("shards") => args.shards = cli::count(p, "--shards")?,
+                Long("grace-ms") => {
+                    args.grace = Duration::from_millis(cli::value(p, "--grace-ms")?)
+                }
+                Long("no-pin") => args.pin = false,
+                Long("spin-us") => args.spin = Duration::from_micros(cli::value(p, "--spin-us")?),
+                Long("placement") => {
+                    args.placement = match cli::value::<String>(p, "--placement")?.as_str() {
+                        "reuseport" => None,
+                        "dispatch" => Some(Placement::LeastLoaded),
+                        other => {
+                            return Err(format!(
+                                "--placement: reuseport or dispatch, not {other:?}"
+                            )
+                            .into())
+                        }
                     }
                 }
+                Short('h') | Long("help") => return Ok(None),
+                _ => return Err(arg.unexpected()),
             }
-            other => return Err(format!("unknown argument {other}")),
         }
-    }
-    Ok(args)
+        Ok(Some(args))
+    })
 }
 
 /// Runs `cmd` on this shard's store.
@@ -245,7 +296,7 @@ impl<'a> Batch<'a> {
             return false;
         }
         let rt = self.rt;
-        let slot = match cmd.route(rt.len(), |key| rt.shard_for(key)) {
+        let slot = match cmd.route(rt.len(), |key| shard_index_bytes(key, rt.len())) {
             Route::Shard(shard, cmd) if shard != self.me => self.place(shard, cmd),
             Route::Local(cmd) | Route::Shard(_, cmd) => {
                 self.run_here(cmd);
@@ -497,16 +548,10 @@ fn stop(rt: &Runtime, grace: Duration) {
 
 fn main() {
     env_logger::init();
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("kv_server: {e}\nusage: kv_server [--port N] [--shards N] [--placement reuseport|dispatch] [--grace-ms N] [--no-pin] [--spin-us N]");
-            std::process::exit(2);
-        }
-    };
+    let args = parse_args();
     let rt = Arc::new(
         Runtime::builder()
-            .shards(args.shards.max(1))
+            .shards(args.shards)
             .pin_to_cores(args.pin)
             .thread_name("kv-shard")
             .spin_before_park(args.spin)

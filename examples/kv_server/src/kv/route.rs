@@ -147,7 +147,7 @@ fn mismatch(expected: &str, got: &Reply) -> Reply {
 
 impl Command {
     /// Decides where the command runs on a server with `shards` shards, `shard_of`
-    /// giving each key's shard (e.g. `Runtime::shard_for`).
+    /// giving each key's shard (e.g. `shardloop::shard_index_bytes`).
     ///
     /// # Panics
     /// If `shard_of` returns `shards` or more.

@@ -1,0 +1,86 @@
+//! The examples' command lines, all parsed the same way with `lexopt`: `--flag value`
+//! and `--flag=value` both work; `--help` (or `-h`) prints the usage on stdout and
+//! exits 0; a bad argument prints what is wrong, then the usage, on stderr and exits 2.
+//!
+//! Every example with flags includes this file, `kv_server` too (through a `#[path]`
+//! from its own package), so that they cannot drift apart again.
+
+use std::fmt::Display;
+use std::str::FromStr;
+
+use lexopt::{Error, Parser};
+
+/// The `--help` text of `program`: a usage line, `about`, then each option (as
+/// written on the command line, e.g. `--port N`) with what it does, wrapped to 80
+/// columns; `--help` itself is added.
+pub fn usage(program: &str, about: &str, options: &[(String, String)]) -> String {
+    let help = ("-h, --help".to_string(), "print this help".to_string());
+    let options: Vec<&(String, String)> = options.iter().chain([&help]).collect();
+    let width = options
+        .iter()
+        .map(|(flag, _)| flag.len())
+        .max()
+        .unwrap_or(0)
+        + 4;
+    let mut text = format!("usage: {program} [OPTIONS]\n\n{about}\n\nOptions:\n");
+    for (flag, what) in options {
+        let mut line = format!("  {flag:<0$}", width - 2);
+        for word in what.split(' ') {
+            if line.len() > width && line.len() + 1 + word.len() > 80 {
+                text += line.trim_end();
+                text += "\n";
+                line = " ".repeat(width);
+            } else if line.len() > width {
+                line.push(' ');
+            }
+            line += word;
+        }
+        text += &line;
+        text.push('\n');
+    }
+    text + "Values go as `--flag value` or `--flag=value`."
+}
+
+/// Parses the process's arguments with `parse`, which returns `program`'s settings,
+/// or `None` when it met `--help`; or exits, as the module docs say.
+pub fn parse_or_exit<T>(
+    program: &str,
+    usage: &str,
+    parse: impl FnOnce(&mut Parser) -> Result<Option<T>, Error>,
+) -> T {
+    let mut parser = Parser::from_env();
+    match parse(&mut parser) {
+        Ok(Some(settings)) => settings,
+        Ok(None) => {
+            println!("{usage}");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("{program}: {e}\n\n{usage}");
+            std::process::exit(2)
+        }
+    }
+}
+
+/// The value of `option`, the option just read, parsed as a `T`; the error names
+/// the option and the value.
+pub fn value<T>(parser: &mut Parser, option: &str) -> Result<T, Error>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    let raw = parser.value()?;
+    let text = raw
+        .to_str()
+        .ok_or_else(|| format!("{option}: {raw:?} is not valid UTF-8"))?;
+    text.parse()
+        .map_err(|e| format!("{option}: cannot parse {text:?}: {e}").into())
+}
+
+/// The value of `option` as a count of at least 1 (shards, threads).
+pub fn count(parser: &mut Parser, option: &str) -> Result<usize, Error> {
+    match value(parser, option)? {
+        0 => Err(format!("{option}: must be at least 1").into()),
+        n => Ok(n),
+    }
+}
