@@ -185,7 +185,7 @@ impl ExpireCondition {
     /// Whether a key whose expiry is `current` may get the expiry `new`.
     pub fn allows<T: PartialOrd>(&self, current: Option<T>, new: T) -> bool {
         let later = current.as_ref().is_some_and(|c| new > *c);
-        let earlier = current.as_ref().map_or(true, |c| new < *c);
+        let earlier = current.as_ref().is_none_or(|c| new < *c);
         (!self.nx || current.is_none())
             && (!self.xx || current.is_some())
             && (!self.gt || later)
@@ -642,8 +642,7 @@ fn parse_set(key: Vec<u8>, value: Vec<u8>, opts: Vec<Vec<u8>>) -> Result<Command
             // The same option again replaces the value, as in Redis; a different one
             // is a syntax error.
             (b"ex" | b"px" | b"exat" | b"pxat", Some(v))
-                if !keep_ttl
-                    && expire.map_or(true, |(u, _)| u == ExpireUnit::from_option(&opt)) =>
+                if !keep_ttl && expire.is_none_or(|(u, _)| u == ExpireUnit::from_option(&opt)) =>
             {
                 expire = Some((ExpireUnit::from_option(&opt), v));
                 i += 1;

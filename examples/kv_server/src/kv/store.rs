@@ -256,10 +256,9 @@ impl Store {
                 expired.push(key.clone());
                 continue;
             }
-            let type_ok = type_name.map_or(true, |t| {
-                t.eq_ignore_ascii_case(entry.value.type_name().as_bytes())
-            });
-            if type_ok && pattern.map_or(true, |p| glob_match(p, key)) {
+            let type_ok = type_name
+                .is_none_or(|t| t.eq_ignore_ascii_case(entry.value.type_name().as_bytes()));
+            if type_ok && pattern.is_none_or(|p| glob_match(p, key)) {
                 found.push(key.clone());
             }
         }
