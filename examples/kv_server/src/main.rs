@@ -11,10 +11,11 @@
 //! the connection chose with `HELLO`. Each connection has a [`Session`] (protocol,
 //! name, id) that answers `HELLO`, `CLIENT`, `SELECT`, `QUIT` and `SHUTDOWN`.
 //!
-//! What is atomic: every command on one key (it runs whole on the key's shard, which
-//! runs one thing at a time). A command on keys of several shards is split into one
-//! part per shard, each atomic on its own: another client may see some parts done and
-//! others not.
+//! What is atomic: every command, and every `MULTI`/`EXEC` block. A command on one
+//! key runs whole on the key's shard, which runs one thing at a time. A command on
+//! keys of several shards, and an `EXEC`, lock every shard they touch, lowest first,
+//! run their parts and unlock (`txn.rs`); meanwhile the other commands on those shards
+//! wait, so no client sees half of it. `WATCH` is not served.
 //!
 //! ```text
 //! cargo run --release -p kv_server -- --port 6379 --shards 4 --placement dispatch
@@ -49,6 +50,7 @@ use shardloop::{current_shard, shard_index_bytes, LoopHandle, Runtime, Task};
 // outside this package, so that all of them parse flags the same way.
 #[path = "../../cli/mod.rs"]
 mod cli;
+mod txn;
 
 thread_local! {
     /// This shard's part of the keyspace.
@@ -172,6 +174,21 @@ enum Slot {
     /// Parts (each local or remote), merged.
     Split(Vec<Slot>, Merge),
     Info(Vec<Vec<u8>>),
+    /// Commands run as one atomic step under the locks of every shard they touch: a
+    /// multi-shard command alone, or an `EXEC` block (`true`: reply an array).
+    Atomic(Vec<Route>, bool),
+}
+
+/// What the connection does after a request was added to the batch.
+#[derive(PartialEq, Eq)]
+enum Added {
+    /// Go on with the next request.
+    Next,
+    /// Finish this batch first: the request runs under shard locks, and the requests
+    /// after it must see its effects.
+    EndBatch,
+    /// Reply, then close (`QUIT`, `SHUTDOWN`).
+    Close,
 }
 
 /// One read's worth of pipelined requests: local ones run at once, remote ones are
@@ -249,9 +266,20 @@ impl<'a> Batch<'a> {
 
     /// Where a single-shard part of a request gets its reply.
     fn place(&mut self, shard: usize, cmd: Command) -> Slot {
-        if shard == self.me {
+        if shard == self.me && !txn::is_locked() {
             return Slot::Ready(execute_here(cmd, self.now));
         }
+        self.group(shard, cmd)
+    }
+
+    /// A command for this shard while a transaction holds it: it runs with the
+    /// shard's group, which waits for the lock.
+    fn place_waiting(&mut self, cmd: Command) -> Slot {
+        self.group(self.me, cmd)
+    }
+
+    /// Adds `cmd` to the group sent to `shard`.
+    fn group(&mut self, shard: usize, cmd: Command) -> Slot {
         if self.groups.is_empty() {
             self.groups.resize_with(self.rt.len(), Vec::new);
         }
@@ -266,23 +294,28 @@ impl<'a> Batch<'a> {
         }
     }
 
-    /// Adds a request; returns whether the connection ends after it (`QUIT`,
-    /// `SHUTDOWN`).
-    fn add(&mut self, args: Vec<Vec<u8>>) -> bool {
-        let cmd = match Command::parse(args) {
-            Ok(cmd) => cmd,
-            Err(reply) => {
+    /// Adds a request: runs it, queues it for its shard, or (inside `MULTI`) queues it
+    /// in the session.
+    fn add(&mut self, args: Vec<Vec<u8>>) -> Added {
+        let cmd = match self.session.queue(Command::parse(args)) {
+            Ok(queued) => {
+                self.answer(queued);
+                return Added::Next;
+            }
+            Err(Ok(cmd)) => cmd,
+            Err(Err(reply)) => {
                 self.answer(reply);
-                return false;
+                return Added::Next;
             }
         };
+        let proto = self.session.protocol();
         if cmd.is_connection() {
             let (reply, after) = self.session.execute(cmd);
             match after {
                 After::Continue => self.answer(reply),
                 After::Close => {
                     self.answer(reply);
-                    return true;
+                    return Added::Close;
                 }
                 After::Shutdown => {
                     // The main thread's loop waits for SIGINT / SIGTERM; stopping it
@@ -290,17 +323,32 @@ impl<'a> Batch<'a> {
                     if let Some(main) = MAIN_LOOP.get() {
                         main.stop();
                     }
-                    return true;
+                    return Added::Close;
+                }
+                After::Exec(commands) => {
+                    let routes = commands.into_iter().map(|c| route(self.rt, c)).collect();
+                    self.slots.push((Slot::Atomic(routes, true), proto));
+                    return Added::EndBatch;
                 }
             }
-            return false;
+            return Added::Next;
         }
-        let rt = self.rt;
-        let slot = match cmd.route(rt.len(), |key| shard_index_bytes(key, rt.len())) {
+        let slot = match route(self.rt, cmd) {
             Route::Shard(shard, cmd) if shard != self.me => self.place(shard, cmd),
+            // This shard is locked by a transaction: the command waits for it.
+            Route::Shard(_, cmd) if txn::is_locked() => self.place_waiting(cmd),
             Route::Local(cmd) | Route::Shard(_, cmd) => {
                 self.run_here(cmd);
-                return false;
+                return Added::Next;
+            }
+            route @ Route::Atomic(_) => {
+                self.slots.push((Slot::Atomic(vec![route], false), proto));
+                return Added::EndBatch;
+            }
+            Route::Split(split) if spans_shards(&split) => {
+                self.slots
+                    .push((Slot::Atomic(vec![Route::Split(split)], false), proto));
+                return Added::EndBatch;
             }
             Route::Split(split) => {
                 let parts = split
@@ -312,8 +360,8 @@ impl<'a> Batch<'a> {
             }
             Route::Info(sections) => Slot::Info(sections),
         };
-        self.slots.push((slot, self.session.protocol()));
-        false
+        self.slots.push((slot, proto));
+        Added::Next
     }
 
     /// Sends the remote groups, waits for their replies and encodes the replies not
@@ -327,6 +375,8 @@ impl<'a> Batch<'a> {
             .map(|(shard, cmds)| {
                 (!cmds.is_empty()).then(|| {
                     self.rt.submit_to(shard, move || async move {
+                        // Never half-way through another connection's transaction.
+                        txn::unlocked(None).await;
                         let now = Instant::now();
                         STORE.with(|s| {
                             let mut store = s.borrow_mut();
@@ -349,7 +399,7 @@ impl<'a> Batch<'a> {
             });
         }
         for (slot, proto) in self.slots.drain(..) {
-            resolve(slot, &mut remote, self.rt)
+            resolve(slot, &mut remote, self.rt, self.session)
                 .await
                 .encode_as(self.out, proto);
         }
@@ -363,7 +413,12 @@ fn take_remote(remote: &mut [Vec<Option<Reply>>], shard: usize, idx: usize) -> R
         .unwrap_or_else(|| Reply::error("ERR the shard owning this key is shutting down"))
 }
 
-async fn resolve(slot: Slot, remote: &mut [Vec<Option<Reply>>], rt: &Runtime) -> Reply {
+async fn resolve(
+    slot: Slot,
+    remote: &mut [Vec<Option<Reply>>],
+    rt: &Arc<Runtime>,
+    session: &mut Session,
+) -> Reply {
     match slot {
         Slot::Ready(reply) => reply,
         Slot::Remote { shard, idx } => take_remote(remote, shard, idx),
@@ -378,24 +433,46 @@ async fn resolve(slot: Slot, remote: &mut [Vec<Option<Reply>>], rt: &Runtime) ->
                 .collect();
             merge.merge(replies)
         }
-        Slot::Info(sections) => {
-            let mut stats = Vec::with_capacity(rt.len());
-            for r in rt.broadcast(|_| async { STORE.with(|s| s.borrow().stats()) }) {
-                match r.await {
-                    Ok(s) => stats.push(s),
-                    Err(e) => return Reply::error(format!("ERR {e}")),
-                }
+        Slot::Info(sections) => info_reply(rt, &sections).await,
+        Slot::Atomic(routes, exec) => {
+            let mut replies = txn::run_atomically(rt, session, routes).await;
+            if exec {
+                Reply::Array(replies)
+            } else {
+                replies.pop().unwrap_or(Reply::NilArray)
             }
-            Info::new()
-                .field(
-                    "Clients",
-                    "connected_clients",
-                    CLIENTS.load(Ordering::Relaxed),
-                )
-                .shards(&stats)
-                .render(&sections)
         }
     }
+}
+
+/// `INFO`, with every shard's key counts.
+async fn info_reply(rt: &Runtime, sections: &[Vec<u8>]) -> Reply {
+    let mut stats = Vec::with_capacity(rt.len());
+    for r in rt.broadcast(|_| async { STORE.with(|s| s.borrow().stats()) }) {
+        match r.await {
+            Ok(s) => stats.push(s),
+            Err(e) => return Reply::error(format!("ERR {e}")),
+        }
+    }
+    Info::new()
+        .field(
+            "Clients",
+            "connected_clients",
+            CLIENTS.load(Ordering::Relaxed),
+        )
+        .shards(&stats)
+        .render(sections)
+}
+
+/// Where `cmd` runs on this server.
+fn route(rt: &Runtime, cmd: Command) -> Route {
+    let shards = rt.len();
+    cmd.route(shards, |key| shard_index_bytes(key, shards))
+}
+
+/// Whether a split command's parts are on more than one shard.
+fn spans_shards(split: &kv_server::kv::Split) -> bool {
+    split.parts.windows(2).any(|w| w[0].0 != w[1].0)
 }
 
 /// Serves one client until it quits, disconnects or breaks the protocol.
@@ -410,15 +487,21 @@ async fn serve(mut stream: TcpStream, rt: Arc<Runtime>) {
     'conn: loop {
         let mut batch = Batch::new(&rt, me, &mut session, &mut out, &mut slots);
         let mut quit = false;
+        let mut more = false;
         let mut broken = None;
         loop {
             match decoder.next_request() {
-                Ok(Some(args)) => {
-                    if batch.add(args) {
+                Ok(Some(args)) => match batch.add(args) {
+                    Added::Next => {}
+                    Added::EndBatch => {
+                        more = true;
+                        break;
+                    }
+                    Added::Close => {
                         quit = true;
                         break;
                     }
-                }
+                },
                 Ok(None) => break,
                 Err(e) => {
                     broken = Some(e);
@@ -443,6 +526,10 @@ async fn serve(mut stream: TcpStream, rt: Arc<Runtime>) {
         }
         if quit {
             break;
+        }
+        if more {
+            // Requests after a transaction may already be buffered: serve them first.
+            continue;
         }
         match stream.read(decoder.read_buf(16 * 1024)).await {
             Ok(0) | Err(_) => break,

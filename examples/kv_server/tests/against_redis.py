@@ -115,6 +115,18 @@ CASES = [
     ("ZADD z 1e20 a 0.25 b -3 c", "ZRANGE z 0 -1 WITHSCORES", False),
     ("SET s v", "ZADD s 1 a", False),
     ("SET a 1\nSET b 2", "KEYS *", True),
+    ("SET a 1", "MSETNX a 2 b 3", False),
+    ("", "MSETNX a 2 b 3", False),
+    ("SET a 1", "RENAME a b", False),
+    ("", "RENAME a b", False),
+    ("SET a 1\nSET b 2", "RENAMENX a b", False),
+    ("RPUSH a x\nEXPIRE a 100", "RENAME a b", False),
+    ("MULTI\nSET a 1\nINCR a\nRPUSH a x\nGET a", "EXEC", False),
+    ("MULTI\nSET a 1\nGET", "EXEC", False),
+    ("MULTI\nSET a 1", "DISCARD", False),
+    ("", "EXEC", False),
+    ("MULTI", "MULTI", False),
+    ("MULTI", "SET a 1", False),
     # (CLIENT SETINFO is 7.2's: tests/kv.rs checks it.)
     ("", "HELLO 4", False),
     ("", "CLIENT GETNAME", False),
@@ -216,6 +228,7 @@ def main():
             for setup, command, order_free in CASES:
                 got = {}
                 for name, c in conns.items():
+                    c.run("DISCARD")  # a case may leave a MULTI open
                     c.run("FLUSHALL")
                     for line in filter(None, setup.split("\n")):
                         c.run(line)

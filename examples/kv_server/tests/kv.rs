@@ -238,7 +238,7 @@ fn reply_shapes_match_redis() {
         ("DBSIZE", ":3\r\n"),
         ("FLUSHALL", "+OK\r\n"),
         ("FLUSHALL ASYNC", "+OK\r\n"),
-        ("COMMAND COUNT", ":71\r\n"),
+        ("COMMAND COUNT", ":77\r\n"),
         ("COMMAND DOCS", "*0\r\n"),
         ("COMMAND DOCS get", "*0\r\n"),
         (
@@ -292,7 +292,7 @@ fn command_lists_every_command_redis_cli_can_read() {
     ) else {
         panic!("COMMAND is an array");
     };
-    assert_eq!(entries.len(), 71);
+    assert_eq!(entries.len(), 77);
     for entry in entries {
         // redis-cli (before 7) reads name, arity, flags, first key as these types.
         let Reply::Array(fields) = entry else {
@@ -435,6 +435,8 @@ enum Op {
     IncrBy(String, i64),
     MSet(Vec<(String, String)>),
     MGet(Vec<String>),
+    MSetNx(Vec<(String, String)>),
+    Rename(String, String, bool),
     DbSize,
     FlushAll,
 }
@@ -450,6 +452,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (key(), prop_oneof![-100i64..100, Just(i64::MAX), Just(i64::MIN)]).prop_map(|(k, n)| Op::IncrBy(k, n)),
         2 => proptest::collection::vec((key(), value()), 1..4).prop_map(Op::MSet),
         2 => keys().prop_map(Op::MGet),
+        2 => proptest::collection::vec((key(), value()), 1..4).prop_map(Op::MSetNx),
+        2 => (key(), key(), any::<bool>()).prop_map(|(a, b, nx)| Op::Rename(a, b, nx)),
         1 => Just(Op::DbSize),
         1 => Just(Op::FlushAll),
     ]
@@ -468,6 +472,13 @@ impl Op {
                 .chain(pairs.iter().flat_map(|(k, v)| [k.clone(), v.clone()]))
                 .collect(),
             Op::MGet(ks) => [vec!["MGET".into()], ks.clone()].concat(),
+            Op::MSetNx(pairs) => std::iter::once("MSETNX".to_string())
+                .chain(pairs.iter().flat_map(|(k, v)| [k.clone(), v.clone()]))
+                .collect(),
+            Op::Rename(a, b, nx) => {
+                let name = if *nx { "RENAMENX" } else { "RENAME" };
+                vec![name.into(), a.clone(), b.clone()]
+            }
             Op::DbSize => vec!["DBSIZE".into()],
             Op::FlushAll => vec!["FLUSHALL".into()],
         };
@@ -522,6 +533,30 @@ impl Op {
                 Reply::ok()
             }
             Op::MGet(ks) => Reply::Array(ks.iter().map(|k| bulk(m.get(k))).collect()),
+            Op::MSetNx(pairs) => {
+                if pairs.iter().any(|(k, _)| m.contains_key(k)) {
+                    return Reply::Integer(0);
+                }
+                for (k, v) in pairs {
+                    m.insert(k.clone(), v.clone());
+                }
+                Reply::Integer(1)
+            }
+            Op::Rename(a, b, nx) => {
+                if !m.contains_key(a) {
+                    return Reply::error("ERR no such key");
+                }
+                if *nx && m.contains_key(b) {
+                    return Reply::Integer(0);
+                }
+                let v = m.remove(a).expect("checked above");
+                m.insert(b.clone(), v);
+                if *nx {
+                    Reply::Integer(1)
+                } else {
+                    Reply::ok()
+                }
+            }
             Op::DbSize => Reply::Integer(m.len() as i64),
             Op::FlushAll => {
                 m.clear();
@@ -540,6 +575,10 @@ fn shard_of(key: &[u8]) -> usize {
 /// merge. Also checks that every part only touches keys of its own shard.
 fn run_sharded(stores: &mut [Store], cmd: Command, now: Instant) -> Reply {
     match cmd.route(stores.len(), shard_of) {
+        Route::Atomic(atomic) => futures_util::FutureExt::now_or_never(
+            atomic.run(now, |i, step| std::future::ready(step(&mut stores[i]))),
+        )
+        .expect("steps on local stores finish at once"),
         Route::Local(cmd) => {
             assert!(cmd.keys().is_empty(), "{cmd:?} routed locally");
             stores[0].execute(cmd, now)
@@ -598,6 +637,11 @@ proptest! {
                 1 => key().prop_map(|k| vec![b"TTL".to_vec(), k.into_bytes()]),
                 1 => Just(vec![b"PING".to_vec()]),
                 1 => Just(vec![b"TICK".to_vec()]),
+                // Collections, so that RENAME moves them across shards and types clash.
+                1 => (key(), key()).prop_map(|(k, m)| vec![b"RPUSH".to_vec(), k.into_bytes(), m.into_bytes()]),
+                1 => (key(), key()).prop_map(|(k, m)| vec![b"SADD".to_vec(), k.into_bytes(), m.into_bytes()]),
+                1 => key().prop_map(|k| vec![b"LRANGE".to_vec(), k.into_bytes(), b"0".to_vec(), b"-1".to_vec()]),
+                1 => key().prop_map(|k| vec![b"TYPE".to_vec(), k.into_bytes()]),
             ],
             1..80,
         ),

@@ -1298,3 +1298,171 @@ fn a_bad_command_line_is_refused() {
         assert!(stderr.contains("usage: kv_server"), "no usage:\n{stderr}");
     }
 }
+
+/// Pairs of keys on different shards (2 shards, shard hash v1).
+fn cross_shard_pairs(n: usize) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    for i in 0.. {
+        let (a, b) = (format!("pa{i}"), format!("pb{i}"));
+        if shardloop::shard_index_bytes(a.as_bytes(), 2)
+            != shardloop::shard_index_bytes(b.as_bytes(), 2)
+        {
+            pairs.push((a, b));
+            if pairs.len() == n {
+                return pairs;
+            }
+        }
+    }
+    unreachable!()
+}
+
+/// Redis's promise for multi-key commands, across shards: writers `MSET a v b v` (and
+/// `MSETNX`-free `MULTI` blocks) while readers `MGET a b` and read both in `MULTI`
+/// blocks; no reader ever sees `a` and `b` from different writes.
+#[test]
+fn multi_key_commands_are_atomic_across_shards() {
+    let server = Server::start(None);
+    let pairs = Arc::new(cross_shard_pairs(8));
+    const ROUNDS: usize = 1500;
+    let mut threads = Vec::new();
+    for writer in 0..2 {
+        let mut con = server.client();
+        let pairs = pairs.clone();
+        threads.push(thread::spawn(move || {
+            let mut rng = Rng(writer + 1);
+            for round in 0..ROUNDS {
+                let (a, b) = &pairs[rng.below(pairs.len() as u64) as usize];
+                let v = format!("w{writer}-{round}");
+                if round % 2 == 0 {
+                    let _: () = redis::cmd("MSET")
+                        .arg(a)
+                        .arg(&v)
+                        .arg(b)
+                        .arg(&v)
+                        .query(&mut con)
+                        .unwrap();
+                } else {
+                    let _: () = redis::pipe()
+                        .atomic()
+                        .set(a, &v)
+                        .set(b, &v)
+                        .query(&mut con)
+                        .unwrap();
+                }
+            }
+            0
+        }));
+    }
+    for reader in 0..3 {
+        let mut con = server.client();
+        let pairs = pairs.clone();
+        threads.push(thread::spawn(move || {
+            let mut rng = Rng(100 + reader);
+            let mut reads = 0;
+            for round in 0..ROUNDS {
+                let (a, b) = &pairs[rng.below(pairs.len() as u64) as usize];
+                let (x, y): (Option<String>, Option<String>) = if round % 2 == 0 {
+                    redis::cmd("MGET").arg(a).arg(b).query(&mut con).unwrap()
+                } else {
+                    redis::pipe()
+                        .atomic()
+                        .get(a)
+                        .get(b)
+                        .query(&mut con)
+                        .unwrap()
+                };
+                assert_eq!(x, y, "{a} and {b} seen from different writes");
+                reads += 1;
+            }
+            reads
+        }));
+    }
+    let reads: usize = threads
+        .into_iter()
+        .map(|t| t.join().expect("no torn read"))
+        .sum();
+    assert_eq!(reads, 3 * ROUNDS);
+}
+
+/// MULTI/EXEC/DISCARD as Redis answers them, over keys of both shards.
+#[test]
+fn multi_exec_and_discard() {
+    let server = Server::start(None);
+    let mut con = server.client();
+    let (a, b) = cross_shard_pairs(1).remove(0);
+    let ok: String = redis::cmd("MULTI").query(&mut con).unwrap();
+    assert_eq!(ok, "OK");
+    for cmd in [
+        redis::cmd("SET").arg(&a).arg("1").clone(),
+        redis::cmd("INCR").arg(&a).clone(),
+        redis::cmd("RENAME").arg(&a).arg(&b).clone(),
+        redis::cmd("GET").arg(&b).clone(),
+    ] {
+        let queued: String = cmd.query(&mut con).unwrap();
+        assert_eq!(queued, "QUEUED");
+    }
+    let replies: Vec<Value> = redis::cmd("EXEC").query(&mut con).unwrap();
+    assert_eq!(
+        replies,
+        vec![
+            Value::Okay,
+            Value::Int(2),
+            Value::Okay,
+            Value::BulkString(b"2".to_vec())
+        ]
+    );
+    // A command that does not parse inside MULTI discards the whole block.
+    let _: String = redis::cmd("MULTI").query(&mut con).unwrap();
+    let _: String = redis::cmd("SET")
+        .arg(&a)
+        .arg("lost")
+        .query(&mut con)
+        .unwrap();
+    let err = redis::cmd("GET").query::<Value>(&mut con).unwrap_err();
+    assert!(
+        err.to_string().contains("wrong number of arguments"),
+        "{err}"
+    );
+    let err = redis::cmd("EXEC").query::<Value>(&mut con).unwrap_err();
+    assert!(err.to_string().contains("Transaction discarded"), "{err}");
+    let exists: i64 = redis::cmd("EXISTS").arg(&a).query(&mut con).unwrap();
+    assert_eq!(exists, 0);
+    // DISCARD drops the queue; EXEC and DISCARD need a MULTI.
+    let _: String = redis::cmd("MULTI").query(&mut con).unwrap();
+    let _: String = redis::cmd("SET")
+        .arg(&a)
+        .arg("dropped")
+        .query(&mut con)
+        .unwrap();
+    let ok: String = redis::cmd("DISCARD").query(&mut con).unwrap();
+    assert_eq!(ok, "OK");
+    let exists: i64 = redis::cmd("EXISTS").arg(&a).query(&mut con).unwrap();
+    assert_eq!(exists, 0);
+    let err = redis::cmd("EXEC").query::<Value>(&mut con).unwrap_err();
+    assert!(err.to_string().contains("EXEC without MULTI"), "{err}");
+    let err = redis::cmd("DISCARD").query::<Value>(&mut con).unwrap_err();
+    assert!(err.to_string().contains("DISCARD without MULTI"), "{err}");
+    // Cross-shard MSETNX and RENAMENX.
+    let set: i64 = redis::cmd("MSETNX")
+        .arg(&a)
+        .arg("x")
+        .arg(&b)
+        .arg("y")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(set, 0, "{b} exists");
+    let renamed: i64 = redis::cmd("RENAMENX")
+        .arg(&b)
+        .arg(&a)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(renamed, 1);
+    let moved: Option<String> = redis::cmd("GET").arg(&a).query(&mut con).unwrap();
+    assert_eq!(moved.as_deref(), Some("2"));
+    let err = redis::cmd("RENAME")
+        .arg(&b)
+        .arg(&a)
+        .query::<Value>(&mut con)
+        .unwrap_err();
+    assert!(err.to_string().contains("no such key"), "{err}");
+}

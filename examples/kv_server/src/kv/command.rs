@@ -79,6 +79,24 @@ pub enum Command {
     MGet(Vec<Vec<u8>>),
     /// `MSET key value [key value ...]`.
     MSet(Vec<(Vec<u8>, Vec<u8>)>),
+    /// `MSETNX key value [key value ...]`: sets them all only if none exists (1), or
+    /// none (0).
+    MSetNx(Vec<(Vec<u8>, Vec<u8>)>),
+    /// `RENAME` / `RENAMENX source destination`: moves the value and its expiry.
+    Rename {
+        /// The key renamed.
+        from: Vec<u8>,
+        /// Its new name.
+        to: Vec<u8>,
+        /// `RENAMENX`: only if `to` does not exist (reply 1/0 instead of `+OK`).
+        nx: bool,
+    },
+    /// `MULTI`: queue the next commands until `EXEC` (a connection command).
+    Multi,
+    /// `EXEC`: run the queued commands as one atomic step (a connection command).
+    Exec,
+    /// `DISCARD`: drop the queued commands (a connection command).
+    Discard,
     /// `EXPIRE` / `PEXPIRE` / `EXPIREAT` / `PEXPIREAT key time [NX | XX | GT | LT]`.
     Expire {
         /// The key.
@@ -185,7 +203,7 @@ impl ExpireCondition {
     /// Whether a key whose expiry is `current` may get the expiry `new`.
     pub fn allows<T: PartialOrd>(&self, current: Option<T>, new: T) -> bool {
         let later = current.as_ref().is_some_and(|c| new > *c);
-        let earlier = current.as_ref().is_none_or(|c| new < *c);
+        let earlier = current.as_ref().map_or(true, |c| new < *c);
         (!self.nx || current.is_none())
             && (!self.xx || current.is_some())
             && (!self.gt || later)
@@ -226,6 +244,7 @@ pub(crate) const COMMANDS: &[(&str, i32, i64, i64, i64)] = &[
     ("decrby", 3, 1, 1, 1),
     ("mget", -2, 1, -1, 1),
     ("mset", -3, 1, -1, 2),
+    ("msetnx", -3, 1, -1, 2),
     // Lists.
     ("lpush", -3, 1, 1, 1),
     ("rpush", -3, 1, 1, 1),
@@ -266,6 +285,8 @@ pub(crate) const COMMANDS: &[(&str, i32, i64, i64, i64)] = &[
     ("del", -2, 1, -1, 1),
     ("unlink", -2, 1, -1, 1),
     ("exists", -2, 1, -1, 1),
+    ("rename", 3, 1, 2, 1),
+    ("renamenx", 3, 1, 2, 1),
     ("type", 2, 1, 1, 1),
     ("keys", 2, 0, 0, 0),
     ("scan", -2, 0, 0, 0),
@@ -290,6 +311,9 @@ pub(crate) const COMMANDS: &[(&str, i32, i64, i64, i64)] = &[
     ("select", 2, 0, 0, 0),
     ("shutdown", -1, 0, 0, 0),
     ("quit", -1, 0, 0, 0),
+    ("multi", 1, 0, 0, 0),
+    ("exec", 1, 0, 0, 0),
+    ("discard", 1, 0, 0, 0),
 ];
 
 pub(crate) const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
@@ -456,7 +480,7 @@ impl Command {
             "del" | "unlink" => Command::Del(rest.collect()),
             "exists" => Command::Exists(rest.collect()),
             "mget" => Command::MGet(rest.collect()),
-            "mset" => {
+            "mset" | "msetnx" => {
                 if argc % 2 == 0 {
                     return Err(arity_error(name));
                 }
@@ -464,8 +488,23 @@ impl Command {
                 while let (Some(k), Some(v)) = (rest.next(), rest.next()) {
                     pairs.push((k, v));
                 }
-                Command::MSet(pairs)
+                if name == "mset" {
+                    Command::MSet(pairs)
+                } else {
+                    Command::MSetNx(pairs)
+                }
             }
+            "rename" | "renamenx" => {
+                let from = next();
+                Command::Rename {
+                    from,
+                    to: next(),
+                    nx: name == "renamenx",
+                }
+            }
+            "multi" => Command::Multi,
+            "exec" => Command::Exec,
+            "discard" => Command::Discard,
             "set" => {
                 let key = next();
                 let value = next();
@@ -551,6 +590,12 @@ impl Command {
             Command::IncrBy { .. } => "incrby",
             Command::MGet(_) => "mget",
             Command::MSet(_) => "mset",
+            Command::MSetNx(_) => "msetnx",
+            Command::Rename { nx: false, .. } => "rename",
+            Command::Rename { nx: true, .. } => "renamenx",
+            Command::Multi => "multi",
+            Command::Exec => "exec",
+            Command::Discard => "discard",
             Command::Expire { .. } => "expire",
             Command::Ttl(_) => "ttl",
             Command::Pttl(_) => "pttl",
@@ -594,7 +639,10 @@ impl Command {
             Command::Del(keys) | Command::Exists(keys) | Command::MGet(keys) => {
                 keys.iter().map(Vec::as_slice).collect()
             }
-            Command::MSet(pairs) => pairs.iter().map(|(k, _)| k.as_slice()).collect(),
+            Command::MSet(pairs) | Command::MSetNx(pairs) => {
+                pairs.iter().map(|(k, _)| k.as_slice()).collect()
+            }
+            Command::Rename { from, to, .. } => vec![from, to],
             _ => Vec::new(),
         }
     }
@@ -605,8 +653,8 @@ impl Command {
     }
 
     /// Whether it is about the connection, not the keyspace (`HELLO`, `CLIENT`,
-    /// `SELECT`, `QUIT`, `SHUTDOWN`): a server answers it with the connection's
-    /// [`Session`](super::Session).
+    /// `SELECT`, `QUIT`, `SHUTDOWN`, `MULTI`, `EXEC`, `DISCARD`): a server answers it
+    /// with the connection's [`Session`](super::Session).
     pub fn is_connection(&self) -> bool {
         matches!(
             self,
@@ -615,6 +663,9 @@ impl Command {
                 | Command::Select
                 | Command::Quit
                 | Command::Shutdown
+                | Command::Multi
+                | Command::Exec
+                | Command::Discard
         )
     }
 }
@@ -642,7 +693,8 @@ fn parse_set(key: Vec<u8>, value: Vec<u8>, opts: Vec<Vec<u8>>) -> Result<Command
             // The same option again replaces the value, as in Redis; a different one
             // is a syntax error.
             (b"ex" | b"px" | b"exat" | b"pxat", Some(v))
-                if !keep_ttl && expire.is_none_or(|(u, _)| u == ExpireUnit::from_option(&opt)) =>
+                if !keep_ttl
+                    && expire.map_or(true, |(u, _)| u == ExpireUnit::from_option(&opt)) =>
             {
                 expire = Some((ExpireUnit::from_option(&opt), v));
                 i += 1;

@@ -187,6 +187,32 @@ impl Store {
                 }
                 Reply::ok()
             }
+            Command::MSetNx(pairs) => {
+                if pairs.iter().any(|(k, _)| self.contains(k, now)) {
+                    return Reply::Integer(0);
+                }
+                for (key, value) in pairs {
+                    self.insert(key, Value::Str(value), None);
+                }
+                Reply::Integer(1)
+            }
+            Command::Rename { from, to, nx } => {
+                if !self.contains(&from, now) {
+                    return Reply::error("ERR no such key");
+                }
+                if nx && self.contains(&to, now) {
+                    return Reply::Integer(0);
+                }
+                if from != to {
+                    let entry = self.take(&from, now).expect("live: checked above");
+                    self.put(to, entry);
+                }
+                if nx {
+                    Reply::Integer(1)
+                } else {
+                    Reply::ok()
+                }
+            }
             Command::Expire { key, at, condition } => {
                 let Some(entry) = self.live(&key, now) else {
                     return Reply::Integer(0);
@@ -235,7 +261,10 @@ impl Store {
             | Command::Client(_)
             | Command::Select
             | Command::Quit
-            | Command::Shutdown) => Session::new(0).execute(cmd).0,
+            | Command::Shutdown
+            | Command::Multi
+            | Command::Exec
+            | Command::Discard) => Session::new(0).execute(cmd).0,
         }
     }
 

@@ -35,6 +35,12 @@
 //!             let stats: Vec<_> = stores.iter().map(Store::stats).collect();
 //!             Info::new().field("Clients", "connected_clients", 1).shards(&stats).render(&sections)
 //!         }
+//!         // MSETNX, RENAME across shards: steps on each shard, all of them held (a
+//!         // server locks the shards; here nothing else runs anyway).
+//!         Route::Atomic(atomic) => futures_util::FutureExt::now_or_never(
+//!             atomic.run(now, |i, step| std::future::ready(step(&mut stores[i]))),
+//!         )
+//!         .unwrap(),
 //!     }
 //! };
 //! let args = |s: &str| s.split(' ').map(|a| a.as_bytes().to_vec()).collect::<Vec<_>>();
@@ -42,11 +48,18 @@
 //! assert_eq!(handle(args("DEL a bb x")), Reply::Integer(2));
 //! assert_eq!(handle(args("DBSIZE")), Reply::Integer(1));
 //! assert_eq!(handle(args("PING")), Reply::Simple("PONG".into()));
+//! assert_eq!(handle(args("RENAME ccc dd")), Reply::ok());
+//! assert_eq!(handle(args("GET dd")), Reply::Bulk(b"3".to_vec()));
 //! ```
+//!
+//! On a server, a command whose parts are on several shards (a [`Split`] over more
+//! than one shard, or an [`Atomic`]) is atomic only if the server holds every shard
+//! it touches while it runs; `kv_server` does (see its `txn.rs`).
 //!
 //! Expired keys vanish when looked at; call [`Store::expire_some`] from a timer on each
 //! shard to reclaim the rest.
 
+mod atomic;
 mod command;
 mod exec;
 mod glob;
@@ -61,6 +74,7 @@ mod value;
 mod zset;
 mod zsets;
 
+pub use atomic::{Atomic, MovedEntry, Step, StepResult};
 pub use command::{Command, CommandQuery, Condition, Deadline, ExpireCondition, GetExTtl, SetTtl};
 pub use glob::glob_match;
 pub use hashes::HashCommand;

@@ -7,7 +7,8 @@
 //! and `KEYS` go to every shard. `SCAN` walks one shard at a time: the client's cursor
 //! says which shard and where in it (`position * shards + shard`).
 
-use super::Command;
+use super::atomic::Pairs;
+use super::{Atomic, Command};
 use crate::resp::Reply;
 
 /// Where to run a command. Made by [`Command::route`].
@@ -19,6 +20,9 @@ pub enum Route {
     Shard(usize, Command),
     /// Run each part on its shard, then [`Merge::merge`] the replies.
     Split(Split),
+    /// A command on several shards that reads before it writes (`MSETNX`, `RENAME`):
+    /// run it with [`Atomic::run`] while holding every shard it names.
+    Atomic(Atomic),
     /// `INFO` with these sections: gather [`Store::stats`](super::Store::stats) from
     /// every shard and answer with [`Info`](super::Info)`::new()`, the server's own
     /// fields, [`shards`](super::Info::shards) and [`render`](super::Info::render).
@@ -208,6 +212,32 @@ impl Command {
                     MergeKind::AllOk
                 }),
             }),
+            Command::MSetNx(pairs) => {
+                let mut groups: Vec<(usize, Pairs)> = Vec::new();
+                for pair in pairs {
+                    let s = shard(&pair.0);
+                    match groups.iter_mut().find(|g| g.0 == s) {
+                        Some(group) => group.1.push(pair),
+                        None => groups.push((s, vec![pair])),
+                    }
+                }
+                match <[_; 1]>::try_from(groups) {
+                    Ok([(s, pairs)]) => Route::Shard(s, Command::MSetNx(pairs)),
+                    Err(groups) => Route::Atomic(Atomic::MSetNx(groups)),
+                }
+            }
+            Command::Rename { from, to, nx } => {
+                let (a, b) = (shard(&from), shard(&to));
+                if a == b {
+                    Route::Shard(a, Command::Rename { from, to, nx })
+                } else {
+                    Route::Atomic(Atomic::Rename {
+                        from: (a, from),
+                        to: (b, to),
+                        nx,
+                    })
+                }
+            }
             Command::Keys(_) => Route::Split(Split {
                 parts: (0..shards).map(|i| (i, self.clone())).collect(),
                 merge: Merge(MergeKind::Concat),

@@ -120,7 +120,7 @@ impl ClientCommand {
 }
 
 /// What the server must do after answering a connection command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum After {
     /// Keep serving the connection.
     Continue,
@@ -129,6 +129,9 @@ pub enum After {
     /// Stop the whole server gracefully, as on SIGTERM (`SHUTDOWN`); nothing is
     /// replied, as in Redis.
     Shutdown,
+    /// `EXEC`: run these queued commands as one atomic step and reply the array of
+    /// their replies (the reply returned with this is a placeholder).
+    Exec(Vec<Command>),
 }
 
 /// One connection's state. **A building block of the `kv_server` example.**
@@ -150,6 +153,10 @@ pub struct Session {
     id: u64,
     protocol: Protocol,
     name: Option<Vec<u8>>,
+    /// Between `MULTI` and `EXEC`: the commands queued so far.
+    queued: Option<Vec<Command>>,
+    /// A command inside `MULTI` failed to parse: `EXEC` refuses the whole block.
+    queue_failed: bool,
 }
 
 impl Session {
@@ -159,6 +166,45 @@ impl Session {
             id,
             protocol: Protocol::Resp2,
             name: None,
+            queued: None,
+            queue_failed: false,
+        }
+    }
+
+    /// Inside `MULTI`, a request is queued instead of run (all but `EXEC`, `DISCARD`,
+    /// `MULTI` and `QUIT`, as in Redis): `Ok(+QUEUED)`, or for a request that did not
+    /// parse its error (and `EXEC` will refuse the block). Outside `MULTI`, or for
+    /// those four, the request comes back to be run.
+    ///
+    /// ```
+    /// use kv_server::kv::{After, Command, Session};
+    /// use kv_server::resp::Reply;
+    /// let args = |s: &str| s.split(' ').map(|a| a.as_bytes().to_vec()).collect::<Vec<_>>();
+    /// let mut session = Session::new(1);
+    /// session.execute(Command::parse(args("MULTI")).unwrap());
+    /// let queued = session.queue(Command::parse(args("SET k v")));
+    /// assert_eq!(queued.unwrap(), Reply::Simple("QUEUED".into()));
+    /// let Err(Ok(exec)) = session.queue(Command::parse(args("EXEC"))) else { unreachable!() };
+    /// let (_, after) = session.execute(exec);
+    /// assert!(matches!(after, After::Exec(cmds) if cmds.len() == 1));
+    /// ```
+    pub fn queue(
+        &mut self,
+        request: Result<Command, Reply>,
+    ) -> Result<Reply, Result<Command, Reply>> {
+        let Some(queued) = &mut self.queued else {
+            return Err(request);
+        };
+        match request {
+            Ok(Command::Exec | Command::Discard | Command::Multi | Command::Quit) => Err(request),
+            Ok(cmd) => {
+                queued.push(cmd);
+                Ok(Reply::Simple("QUEUED".into()))
+            }
+            Err(reply) => {
+                self.queue_failed = true;
+                Ok(reply)
+            }
         }
     }
 
@@ -185,6 +231,25 @@ impl Session {
             Command::Client(ClientCommand::Id) => Reply::Integer(self.id as i64),
             Command::Client(ClientCommand::SetInfo(..)) | Command::Select => Reply::ok(),
             Command::Quit => return (Reply::ok(), After::Close),
+            Command::Multi if self.queued.is_some() => {
+                Reply::error("ERR MULTI calls can not be nested")
+            }
+            Command::Multi => {
+                self.queued = Some(Vec::new());
+                self.queue_failed = false;
+                Reply::ok()
+            }
+            Command::Discard => match self.queued.take() {
+                Some(_) => Reply::ok(),
+                None => Reply::error("ERR DISCARD without MULTI"),
+            },
+            Command::Exec => match self.queued.take() {
+                None => Reply::error("ERR EXEC without MULTI"),
+                Some(_) if std::mem::take(&mut self.queue_failed) => {
+                    Reply::error("EXECABORT Transaction discarded because of previous errors.")
+                }
+                Some(commands) => return (Reply::NilArray, After::Exec(commands)),
+            },
             Command::Shutdown => return (Reply::ok(), After::Shutdown),
             other => Reply::error(format!(
                 "ERR '{}' is not a connection command",

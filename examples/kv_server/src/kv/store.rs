@@ -256,9 +256,10 @@ impl Store {
                 expired.push(key.clone());
                 continue;
             }
-            let type_ok = type_name
-                .is_none_or(|t| t.eq_ignore_ascii_case(entry.value.type_name().as_bytes()));
-            if type_ok && pattern.is_none_or(|p| glob_match(p, key)) {
+            let type_ok = type_name.map_or(true, |t| {
+                t.eq_ignore_ascii_case(entry.value.type_name().as_bytes())
+            });
+            if type_ok && pattern.map_or(true, |p| glob_match(p, key)) {
                 found.push(key.clone());
             }
         }
@@ -267,6 +268,21 @@ impl Store {
             self.remove(&key);
         }
         (position.min(self.map.len()), found)
+    }
+
+    /// Takes `key`'s entry out (its value and deadline), if it is live.
+    pub(super) fn take(&mut self, key: &[u8], now: Instant) -> Option<Entry> {
+        self.live(key, now)?;
+        let entry = self.map.swap_remove(key)?;
+        if entry.expires_at.is_some() {
+            self.expires -= 1;
+        }
+        Some(entry)
+    }
+
+    /// Puts an entry taken with [`take`](Self::take) at `key`, replacing what was there.
+    pub(super) fn put(&mut self, key: Vec<u8>, entry: Entry) {
+        self.insert(key, entry.value, entry.expires_at);
     }
 
     /// Sets `key` to `value` with deadline `expires_at`, replacing what was there.

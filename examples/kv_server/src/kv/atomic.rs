@@ -1,0 +1,149 @@
+//! Commands whose keys live on several shards and that read before they write
+//! (`MSETNX`, `RENAME`): their steps, run against each shard's store by whoever holds
+//! those shards (the server, under its shard locks; a test, on stores it owns).
+
+use std::future::Future;
+use std::time::Instant;
+
+use super::store::Entry;
+use super::value::Value;
+use super::Store;
+use crate::resp::Reply;
+
+/// A key's value and expiry, taken out of one shard's store to be put into another's
+/// (`RENAME` across shards). Opaque; `Send`.
+#[derive(Debug)]
+pub struct MovedEntry(Entry);
+
+/// What one step on one shard gives back.
+#[derive(Debug)]
+pub enum StepResult {
+    /// Whether any of the keys asked about exists.
+    Exists(bool),
+    /// The entry taken out (`None`: the key did not exist).
+    Taken(Option<MovedEntry>),
+    /// The step only wrote.
+    Done,
+}
+
+/// One step on one shard's store.
+pub type Step = Box<dyn FnOnce(&mut Store) -> StepResult + Send>;
+
+/// Key-value pairs, as `MSET` and `MSETNX` take them.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A multi-shard command that must look before it writes. Made by
+/// [`Command::route`](super::Command::route) as [`Route::Atomic`](super::Route::Atomic).
+#[derive(Debug)]
+pub enum Atomic {
+    /// `MSETNX` over several shards: each shard's pairs.
+    MSetNx(Vec<(usize, Pairs)>),
+    /// `RENAME` / `RENAMENX` from a key on one shard to a key on another.
+    Rename {
+        /// (shard, key) renamed.
+        from: (usize, Vec<u8>),
+        /// (shard, key) it becomes.
+        to: (usize, Vec<u8>),
+        /// `RENAMENX`.
+        nx: bool,
+    },
+}
+
+impl Atomic {
+    /// The shards it touches, ascending: the order in which a server locks them (one
+    /// order for everyone, so that two of these never wait on each other).
+    pub fn shards(&self) -> Vec<usize> {
+        let mut shards: Vec<usize> = match self {
+            Atomic::MSetNx(parts) => parts.iter().map(|(s, _)| *s).collect(),
+            Atomic::Rename { from, to, .. } => vec![from.0, to.0],
+        };
+        shards.sort_unstable();
+        shards.dedup();
+        shards
+    }
+
+    /// Runs the command at time `now`, each step through `on_shard(shard, step)`, and
+    /// returns the reply. The caller must hold every shard of [`shards`](Self::shards) for the
+    /// whole run: nothing else may touch their keys in between.
+    ///
+    /// ```
+    /// use std::future::ready;
+    /// use std::time::Instant;
+    /// use kv_server::kv::{Command, Route, Store};
+    /// use kv_server::resp::Reply;
+    /// let mut stores = [Store::new(), Store::new()];
+    /// let shard_of = |k: &[u8]| usize::from(k[0] == b'b');
+    /// let args = |s: &str| s.split(' ').map(|a| a.as_bytes().to_vec()).collect::<Vec<_>>();
+    /// let Route::Atomic(msetnx) = Command::parse(args("MSETNX a 1 b 2")).unwrap().route(2, shard_of)
+    /// else { unreachable!() };
+    /// let reply = futures_util::FutureExt::now_or_never(
+    ///     msetnx.run(Instant::now(), |i, step| ready(step(&mut stores[i]))),
+    /// );
+    /// assert_eq!(reply, Some(Reply::Integer(1)));
+    /// assert_eq!(stores[1].get(b"b", Instant::now()), Some(&b"2"[..]));
+    /// ```
+    pub async fn run<F, Fut>(self, now: Instant, mut on_shard: F) -> Reply
+    where
+        F: FnMut(usize, Step) -> Fut,
+        Fut: Future<Output = StepResult>,
+    {
+        match self {
+            Atomic::MSetNx(parts) => {
+                for (shard, pairs) in &parts {
+                    let keys: Vec<Vec<u8>> = pairs.iter().map(|(k, _)| k.clone()).collect();
+                    let step: Step = Box::new(move |store| {
+                        StepResult::Exists(keys.iter().any(|k| store.contains(k, now)))
+                    });
+                    if let StepResult::Exists(true) = on_shard(*shard, step).await {
+                        return Reply::Integer(0);
+                    }
+                }
+                for (shard, pairs) in parts {
+                    let step: Step = Box::new(move |store| {
+                        for (k, v) in pairs {
+                            store.insert(k, Value::Str(v), None);
+                        }
+                        StepResult::Done
+                    });
+                    on_shard(shard, step).await;
+                }
+                Reply::Integer(1)
+            }
+            Atomic::Rename { from, to, nx } => {
+                if nx {
+                    let key = to.1.clone();
+                    let step: Step =
+                        Box::new(move |store| StepResult::Exists(store.contains(&key, now)));
+                    if let StepResult::Exists(true) = on_shard(to.0, step).await {
+                        // RENAMENX with a missing source is still "no such key".
+                        let key = from.1.clone();
+                        let step: Step =
+                            Box::new(move |store| StepResult::Exists(store.contains(&key, now)));
+                        return match on_shard(from.0, step).await {
+                            StepResult::Exists(true) => Reply::Integer(0),
+                            _ => Reply::error("ERR no such key"),
+                        };
+                    }
+                }
+                let key = from.1;
+                let step: Step =
+                    Box::new(move |store| StepResult::Taken(store.take(&key, now).map(MovedEntry)));
+                let StepResult::Taken(Some(MovedEntry(entry))) = on_shard(from.0, step).await
+                else {
+                    return Reply::error("ERR no such key");
+                };
+                let key = to.1;
+                let step: Step = Box::new(move |store| {
+                    store.put(key, entry);
+                    StepResult::Done
+                });
+                on_shard(to.0, step).await;
+                if nx {
+                    Reply::Integer(1)
+                } else {
+                    Reply::ok()
+                }
+            }
+        }
+    }
+}

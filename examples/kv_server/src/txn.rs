@@ -1,0 +1,210 @@
+//! Atomicity across shards: one lock per shard, taken in ascending shard order and
+//! held until the end (strict two-phase locking).
+//!
+//! A command on keys of several shards (`MSET`, `MGET`, `DEL`, `MSETNX`, `RENAME`, ...)
+//! and every `MULTI`/`EXEC` block lock the shards they touch, lowest index first, run
+//! their parts, and unlock. While a shard is locked, every other command that reads
+//! or writes its keys waits (single-key ones included), so no client ever sees half of
+//! a multi-key command. Everyone locks in the same order, so two transactions never
+//! wait on each other in a cycle. A shard nobody has locked costs one thread-local
+//! read per command: single-shard commands keep their fast path.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+
+use std::time::Instant;
+
+use kv_server::kv::{Route, Session, StepResult, Store};
+use kv_server::resp::Reply;
+use shardloop::{Remote, Runtime};
+
+use crate::STORE;
+
+thread_local! {
+    /// This shard's lock.
+    static LOCK: ShardLock = const {
+        ShardLock {
+            holder: Cell::new(None),
+            waiters: RefCell::new(Vec::new()),
+        }
+    };
+}
+
+/// Transaction ids, unique over all shards.
+static NEXT_TXN: AtomicU64 = AtomicU64::new(1);
+
+struct ShardLock {
+    /// The transaction holding this shard.
+    holder: Cell<Option<u64>>,
+    /// Whoever waits for the shard to be free (woken all at once on release).
+    waiters: RefCell<Vec<Waker>>,
+}
+
+/// Whether a transaction holds this shard: then a command on its keys must wait.
+pub fn is_locked() -> bool {
+    LOCK.with(|l| l.holder.get().is_some())
+}
+
+/// Waits until no transaction but `txn` holds this shard.
+pub async fn unlocked(txn: Option<u64>) {
+    poll_fn(|cx| {
+        LOCK.with(|l| match l.holder.get() {
+            Some(holder) if Some(holder) != txn => {
+                l.waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+            _ => Poll::Ready(()),
+        })
+    })
+    .await
+}
+
+async fn acquire(txn: u64) {
+    unlocked(Some(txn)).await;
+    LOCK.with(|l| l.holder.set(Some(txn)));
+}
+
+fn release(txn: u64) {
+    let waiters = LOCK.with(|l| {
+        if l.holder.get() != Some(txn) {
+            return Vec::new();
+        }
+        l.holder.set(None);
+        l.waiters.take()
+    });
+    for waker in waiters {
+        waker.wake();
+    }
+}
+
+/// A transaction holding some shards; dropping it releases them (also when the
+/// connection that runs it goes away mid-way).
+pub struct Txn {
+    rt: Arc<Runtime>,
+    id: u64,
+    held: Vec<usize>,
+}
+
+impl Txn {
+    /// Locks `shards` (ascending, no repeats), each as soon as it is free.
+    pub async fn lock(rt: &Arc<Runtime>, shards: &[usize]) -> Txn {
+        debug_assert!(shards.windows(2).all(|w| w[0] < w[1]));
+        let mut txn = Txn {
+            rt: rt.clone(),
+            id: NEXT_TXN.fetch_add(1, Ordering::Relaxed),
+            held: Vec::with_capacity(shards.len()),
+        };
+        for &shard in shards {
+            let id = txn.id;
+            // A shard that is shutting down refuses: there is nothing left to protect.
+            let _ = rt.submit_to(shard, move || acquire(id)).await;
+            txn.held.push(shard);
+        }
+        txn
+    }
+
+    /// Sends `f` to run on shard `shard`'s store (a shard this transaction holds);
+    /// the `Remote` gives its result, an error if the shard is shutting down.
+    pub fn on<T, F>(&self, shard: usize, f: F) -> OnShard<T>
+    where
+        F: FnOnce(&mut Store) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        debug_assert!(self.held.contains(&shard));
+        let id = self.id;
+        OnShard(self.rt.submit_to(shard, move || async move {
+            unlocked(Some(id)).await;
+            STORE.with(|s| f(&mut s.borrow_mut()))
+        }))
+    }
+}
+
+/// The result of [`Txn::on`]: `None` if the shard was shutting down.
+pub struct OnShard<T>(Remote<T>);
+
+impl<T> OnShard<T> {
+    /// Waits for the result.
+    pub async fn get(self) -> Option<T> {
+        self.0.await.ok()
+    }
+}
+
+impl Drop for Txn {
+    fn drop(&mut self) {
+        let id = self.id;
+        for &shard in &self.held {
+            // Not awaited: the release runs on its shard whether or not anyone looks.
+            drop(self.rt.submit_to(shard, move || async move { release(id) }));
+        }
+    }
+}
+
+/// The shards a routed command touches (none for a keyless one).
+fn shards_of(route: &Route) -> Vec<usize> {
+    match route {
+        Route::Shard(shard, _) => vec![*shard],
+        Route::Split(split) => split.parts.iter().map(|(s, _)| *s).collect(),
+        Route::Atomic(atomic) => atomic.shards(),
+        Route::Local(_) | Route::Info(_) => Vec::new(),
+    }
+}
+
+/// Runs `routes` in order as one atomic step: locks every shard they touch, runs
+/// each, unlocks. Returns their replies, in order.
+pub async fn run_atomically(
+    rt: &Arc<Runtime>,
+    session: &mut Session,
+    routes: Vec<Route>,
+) -> Vec<Reply> {
+    let mut shards: Vec<usize> = routes.iter().flat_map(shards_of).collect();
+    shards.sort_unstable();
+    shards.dedup();
+    let txn = Txn::lock(rt, &shards).await;
+    let mut replies = Vec::with_capacity(routes.len());
+    for route in routes {
+        replies.push(run_one(&txn, rt, session, route).await);
+    }
+    replies
+}
+
+fn shutting_down() -> Reply {
+    Reply::error("ERR the shard owning this key is shutting down")
+}
+
+async fn run_one(txn: &Txn, rt: &Arc<Runtime>, session: &mut Session, route: Route) -> Reply {
+    match route {
+        // Queued connection commands (`CLIENT SETNAME` in a MULTI block, say).
+        Route::Local(cmd) if cmd.is_connection() => session.execute(cmd).0,
+        Route::Local(cmd) => crate::execute_here(cmd, Instant::now()),
+        Route::Shard(shard, cmd) => txn
+            .on(shard, move |s| s.execute(cmd, Instant::now()))
+            .get()
+            .await
+            .unwrap_or_else(shutting_down),
+        Route::Split(split) => {
+            // Every part sent at once: the shards run them side by side.
+            let parts: Vec<_> = split
+                .parts
+                .into_iter()
+                .map(|(shard, cmd)| txn.on(shard, move |s| s.execute(cmd, Instant::now())))
+                .collect();
+            let mut replies = Vec::with_capacity(parts.len());
+            for part in parts {
+                replies.push(part.get().await.unwrap_or_else(shutting_down));
+            }
+            split.merge.merge(replies)
+        }
+        Route::Atomic(atomic) => {
+            atomic
+                .run(Instant::now(), |shard, step| {
+                    let part = txn.on(shard, step);
+                    async move { part.get().await.unwrap_or(StepResult::Done) }
+                })
+                .await
+        }
+        Route::Info(sections) => crate::info_reply(rt, &sections).await,
+    }
+}
