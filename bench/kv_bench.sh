@@ -12,6 +12,11 @@
 #        ROUNDS=5 N=100000 bench/kv_bench.sh
 #        EXTRA="-r 100000" bench/kv_bench.sh   (extra redis-benchmark arguments, e.g.
 #                                               random keys instead of one key)
+#        TESTS=suite PIPES=16 EXTRA="-r 100000" bench/kv_bench.sh
+#                                  (redis-benchmark's default suite but XADD)
+#        TESTS=load bench/kv_bench.sh    (our load client, kv_load: SET:GET 1:10 over
+#                                         100k keys, 50 connections, pipelines of 16)
+#        TESTS=mset bench/kv_bench.sh    (MSET of 2 keys: on one shard, and on two)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +26,11 @@ N_P1=${N_P1:-$N}
 CLIENTS=${CLIENTS:-50}
 SHARDS=${SHARDS:-2}
 EXTRA=${EXTRA:-}
+TESTS=${TESTS:-set,get}
+PIPES=${PIPES:-16 1}
+if [[ $TESTS == suite ]]; then
+    TESTS=ping_inline,ping_mbulk,set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,zpopmin,lrange,mset
+fi
 # Extra kv_server flags, e.g. KV_ARGS=--no-pin.
 KV_ARGS=${KV_ARGS:-}
 
@@ -31,8 +41,9 @@ if ((${#missing[@]})); then
     apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-cargo build --quiet --release -p kv_server
+cargo build --quiet --release -p kv_server --bins
 bin="${CARGO_TARGET_DIR:-target}/release/kv_server"
+load_bin="${CARGO_TARGET_DIR:-target}/release/kv_load"
 
 tmp=$(mktemp -d)
 pids=()
@@ -76,19 +87,64 @@ redis_version=$(redis-server --version | sed -nE 's/.*v=([0-9.]+).*/\1/p')
 # Server CPU time so far (user + system, all threads), in clock ticks, of process $1.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# run PORT PID PIPELINE N: prints "SET <rps> <server CPU us per request>", then GET's.
+# Two keys on one shard and two on different shards (shard hash v1, SHARDS shards),
+# for the MSET rows.
+read -r same_a same_b cross_a cross_b < <(python3 - "$SHARDS" <<'PY'
+import sys
+shards = int(sys.argv[1])
+def shard(key):
+    h = 0xcbf29ce484222325
+    for b in key.encode():
+        h = ((h ^ b) * 0x100000001b3) & (2**64 - 1)
+    for shift, mul in ((33, 0xff51afd7ed558ccd), (33, 0xc4ceb9fe1a85ec53)):
+        h ^= h >> shift
+        h = (h * mul) & (2**64 - 1)
+    h ^= h >> 33
+    return (h * shards) >> 64
+keys = [f"k{i}" for i in range(100)]
+same = [k for k in keys if shard(k) == shard(keys[0])][:2]
+cross = [keys[0], next(k for k in keys if shard(k) != shard(keys[0]))] if shards > 1 else same
+print(*same, *cross)
+PY
+)
+
+# run PORT PID PIPELINE N: prints "<test> <rps> <server CPU us per request>" for each
+# test (redis-benchmark's names, spaces as _).
 run() {
-    local test t0 t1 rps
-    for test in SET GET; do
+    local test t0 t1 out lines
+    if [[ $TESTS == load ]]; then
+        t0=$(cpu_ticks "$2")
+        out=$("$load_bin" --port "$1" --connections "$CLIENTS" --pipeline "$3" --requests "$4")
+        t1=$(cpu_ticks "$2")
+        awk -v o="$out" -v d=$((t1 - t0)) -v n="$4" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+            split(o, f, " "); if (f[8] != 0) { print "kv_load saw " f[8] " errors" > "/dev/stderr" }
+            printf "SET:GET_1:10 %s %.2f\n", f[6], d / hz * 1e6 / n }'
+        return
+    fi
+    if [[ $TESTS == mset ]]; then
+        for pair in "same_shard $same_a $same_b" "two_shards $cross_a $cross_b"; do
+            set -- "$1" "$2" "$3" "$4" $pair
+            t0=$(cpu_ticks "$2")
+            out=$(redis-benchmark -h 127.0.0.1 -p "$1" -q -n "$4" -c "$CLIENTS" -P "$3" \
+                MSET "$6" v "$7" v | tr '\r' '\n' | sed -nE 's/^.*: ([0-9.]+) requests per second.*/\1/p' | tail -n 1)
+            t1=$(cpu_ticks "$2")
+            awk -v t="MSET_2_keys_$5" -v r="$out" -v d=$((t1 - t0)) -v n="$4" -v hz="$(getconf CLK_TCK)" \
+                'BEGIN { printf "%s %s %.2f\n", t, r, d / hz * 1e6 / n }'
+        done
+        return
+    fi
+    for test in ${TESTS//,/ }; do
         t0=$(cpu_ticks "$2")
         # -q prints progress lines ended by \r, then one final line per test.
         # shellcheck disable=SC2086
-        rps=$(redis-benchmark -h 127.0.0.1 -p "$1" -q -t "$test" -n "$4" -c "$CLIENTS" -P "$3" $EXTRA \
-            | tr '\r' '\n' \
-            | sed -nE 's/^(SET|GET): ([0-9.]+) requests per second.*/\2/p')
+        out=$(redis-benchmark -h 127.0.0.1 -p "$1" -q -t "$test" -n "$4" -c "$CLIENTS" -P "$3" $EXTRA \
+            | tr '\r' '\n' | sed -nE 's/^ *([^:]+): ([0-9.]+) requests per second.*/\1|\2/p')
         t1=$(cpu_ticks "$2")
-        awk -v t="$test" -v r="$rps" -v d=$((t1 - t0)) -v n="$4" -v hz="$(getconf CLK_TCK)" \
-            'BEGIN { printf "%s %s %.2f\n", t, r, d / hz * 1e6 / n }'
+        lines=$(grep -c . <<<"$out")
+        while IFS='|' read -r name rps; do
+            awk -v t="${name// /_}" -v r="$rps" -v d=$((t1 - t0)) -v n="$4" -v k="$lines" -v hz="$(getconf CLK_TCK)" \
+                'BEGIN { printf "%s %s %.2f\n", t, r, d / hz * 1e6 / (n * k) }'
+        done <<<"$out"
     done
 }
 
@@ -97,7 +153,7 @@ results="$tmp/results"
 : >"$results"
 for round in $(seq "$ROUNDS"); do
     if ((round % 2)); then order="kv redis"; else order="redis kv"; fi
-    for p in 16 1; do
+    for p in $PIPES; do
         if ((p == 1)); then n=$N_P1; else n=$N; fi
         for server in $order; do
             if [[ $server == kv ]]; then port=$kv_port pid=${pids[0]}; else port=$redis_port pid=${pids[1]}; fi
@@ -114,17 +170,17 @@ median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]
 med() { awk -v s="$1" -v p="$2" -v t="$3" -v c="${4:-4}" '$1 == s && $2 == p && $3 == t { print $c }' "$results" | median; }
 
 echo
-echo "redis-benchmark -q -t set,get -n $N -c $CLIENTS -P 16 (and -P 1 with -n $N_P1)${EXTRA:+ $EXTRA};" \
+echo "redis-benchmark -q -t $TESTS -n $N -c $CLIENTS, -P $PIPES (-n $N_P1 at -P 1)${EXTRA:+ $EXTRA};" \
     "median of $ROUNDS alternating rounds; $(nproc) cores ($(sed -nE 's/^model name\s*: //p' /proc/cpuinfo | head -n 1))"
 echo
 echo "| workload | kv_server ($SHARDS shards${KV_ARGS:+ $KV_ARGS}) req/s | peer | peer req/s | ratio | kv_server CPU µs/req | peer CPU µs/req |"
 echo "|---|---:|---|---:|---:|---:|---:|"
-for p in 16 1; do
-    for test in SET GET; do
+for p in $PIPES; do
+    for test in $(awk -v p="$p" '$1 == "kv" && $2 == p && !seen[$3]++ { print $3 }' "$results"); do
         kv=$(med kv "$p" "$test")
         rd=$(med redis "$p" "$test")
         ratio=$(awk -v a="$kv" -v b="$rd" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }')
-        printf '| %s -P %s | %.0f | redis-server %s | %.0f | %s | %s | %s |\n' "$test" "$p" "$kv" \
+        printf '| %s -P %s | %.0f | redis-server %s | %.0f | %s | %s | %s |\n' "${test//_/ }" "$p" "$kv" \
             "$redis_version" "$rd" "$ratio" "$(med kv "$p" "$test" 5)" "$(med redis "$p" "$test" 5)"
     done
 done

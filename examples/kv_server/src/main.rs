@@ -184,9 +184,6 @@ enum Slot {
 enum Added {
     /// Go on with the next request.
     Next,
-    /// Finish this batch first: the request runs under shard locks, and the requests
-    /// after it must see its effects.
-    EndBatch,
     /// Reply, then close (`QUIT`, `SHUTDOWN`).
     Close,
 }
@@ -211,6 +208,10 @@ struct Batch<'a> {
     slots: &'a mut Vec<(Slot, Protocol)>,
     /// Commands for other shards, indexed by shard (empty until the first one).
     groups: Vec<Vec<Command>>,
+    /// A request of this batch runs under shard locks, after the ones before it:
+    /// every later one then runs in order after it too (under its own shard's lock),
+    /// so that it sees its effects.
+    in_order: bool,
 }
 
 /// Room for this many commands is made for a shard's group at its first command
@@ -234,6 +235,7 @@ impl<'a> Batch<'a> {
             out,
             slots,
             groups: Vec::new(),
+            in_order: false,
         }
     }
 
@@ -328,12 +330,22 @@ impl<'a> Batch<'a> {
                 After::Exec(commands) => {
                     let routes = commands.into_iter().map(|c| route(self.rt, c)).collect();
                     self.slots.push((Slot::Atomic(routes, true), proto));
-                    return Added::EndBatch;
+                    self.in_order = true;
                 }
             }
             return Added::Next;
         }
-        let slot = match route(self.rt, cmd) {
+        let routed = route(self.rt, cmd);
+        if self.in_order {
+            let slot = match routed {
+                Route::Local(cmd) => Slot::Ready(execute_here(cmd, self.now)),
+                Route::Info(sections) => Slot::Info(sections),
+                other => Slot::Atomic(vec![other], false),
+            };
+            self.slots.push((slot, proto));
+            return Added::Next;
+        }
+        let slot = match routed {
             Route::Shard(shard, cmd) if shard != self.me => self.place(shard, cmd),
             // This shard is locked by a transaction: the command waits for it.
             Route::Shard(_, cmd) if txn::is_locked() => self.place_waiting(cmd),
@@ -342,13 +354,12 @@ impl<'a> Batch<'a> {
                 return Added::Next;
             }
             route @ Route::Atomic(_) => {
-                self.slots.push((Slot::Atomic(vec![route], false), proto));
-                return Added::EndBatch;
+                self.in_order = true;
+                Slot::Atomic(vec![route], false)
             }
             Route::Split(split) if spans_shards(&split) => {
-                self.slots
-                    .push((Slot::Atomic(vec![Route::Split(split)], false), proto));
-                return Added::EndBatch;
+                self.in_order = true;
+                Slot::Atomic(vec![Route::Split(split)], false)
             }
             Route::Split(split) => {
                 let parts = split
@@ -487,16 +498,11 @@ async fn serve(mut stream: TcpStream, rt: Arc<Runtime>) {
     'conn: loop {
         let mut batch = Batch::new(&rt, me, &mut session, &mut out, &mut slots);
         let mut quit = false;
-        let mut more = false;
         let mut broken = None;
         loop {
             match decoder.next_request() {
                 Ok(Some(args)) => match batch.add(args) {
                     Added::Next => {}
-                    Added::EndBatch => {
-                        more = true;
-                        break;
-                    }
                     Added::Close => {
                         quit = true;
                         break;
@@ -526,10 +532,6 @@ async fn serve(mut stream: TcpStream, rt: Arc<Runtime>) {
         }
         if quit {
             break;
-        }
-        if more {
-            // Requests after a transaction may already be buffered: serve them first.
-            continue;
         }
         match stream.read(decoder.read_buf(16 * 1024)).await {
             Ok(0) | Err(_) => break,

@@ -17,7 +17,7 @@ use std::task::{Poll, Waker};
 
 use std::time::Instant;
 
-use kv_server::kv::{Route, Session, StepResult, Store};
+use kv_server::kv::{Command, Route, Session, Split, StepResult, Store};
 use kv_server::resp::Reply;
 use shardloop::{Remote, Runtime};
 
@@ -89,14 +89,19 @@ pub struct Txn {
 }
 
 impl Txn {
+    /// A transaction that holds nothing yet.
+    pub fn begin(rt: &Arc<Runtime>) -> Txn {
+        Txn {
+            rt: rt.clone(),
+            id: NEXT_TXN.fetch_add(1, Ordering::Relaxed),
+            held: Vec::new(),
+        }
+    }
+
     /// Locks `shards` (ascending, no repeats), each as soon as it is free.
     pub async fn lock(rt: &Arc<Runtime>, shards: &[usize]) -> Txn {
         debug_assert!(shards.windows(2).all(|w| w[0] < w[1]));
-        let mut txn = Txn {
-            rt: rt.clone(),
-            id: NEXT_TXN.fetch_add(1, Ordering::Relaxed),
-            held: Vec::with_capacity(shards.len()),
-        };
+        let mut txn = Txn::begin(rt);
         for &shard in shards {
             let id = txn.id;
             // A shard that is shutting down refuses: there is nothing left to protect.
@@ -104,6 +109,23 @@ impl Txn {
             txn.held.push(shard);
         }
         txn
+    }
+
+    /// Locks `shard` (higher than every shard held so far) and runs `f` on its store
+    /// in the same step: one round trip. Strict two-phase locking allows it, as
+    /// nothing is released before the end.
+    pub fn lock_and_run<T, F>(&mut self, shard: usize, f: F) -> OnShard<T>
+    where
+        F: FnOnce(&mut Store) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        debug_assert!(self.held.last().map_or(true, |&last| last < shard));
+        self.held.push(shard);
+        let id = self.id;
+        OnShard(self.rt.submit_to(shard, move || async move {
+            acquire(id).await;
+            STORE.with(|s| f(&mut s.borrow_mut()))
+        }))
     }
 
     /// Sends `f` to run on shard `shard`'s store (a shard this transaction holds);
@@ -159,6 +181,12 @@ pub async fn run_atomically(
     session: &mut Session,
     routes: Vec<Route>,
 ) -> Vec<Reply> {
+    if let [Route::Split(_)] = routes[..] {
+        let Some(Route::Split(split)) = routes.into_iter().next() else {
+            unreachable!("matched above")
+        };
+        return vec![run_split(rt, split).await];
+    }
     let mut shards: Vec<usize> = routes.iter().flat_map(shards_of).collect();
     shards.sort_unstable();
     shards.dedup();
@@ -168,6 +196,31 @@ pub async fn run_atomically(
         replies.push(run_one(&txn, rt, session, route).await);
     }
     replies
+}
+
+/// One command split over several shards (`MSET`, `MGET`, `DEL` ...): each part runs
+/// as its shard is locked, lowest shard first, one round trip per shard.
+async fn run_split(rt: &Arc<Runtime>, split: Split) -> Reply {
+    let mut txn = Txn::begin(rt);
+    let mut parts: Vec<(usize, usize, Command)> = split
+        .parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, (shard, cmd))| (shard, i, cmd))
+        .collect();
+    parts.sort_unstable_by_key(|p| p.0);
+    let mut replies: Vec<Option<Reply>> = vec![None; parts.len()];
+    for (shard, i, cmd) in parts {
+        let reply = txn.lock_and_run(shard, move |s| s.execute(cmd, Instant::now()));
+        replies[i] = Some(reply.get().await.unwrap_or_else(shutting_down));
+    }
+    drop(txn);
+    split.merge.merge(
+        replies
+            .into_iter()
+            .map(|r| r.unwrap_or_else(shutting_down))
+            .collect(),
+    )
 }
 
 fn shutting_down() -> Reply {

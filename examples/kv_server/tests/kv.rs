@@ -1173,3 +1173,28 @@ fn hello_and_client_keep_the_connection_state() {
         Reply::error("ERR syntax error")
     );
 }
+
+#[test]
+fn a_multi_block_is_bounded() {
+    let args = |s: &str| {
+        s.split(' ')
+            .map(|a| a.as_bytes().to_vec())
+            .collect::<Vec<_>>()
+    };
+    let mut session = Session::new(1);
+    session.execute(Command::parse(args("MULTI")).unwrap());
+    for _ in 0..kv_server::kv::MAX_QUEUED {
+        assert!(session.queue(Command::parse(args("INCR n"))).is_ok());
+    }
+    let refused = session.queue(Command::parse(args("INCR n"))).unwrap();
+    assert!(refused.is_error(), "{refused:?}");
+    let Err(Ok(exec)) = session.queue(Command::parse(args("EXEC"))) else {
+        panic!("EXEC is not queued")
+    };
+    let (reply, after) = session.execute(exec);
+    assert_eq!(
+        reply,
+        Reply::error("EXECABORT Transaction discarded because of previous errors.")
+    );
+    assert_eq!(after, After::Continue);
+}

@@ -81,7 +81,7 @@ pub use hashes::HashCommand;
 pub use info::Info;
 pub use lists::ListCommand;
 pub use route::{Merge, Route, Split};
-pub use session::{After, ClientCommand, Hello, Session, REDIS_VERSION};
+pub use session::{After, ClientCommand, Hello, Session, MAX_QUEUED, REDIS_VERSION};
 pub use sets::SetCommand;
 pub use store::{ShardStats, Store};
 pub use zsets::{ZAddFlags, ZSetCommand};

@@ -5,6 +5,10 @@ use super::command::{arity_error, integer, truncated, unknown_subcommand};
 use super::Command;
 use crate::resp::{Protocol, Reply};
 
+/// The most commands one `MULTI` block may queue: a client cannot grow a connection's
+/// memory without bound by never sending `EXEC`.
+pub const MAX_QUEUED: usize = 100_000;
+
 /// The Redis version whose commands and replies this server follows (`HELLO`,
 /// `INFO`).
 pub const REDIS_VERSION: &str = "7.2.0";
@@ -197,6 +201,12 @@ impl Session {
         };
         match request {
             Ok(Command::Exec | Command::Discard | Command::Multi | Command::Quit) => Err(request),
+            Ok(_) if queued.len() >= MAX_QUEUED => {
+                self.queue_failed = true;
+                Ok(Reply::error(format!(
+                    "ERR MULTI holds at most {MAX_QUEUED} commands"
+                )))
+            }
             Ok(cmd) => {
                 queued.push(cmd);
                 Ok(Reply::Simple("QUEUED".into()))
