@@ -38,7 +38,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_STREAMS: u32 = 128;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (args, []) = common::Args::parse([]);
+    let (args, []) = common::Args::parse("axum_server", []);
     // One router for all: it is `Send + Sync`, and each connection serves a clone.
     let router = router();
     common::serve(&args, "http/1.1 and h2c", move |stream| {

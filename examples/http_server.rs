@@ -57,9 +57,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
 
     // Shard 0 binds first: with `--port 0` its port is the one the others share.
-    let port = rt.submit_to(0, move || listen(args.port)).wait()??;
+    let http2 = args.http2;
+    let port = rt.submit_to(0, move || listen(args.port, http2)).wait()??;
     for i in 1..rt.len() {
-        rt.submit_to(i, move || listen(port)).wait()??;
+        rt.submit_to(i, move || listen(port, http2)).wait()??;
     }
 
     // The main thread's loop waits for the signal.
@@ -86,15 +87,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Binds this shard's listener on `port` and starts accepting; returns the port.
-async fn listen(port: u16) -> std::io::Result<u16> {
+async fn listen(port: u16, http2: bool) -> std::io::Result<u16> {
     let listener = TcpListener::bind_reuseport(("127.0.0.1", port))?;
     let port = listener.local_addr()?.port();
-    drop(shardloop::spawn(accept_loop(listener)));
+    drop(shardloop::spawn(accept_loop(listener, http2)));
     Ok(port)
 }
 
 /// Accepts until the shard is told to stop; one task per connection.
-async fn accept_loop(listener: TcpListener) {
+async fn accept_loop(listener: TcpListener, http2: bool) {
     let mut builder = shardloop::hyper::http1();
     common::configure(&mut builder);
     let mut stopping = pin!(STOP.with(|s| s.wait()));
@@ -104,6 +105,17 @@ async fn accept_loop(listener: TcpListener) {
             Either::Left((Ok((stream, _peer)), _)) => {
                 let _ = stream.set_nodelay(true);
                 let service = service_fn(route);
+                #[cfg(feature = "http2")]
+                if http2 {
+                    let conn = shardloop::hyper::http2().serve_connection(stream, service);
+                    // An HTTP/2 connection ends with its client or with the shard
+                    // (the grace period's end cancels it).
+                    drop(shardloop::spawn(async move {
+                        let _ = conn.await;
+                    }));
+                    continue;
+                }
+                let _ = http2; // always HTTP/1.1 without the http2 feature
                 let conn = builder.serve_connection(stream, service);
                 let stop = STOP.with(|s| s.wait());
                 drop(shardloop::spawn(async move {

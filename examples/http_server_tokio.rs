@@ -43,6 +43,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             format!("worker {}", t.name().unwrap_or("?"))
                         })
                     });
+                    #[cfg(feature = "http2")]
+                    if args.http2 {
+                        let mut h2 = hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        );
+                        h2.timer(TokioTimer::new());
+                        let conn = h2.serve_connection(TokioIo::new(stream), service);
+                        tokio::spawn(async move {
+                            let _ = conn.await;
+                        });
+                        continue;
+                    }
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
                     tokio::spawn(async move {
                         let _ = conn.await;

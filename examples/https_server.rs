@@ -15,24 +15,16 @@
 
 #[path = "shard_common/mod.rs"]
 mod common;
+#[path = "tls_common/mod.rs"]
+mod tls;
 
-use std::convert::Infallible;
 use std::error::Error;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use shardloop::net::TcpStream;
-use tokio_rustls::rustls::crypto::ring;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
 /// A client gets this long to finish its TLS handshake (one that connects and says
@@ -43,26 +35,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let (args, [cert, key]) = common::Args::parse(["--cert", "--key"]);
-    let acceptor = TlsAcceptor::from(tls_config(Path::new(&cert), Path::new(&key))?);
+    let (args, [cert, key]) = common::Args::parse("https_server", ["--cert", "--key"]);
+    let acceptor = TlsAcceptor::from(tls::config(Path::new(&cert), Path::new(&key))?);
     common::serve(&args, "https", move |stream| {
         serve_tls(acceptor.clone(), stream)
     })
-}
-
-/// rustls on the ring provider, with the certificate and key from these PEM files,
-/// offering HTTP/2 and HTTP/1.1 through ALPN.
-fn tls_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Box<dyn Error>> {
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{}: {e}", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
-    let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
 }
 
 /// One connection: the TLS handshake, then HTTP in the version ALPN settled on.
@@ -82,26 +59,18 @@ async fn serve_tls(acceptor: TlsAcceptor, stream: TcpStream) {
     // ends, the server goes on.
     let _ = if h2 {
         shardloop::hyper::http2()
-            .serve_connection(io, service_fn(route))
+            .serve_connection(
+                io,
+                service_fn(|req| tls::route(req, || format!("shard {}", common::shard()))),
+            )
             .await
     } else {
         shardloop::hyper::http1()
             .header_read_timeout(IDLE_TIMEOUT)
-            .serve_connection(io, service_fn(route))
+            .serve_connection(
+                io,
+                service_fn(|req| tls::route(req, || format!("shard {}", common::shard()))),
+            )
             .await
     };
-}
-
-async fn route(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    if req.uri().path() != "/" {
-        let mut resp = Response::new(Full::new(Bytes::from_static(b"not found\n")));
-        *resp.status_mut() = StatusCode::NOT_FOUND;
-        return Ok(resp);
-    }
-    let body = format!(
-        "hello from shard {} over {:?}\n",
-        common::shard(),
-        req.version()
-    );
-    Ok(Response::new(Full::new(Bytes::from(body))))
 }

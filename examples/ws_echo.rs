@@ -36,7 +36,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_MESSAGE: usize = 1 << 20;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (args, []) = common::Args::parse([]);
+    let (args, []) = common::Args::parse("ws_echo", []);
     common::serve(&args, "websocket echo", echo)
 }
 

@@ -4,6 +4,9 @@
 //! other, idle keep-alive connections closed by the header-read timeout.
 #![cfg(feature = "hyper")]
 
+#[cfg(feature = "http2")]
+#[path = "support/client.rs"]
+mod client;
 #[path = "support/example.rs"]
 mod example;
 
@@ -433,4 +436,36 @@ fn example_finishes_requests_in_flight_on_sigterm() {
     assert!(got.contains("finished\n"), "{got:?}");
     assert!(got.ends_with("0\r\n\r\n"), "{got:?}");
     assert_eq!(idle.read(&mut buf).unwrap(), 0, "idle connection closed");
+}
+
+/// `--http2`: both benchmark servers (shardloop's and its tokio peer) answer every
+/// route over HTTP/2 with prior knowledge, as h2load speaks it in bench/http_bench.sh.
+#[cfg(feature = "http2")]
+#[test]
+fn both_http_servers_speak_h2c_with_http2() {
+    for (name, threads) in [
+        ("http_server", "--shards"),
+        ("http_server_tokio", "--workers"),
+    ] {
+        let server = Example::start(name, &[threads, "2", "--http2"]);
+        for (path, body) in [
+            ("/", "Hello, World!"),
+            ("/json", r#"{"message":"Hello, World!"}"#),
+        ] {
+            let out = client::run_ok(
+                std::process::Command::new("curl")
+                    .args(["--silent", "--show-error", "--max-time", "20"])
+                    .arg("--http2-prior-knowledge")
+                    .args(["--write-out", "\n%{http_code} %{http_version}"])
+                    .arg(format!("http://127.0.0.1:{}{path}", server.port)),
+            );
+            assert_eq!(out, format!("{body}\n200 2"), "{name} {path}");
+        }
+        // The tokio peer stops on Ctrl-C only; SIGTERM ends it either way.
+        let status = server.terminate();
+        assert!(
+            name != "http_server" || status.success(),
+            "{name}: {status}"
+        );
+    }
 }

@@ -64,6 +64,8 @@ pub struct Args {
     pub port: u16,
     pub threads: usize,
     pub spin: Option<Duration>,
+    /// `--http2`: HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1.
+    pub http2: bool,
 }
 
 impl Args {
@@ -86,6 +88,12 @@ impl Args {
                 format!("threads serving connections (default {default_threads})"),
             ),
         ];
+        options.push((
+            "--http2".to_string(),
+            "serve HTTP/2 with prior knowledge (h2c, as h2load and curl \
+             --http2-prior-knowledge speak it) instead of HTTP/1.1 (needs the http2 feature)"
+                .to_string(),
+        ));
         if let Some(d) = default_spin {
             options.push((
                 "--spin-us N".to_string(),
@@ -96,13 +104,14 @@ impl Args {
                 ),
             ));
         }
-        let about = "An HTTP/1.1 server (hyper) on 127.0.0.1.";
+        let about = "An HTTP/1.1 (or HTTP/2) server (hyper) on 127.0.0.1.";
         let usage = cli::usage(program, about, &options);
         cli::parse_or_exit(program, &usage, |p| {
             let mut args = Args {
                 port: 8080,
                 threads: default_threads,
                 spin: default_spin,
+                http2: false,
             };
             while let Some(arg) = p.next()? {
                 match arg {
@@ -110,6 +119,12 @@ impl Args {
                     Long(f) if f == threads_flag => args.threads = cli::count(p, &threads_option)?,
                     Long("spin-us") if args.spin.is_some() => {
                         args.spin = Some(Duration::from_micros(cli::value(p, "--spin-us")?))
+                    }
+                    Long("http2") if cfg!(feature = "http2") => args.http2 = true,
+                    Long("http2") => {
+                        return Err("--http2: built without the http2 feature \
+                                    (cargo run --features hyper,http2 ...)"
+                            .into())
                     }
                     Short('h') | Long("help") => return Ok(None),
                     _ => return Err(arg.unexpected()),

@@ -1,5 +1,5 @@
 //! What the ecosystem examples share (`https_server`, `axum_server`, `ws_echo`): the
-//! command line, and the server around their connection handlers: one
+//! command line (parsed by `cli`, as every example's is), and the server around their connection handlers: one
 //! `SO_REUSEPORT` listener per shard on 127.0.0.1, one task per connection, and a
 //! clean exit on SIGINT or SIGTERM.
 
@@ -21,6 +21,11 @@ const GRACE: Duration = Duration::from_secs(5);
 /// and retrying it forever would only spin.
 const MAX_ACCEPT_ERRORS: u32 = 100;
 
+#[path = "../cli/mod.rs"]
+mod cli;
+
+use lexopt::prelude::*;
+
 /// `--port N` (default 8080; 0 picks a free one) and `--shards N` (default: the number
 /// of CPUs).
 pub struct Args {
@@ -29,59 +34,66 @@ pub struct Args {
 }
 
 impl Args {
-    /// Parses the command line: the common flags, and `extra`, flags with a value
-    /// that this example requires (given back in that order).
-    pub fn parse<const N: usize>(extra: [&str; N]) -> (Args, [String; N]) {
-        let mut args = Args {
-            port: 8080,
-            shards: num_cpus::get(),
-        };
-        let mut values: [Option<String>; N] = std::array::from_fn(|_| None);
-        let mut flags = String::from("[--port N] [--shards N]");
-        for name in extra {
-            flags.push_str(&format!(" {name} VALUE"));
-        }
-        let mut it = std::env::args().skip(1);
-        while let Some(flag) = it.next() {
-            if flag == "-h" || flag == "--help" {
-                usage(&flags, "");
-            }
-            let value = it
-                .next()
-                .unwrap_or_else(|| usage(&flags, &format!("{flag} needs a value")));
-            let number = || -> usize {
-                value
-                    .parse()
-                    .unwrap_or_else(|_| usage(&flags, &format!("{flag}: not a number: {value:?}")))
-            };
-            match flag.as_str() {
-                "--port" => {
-                    args.port = u16::try_from(number())
-                        .unwrap_or_else(|_| usage(&flags, "--port: out of range"))
-                }
-                "--shards" => args.shards = number().max(1),
-                other => match extra.iter().position(|name| *name == other) {
-                    Some(i) => values[i] = Some(value),
-                    None => usage(&flags, &format!("unknown argument {other:?}")),
-                },
-            }
-        }
-        let values = std::array::from_fn(|i| {
-            values[i]
-                .take()
-                .unwrap_or_else(|| usage(&flags, &format!("{} is required", extra[i])))
-        });
-        (args, values)
+    /// Parses the command line of `program` (`--port`, `--shards`, and `extra`: flags
+    /// with a value that it requires, given back in that order), or exits as every
+    /// example does (see `cli`).
+    pub fn parse<const N: usize>(program: &str, extra: [&str; N]) -> (Args, [String; N]) {
+        parse_with("shards", num_cpus::get(), program, extra)
     }
 }
 
-fn usage(flags: &str, problem: &str) -> ! {
-    if !problem.is_empty() {
-        eprintln!("error: {problem}");
+/// [`Args::parse`], with the thread-count flag named `threads_flag` (`workers` for a
+/// tokio peer of an example) and its default.
+pub fn parse_with<const N: usize>(
+    threads_flag: &str,
+    default_threads: usize,
+    program: &str,
+    extra: [&str; N],
+) -> (Args, [String; N]) {
+    let threads_option = format!("--{threads_flag}");
+    let mut options = vec![
+        (
+            "--port N".to_string(),
+            "port to listen on (default 8080, 0 = any free port)".to_string(),
+        ),
+        (
+            format!("{threads_option} N"),
+            format!("threads serving connections (default {default_threads})"),
+        ),
+    ];
+    for name in extra {
+        options.push((format!("{name} FILE"), "required".to_string()));
     }
-    let name = std::env::args().next().unwrap_or_default();
-    eprintln!("usage: {name} {flags}");
-    std::process::exit(if problem.is_empty() { 0 } else { 2 });
+    let about = format!("{program}, on 127.0.0.1.");
+    let usage = cli::usage(program, &about, &options);
+    cli::parse_or_exit(program, &usage, |p| {
+        let mut args = Args {
+            port: 8080,
+            shards: default_threads,
+        };
+        let mut values: [Option<String>; N] = std::array::from_fn(|_| None);
+        while let Some(arg) = p.next()? {
+            match arg {
+                Long("port") => args.port = cli::value(p, "--port")?,
+                Long(f) if f == threads_flag => args.shards = cli::count(p, &threads_option)?,
+                Long(f) if extra.iter().any(|e| e.trim_start_matches("--") == f) => {
+                    let name = format!("--{f}");
+                    let i = extra
+                        .iter()
+                        .position(|e| *e == name)
+                        .expect("matched above");
+                    values[i] = Some(cli::value(p, &name)?);
+                }
+                Short('h') | Long("help") => return Ok(None),
+                _ => return Err(arg.unexpected()),
+            }
+        }
+        let mut missing = extra.iter().zip(&values).filter(|(_, v)| v.is_none());
+        if let Some((name, _)) = missing.next() {
+            return Err(format!("{name} is required").into());
+        }
+        Ok(Some((args, values.map(|v| v.expect("checked above")))))
+    })
 }
 
 /// The shard running this code.
