@@ -84,3 +84,19 @@ pub fn count(parser: &mut Parser, option: &str) -> Result<usize, Error> {
         n => Ok(n),
     }
 }
+
+/// The options every server example has: `--port N` and its thread count
+/// (`--shards N`, or `--workers N` for a tokio peer), as `usage` takes them.
+#[allow(dead_code)] // not every example includes a server
+pub fn server_options(threads_flag: &str, default_threads: usize) -> Vec<(String, String)> {
+    vec![
+        (
+            "--port N".to_string(),
+            "port to listen on (default 8080, 0 = any free port)".to_string(),
+        ),
+        (
+            format!("--{threads_flag} N"),
+            format!("threads serving connections (default {default_threads})"),
+        ),
+    ]
+}

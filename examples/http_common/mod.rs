@@ -78,16 +78,7 @@ impl Args {
         default_spin: Option<Duration>,
     ) -> Args {
         let threads_option = format!("--{threads_flag}");
-        let mut options = vec![
-            (
-                "--port N".to_string(),
-                "port to listen on (default 8080, 0 = any free port)".to_string(),
-            ),
-            (
-                format!("{threads_option} N"),
-                format!("threads serving connections (default {default_threads})"),
-            ),
-        ];
+        let mut options = cli::server_options(threads_flag, default_threads);
         options.push((
             "--http2".to_string(),
             "serve HTTP/2 with prior knowledge (h2c, as h2load and curl \

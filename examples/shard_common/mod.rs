@@ -51,16 +51,7 @@ pub fn parse_with<const N: usize>(
     extra: [&str; N],
 ) -> (Args, [String; N]) {
     let threads_option = format!("--{threads_flag}");
-    let mut options = vec![
-        (
-            "--port N".to_string(),
-            "port to listen on (default 8080, 0 = any free port)".to_string(),
-        ),
-        (
-            format!("{threads_option} N"),
-            format!("threads serving connections (default {default_threads})"),
-        ),
-    ];
+    let mut options = cli::server_options(threads_flag, default_threads);
     for name in extra {
         options.push((format!("{name} FILE"), "required".to_string()));
     }
