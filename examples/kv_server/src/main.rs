@@ -15,7 +15,9 @@
 //! key runs whole on the key's shard, which runs one thing at a time. A command on
 //! keys of several shards, and an `EXEC`, lock every shard they touch, lowest first,
 //! run their parts and unlock (`txn.rs`); meanwhile the other commands on those shards
-//! wait, so no client sees half of it. `WATCH` is not served.
+//! wait, so no client sees half of it. `WATCH` makes an `EXEC` give up (a nil
+//! reply) if another write touched a watched key first: each shard stamps its
+//! watched keys on every write, and `EXEC` compares the stamps under its locks.
 //!
 //! ```text
 //! cargo run --release -p kv_server -- --port 6379 --shards 4 --placement dispatch
@@ -177,6 +179,10 @@ enum Slot {
     /// Commands run as one atomic step under the locks of every shard they touch: a
     /// multi-shard command alone, or an `EXEC` block (`true`: reply an array).
     Atomic(Vec<Route>, bool),
+    /// An `EXEC` block with the keys it watches: nothing runs if one was written.
+    Exec(Vec<Route>, Vec<(Vec<u8>, u64)>),
+    /// `WATCH`: register the keys with their shards and note their stamps.
+    Watch(Vec<Vec<u8>>),
 }
 
 /// What the connection does after a request was added to the batch.
@@ -327,10 +333,19 @@ impl<'a> Batch<'a> {
                     }
                     return Added::Close;
                 }
-                After::Exec(commands) => {
+                After::Exec(commands, watched) => {
                     let routes = commands.into_iter().map(|c| route(self.rt, c)).collect();
-                    self.slots.push((Slot::Atomic(routes, true), proto));
+                    self.slots.push((Slot::Exec(routes, watched), proto));
                     self.in_order = true;
+                }
+                After::Watch(keys) => {
+                    // Later requests must not write these keys before they are watched.
+                    self.slots.push((Slot::Watch(keys), proto));
+                    self.in_order = true;
+                }
+                After::Unwatch(keys) => {
+                    txn::unwatch(self.rt, keys);
+                    self.answer(reply);
                 }
             }
             return Added::Next;
@@ -446,12 +461,27 @@ async fn resolve(
         }
         Slot::Info(sections) => info_reply(rt, &sections).await,
         Slot::Atomic(routes, exec) => {
-            let mut replies = txn::run_atomically(rt, session, routes).await;
+            let mut replies = txn::run_atomically(rt, session, routes, Vec::new())
+                .await
+                .unwrap_or_default();
             if exec {
                 Reply::Array(replies)
             } else {
                 replies.pop().unwrap_or(Reply::NilArray)
             }
+        }
+        Slot::Exec(routes, watched) => {
+            let keys: Vec<Vec<u8>> = watched.iter().map(|(k, _)| k.clone()).collect();
+            let replies = txn::run_atomically(rt, session, routes, watched).await;
+            txn::unwatch(rt, keys);
+            // A watched key was written: the block did not run.
+            replies.map_or(Reply::NilArray, Reply::Array)
+        }
+        Slot::Watch(keys) => {
+            for (key, stamp) in txn::watch(rt, keys).await {
+                session.watching(key, stamp);
+            }
+            Reply::ok()
         }
     }
 }
@@ -479,6 +509,11 @@ async fn info_reply(rt: &Runtime, sections: &[Vec<u8>]) -> Reply {
 fn route(rt: &Runtime, cmd: Command) -> Route {
     let shards = rt.len();
     cmd.route(shards, |key| shard_index_bytes(key, shards))
+}
+
+/// The shard that owns `key`.
+fn shard_of(rt: &Runtime, key: &[u8]) -> usize {
+    shard_index_bytes(key, rt.len())
 }
 
 /// Whether a split command's parts are on more than one shard.
@@ -538,6 +573,10 @@ async fn serve(mut stream: TcpStream, rt: Arc<Runtime>) {
             Ok(n) => decoder.commit(n),
         }
     }
+    txn::unwatch(
+        &rt,
+        session.take_watched().into_iter().map(|(k, _)| k).collect(),
+    );
     CLIENTS.fetch_sub(1, Ordering::Relaxed);
 }
 

@@ -174,28 +174,69 @@ fn shards_of(route: &Route) -> Vec<usize> {
     }
 }
 
-/// Runs `routes` in order as one atomic step: locks every shard they touch, runs
-/// each, unlocks. Returns their replies, in order.
+/// Runs `routes` in order as one atomic step: locks every shard they touch (and the
+/// shards of the `watched` keys), checks that no watched key was written since its
+/// stamp (else `None`: nothing runs), runs each, unlocks. Returns their replies, in
+/// order.
 pub async fn run_atomically(
     rt: &Arc<Runtime>,
     session: &mut Session,
     routes: Vec<Route>,
-) -> Vec<Reply> {
-    if let [Route::Split(_)] = routes[..] {
+    watched: Vec<(Vec<u8>, u64)>,
+) -> Option<Vec<Reply>> {
+    if let ([Route::Split(_)], true) = (&routes[..], watched.is_empty()) {
         let Some(Route::Split(split)) = routes.into_iter().next() else {
             unreachable!("matched above")
         };
-        return vec![run_split(rt, split).await];
+        return Some(vec![run_split(rt, split).await]);
     }
     let mut shards: Vec<usize> = routes.iter().flat_map(shards_of).collect();
+    shards.extend(watched.iter().map(|(key, _)| crate::shard_of(rt, key)));
     shards.sort_unstable();
     shards.dedup();
     let txn = Txn::lock(rt, &shards).await;
+    for (key, stamp) in watched {
+        let shard = crate::shard_of(rt, &key);
+        let now = txn.on(shard, move |s| s.stamp(&key)).get().await;
+        if now != Some(stamp) {
+            return None;
+        }
+    }
     let mut replies = Vec::with_capacity(routes.len());
     for route in routes {
         replies.push(run_one(&txn, rt, session, route).await);
     }
-    replies
+    Some(replies)
+}
+
+/// Registers `keys` as watched with their shards (after any transaction holding
+/// them): each key with its stamp now.
+pub async fn watch(rt: &Arc<Runtime>, keys: Vec<Vec<u8>>) -> Vec<(Vec<u8>, u64)> {
+    let mut stamps = Vec::with_capacity(keys.len());
+    for key in keys {
+        let shard = crate::shard_of(rt, &key);
+        let k = key.clone();
+        let stamp = rt
+            .submit_to(shard, move || async move {
+                unlocked(None).await;
+                STORE.with(|s| s.borrow_mut().watch(&k))
+            })
+            .await;
+        if let Ok(stamp) = stamp {
+            stamps.push((key, stamp));
+        }
+    }
+    stamps
+}
+
+/// Unregisters watched `keys` with their shards (not awaited).
+pub fn unwatch(rt: &Arc<Runtime>, keys: Vec<Vec<u8>>) {
+    for key in keys {
+        let shard = crate::shard_of(rt, &key);
+        drop(rt.submit_to(shard, move || async move {
+            STORE.with(|s| s.borrow_mut().unwatch(&key))
+        }));
+    }
 }
 
 /// One command split over several shards (`MSET`, `MGET`, `DEL` ...): each part runs

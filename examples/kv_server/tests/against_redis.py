@@ -127,6 +127,11 @@ CASES = [
     ("", "EXEC", False),
     ("MULTI", "MULTI", False),
     ("MULTI", "SET a 1", False),
+    ("SET a 1\nWATCH a\nMULTI\nINCR a", "EXEC", False),
+    ("SET a 1\nWATCH a\nSET a 2\nMULTI\nINCR a", "EXEC", False),
+    ("SET a 1\nWATCH a b\nDEL b\nMULTI\nINCR a", "EXEC", False),
+    ("SET a 1\nWATCH a\nUNWATCH\nSET a 2\nMULTI\nINCR a", "EXEC", False),
+    ("MULTI", "WATCH a", False),
     # (CLIENT SETINFO is 7.2's: tests/kv.rs checks it.)
     ("", "HELLO 4", False),
     ("", "CLIENT GETNAME", False),

@@ -1466,3 +1466,55 @@ fn multi_exec_and_discard() {
         .unwrap_err();
     assert!(err.to_string().contains("no such key"), "{err}");
 }
+
+/// WATCH: an EXEC runs only if no watched key was written since, by anyone; UNWATCH
+/// and DISCARD forget the keys.
+#[test]
+fn watch_aborts_exec_after_a_write() {
+    let server = Server::start(None);
+    let mut con = server.client();
+    let mut other = server.client();
+    let (a, b) = cross_shard_pairs(1).remove(0);
+    let _: () = redis::cmd("SET").arg(&a).arg("1").query(&mut con).unwrap();
+    // Not written meanwhile: EXEC runs.
+    let _: String = redis::cmd("WATCH").arg(&a).arg(&b).query(&mut con).unwrap();
+    let _: String = redis::cmd("MULTI").query(&mut con).unwrap();
+    let _: String = redis::cmd("INCR").arg(&a).query(&mut con).unwrap();
+    let ran: Value = redis::cmd("EXEC").query(&mut con).unwrap();
+    assert_eq!(ran, Value::Array(vec![Value::Int(2)]));
+    // Another client writes a watched key (on the other shard): EXEC gives nil.
+    for (name, write) in [
+        ("SET", redis::cmd("SET").arg(&b).arg("x").clone()),
+        ("DEL", redis::cmd("DEL").arg(&b).clone()),
+        ("RPUSH", redis::cmd("RPUSH").arg(&b).arg("x").clone()),
+    ] {
+        let _: String = redis::cmd("WATCH").arg(&a).arg(&b).query(&mut con).unwrap();
+        let _: Value = write.query(&mut other).unwrap();
+        let _: String = redis::cmd("MULTI").query(&mut con).unwrap();
+        let _: String = redis::cmd("INCR").arg(&a).query(&mut con).unwrap();
+        let aborted: Value = redis::cmd("EXEC").query(&mut con).unwrap();
+        assert_eq!(aborted, Value::Nil, "after {name}");
+    }
+    let a_now: i64 = redis::cmd("GET").arg(&a).query(&mut con).unwrap();
+    assert_eq!(a_now, 2, "the aborted blocks did not run");
+    // UNWATCH forgets: a later write does not abort.
+    let _: String = redis::cmd("WATCH").arg(&a).query(&mut con).unwrap();
+    let _: String = redis::cmd("UNWATCH").query(&mut con).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&a)
+        .arg("5")
+        .query(&mut other)
+        .unwrap();
+    let _: String = redis::cmd("MULTI").query(&mut con).unwrap();
+    let _: String = redis::cmd("GET").arg(&a).query(&mut con).unwrap();
+    let ran: Value = redis::cmd("EXEC").query(&mut con).unwrap();
+    assert_eq!(ran, Value::Array(vec![Value::BulkString(b"5".to_vec())]));
+    // WATCH inside MULTI is refused.
+    let _: String = redis::cmd("MULTI").query(&mut con).unwrap();
+    let err = redis::cmd("WATCH")
+        .arg(&a)
+        .query::<Value>(&mut con)
+        .unwrap_err();
+    assert!(err.to_string().contains("WATCH inside MULTI"), "{err}");
+    let _: String = redis::cmd("DISCARD").query(&mut con).unwrap();
+}

@@ -97,6 +97,11 @@ pub enum Command {
     Exec,
     /// `DISCARD`: drop the queued commands (a connection command).
     Discard,
+    /// `WATCH key [key ...]`: the next `EXEC` runs only if none of these keys was
+    /// written meanwhile (a connection command).
+    Watch(Vec<Vec<u8>>),
+    /// `UNWATCH`: forget the watched keys (a connection command).
+    Unwatch,
     /// `EXPIRE` / `PEXPIRE` / `EXPIREAT` / `PEXPIREAT key time [NX | XX | GT | LT]`.
     Expire {
         /// The key.
@@ -314,6 +319,8 @@ pub(crate) const COMMANDS: &[(&str, i32, i64, i64, i64)] = &[
     ("multi", 1, 0, 0, 0),
     ("exec", 1, 0, 0, 0),
     ("discard", 1, 0, 0, 0),
+    ("watch", -2, 1, -1, 1),
+    ("unwatch", 1, 0, 0, 0),
 ];
 
 pub(crate) const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
@@ -503,6 +510,8 @@ impl Command {
                 }
             }
             "multi" => Command::Multi,
+            "watch" => Command::Watch(rest.collect()),
+            "unwatch" => Command::Unwatch,
             "exec" => Command::Exec,
             "discard" => Command::Discard,
             "set" => {
@@ -596,6 +605,8 @@ impl Command {
             Command::Multi => "multi",
             Command::Exec => "exec",
             Command::Discard => "discard",
+            Command::Watch(_) => "watch",
+            Command::Unwatch => "unwatch",
             Command::Expire { .. } => "expire",
             Command::Ttl(_) => "ttl",
             Command::Pttl(_) => "pttl",
@@ -653,8 +664,8 @@ impl Command {
     }
 
     /// Whether it is about the connection, not the keyspace (`HELLO`, `CLIENT`,
-    /// `SELECT`, `QUIT`, `SHUTDOWN`, `MULTI`, `EXEC`, `DISCARD`): a server answers it
-    /// with the connection's [`Session`](super::Session).
+    /// `SELECT`, `QUIT`, `SHUTDOWN`, `MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH`): a
+    /// server answers it with the connection's [`Session`](super::Session).
     pub fn is_connection(&self) -> bool {
         matches!(
             self,
@@ -666,7 +677,53 @@ impl Command {
                 | Command::Multi
                 | Command::Exec
                 | Command::Discard
+                | Command::Watch(_)
+                | Command::Unwatch
         )
+    }
+
+    /// Whether it only reads: every other command counts as a write of its keys for
+    /// `WATCH` (a command that wrote nothing, like a refused `SET NX`, included, which
+    /// can only make an `EXEC` give up when it need not have).
+    pub fn is_read_only(&self) -> bool {
+        match self {
+            Command::Lists(c) => matches!(
+                c,
+                ListCommand::Range { .. } | ListCommand::Len(_) | ListCommand::Index { .. }
+            ),
+            Command::Hashes(c) => !matches!(
+                c,
+                HashCommand::Set { .. } | HashCommand::Del(..) | HashCommand::IncrBy { .. }
+            ),
+            Command::Sets(c) => matches!(
+                c,
+                SetCommand::Members(_) | SetCommand::IsMember(..) | SetCommand::Card(_)
+            ),
+            Command::SortedSets(c) => matches!(
+                c,
+                ZSetCommand::Range { .. } | ZSetCommand::Score(..) | ZSetCommand::Card(_)
+            ),
+            cmd => {
+                matches!(
+                    cmd,
+                    Command::Ping(_)
+                        | Command::Echo(_)
+                        | Command::Get(_)
+                        | Command::StrLen(_)
+                        | Command::Exists(_)
+                        | Command::MGet(_)
+                        | Command::Type(_)
+                        | Command::Keys(_)
+                        | Command::Scan { .. }
+                        | Command::Ttl(_)
+                        | Command::Pttl(_)
+                        | Command::DbSize
+                        | Command::Info(_)
+                        | Command::Command(_)
+                        | Command::ConfigGet(_)
+                ) || cmd.is_connection()
+            }
+        }
     }
 }
 

@@ -62,6 +62,24 @@ impl Store {
     /// assert_eq!(run("TTL n"), Reply::Integer(-1));
     /// ```
     pub fn execute(&mut self, cmd: Command, now: Instant) -> Reply {
+        // Watched keys are few and rarely any: only then is a write's key list kept.
+        // (DEL and UNLINK count as a write only for the keys they remove, as in Redis:
+        // `remove` notes those.)
+        let written: Option<Vec<Vec<u8>>> =
+            (self.has_watches() && !cmd.is_read_only() && !matches!(cmd, Command::Del(_)))
+                .then(|| cmd.keys().into_iter().map(<[u8]>::to_vec).collect());
+        let flush = matches!(cmd, Command::FlushAll);
+        let reply = self.run(cmd, now);
+        for key in written.iter().flatten() {
+            self.touch(key);
+        }
+        if flush {
+            self.touch_all();
+        }
+        reply
+    }
+
+    fn run(&mut self, cmd: Command, now: Instant) -> Reply {
         match cmd {
             Command::Ping(None) => Reply::Simple("PONG".into()),
             Command::Ping(Some(message)) | Command::Echo(message) => Reply::Bulk(message),
@@ -264,7 +282,9 @@ impl Store {
             | Command::Shutdown
             | Command::Multi
             | Command::Exec
-            | Command::Discard) => Session::new(0).execute(cmd).0,
+            | Command::Discard
+            | Command::Watch(_)
+            | Command::Unwatch) => Session::new(0).execute(cmd).0,
         }
     }
 

@@ -134,8 +134,15 @@ pub enum After {
     /// replied, as in Redis.
     Shutdown,
     /// `EXEC`: run these queued commands as one atomic step and reply the array of
-    /// their replies (the reply returned with this is a placeholder).
-    Exec(Vec<Command>),
+    /// their replies (the reply returned with this is a placeholder), unless a key of
+    /// `watched` (key, stamp at WATCH) has another stamp now: then reply a nil array.
+    /// Either way the keys are unwatched after.
+    Exec(Vec<Command>, Vec<(Vec<u8>, u64)>),
+    /// `WATCH`: register these keys with their shards, record their stamps with
+    /// [`Session::watching`], then reply.
+    Watch(Vec<Vec<u8>>),
+    /// Unregister these watched keys (`UNWATCH`, `DISCARD`), then reply.
+    Unwatch(Vec<Vec<u8>>),
 }
 
 /// One connection's state. **A building block of the `kv_server` example.**
@@ -161,6 +168,8 @@ pub struct Session {
     queued: Option<Vec<Command>>,
     /// A command inside `MULTI` failed to parse: `EXEC` refuses the whole block.
     queue_failed: bool,
+    /// `WATCH`ed keys and their stamps then.
+    watching: Vec<(Vec<u8>, u64)>,
 }
 
 impl Session {
@@ -172,7 +181,19 @@ impl Session {
             name: None,
             queued: None,
             queue_failed: false,
+            watching: Vec::new(),
         }
+    }
+
+    /// Records that `key` is watched, with its stamp at `WATCH`.
+    pub fn watching(&mut self, key: Vec<u8>, stamp: u64) {
+        self.watching.push((key, stamp));
+    }
+
+    /// Forgets every watched key and gives them back (to unregister, e.g. when the
+    /// connection closes).
+    pub fn take_watched(&mut self) -> Vec<(Vec<u8>, u64)> {
+        std::mem::take(&mut self.watching)
     }
 
     /// Inside `MULTI`, a request is queued instead of run (all but `EXEC`, `DISCARD`,
@@ -190,7 +211,7 @@ impl Session {
     /// assert_eq!(queued.unwrap(), Reply::Simple("QUEUED".into()));
     /// let Err(Ok(exec)) = session.queue(Command::parse(args("EXEC"))) else { unreachable!() };
     /// let (_, after) = session.execute(exec);
-    /// assert!(matches!(after, After::Exec(cmds) if cmds.len() == 1));
+    /// assert!(matches!(after, After::Exec(cmds, _) if cmds.len() == 1));
     /// ```
     pub fn queue(
         &mut self,
@@ -200,7 +221,13 @@ impl Session {
             return Err(request);
         };
         match request {
-            Ok(Command::Exec | Command::Discard | Command::Multi | Command::Quit) => Err(request),
+            Ok(
+                Command::Exec
+                | Command::Discard
+                | Command::Multi
+                | Command::Quit
+                | Command::Watch(_),
+            ) => Err(request),
             Ok(_) if queued.len() >= MAX_QUEUED => {
                 self.queue_failed = true;
                 Ok(Reply::error(format!(
@@ -250,15 +277,30 @@ impl Session {
                 Reply::ok()
             }
             Command::Discard => match self.queued.take() {
-                Some(_) => Reply::ok(),
+                Some(_) => {
+                    let keys = self.take_watched().into_iter().map(|(k, _)| k).collect();
+                    return (Reply::ok(), After::Unwatch(keys));
+                }
                 None => Reply::error("ERR DISCARD without MULTI"),
             },
+            Command::Watch(_) if self.queued.is_some() => {
+                Reply::error("ERR WATCH inside MULTI is not allowed")
+            }
+            Command::Watch(keys) => return (Reply::ok(), After::Watch(keys)),
+            Command::Unwatch => {
+                let keys = self.take_watched().into_iter().map(|(k, _)| k).collect();
+                return (Reply::ok(), After::Unwatch(keys));
+            }
             Command::Exec => match self.queued.take() {
                 None => Reply::error("ERR EXEC without MULTI"),
                 Some(_) if std::mem::take(&mut self.queue_failed) => {
-                    Reply::error("EXECABORT Transaction discarded because of previous errors.")
+                    let keys = self.take_watched().into_iter().map(|(k, _)| k).collect();
+                    let abort = "EXECABORT Transaction discarded because of previous errors.";
+                    return (Reply::error(abort), After::Unwatch(keys));
                 }
-                Some(commands) => return (Reply::NilArray, After::Exec(commands)),
+                Some(commands) => {
+                    return (Reply::NilArray, After::Exec(commands, self.take_watched()))
+                }
             },
             Command::Shutdown => return (Reply::ok(), After::Shutdown),
             other => Reply::error(format!(

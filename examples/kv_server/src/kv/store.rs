@@ -1,7 +1,7 @@
 //! One shard's keyspace: keys, values, and their expiry.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::time::Instant;
 
 use indexmap::IndexMap;
@@ -66,6 +66,11 @@ pub struct Store {
     expires: usize,
     /// The state of the generator `SPOP` picks members with.
     random: u64,
+    /// Keys some connection `WATCH`es: how many watchers, and the key's stamp, which
+    /// changes on every write of the key.
+    watched: HashMap<Vec<u8>, (usize, u64)>,
+    /// The last stamp given.
+    stamps: u64,
 }
 
 /// Rebuild the deadline heap when it is this much bigger than the live deadlines, so
@@ -134,6 +139,50 @@ impl Store {
     /// deleted or given a new deadline; calling `expire_some` then just does nothing.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Starts watching `key` for one more watcher; returns its stamp now, to compare
+    /// with [`stamp`](Self::stamp) at `EXEC`.
+    pub fn watch(&mut self, key: &[u8]) -> u64 {
+        let entry = self.watched.entry(key.to_vec()).or_insert((0, 0));
+        entry.0 += 1;
+        entry.1
+    }
+
+    /// One watcher of `key` stops watching it.
+    pub fn unwatch(&mut self, key: &[u8]) {
+        if let Some(entry) = self.watched.get_mut(key) {
+            entry.0 -= 1;
+            if entry.0 == 0 {
+                self.watched.remove(key);
+            }
+        }
+    }
+
+    /// `key`'s stamp: it differs from the one [`watch`](Self::watch) gave as soon as
+    /// the key was written (set, changed, deleted, expired, flushed) since.
+    pub fn stamp(&self, key: &[u8]) -> u64 {
+        self.watched.get(key).map_or(0, |e| e.1)
+    }
+
+    pub(super) fn has_watches(&self) -> bool {
+        !self.watched.is_empty()
+    }
+
+    /// Notes a write of `key`, if it is watched.
+    pub(super) fn touch(&mut self, key: &[u8]) {
+        if let Some(entry) = self.watched.get_mut(key) {
+            self.stamps += 1;
+            entry.1 = self.stamps;
+        }
+    }
+
+    /// Notes a write of every watched key (`FLUSHALL`).
+    pub(super) fn touch_all(&mut self) {
+        for entry in self.watched.values_mut() {
+            self.stamps += 1;
+            entry.1 = self.stamps;
+        }
     }
 
     /// A new pseudo-random number (for `SPOP`).
@@ -273,6 +322,7 @@ impl Store {
     /// Takes `key`'s entry out (its value and deadline), if it is live.
     pub(super) fn take(&mut self, key: &[u8], now: Instant) -> Option<Entry> {
         self.live(key, now)?;
+        self.touch(key);
         let entry = self.map.swap_remove(key)?;
         if entry.expires_at.is_some() {
             self.expires -= 1;
@@ -287,6 +337,8 @@ impl Store {
 
     /// Sets `key` to `value` with deadline `expires_at`, replacing what was there.
     pub(super) fn insert(&mut self, key: Vec<u8>, value: Value, expires_at: Option<Instant>) {
+        // A write, for WATCH (cross-shard RENAME and MSETNX write through here).
+        self.touch(&key);
         if let Some(at) = expires_at {
             self.deadlines.push(Reverse((at, key.clone())));
             self.expires += 1;
@@ -302,6 +354,10 @@ impl Store {
     pub(super) fn remove(&mut self, key: &[u8]) -> bool {
         match self.map.swap_remove(key) {
             Some(old) => {
+                // Deleted or expired: a write, for WATCH.
+                if self.has_watches() {
+                    self.touch(key);
+                }
                 if old.expires_at.is_some() {
                     self.expires -= 1;
                 }
