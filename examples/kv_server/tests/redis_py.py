@@ -4,7 +4,7 @@
 Starts the kv_server binary (2 shards) on a free port of 127.0.0.1, then, once with
 redis-py's defaults (RESP3: it sends HELLO 3 and CLIENT SETINFO on connect) and once
 with protocol=2, runs a seeded random workload over every data type in pipelines of
-1 to 16 commands on a small key space (so keys change type, cross shards and hit
+1 to 16 commands (a quarter of them sent as MULTI/EXEC transactions) on a small key space (so keys change type, cross shards and hit
 WRONGTYPE), and checks each reply against a model of what Redis answers.
 
 Usage: redis_py.py KV_SERVER_BINARY [ROUNDS]   (exits 1 on the first mismatch)
@@ -309,7 +309,8 @@ def main():
             rng = random.Random(7)
             for _ in range(rounds):
                 ops = [random_op(rng) for _ in range(rng.randint(1, 16))]
-                pipe = client.pipeline(transaction=False)
+                # One pipeline in four is a MULTI/EXEC transaction: the same replies.
+                pipe = client.pipeline(transaction=rng.random() < 0.25)
                 for name, args in ops:
                     call(pipe, name, args)
                 results = pipe.execute(raise_on_error=False)
