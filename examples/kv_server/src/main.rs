@@ -52,7 +52,10 @@ use shardloop::{current_shard, shard_index_bytes, LoopHandle, Runtime, Task};
 // outside this package, so that all of them parse flags the same way.
 #[path = "../../cli/mod.rs"]
 mod cli;
+mod groups;
 mod txn;
+
+use groups::{Groups, Replies};
 
 thread_local! {
     /// This shard's part of the keyspace.
@@ -168,7 +171,7 @@ fn execute_here(cmd: Command, now: Instant) -> Reply {
 /// Where one request's reply comes from.
 enum Slot {
     Ready(Reply),
-    /// Reply `idx` of the batch sent to `shard`.
+    /// Reply `idx` of the group sent to `shard`.
     Remote {
         shard: usize,
         idx: usize,
@@ -183,6 +186,10 @@ enum Slot {
     Exec(Vec<Route>, Vec<(Vec<u8>, u64)>),
     /// `WATCH`: register the keys with their shards and note their stamps.
     Watch(Vec<Vec<u8>>),
+    /// A request read after one of the kind above: it runs whole at its turn
+    /// (queued in a `MULTI`, answered by the session, or routed and run), so that it
+    /// sees what the requests before it did.
+    Deferred(Result<Command, Reply>),
 }
 
 /// What the connection does after a request was added to the batch.
@@ -212,17 +219,13 @@ struct Batch<'a> {
     /// The connection's, empty between reads: kept so that its room is too. Each
     /// reply is written in the protocol in force when its request was read.
     slots: &'a mut Vec<(Slot, Protocol)>,
-    /// Commands for other shards, indexed by shard (empty until the first one).
-    groups: Vec<Vec<Command>>,
-    /// A request of this batch runs under shard locks, after the ones before it:
-    /// every later one then runs in order after it too (under its own shard's lock),
-    /// so that it sees its effects.
+    /// Commands for other shards.
+    groups: Groups,
+    /// A request of this batch runs at its turn, after the ones before it (under
+    /// shard locks, or it changes the session): every later one is deferred to run
+    /// at its turn too, so that it sees what came before.
     in_order: bool,
 }
-
-/// Room for this many commands is made for a shard's group at its first command
-/// (a typical pipeline's depth), rather than growing 1, 2, 4, 8, 16.
-const GROUP_ROOM: usize = 16;
 
 impl<'a> Batch<'a> {
     fn new(
@@ -240,7 +243,7 @@ impl<'a> Batch<'a> {
             session,
             out,
             slots,
-            groups: Vec::new(),
+            groups: Groups::default(),
             in_order: false,
         }
     }
@@ -272,39 +275,34 @@ impl<'a> Batch<'a> {
         }
     }
 
-    /// Where a single-shard part of a request gets its reply.
-    fn place(&mut self, shard: usize, cmd: Command) -> Slot {
+    /// Where a single-shard part of a split request gets its reply (a `Reply`, for
+    /// the merge).
+    fn place_part(&mut self, shard: usize, cmd: Command) -> Slot {
         if shard == self.me && !txn::is_locked() {
             return Slot::Ready(execute_here(cmd, self.now));
         }
-        self.group(shard, cmd)
+        let idx = self.groups.add(self.rt.len(), shard, cmd, None);
+        Slot::Remote { shard, idx }
     }
 
-    /// A command for this shard while a transaction holds it: it runs with the
-    /// shard's group, which waits for the lock.
-    fn place_waiting(&mut self, cmd: Command) -> Slot {
-        self.group(self.me, cmd)
-    }
-
-    /// Adds `cmd` to the group sent to `shard`.
-    fn group(&mut self, shard: usize, cmd: Command) -> Slot {
-        if self.groups.is_empty() {
-            self.groups.resize_with(self.rt.len(), Vec::new);
-        }
-        let group = &mut self.groups[shard];
-        if group.capacity() == 0 {
-            group.reserve(GROUP_ROOM);
-        }
-        group.push(cmd);
-        Slot::Remote {
-            shard,
-            idx: self.groups[shard].len() - 1,
-        }
+    /// A command for `shard`, another shard or this one while a transaction holds
+    /// it: it runs with that shard's group, which waits for the lock, and its reply
+    /// comes back as bytes.
+    fn place(&mut self, shard: usize, cmd: Command) -> Slot {
+        let proto = self.session.protocol();
+        let idx = self.groups.add(self.rt.len(), shard, cmd, Some(proto));
+        Slot::Remote { shard, idx }
     }
 
     /// Adds a request: runs it, queues it for its shard, or (inside `MULTI`) queues it
     /// in the session.
     fn add(&mut self, args: Vec<Vec<u8>>) -> Added {
+        if self.in_order {
+            let proto = self.session.protocol();
+            self.slots
+                .push((Slot::Deferred(Command::parse(args)), proto));
+            return Added::Next;
+        }
         let cmd = match self.session.queue(Command::parse(args)) {
             Ok(queued) => {
                 self.answer(queued);
@@ -326,11 +324,7 @@ impl<'a> Batch<'a> {
                     return Added::Close;
                 }
                 After::Shutdown => {
-                    // The main thread's loop waits for SIGINT / SIGTERM; stopping it
-                    // starts the same graceful stop a signal does.
-                    if let Some(main) = MAIN_LOOP.get() {
-                        main.stop();
-                    }
+                    stop_server();
                     return Added::Close;
                 }
                 After::Exec(commands, watched) => {
@@ -350,20 +344,10 @@ impl<'a> Batch<'a> {
             }
             return Added::Next;
         }
-        let routed = route(self.rt, cmd);
-        if self.in_order {
-            let slot = match routed {
-                Route::Local(cmd) => Slot::Ready(execute_here(cmd, self.now)),
-                Route::Info(sections) => Slot::Info(sections),
-                other => Slot::Atomic(vec![other], false),
-            };
-            self.slots.push((slot, proto));
-            return Added::Next;
-        }
-        let slot = match routed {
+        let slot = match route(self.rt, cmd) {
             Route::Shard(shard, cmd) if shard != self.me => self.place(shard, cmd),
             // This shard is locked by a transaction: the command waits for it.
-            Route::Shard(_, cmd) if txn::is_locked() => self.place_waiting(cmd),
+            Route::Shard(_, cmd) if txn::is_locked() => self.place(self.me, cmd),
             Route::Local(cmd) | Route::Shard(_, cmd) => {
                 self.run_here(cmd);
                 return Added::Next;
@@ -380,7 +364,7 @@ impl<'a> Batch<'a> {
                 let parts = split
                     .parts
                     .into_iter()
-                    .map(|(shard, cmd)| self.place(shard, cmd))
+                    .map(|(shard, cmd)| self.place_part(shard, cmd))
                     .collect();
                 Slot::Split(parts, split.merge)
             }
@@ -391,69 +375,120 @@ impl<'a> Batch<'a> {
     }
 
     /// Sends the remote groups, waits for their replies and encodes the replies not
-    /// yet in the output, in request order.
-    async fn finish(self) {
-        let mut remote: Vec<Vec<Option<Reply>>> = Vec::with_capacity(self.groups.len());
-        let submitted: Vec<_> = self
-            .groups
-            .into_iter()
-            .enumerate()
-            .map(|(shard, cmds)| {
-                (!cmds.is_empty()).then(|| {
-                    self.rt.submit_to(shard, move || async move {
-                        // Never half-way through another connection's transaction.
-                        txn::unlocked(None).await;
-                        let now = Instant::now();
-                        STORE.with(|s| {
-                            let mut store = s.borrow_mut();
-                            cmds.into_iter()
-                                .map(|cmd| store.execute(cmd, now))
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                })
-            })
-            .collect();
-        for s in submitted {
-            remote.push(match s {
-                None => Vec::new(),
-                Some(r) => match r.await {
-                    Ok(replies) => replies.into_iter().map(Some).collect(),
-                    // The shard is shutting down: each of its replies is an error.
-                    Err(_) => Vec::new(),
-                },
-            });
-        }
+    /// yet in the output, in request order. Returns whether the connection closes
+    /// (a deferred `QUIT` or `SHUTDOWN`; the requests after it are not run).
+    async fn finish(self) -> bool {
+        let mut remote = self.groups.send(self.rt).await;
         for (slot, proto) in self.slots.drain(..) {
-            resolve(slot, &mut remote, self.rt, self.session)
-                .await
-                .encode_as(self.out, proto);
+            match slot {
+                Slot::Remote { shard, idx } => remote.write(shard, idx, proto, self.out),
+                Slot::Deferred(request) => {
+                    let (reply, close) = run_deferred(request, self.rt, self.session).await;
+                    if let Some(reply) = reply {
+                        // In the protocol in force now: a deferred HELLO switched it.
+                        reply.encode_as(self.out, self.session.protocol());
+                    }
+                    if close {
+                        return true;
+                    }
+                }
+                slot => resolve(slot, &mut remote, self.rt, self.session)
+                    .await
+                    .encode_as(self.out, proto),
+            }
         }
+        false
     }
 }
 
-fn take_remote(remote: &mut [Vec<Option<Reply>>], shard: usize, idx: usize) -> Reply {
-    remote[shard]
-        .get_mut(idx)
-        .and_then(Option::take)
-        .unwrap_or_else(|| Reply::error("ERR the shard owning this key is shutting down"))
+/// Stops the whole server gracefully (`SHUTDOWN`): the main thread's loop waits for
+/// SIGINT / SIGTERM, and stopping it starts the same stop a signal does.
+fn stop_server() {
+    if let Some(main) = MAIN_LOOP.get() {
+        main.stop();
+    }
+}
+
+/// Runs a deferred request whole, as `Batch::add` would have, at its turn. Returns
+/// its reply (none for `SHUTDOWN`) and whether the connection closes after it.
+async fn run_deferred(
+    request: Result<Command, Reply>,
+    rt: &Arc<Runtime>,
+    session: &mut Session,
+) -> (Option<Reply>, bool) {
+    let cmd = match session.queue(request) {
+        Ok(reply) | Err(Err(reply)) => return (Some(reply), false),
+        Err(Ok(cmd)) => cmd,
+    };
+    if cmd.is_connection() {
+        let (reply, after) = session.execute(cmd);
+        return match after {
+            After::Continue => (Some(reply), false),
+            After::Close => (Some(reply), true),
+            After::Shutdown => {
+                stop_server();
+                (None, true)
+            }
+            After::Exec(commands, watched) => {
+                let routes = commands.into_iter().map(|c| route(rt, c)).collect();
+                (Some(exec(rt, session, routes, watched).await), false)
+            }
+            After::Watch(keys) => {
+                watch(rt, session, keys).await;
+                (Some(Reply::ok()), false)
+            }
+            After::Unwatch(keys) => {
+                txn::unwatch(rt, keys);
+                (Some(reply), false)
+            }
+        };
+    }
+    let reply = match route(rt, cmd) {
+        Route::Local(cmd) => execute_here(cmd, Instant::now()),
+        Route::Info(sections) => info_reply(rt, &sections).await,
+        other => txn::run_atomically(rt, session, vec![other], Vec::new())
+            .await
+            .and_then(|mut replies| replies.pop())
+            .unwrap_or(Reply::NilArray),
+    };
+    (Some(reply), false)
+}
+
+/// An `EXEC` block: its replies, or a nil array if a watched key was written.
+async fn exec(
+    rt: &Arc<Runtime>,
+    session: &mut Session,
+    routes: Vec<Route>,
+    watched: Vec<(Vec<u8>, u64)>,
+) -> Reply {
+    let keys: Vec<Vec<u8>> = watched.iter().map(|(k, _)| k.clone()).collect();
+    let replies = txn::run_atomically(rt, session, routes, watched).await;
+    txn::unwatch(rt, keys);
+    replies.map_or(Reply::NilArray, Reply::Array)
+}
+
+/// `WATCH`: registers `keys` with their shards and notes their stamps.
+async fn watch(rt: &Arc<Runtime>, session: &mut Session, keys: Vec<Vec<u8>>) {
+    for (key, stamp) in txn::watch(rt, keys).await {
+        session.watching(key, stamp);
+    }
 }
 
 async fn resolve(
     slot: Slot,
-    remote: &mut [Vec<Option<Reply>>],
+    remote: &mut Replies,
     rt: &Arc<Runtime>,
     session: &mut Session,
 ) -> Reply {
     match slot {
         Slot::Ready(reply) => reply,
-        Slot::Remote { shard, idx } => take_remote(remote, shard, idx),
+        Slot::Remote { shard, idx } => remote.reply(shard, idx),
         Slot::Split(parts, merge) => {
             let replies = parts
                 .into_iter()
                 .map(|part| match part {
                     Slot::Ready(reply) => reply,
-                    Slot::Remote { shard, idx } => take_remote(remote, shard, idx),
+                    Slot::Remote { shard, idx } => remote.reply(shard, idx),
                     _ => unreachable!("split parts are single-shard"),
                 })
                 .collect();
@@ -470,19 +505,12 @@ async fn resolve(
                 replies.pop().unwrap_or(Reply::NilArray)
             }
         }
-        Slot::Exec(routes, watched) => {
-            let keys: Vec<Vec<u8>> = watched.iter().map(|(k, _)| k.clone()).collect();
-            let replies = txn::run_atomically(rt, session, routes, watched).await;
-            txn::unwatch(rt, keys);
-            // A watched key was written: the block did not run.
-            replies.map_or(Reply::NilArray, Reply::Array)
-        }
+        Slot::Exec(routes, watched) => exec(rt, session, routes, watched).await,
         Slot::Watch(keys) => {
-            for (key, stamp) in txn::watch(rt, keys).await {
-                session.watching(key, stamp);
-            }
+            watch(rt, session, keys).await;
             Reply::ok()
         }
+        Slot::Deferred(_) => unreachable!("finish runs deferred requests itself"),
     }
 }
 
@@ -521,6 +549,23 @@ fn spans_shards(split: &kv_server::kv::Split) -> bool {
     split.parts.windows(2).any(|w| w[0].0 != w[1].0)
 }
 
+/// Counts this connection as in the middle of a request (what a graceful stop waits
+/// for) until dropped, also when the task ends early.
+struct Busy;
+
+impl Busy {
+    fn new() -> Busy {
+        BUSY.with(|b| b.set(b.get() + 1));
+        Busy
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        BUSY.with(|b| b.set(b.get() - 1));
+    }
+}
+
 /// Serves one client until it quits, disconnects or breaks the protocol.
 async fn serve(mut stream: TcpStream, rt: Arc<Runtime>) {
     CLIENTS.fetch_add(1, Ordering::Relaxed);
@@ -551,11 +596,11 @@ async fn serve(mut stream: TcpStream, rt: Arc<Runtime>) {
             }
         }
         if batch.has_replies() {
-            BUSY.with(|b| b.set(b.get() + 1));
-            batch.finish().await;
+            let busy = Busy::new();
+            quit |= batch.finish().await;
             let written = stream.write_all(&out).await;
             out.clear();
-            BUSY.with(|b| b.set(b.get() - 1));
+            drop(busy);
             if written.is_err() {
                 break 'conn;
             }
@@ -592,7 +637,10 @@ fn start_shard(
         let mut tick = shardloop::time::interval(Duration::from_millis(100));
         loop {
             tick.tick().await;
-            STORE.with(|s| s.borrow_mut().expire_some(Instant::now(), 200));
+            // Not while a transaction holds this shard: its keys stay as it saw them.
+            if !txn::is_locked() {
+                STORE.with(|s| s.borrow_mut().expire_some(Instant::now(), 200));
+            }
         }
     }));
     let listener = match placement {

@@ -53,7 +53,11 @@ pub async fn unlocked(txn: Option<u64>) {
     poll_fn(|cx| {
         LOCK.with(|l| match l.holder.get() {
             Some(holder) if Some(holder) != txn => {
-                l.waiters.borrow_mut().push(cx.waker().clone());
+                let mut waiters = l.waiters.borrow_mut();
+                // A task polled again while it waits is not queued twice.
+                if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    waiters.push(cx.waker().clone());
+                }
                 Poll::Pending
             }
             _ => Poll::Ready(()),
@@ -203,8 +207,10 @@ pub async fn run_atomically(
         }
     }
     let mut replies = Vec::with_capacity(routes.len());
+    // One clock reading for the whole block, as Redis runs a block at one time.
+    let now = Instant::now();
     for route in routes {
-        replies.push(run_one(&txn, rt, session, route).await);
+        replies.push(run_one(&txn, rt, session, route, now).await);
     }
     Some(replies)
 }
@@ -268,13 +274,19 @@ fn shutting_down() -> Reply {
     Reply::error("ERR the shard owning this key is shutting down")
 }
 
-async fn run_one(txn: &Txn, rt: &Arc<Runtime>, session: &mut Session, route: Route) -> Reply {
+async fn run_one(
+    txn: &Txn,
+    rt: &Arc<Runtime>,
+    session: &mut Session,
+    route: Route,
+    now: Instant,
+) -> Reply {
     match route {
         // Queued connection commands (`CLIENT SETNAME` in a MULTI block, say).
         Route::Local(cmd) if cmd.is_connection() => session.execute(cmd).0,
-        Route::Local(cmd) => crate::execute_here(cmd, Instant::now()),
+        Route::Local(cmd) => crate::execute_here(cmd, now),
         Route::Shard(shard, cmd) => txn
-            .on(shard, move |s| s.execute(cmd, Instant::now()))
+            .on(shard, move |s| s.execute(cmd, now))
             .get()
             .await
             .unwrap_or_else(shutting_down),
@@ -283,7 +295,7 @@ async fn run_one(txn: &Txn, rt: &Arc<Runtime>, session: &mut Session, route: Rou
             let parts: Vec<_> = split
                 .parts
                 .into_iter()
-                .map(|(shard, cmd)| txn.on(shard, move |s| s.execute(cmd, Instant::now())))
+                .map(|(shard, cmd)| txn.on(shard, move |s| s.execute(cmd, now)))
                 .collect();
             let mut replies = Vec::with_capacity(parts.len());
             for part in parts {
@@ -293,9 +305,9 @@ async fn run_one(txn: &Txn, rt: &Arc<Runtime>, session: &mut Session, route: Rou
         }
         Route::Atomic(atomic) => {
             atomic
-                .run(Instant::now(), |shard, step| {
+                .run(now, |shard, step| {
                     let part = txn.on(shard, step);
-                    async move { part.get().await.unwrap_or(StepResult::Done) }
+                    async move { part.get().await.unwrap_or(StepResult::Refused) }
                 })
                 .await
         }

@@ -1518,3 +1518,54 @@ fn watch_aborts_exec_after_a_write() {
     assert!(err.to_string().contains("WATCH inside MULTI"), "{err}");
     let _: String = redis::cmd("DISCARD").query(&mut con).unwrap();
 }
+
+/// Requests pipelined after a WATCH, an EXEC or a cross-shard command in one read run
+/// at their turn: a pipelined WATCH guards its EXEC and is gone after it, and a
+/// connection command after an EXEC sees what the block did.
+#[test]
+fn pipelined_watch_and_exec_run_in_order() {
+    let server = Server::start(None);
+    let mut con = server.client();
+    let (a, b) = cross_shard_pairs(1).remove(0);
+    let replies: Vec<Value> = redis::pipe()
+        .cmd("WATCH")
+        .arg(&a)
+        .cmd("MULTI")
+        .cmd("INCR")
+        .arg(&a)
+        .cmd("EXEC")
+        .cmd("MULTI")
+        .cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("after-exec")
+        .cmd("EXEC")
+        .cmd("CLIENT")
+        .arg("GETNAME")
+        .cmd("MSET")
+        .arg(&a)
+        .arg("10")
+        .arg(&b)
+        .arg("20")
+        .cmd("GET")
+        .arg(&a)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(
+        replies,
+        vec![
+            Value::Okay,
+            Value::Okay,
+            Value::SimpleString("QUEUED".into()),
+            Value::Array(vec![Value::Int(1)]),
+            Value::Okay,
+            Value::SimpleString("QUEUED".into()),
+            Value::Array(vec![Value::Okay]),
+            Value::BulkString(b"after-exec".to_vec()),
+            Value::Okay,
+            Value::BulkString(b"10".to_vec()),
+        ]
+    );
+    // The first EXEC unwatched `a`: a later block that writes it runs.
+    let ran: Value = redis::pipe().atomic().incr(&a, 1).query(&mut con).unwrap();
+    assert_eq!(ran, Value::Array(vec![Value::Int(11)]));
+}

@@ -24,6 +24,13 @@ pub enum StepResult {
     Taken(Option<MovedEntry>),
     /// The step only wrote.
     Done,
+    /// The shard did not run the step (it is shutting down): the command fails.
+    Refused,
+}
+
+/// The reply of a command whose step a shard refused.
+fn refused() -> Reply {
+    Reply::error("ERR a shard this command needs is shutting down")
 }
 
 /// One step on one shard's store.
@@ -94,8 +101,10 @@ impl Atomic {
                     let step: Step = Box::new(move |store| {
                         StepResult::Exists(keys.iter().any(|k| store.contains(k, now)))
                     });
-                    if let StepResult::Exists(true) = on_shard(*shard, step).await {
-                        return Reply::Integer(0);
+                    match on_shard(*shard, step).await {
+                        StepResult::Exists(true) => return Reply::Integer(0),
+                        StepResult::Refused => return refused(),
+                        _ => {}
                     }
                 }
                 for (shard, pairs) in parts {
@@ -105,7 +114,9 @@ impl Atomic {
                         }
                         StepResult::Done
                     });
-                    on_shard(shard, step).await;
+                    if let StepResult::Refused = on_shard(shard, step).await {
+                        return refused();
+                    }
                 }
                 Reply::Integer(1)
             }
@@ -114,13 +125,18 @@ impl Atomic {
                     let key = to.1.clone();
                     let step: Step =
                         Box::new(move |store| StepResult::Exists(store.contains(&key, now)));
-                    if let StepResult::Exists(true) = on_shard(to.0, step).await {
+                    let exists = on_shard(to.0, step).await;
+                    if let StepResult::Refused = exists {
+                        return refused();
+                    }
+                    if let StepResult::Exists(true) = exists {
                         // RENAMENX with a missing source is still "no such key".
                         let key = from.1.clone();
                         let step: Step =
                             Box::new(move |store| StepResult::Exists(store.contains(&key, now)));
                         return match on_shard(from.0, step).await {
                             StepResult::Exists(true) => Reply::Integer(0),
+                            StepResult::Refused => refused(),
                             _ => Reply::error("ERR no such key"),
                         };
                     }
@@ -128,16 +144,21 @@ impl Atomic {
                 let key = from.1;
                 let step: Step =
                     Box::new(move |store| StepResult::Taken(store.take(&key, now).map(MovedEntry)));
-                let StepResult::Taken(Some(MovedEntry(entry))) = on_shard(from.0, step).await
-                else {
-                    return Reply::error("ERR no such key");
+                let entry = match on_shard(from.0, step).await {
+                    StepResult::Taken(Some(MovedEntry(entry))) => entry,
+                    StepResult::Refused => return refused(),
+                    _ => return Reply::error("ERR no such key"),
                 };
                 let key = to.1;
                 let step: Step = Box::new(move |store| {
                     store.put(key, entry);
                     StepResult::Done
                 });
-                on_shard(to.0, step).await;
+                if let StepResult::Refused = on_shard(to.0, step).await {
+                    // Only when the server stops: the value left its old shard and
+                    // the new one refused it. Say so rather than +OK.
+                    return refused();
+                }
                 if nx {
                     Reply::Integer(1)
                 } else {

@@ -228,6 +228,11 @@ impl Session {
                 | Command::Quit
                 | Command::Watch(_),
             ) => Err(request),
+            // As in Redis, SHUTDOWN cannot wait for an EXEC.
+            Ok(Command::Shutdown) => {
+                self.queue_failed = true;
+                Ok(Reply::error("ERR Command not allowed inside a transaction"))
+            }
             Ok(_) if queued.len() >= MAX_QUEUED => {
                 self.queue_failed = true;
                 Ok(Reply::error(format!(
