@@ -11,7 +11,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
@@ -66,9 +66,15 @@ pub async fn unlocked(txn: Option<u64>) {
     .await
 }
 
-async fn acquire(txn: u64) {
+/// Takes this shard's lock for `txn`, once it is free. If the transaction was
+/// dropped meanwhile (its release may have come before this), gives it back at once:
+/// no lock outlives its transaction.
+async fn acquire(txn: u64, dropped: &AtomicBool) {
     unlocked(Some(txn)).await;
     LOCK.with(|l| l.holder.set(Some(txn)));
+    if dropped.load(Ordering::Acquire) {
+        release(txn);
+    }
 }
 
 fn release(txn: u64) {
@@ -89,7 +95,10 @@ fn release(txn: u64) {
 pub struct Txn {
     rt: Arc<Runtime>,
     id: u64,
+    /// The shards locked, or asked to lock (a lock still waited for is released too).
     held: Vec<usize>,
+    /// Set when the transaction is dropped: a lock taken after that is given back.
+    dropped: Arc<AtomicBool>,
 }
 
 impl Txn {
@@ -99,6 +108,7 @@ impl Txn {
             rt: rt.clone(),
             id: NEXT_TXN.fetch_add(1, Ordering::Relaxed),
             held: Vec::new(),
+            dropped: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -107,10 +117,13 @@ impl Txn {
         debug_assert!(shards.windows(2).all(|w| w[0] < w[1]));
         let mut txn = Txn::begin(rt);
         for &shard in shards {
-            let id = txn.id;
-            // A shard that is shutting down refuses: there is nothing left to protect.
-            let _ = rt.submit_to(shard, move || acquire(id)).await;
+            let (id, dropped) = (txn.id, txn.dropped.clone());
+            // Held before the wait: a transaction dropped while it waits releases it.
             txn.held.push(shard);
+            // A shard that is shutting down refuses: there is nothing left to protect.
+            let _ = rt
+                .submit_to(shard, move || async move { acquire(id, &dropped).await })
+                .await;
         }
         txn
     }
@@ -125,9 +138,9 @@ impl Txn {
     {
         debug_assert!(self.held.last().map_or(true, |&last| last < shard));
         self.held.push(shard);
-        let id = self.id;
+        let (id, dropped) = (self.id, self.dropped.clone());
         OnShard(self.rt.submit_to(shard, move || async move {
-            acquire(id).await;
+            acquire(id, &dropped).await;
             STORE.with(|s| f(&mut s.borrow_mut()))
         }))
     }
@@ -160,6 +173,7 @@ impl<T> OnShard<T> {
 
 impl Drop for Txn {
     fn drop(&mut self) {
+        self.dropped.store(true, Ordering::Release);
         let id = self.id;
         for &shard in &self.held {
             // Not awaited: the release runs on its shard whether or not anyone looks.
