@@ -113,6 +113,17 @@ CASES = [
     # Scores exact in binary: Redis 7.0 (Debian's) writes doubles with %.17g, 7.2 (which
     # kv_server follows) the shortest text that reads back, and they differ on 0.1.
     ("ZADD z 1e20 a 0.25 b -3 c", "ZRANGE z 0 -1 WITHSCORES", False),
+    ("ZADD z 1 a 2 b 3 c 4 d", "ZRANGE z 2 3 BYSCORE", False),
+    ("ZADD z 1 a 2 b 3 c 4 d", "ZRANGE z (1 +inf BYSCORE WITHSCORES", False),
+    ("ZADD z 1 a 2 b 3 c 4 d", "ZRANGE z -inf (3 BYSCORE", False),
+    ("ZADD z 1 a 2 b 3 c 4 d", "ZRANGE z +inf -inf BYSCORE REV", False),
+    ("ZADD z 1 a 2 b 3 c 4 d", "ZRANGE z (4 1 BYSCORE REV LIMIT 1 2", False),
+    ("ZADD z 1 a 2 b 3 c 4 d", "ZRANGE z -inf +inf BYSCORE LIMIT 1 -1", False),
+    ("ZADD z 1 a 2 b 3 c 4 d", "ZRANGE z -inf +inf BYSCORE LIMIT 5 2", False),
+    ("ZADD z 1 a 2 b 3 c 4 d", "ZRANGE z 3 1 BYSCORE", False),
+    ("ZADD z 1 a 2 b", "ZRANGE z x 2 BYSCORE", False),
+    ("ZADD z 1 a 2 b", "ZRANGE z 0 -1 LIMIT 0 1", False),
+    ("", "ZRANGE missing 0 10 BYSCORE", False),
     ("SET s v", "ZADD s 1 a", False),
     ("SET a 1\nSET b 2", "KEYS *", True),
     ("SET a 1", "MSETNX a 2 b 3", False),

@@ -996,7 +996,8 @@ fn sorted_sets_answer_as_redis() {
             "*4\r\n$1\r\na\r\n$3\r\n1.5\r\n$1\r\nb\r\n$1\r\n2\r\n",
         ),
         ("ZRANGE z 0 0 REV", "*1\r\n$1\r\nb\r\n"),
-        ("ZRANGE z 0 -1 BYSCORE", "-ERR syntax error\r\n"),
+        ("ZRANGE z 0 -1 BYLEX", "-ERR syntax error\r\n"),
+        ("ZRANGE z (1.5 +inf BYSCORE", "*1\r\n$1\r\nb\r\n"),
         ("ZPOPMIN z", "*2\r\n$1\r\na\r\n$3\r\n1.5\r\n"),
         (
             "ZPOPMIN z 5",

@@ -701,7 +701,10 @@ impl Command {
             ),
             Command::SortedSets(c) => matches!(
                 c,
-                ZSetCommand::Range { .. } | ZSetCommand::Score(..) | ZSetCommand::Card(_)
+                ZSetCommand::Range { .. }
+                    | ZSetCommand::RangeByScore { .. }
+                    | ZSetCommand::Score(..)
+                    | ZSetCommand::Card(_)
             ),
             cmd => {
                 matches!(

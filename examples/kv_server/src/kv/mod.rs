@@ -84,4 +84,4 @@ pub use route::{Merge, Route, Split};
 pub use session::{After, ClientCommand, Hello, Session, MAX_QUEUED, REDIS_VERSION};
 pub use sets::SetCommand;
 pub use store::{ShardStats, Store};
-pub use zsets::{ZAddFlags, ZSetCommand};
+pub use zsets::{ScoreBound, ZAddFlags, ZSetCommand};

@@ -112,6 +112,36 @@ impl ZSet {
         out
     }
 
+    /// The members whose score is `from_min` (at or past the lower end) and
+    /// `to_max` (at or before the upper end), lowest first (highest first when
+    /// `rev`).
+    pub(super) fn by_score<'a>(
+        &'a self,
+        from_min: impl Fn(f64) -> bool + 'a,
+        to_max: impl Fn(f64) -> bool + 'a,
+        rev: bool,
+    ) -> Box<dyn Iterator<Item = (&'a [u8], Score)> + 'a> {
+        let pick = |(score, member): &'a (Score, Vec<u8>)| (member.as_slice(), *score);
+        if rev {
+            Box::new(
+                self.order
+                    .iter()
+                    .rev()
+                    .skip_while(move |(s, _)| !to_max(s.get()))
+                    .take_while(move |(s, _)| from_min(s.get()))
+                    .map(pick),
+            )
+        } else {
+            Box::new(
+                self.order
+                    .iter()
+                    .skip_while(move |(s, _)| !from_min(s.get()))
+                    .take_while(move |(s, _)| to_max(s.get()))
+                    .map(pick),
+            )
+        }
+    }
+
     /// The members of ranks `start..=stop` (already clamped to the set), lowest score
     /// first, or highest first when `rev`.
     pub(super) fn range(&self, start: usize, stop: usize, rev: bool) -> Vec<(&[u8], Score)> {

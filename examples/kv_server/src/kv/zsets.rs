@@ -65,12 +65,65 @@ pub enum ZSetCommand {
         /// Reply (member, score) pairs.
         with_scores: bool,
     },
+    /// `ZRANGE key min max BYSCORE [REV] [LIMIT offset count] [WITHSCORES]` (with
+    /// `REV`, the bounds come max first, as in Redis).
+    RangeByScore {
+        /// The key.
+        key: Vec<u8>,
+        /// The lowest score taken.
+        min: ScoreBound,
+        /// The highest score taken.
+        max: ScoreBound,
+        /// Highest score first.
+        rev: bool,
+        /// `LIMIT offset count`: skip `offset`, then take `count` (negative: all).
+        limit: Option<(i64, i64)>,
+        /// Reply (member, score) pairs.
+        with_scores: bool,
+    },
     /// `ZSCORE key member`.
     Score(Vec<u8>, Vec<u8>),
     /// `ZREM key member [member ...]`: how many were removed.
     Rem(Vec<u8>, Vec<Vec<u8>>),
     /// `ZCARD key`.
     Card(Vec<u8>),
+}
+
+/// One end of a `BYSCORE` range: `1.5`, `(1.5` (exclusive), `-inf`, `+inf`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScoreBound {
+    /// The score.
+    pub value: f64,
+    /// `(`: the score itself is not in the range.
+    pub exclusive: bool,
+}
+
+impl ScoreBound {
+    fn parse(arg: &[u8]) -> Result<ScoreBound, Reply> {
+        let (exclusive, number) = match arg.strip_prefix(b"(") {
+            Some(rest) => (true, rest),
+            None => (false, arg),
+        };
+        let value =
+            parse_score(number).map_err(|_| Reply::error("ERR min or max is not a float"))?;
+        Ok(ScoreBound { value, exclusive })
+    }
+
+    fn below(&self, score: f64) -> bool {
+        if self.exclusive {
+            score > self.value
+        } else {
+            score >= self.value
+        }
+    }
+
+    fn above(&self, score: f64) -> bool {
+        if self.exclusive {
+            score < self.value
+        } else {
+            score <= self.value
+        }
+    }
 }
 
 /// A score argument as Redis reads it (`1.5`, `-3`, `inf`, `+inf`, `-inf`; not NaN).
@@ -103,26 +156,7 @@ impl ZSetCommand {
                 },
                 _ => return Err(Reply::error(SYNTAX)),
             },
-            "zrange" => {
-                let start = integer(&rest[0])?;
-                let stop = integer(&rest[1])?;
-                let (mut rev, mut with_scores) = (false, false);
-                for opt in &rest[2..] {
-                    match opt.to_ascii_lowercase().as_slice() {
-                        b"rev" => rev = true,
-                        b"withscores" => with_scores = true,
-                        // BYSCORE, BYLEX and LIMIT are not served.
-                        _ => return Err(Reply::error(SYNTAX)),
-                    }
-                }
-                ZSetCommand::Range {
-                    key,
-                    start,
-                    stop,
-                    rev,
-                    with_scores,
-                }
-            }
+            "zrange" => parse_zrange(key, rest)?,
             "zscore" => ZSetCommand::Score(key, rest.into_iter().next().unwrap_or_default()),
             "zrem" => ZSetCommand::Rem(key, rest),
             "zcard" => ZSetCommand::Card(key),
@@ -136,12 +170,60 @@ impl ZSetCommand {
             ZSetCommand::Add { key, .. }
             | ZSetCommand::Pop { key, .. }
             | ZSetCommand::Range { key, .. }
+            | ZSetCommand::RangeByScore { key, .. }
             | ZSetCommand::IncrBy(key, ..)
             | ZSetCommand::Score(key, _)
             | ZSetCommand::Rem(key, _)
             | ZSetCommand::Card(key) => key,
         }
     }
+}
+
+fn parse_zrange(key: Vec<u8>, args: Vec<Vec<u8>>) -> Result<ZSetCommand, Reply> {
+    let (mut rev, mut with_scores, mut by_score, mut limit) = (false, false, false, None);
+    let mut i = 2;
+    while i < args.len() {
+        match args[i].to_ascii_lowercase().as_slice() {
+            b"rev" => rev = true,
+            b"withscores" => with_scores = true,
+            b"byscore" => by_score = true,
+            b"limit" if i + 2 < args.len() => {
+                limit = Some((integer(&args[i + 1])?, integer(&args[i + 2])?));
+                i += 2;
+            }
+            // BYLEX is not served.
+            _ => return Err(Reply::error(SYNTAX)),
+        }
+        i += 1;
+    }
+    if !by_score {
+        if limit.is_some() {
+            return Err(Reply::error(
+                "ERR syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX",
+            ));
+        }
+        return Ok(ZSetCommand::Range {
+            key,
+            start: integer(&args[0])?,
+            stop: integer(&args[1])?,
+            rev,
+            with_scores,
+        });
+    }
+    let (first, second) = (ScoreBound::parse(&args[0])?, ScoreBound::parse(&args[1])?);
+    let (min, max) = if rev {
+        (second, first)
+    } else {
+        (first, second)
+    };
+    Ok(ZSetCommand::RangeByScore {
+        key,
+        min,
+        max,
+        rev,
+        limit,
+        with_scores,
+    })
 }
 
 fn parse_zadd(key: Vec<u8>, args: Vec<Vec<u8>>) -> Result<ZSetCommand, Reply> {
@@ -272,6 +354,37 @@ impl Store {
                     }
                 }
                 Ok(None) => Reply::Array(Vec::new()),
+                Err(wrong_type) => wrong_type,
+            },
+            ZSetCommand::RangeByScore {
+                key,
+                min,
+                max,
+                rev,
+                limit,
+                with_scores,
+            } => match self.collection::<ZSet>(&key, now) {
+                Ok(z) => {
+                    let (offset, count) = limit.unwrap_or((0, -1));
+                    let items = match z {
+                        Some(z) if offset >= 0 => z
+                            .by_score(|s| min.below(s), |s| max.above(s), rev)
+                            .skip(offset as usize)
+                            .take(usize::try_from(count).unwrap_or(usize::MAX))
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    if with_scores {
+                        scored(items)
+                    } else {
+                        Reply::Array(
+                            items
+                                .into_iter()
+                                .map(|(m, _)| Reply::Bulk(m.to_vec()))
+                                .collect(),
+                        )
+                    }
+                }
                 Err(wrong_type) => wrong_type,
             },
             ZSetCommand::Score(key, member) => match self.collection::<ZSet>(&key, now) {
