@@ -112,7 +112,36 @@ def timers(n):
     return fresh(body)
 
 
+def queue(n):
+    """n items from a producer task to a consumer task through an unbounded
+    asyncio.Queue, the producer yielding every 64 items (as the Rust side does)."""
+    def body(loop):
+        q = asyncio.Queue()
+
+        async def consumer():
+            total = 0
+            for _ in range(n):
+                total += await q.get()
+            return total
+
+        async def producer():
+            for i in range(n):
+                await q.put(i)
+                if i % 64 == 0:
+                    await asyncio.sleep(0)
+
+        async def both():
+            c = asyncio.ensure_future(consumer())
+            await producer()
+            assert await c == n * (n - 1) // 2
+
+        loop.run_until_complete(both())
+
+    return fresh(body)
+
+
 WORKLOADS = {
+    "queue": (queue, 1e6),
     "call_soon_batch": (call_soon_batch, 1e6),
     "call_soon_chain": (call_soon_chain, 1e6),
     "tasks": (tasks, 1e6),

@@ -13,6 +13,8 @@ mod exec;
 mod io;
 #[path = "compare/runtime.rs"]
 mod runtime;
+#[path = "compare/sync.rs"]
+mod sync;
 
 use shardloop::EventLoop;
 use std::{
@@ -128,6 +130,30 @@ const WORKLOADS: &[Workload] = &[
             ("tokio sleep tasks (tasks vs callbacks)", tokio_timers),
             ("tokio-util DelayQueue", delay_queue_timers),
         ],
+    },
+    Workload {
+        key: "queue",
+        title: "Queue, producer task -> consumer task, unbounded",
+        base_n: 1e6,
+        ours: sync::sl_queue,
+        peers: &[(
+            "tokio mpsc::unbounded_channel, spawn_local",
+            sync::tokio_mpsc,
+        )],
+    },
+    Workload {
+        key: "lock",
+        title: "Lock acquire + release, uncontended",
+        base_n: 1e6,
+        ours: sync::sl_lock,
+        peers: &[("tokio Mutex lock + drop", sync::tokio_mutex)],
+    },
+    Workload {
+        key: "semaphore",
+        title: "Semaphore acquire + release, uncontended",
+        base_n: 1e6,
+        ours: sync::sl_semaphore,
+        peers: &[("tokio Semaphore acquire + drop", sync::tokio_semaphore)],
     },
     Workload {
         key: "run_in_executor",

@@ -45,6 +45,11 @@ pub enum Error {
     BlockingInShard,
     /// A task awaited its own [`Task`](crate::Task) handle, which could never finish.
     AwaitedItself,
+    /// The operation does not apply in the object's present state (asyncio's
+    /// `InvalidStateError` and the `ValueError`s of its primitives: a
+    /// `Queue::task_done` with nothing left to mark done, a `BoundedSemaphore`
+    /// released too many times).
+    InvalidState,
     /// An operating-system error.
     Io(io::Error),
 }
@@ -80,6 +85,7 @@ impl fmt::Display for Error {
                 f.write_str("this call would block a shard's own event loop thread")
             }
             Error::AwaitedItself => f.write_str("task cannot await on itself"),
+            Error::InvalidState => f.write_str("invalid state for this operation"),
             Error::Io(e) => write!(f, "i/o error: {e}"),
         }
     }

@@ -52,6 +52,7 @@ linux_only! {
     mod remote;
     mod runtime;
     mod signal;
+    pub mod sync;
     mod task;
     pub mod time;
 

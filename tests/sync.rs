@@ -1,0 +1,454 @@
+//! `shardloop::sync` (API.md section 7), mirroring CPython's
+//! `Lib/test/test_asyncio/test_locks.py` and `test_queues.py`: order, cancellation
+//! of waiters at each point, limits, and the counts `join` waits on.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use shardloop::sync::{BoundedSemaphore, Event, Lock, Queue, QueueEmpty, Semaphore};
+use shardloop::{yield_now, EventLoop, Task};
+
+fn lp() -> EventLoop {
+    shardloop::new_event_loop().unwrap()
+}
+
+/// Lets every task that can run take a few steps.
+async fn settle() {
+    for _ in 0..5 {
+        yield_now().await;
+    }
+}
+
+type Log = Rc<RefCell<Vec<u32>>>;
+
+fn log() -> Log {
+    Rc::new(RefCell::new(Vec::new()))
+}
+
+// ---------------------------------------------------------------------------------
+// Lock (test_locks.py LockTests)
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn lock_is_fifo_fair() {
+    let lp = lp();
+    let lock = Lock::new();
+    let order = log();
+    lp.run_until_complete(async {
+        let first = lock.acquire().await;
+        let tasks: Vec<Task<()>> = (1..=3)
+            .map(|i| {
+                let (lock, order) = (lock.clone(), order.clone());
+                shardloop::spawn(async move {
+                    let _g = lock.acquire().await;
+                    order.borrow_mut().push(i);
+                    yield_now().await; // hold it across a turn of the loop
+                })
+            })
+            .collect();
+        settle().await;
+        assert!(order.borrow().is_empty(), "nobody got a held lock");
+        drop(first);
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .unwrap();
+    assert_eq!(*order.borrow(), [1, 2, 3]);
+    assert!(!lock.locked());
+}
+
+#[test]
+fn a_cancelled_lock_waiter_leaves_the_line() {
+    let lp = lp();
+    let lock = Lock::new();
+    let order = log();
+    lp.run_until_complete(async {
+        let held = lock.acquire().await;
+        let spawn = |i| {
+            let (lock, order) = (lock.clone(), order.clone());
+            shardloop::spawn(async move {
+                let _g = lock.acquire().await;
+                order.borrow_mut().push(i);
+            })
+        };
+        let (a, b, c) = (spawn(1), spawn(2), spawn(3));
+        settle().await;
+        b.cancel(); // waiting in the middle of the line
+        settle().await;
+        drop(held);
+        a.await.unwrap();
+        assert!(matches!(b.await, Err(shardloop::Error::Cancelled)));
+        c.await.unwrap();
+    })
+    .unwrap();
+    assert_eq!(*order.borrow(), [1, 3]);
+    assert!(!lock.locked());
+}
+
+#[test]
+fn a_lock_handed_to_a_waiter_that_is_cancelled_goes_to_the_next() {
+    // test_locks.py test_cancel_release_race: the release picks a waiter, which is
+    // cancelled before it runs; the lock must not stay taken by nobody.
+    let lp = lp();
+    let lock = Lock::new();
+    let order = log();
+    lp.run_until_complete(async {
+        let held = lock.acquire().await;
+        let spawn = |i| {
+            let (lock, order) = (lock.clone(), order.clone());
+            shardloop::spawn(async move {
+                let _g = lock.acquire().await;
+                order.borrow_mut().push(i);
+            })
+        };
+        let (a, b) = (spawn(1), spawn(2));
+        settle().await;
+        drop(held); // hands the lock to `a`...
+        a.cancel(); // ...which is cancelled before it runs
+        b.await.unwrap();
+        assert!(a.await.is_err());
+    })
+    .unwrap();
+    assert_eq!(*order.borrow(), [2]);
+    assert!(!lock.locked());
+}
+
+#[test]
+fn try_acquire_respects_the_line() {
+    let lp = lp();
+    let lock = Lock::new();
+    lp.run_until_complete(async {
+        let held = lock.try_acquire().expect("free");
+        assert!(lock.try_acquire().is_none());
+        let waiter = shardloop::spawn({
+            let lock = lock.clone();
+            async move { drop(lock.acquire().await) }
+        });
+        settle().await;
+        drop(held);
+        // Handed to the waiter, not up for grabs.
+        assert!(lock.try_acquire().is_none());
+        waiter.await.unwrap();
+        assert!(lock.try_acquire().is_some());
+    })
+    .unwrap();
+}
+
+// ---------------------------------------------------------------------------------
+// Event (EventTests)
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn event_set_wakes_every_waiter() {
+    let lp = lp();
+    let ev = Event::new();
+    let woken = log();
+    lp.run_until_complete(async {
+        let tasks: Vec<Task<()>> = (1..=3)
+            .map(|i| {
+                let (ev, woken) = (ev.clone(), woken.clone());
+                shardloop::spawn(async move {
+                    ev.wait().await;
+                    woken.borrow_mut().push(i);
+                })
+            })
+            .collect();
+        settle().await;
+        assert!(woken.borrow().is_empty());
+        ev.set();
+        // Cleared again before the waiters run: they were woken by the set.
+        ev.clear();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .unwrap();
+    assert_eq!(*woken.borrow(), [1, 2, 3]);
+    assert!(!ev.is_set());
+}
+
+#[test]
+fn event_wait_on_a_set_event_returns_at_once_and_clear_waits_again() {
+    let lp = lp();
+    let ev = Event::new();
+    lp.run_until_complete(async {
+        ev.set();
+        ev.wait().await;
+        ev.clear();
+        let waiter = shardloop::spawn({
+            let ev = ev.clone();
+            async move { ev.wait().await }
+        });
+        settle().await;
+        assert!(!waiter.is_finished());
+        ev.set();
+        waiter.await.unwrap();
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_cancelled_event_waiter_is_forgotten() {
+    let lp = lp();
+    let ev = Event::new();
+    lp.run_until_complete(async {
+        let w = shardloop::spawn({
+            let ev = ev.clone();
+            async move { ev.wait().await }
+        });
+        settle().await;
+        w.cancel();
+        settle().await;
+        ev.set(); // wakes nobody, panics nobody
+        assert!(matches!(w.await, Err(shardloop::Error::Cancelled)));
+    })
+    .unwrap();
+}
+
+// ---------------------------------------------------------------------------------
+// Semaphore (SemaphoreTests)
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn semaphore_counts_permits_and_queues_in_order() {
+    let lp = lp();
+    let sem = Semaphore::new(2);
+    let order = log();
+    lp.run_until_complete(async {
+        let a = sem.acquire().await;
+        let b = sem.acquire().await;
+        assert_eq!(sem.available_permits(), 0);
+        assert!(sem.locked());
+        let waiters: Vec<Task<()>> = (1..=3)
+            .map(|i| {
+                let (sem, order) = (sem.clone(), order.clone());
+                shardloop::spawn(async move {
+                    let _p = sem.acquire().await;
+                    order.borrow_mut().push(i);
+                })
+            })
+            .collect();
+        settle().await;
+        assert!(order.borrow().is_empty());
+        drop(a);
+        drop(b);
+        for w in waiters {
+            w.await.unwrap();
+        }
+        assert_eq!(sem.available_permits(), 2);
+        assert!(!sem.locked());
+    })
+    .unwrap();
+    assert_eq!(*order.borrow(), [1, 2, 3]);
+}
+
+#[test]
+fn a_permit_handed_to_a_cancelled_waiter_is_passed_on() {
+    let lp = lp();
+    let sem = Semaphore::new(1);
+    let order = log();
+    lp.run_until_complete(async {
+        let held = sem.acquire().await;
+        let spawn = |i| {
+            let (sem, order) = (sem.clone(), order.clone());
+            shardloop::spawn(async move {
+                let _p = sem.acquire().await;
+                order.borrow_mut().push(i);
+            })
+        };
+        let (a, b, c) = (spawn(1), spawn(2), spawn(3));
+        settle().await;
+        drop(held);
+        a.cancel(); // had just been handed the permit
+        b.cancel(); // still waiting
+        c.await.unwrap();
+        let _ = (a.await, b.await);
+    })
+    .unwrap();
+    assert_eq!(*order.borrow(), [3]);
+    assert_eq!(sem.available_permits(), 1, "no permit lost, none made up");
+}
+
+#[test]
+fn release_and_forget_change_the_count() {
+    let lp = lp();
+    let sem = Semaphore::new(0);
+    lp.run_until_complete(async {
+        assert!(sem.try_acquire().is_none());
+        sem.release();
+        let p = sem.acquire().await;
+        p.forget();
+        assert_eq!(sem.available_permits(), 0);
+    })
+    .unwrap();
+}
+
+#[test]
+fn bounded_semaphore_refuses_to_grow() {
+    let lp = lp();
+    let sem = BoundedSemaphore::new(1);
+    assert!(matches!(sem.release(), Err(shardloop::Error::InvalidState)));
+    lp.run_until_complete(async {
+        let p = sem.acquire().await;
+        p.forget();
+        assert!(sem.release().is_ok(), "back to the initial count");
+        assert!(sem.release().is_err());
+        assert_eq!(sem.available_permits(), 1);
+    })
+    .unwrap();
+}
+
+// ---------------------------------------------------------------------------------
+// Queue (test_queues.py)
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn queue_is_fifo_and_reports_its_size() {
+    let lp = lp();
+    let q = Queue::new(0);
+    lp.run_until_complete(async {
+        assert!(q.empty() && !q.full());
+        for i in 0..5 {
+            q.put(i).await;
+        }
+        assert_eq!(q.qsize(), 5);
+        assert!(!q.full(), "unbounded");
+        for i in 0..5 {
+            assert_eq!(q.get().await, i);
+        }
+        assert_eq!(q.get_nowait(), Err(QueueEmpty));
+    })
+    .unwrap();
+}
+
+#[test]
+fn put_waits_while_full_and_put_nowait_gives_the_item_back() {
+    let lp = lp();
+    let q = Queue::new(2);
+    lp.run_until_complete(async {
+        q.put_nowait(1).unwrap();
+        q.put(2).await;
+        assert!(q.full());
+        let refused = q.put_nowait(3).unwrap_err();
+        assert_eq!(refused.0, 3);
+        let putter = shardloop::spawn({
+            let q = q.clone();
+            async move { q.put(3).await }
+        });
+        settle().await;
+        assert!(!putter.is_finished(), "waits while full");
+        assert_eq!(q.get().await, 1);
+        putter.await.unwrap();
+        assert_eq!(q.get_nowait(), Ok(2));
+        assert_eq!(q.get_nowait(), Ok(3));
+    })
+    .unwrap();
+    assert_eq!(q.maxsize(), 2);
+}
+
+#[test]
+fn getters_are_served_in_order() {
+    let lp = lp();
+    let q = Queue::new(0);
+    let got = log();
+    lp.run_until_complete(async {
+        let getters: Vec<Task<()>> = (0..3)
+            .map(|_| {
+                let (q, got) = (q.clone(), got.clone());
+                shardloop::spawn(async move {
+                    let v = q.get().await;
+                    got.borrow_mut().push(v);
+                })
+            })
+            .collect();
+        settle().await;
+        for v in [10, 20, 30] {
+            q.put(v).await;
+        }
+        for g in getters {
+            g.await.unwrap();
+        }
+    })
+    .unwrap();
+    assert_eq!(*got.borrow(), [10, 20, 30]);
+}
+
+#[test]
+fn a_cancelled_getter_loses_no_item() {
+    // test_queues.py test_cancelled_getters_not_being_held_in_self_getters and
+    // test_get_cancelled_race: the item a cancelled getter was woken for goes to
+    // the next getter.
+    let lp = lp();
+    let q = Queue::new(0);
+    lp.run_until_complete(async {
+        let spawn_get = || {
+            let q = q.clone();
+            shardloop::spawn(async move { q.get().await })
+        };
+        let (a, b) = (spawn_get(), spawn_get());
+        settle().await;
+        q.put_nowait(1).unwrap(); // wakes `a`...
+        a.cancel(); // ...which is cancelled before it takes the item
+        assert_eq!(b.await.unwrap(), 1);
+        assert!(a.await.is_err());
+        assert!(q.empty());
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_cancelled_putter_puts_nothing_and_passes_the_room_on() {
+    let lp = lp();
+    let q = Queue::new(1);
+    lp.run_until_complete(async {
+        q.put(0).await;
+        let spawn_put = |v| {
+            let q = q.clone();
+            shardloop::spawn(async move { q.put(v).await })
+        };
+        let (a, b) = (spawn_put(1), spawn_put(2));
+        settle().await;
+        assert_eq!(q.get().await, 0); // room for `a`...
+        a.cancel(); // ...cancelled before it puts
+        b.await.unwrap();
+        assert!(a.await.is_err());
+        assert_eq!(q.get_nowait(), Ok(2));
+        assert!(q.empty());
+    })
+    .unwrap();
+}
+
+#[test]
+fn join_waits_for_every_task_done() {
+    let lp = lp();
+    let q = Queue::new(0);
+    let done = log();
+    lp.run_until_complete(async {
+        // Nothing put: join returns at once.
+        q.join().await;
+        for i in 0..3 {
+            q.put(i).await;
+        }
+        let worker = shardloop::spawn({
+            let (q, done) = (q.clone(), done.clone());
+            async move {
+                for _ in 0..3 {
+                    let v = q.get().await;
+                    yield_now().await;
+                    done.borrow_mut().push(v);
+                    q.task_done().unwrap();
+                }
+            }
+        });
+        q.join().await;
+        assert_eq!(
+            *done.borrow(),
+            [0, 1, 2],
+            "join returned after the last task_done"
+        );
+        worker.await.unwrap();
+        assert!(matches!(q.task_done(), Err(shardloop::Error::InvalidState)));
+    })
+    .unwrap();
+}
