@@ -48,6 +48,7 @@ linux_only! {
     #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
     pub mod hyper;
     mod io;
+    mod loop_future;
     pub mod net;
     mod remote;
     mod runtime;
@@ -63,6 +64,7 @@ linux_only! {
     pub use event_loop::stats::LoopStats;
     pub use event_loop::timers::TimerHandle;
     pub use event_loop::{EventLoop, LoopBuilder, LoopHandle, TrySubmitError};
+    pub use loop_future::{gather, LoopFuture};
     pub use remote::Remote;
     pub use runtime::{
         current_shard, shard_index, shard_index_bytes, Builder as RuntimeBuilder, Runtime,
