@@ -452,3 +452,101 @@ fn join_waits_for_every_task_done() {
     })
     .unwrap();
 }
+
+// ---------------------------------------------------------------------------------
+// Condition and Barrier (ConditionTests, BarrierTests)
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn condition_notify_wakes_the_oldest_waiters_with_the_lock_held() {
+    use shardloop::sync::Condition;
+    let lp = lp();
+    let cond = Condition::new();
+    let order = log();
+    lp.run_until_complete(async {
+        let waiters: Vec<Task<()>> = (1..=3)
+            .map(|i| {
+                let (cond, order) = (cond.clone(), order.clone());
+                shardloop::spawn(async move {
+                    let g = cond.acquire().await;
+                    let _g = cond.wait(g).await;
+                    assert!(cond.locked(), "wait returns with the lock held");
+                    order.borrow_mut().push(i);
+                })
+            })
+            .collect();
+        settle().await;
+        assert!(!cond.locked(), "waiting released the lock");
+        cond.notify(2);
+        settle().await;
+        assert_eq!(*order.borrow(), [1, 2]);
+        cond.notify_all();
+        for w in waiters {
+            w.await.unwrap();
+        }
+    })
+    .unwrap();
+    assert_eq!(*order.borrow(), [1, 2, 3]);
+}
+
+#[test]
+fn a_notify_meant_for_a_cancelled_waiter_goes_to_the_next() {
+    use shardloop::sync::Condition;
+    let lp = lp();
+    let cond = Condition::new();
+    let order = log();
+    lp.run_until_complete(async {
+        let spawn = |i| {
+            let (cond, order) = (cond.clone(), order.clone());
+            shardloop::spawn(async move {
+                let g = cond.acquire().await;
+                let _g = cond.wait(g).await;
+                order.borrow_mut().push(i);
+            })
+        };
+        let (a, b) = (spawn(1), spawn(2));
+        settle().await;
+        cond.notify(1); // for `a`...
+        a.cancel(); // ...cancelled before it runs
+        b.await.unwrap();
+        assert!(a.await.is_err());
+    })
+    .unwrap();
+    assert_eq!(*order.borrow(), [2]);
+}
+
+#[test]
+fn barrier_lets_a_full_round_go_and_starts_over() {
+    use shardloop::sync::Barrier;
+    let lp = lp();
+    let barrier = Barrier::new(3);
+    lp.run_until_complete(async {
+        for _round in 0..2 {
+            let tasks: Vec<Task<usize>> = (0..3)
+                .map(|_| {
+                    let b = barrier.clone();
+                    shardloop::spawn(async move { b.wait().await })
+                })
+                .collect();
+            let mut indices = Vec::new();
+            for t in tasks {
+                indices.push(t.await.unwrap());
+            }
+            indices.sort();
+            assert_eq!(indices, [0, 1, 2]);
+            assert_eq!(barrier.n_waiting(), 0);
+        }
+        // One that gives up before the round fills leaves the count.
+        let quitter = shardloop::spawn({
+            let b = barrier.clone();
+            async move { b.wait().await }
+        });
+        settle().await;
+        assert_eq!(barrier.n_waiting(), 1);
+        quitter.cancel();
+        settle().await;
+        assert_eq!(barrier.n_waiting(), 0);
+        assert!(quitter.await.is_err());
+    })
+    .unwrap();
+}
