@@ -7,46 +7,7 @@ use std::rc::Rc;
 use std::task::Poll;
 
 use super::semaphore::{Lock, LockGuard};
-use super::waiters::{Waiter, Waiters};
-
-/// A place in a wait list, left when dropped; a wakeup it got but did not see is
-/// passed to the next waiter.
-struct Place<'a> {
-    line: &'a Waiters,
-    waiter: Option<Rc<Waiter>>,
-}
-
-impl Place<'_> {
-    async fn woken(&mut self) {
-        poll_fn(|cx| match &self.waiter {
-            Some(w) if w.is_woken() => {
-                self.waiter = None;
-                Poll::Ready(())
-            }
-            Some(w) => {
-                w.register(cx);
-                Poll::Pending
-            }
-            None => {
-                self.waiter = Some(self.line.push(cx));
-                Poll::Pending
-            }
-        })
-        .await
-    }
-}
-
-impl Drop for Place<'_> {
-    fn drop(&mut self) {
-        if let Some(w) = self.waiter.take() {
-            if w.is_woken() {
-                self.line.wake_one();
-            } else {
-                self.line.remove(&w);
-            }
-        }
-    }
-}
+use super::waiters::{poll_woken, Place, Waiter, Waiters};
 
 /// asyncio's `Condition`: tasks holding its [`Lock`] [`wait`](Condition::wait) (the
 /// lock is released while they wait and taken again before `wait` returns) until
@@ -104,20 +65,15 @@ impl Condition {
     /// Releases `guard` (the condition's lock), waits to be notified, takes the lock
     /// again and returns its guard.
     pub async fn wait(&self, guard: LockGuard) -> LockGuard {
-        let mut place = Place {
-            line: &self.waiters,
-            waiter: None,
-        };
+        let mut place = Place::new(&self.waiters);
         // In line before the lock goes: a notify right after cannot be missed.
         poll_fn(|cx| {
-            if place.waiter.is_none() {
-                place.waiter = Some(place.line.push(cx));
-            }
+            place.join(cx);
             Poll::Ready(())
         })
         .await;
         drop(guard);
-        place.woken().await;
+        poll_fn(|cx| place.poll_woken(cx)).await;
         self.lock.acquire().await
     }
 
@@ -208,21 +164,7 @@ impl Barrier {
             barrier: inner,
             waiter: None,
         };
-        poll_fn(|cx| match &place.waiter {
-            Some(w) if w.is_woken() => {
-                place.waiter = None;
-                Poll::Ready(())
-            }
-            Some(w) => {
-                w.register(cx);
-                Poll::Pending
-            }
-            None => {
-                place.waiter = Some(inner.waiters.push(cx));
-                Poll::Pending
-            }
-        })
-        .await;
+        poll_fn(|cx| poll_woken(&mut place.waiter, &inner.waiters, cx)).await;
         index
     }
 

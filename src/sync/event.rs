@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::waiters::{Waiter, Waiters};
+use super::waiters::{poll_woken, Waiter, Waiters};
 
 /// A flag tasks wait on (asyncio's `Event`): [`wait`](Event::wait) returns once the
 /// flag is set; [`set`](Event::set) wakes every waiter, even one that only runs after
@@ -83,22 +83,11 @@ impl Future for EventWait {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        match &self.waiter {
-            Some(w) if w.is_woken() => {
-                self.waiter = None;
-                Poll::Ready(())
-            }
-            Some(w) => {
-                w.register(cx);
-                Poll::Pending
-            }
-            None if self.event.set.get() => Poll::Ready(()),
-            None => {
-                let waiter = self.event.waiters.push(cx);
-                self.waiter = Some(waiter);
-                Poll::Pending
-            }
+        if self.waiter.is_none() && self.event.set.get() {
+            return Poll::Ready(());
         }
+        let this = &mut *self;
+        poll_woken(&mut this.waiter, &this.event.waiters, cx)
     }
 }
 

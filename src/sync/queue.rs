@@ -5,10 +5,10 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 
 use super::event::Event;
-use super::waiters::{Waiter, Waiters};
+use super::waiters::{Place, Waiters};
 use crate::Error;
 
 /// Why [`Queue::put_nowait`] refused: the queue is full. Holds the item.
@@ -98,45 +98,6 @@ impl<T> Clone for Queue<T> {
     }
 }
 
-/// A place in a `put` or `get` line: removed when dropped, and a wakeup it got but
-/// did not use goes to the next in its line.
-struct Place<'a> {
-    line: &'a Waiters,
-    waiter: Option<Rc<Waiter>>,
-}
-
-impl Place<'_> {
-    /// Pending until woken, with a place in line.
-    fn wait(&mut self, cx: &Context<'_>) -> Poll<()> {
-        match &self.waiter {
-            Some(w) if w.is_woken() => {
-                self.waiter = None;
-                Poll::Ready(())
-            }
-            Some(w) => {
-                w.register(cx);
-                Poll::Pending
-            }
-            None => {
-                self.waiter = Some(self.line.push(cx));
-                Poll::Pending
-            }
-        }
-    }
-}
-
-impl Drop for Place<'_> {
-    fn drop(&mut self) {
-        if let Some(w) = self.waiter.take() {
-            if w.is_woken() {
-                self.line.wake_one();
-            } else {
-                self.line.remove(&w);
-            }
-        }
-    }
-}
-
 impl<T> Queue<T> {
     /// A queue holding at most `maxsize` items (0: no limit).
     pub fn new(maxsize: usize) -> Queue<T> {
@@ -157,17 +118,14 @@ impl<T> Queue<T> {
     /// Puts `item` in, waiting while the queue is full.
     pub async fn put(&self, item: T) {
         let inner = &*self.inner;
-        let mut place = Place {
-            line: &inner.putters,
-            waiter: None,
-        };
+        let mut place = Place::new(&inner.putters);
         // Waits behind earlier putters too, so that room goes to them first.
         poll_fn(|cx| {
-            if place.waiter.is_none() && !inner.full() && inner.putters.is_empty() {
+            if !place.is_waiting() && !inner.full() && inner.putters.is_empty() {
                 return Poll::Ready(());
             }
-            match place.wait(cx) {
-                Poll::Ready(()) if inner.full() => place.wait(cx),
+            match place.poll_woken(cx) {
+                Poll::Ready(()) if inner.full() => place.poll_woken(cx),
                 other => other,
             }
         })
@@ -200,17 +158,14 @@ impl<T> Queue<T> {
     /// Takes the oldest item, waiting while the queue is empty.
     pub fn get(&self) -> impl Future<Output = T> + '_ {
         let inner = &*self.inner;
-        let mut place = Place {
-            line: &inner.getters,
-            waiter: None,
-        };
+        let mut place = Place::new(&inner.getters);
         poll_fn(move |cx| loop {
-            if place.waiter.is_none() && inner.getters.is_empty() {
+            if !place.is_waiting() && inner.getters.is_empty() {
                 if let Some(item) = self.take() {
                     return Poll::Ready(item);
                 }
             }
-            match place.wait(cx) {
+            match place.poll_woken(cx) {
                 Poll::Ready(()) => match self.take() {
                     Some(item) => return Poll::Ready(item),
                     None => continue,

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::waiters::{Waiter, Waiters};
+use super::waiters::{poll_woken, Waiter, Waiters};
 use crate::Error;
 
 /// The shared state: free permits, and the tasks waiting for one. A released permit
@@ -46,25 +46,12 @@ struct Acquire {
 
 impl Acquire {
     fn poll_permit(&mut self, cx: &Context<'_>) -> Poll<()> {
-        match &self.waiter {
-            Some(w) if w.is_woken() => {
-                self.waiter = None;
-                Poll::Ready(())
-            }
-            Some(w) => {
-                w.register(cx);
-                Poll::Pending
-            }
-            None => {
-                let p = &self.permits;
-                if p.free.get() > 0 && p.waiters.is_empty() {
-                    p.free.set(p.free.get() - 1);
-                    return Poll::Ready(());
-                }
-                self.waiter = Some(p.waiters.push(cx));
-                Poll::Pending
-            }
+        let p = &self.permits;
+        if self.waiter.is_none() && p.free.get() > 0 && p.waiters.is_empty() {
+            p.free.set(p.free.get() - 1);
+            return Poll::Ready(());
         }
+        poll_woken(&mut self.waiter, &p.waiters, cx)
     }
 }
 

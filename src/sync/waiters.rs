@@ -9,7 +9,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::task::{Context, Waker};
+use std::task::{Context, Poll, Waker};
 
 /// One waiting task.
 pub(crate) struct Waiter {
@@ -28,6 +28,69 @@ impl Waiter {
         let mut slot = self.waker.borrow_mut();
         if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             *slot = Some(cx.waker().clone());
+        }
+    }
+}
+
+/// Polls a place in `line` held in `slot`: `Ready` once the waiter was woken (the
+/// slot is emptied), else joins the line (first poll) or refreshes the waker.
+pub(crate) fn poll_woken(slot: &mut Option<Rc<Waiter>>, line: &Waiters, cx: &Context<'_>) -> Poll<()> {
+    match slot {
+        Some(w) if w.is_woken() => {
+            *slot = None;
+            Poll::Ready(())
+        }
+        Some(w) => {
+            w.register(cx);
+            Poll::Pending
+        }
+        None => {
+            *slot = Some(line.push(cx));
+            Poll::Pending
+        }
+    }
+}
+
+/// A place in a line for a wakeup that any waiter can use (room in a queue, a
+/// condition's notify): dropped, it leaves the line, and a wakeup it got but did not
+/// see goes to the next waiter.
+pub(crate) struct Place<'a> {
+    line: &'a Waiters,
+    waiter: Option<Rc<Waiter>>,
+}
+
+impl<'a> Place<'a> {
+    /// Not in the line yet.
+    pub(crate) fn new(line: &'a Waiters) -> Place<'a> {
+        Place { line, waiter: None }
+    }
+
+    /// Whether it is in the line.
+    pub(crate) fn is_waiting(&self) -> bool {
+        self.waiter.is_some()
+    }
+
+    /// Joins the line now, without waiting yet.
+    pub(crate) fn join(&mut self, cx: &Context<'_>) {
+        if self.waiter.is_none() {
+            self.waiter = Some(self.line.push(cx));
+        }
+    }
+
+    /// Pending until woken (joining the line first if need be).
+    pub(crate) fn poll_woken(&mut self, cx: &Context<'_>) -> Poll<()> {
+        poll_woken(&mut self.waiter, self.line, cx)
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if let Some(w) = self.waiter.take() {
+            if w.is_woken() {
+                self.line.wake_one();
+            } else {
+                self.line.remove(&w);
+            }
         }
     }
 }

@@ -267,6 +267,20 @@ fn parse_zadd(key: Vec<u8>, args: Vec<Vec<u8>>) -> Result<ZSetCommand, Reply> {
     Ok(ZSetCommand::Add { key, flags, pairs })
 }
 
+/// A range's reply: the members, or (member, score) pairs `with_scores`.
+fn range_reply(items: Vec<(&[u8], Score)>, with_scores: bool) -> Reply {
+    if with_scores {
+        scored(items)
+    } else {
+        Reply::Array(
+            items
+                .into_iter()
+                .map(|(m, _)| Reply::Bulk(m.to_vec()))
+                .collect(),
+        )
+    }
+}
+
 /// (member, score) pairs as replies.
 fn scored<'a>(items: impl IntoIterator<Item = (&'a [u8], Score)>) -> Reply {
     Reply::Pairs(
@@ -342,16 +356,7 @@ impl Store {
                         Some((a, b)) => z.range(a, b, rev),
                         None => Vec::new(),
                     };
-                    if with_scores {
-                        scored(items)
-                    } else {
-                        Reply::Array(
-                            items
-                                .into_iter()
-                                .map(|(m, _)| Reply::Bulk(m.to_vec()))
-                                .collect(),
-                        )
-                    }
+                    range_reply(items, with_scores)
                 }
                 Ok(None) => Reply::Array(Vec::new()),
                 Err(wrong_type) => wrong_type,
@@ -374,16 +379,7 @@ impl Store {
                             .collect(),
                         _ => Vec::new(),
                     };
-                    if with_scores {
-                        scored(items)
-                    } else {
-                        Reply::Array(
-                            items
-                                .into_iter()
-                                .map(|(m, _)| Reply::Bulk(m.to_vec()))
-                                .collect(),
-                        )
-                    }
+                    range_reply(items, with_scores)
                 }
                 Err(wrong_type) => wrong_type,
             },
