@@ -100,3 +100,17 @@ pub fn server_options(threads_flag: &str, default_threads: usize) -> Vec<(String
         ),
     ]
 }
+
+/// The `--spin-us N` option of a server whose shards spin before they park, with
+/// its default, as `usage` takes it.
+#[allow(dead_code)] // not every example has shards that spin
+pub fn spin_option(default: std::time::Duration) -> (String, String) {
+    (
+        "--spin-us N".to_string(),
+        format!(
+            "how long an idle shard looks for work before it parks, in microseconds \
+             (default {}, 0 = at once)",
+            default.as_micros()
+        ),
+    )
+}

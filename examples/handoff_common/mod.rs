@@ -51,14 +51,7 @@ pub fn parse_args(program: &str, default_port: u16, default_spin: Option<Duratio
         ),
     ];
     if let Some(d) = default_spin {
-        options.push((
-            "--spin-us N".to_string(),
-            format!(
-                "how long an idle shard looks for work before it parks, in \
-                 microseconds (default {}, 0 = at once)",
-                d.as_micros()
-            ),
-        ));
+        options.push(cli::spin_option(d));
     }
     let about = "A blocking HTTP server (tiny_http) on 127.0.0.1 handing each request to a loop.";
     let usage = cli::usage(program, about, &options);

@@ -86,14 +86,7 @@ impl Args {
                 .to_string(),
         ));
         if let Some(d) = default_spin {
-            options.push((
-                "--spin-us N".to_string(),
-                format!(
-                    "how long an idle shard looks for work before it sleeps, in \
-                     microseconds (default {}, 0 = at once)",
-                    d.as_micros()
-                ),
-            ));
+            options.push(cli::spin_option(d));
         }
         let about = "An HTTP/1.1 (or HTTP/2) server (hyper) on 127.0.0.1.";
         let usage = cli::usage(program, about, &options);
