@@ -334,8 +334,8 @@ fn udp_connect_send_recv_and_filtering() {
         let a = UdpSocket::bind("127.0.0.1:0")?;
         let b = UdpSocket::bind("127.0.0.1:0")?;
         let stranger = UdpSocket::bind("127.0.0.1:0")?;
-        a.connect(b.local_addr()?)?;
-        b.connect(a.local_addr()?)?;
+        a.connect(b.local_addr()?).await?;
+        b.connect(a.local_addr()?).await?;
         assert_eq!(a.peer_addr()?, b.local_addr()?);
         // A connected socket takes datagrams from its peer only.
         stranger.send_to(b"noise", b.local_addr()?).await?;

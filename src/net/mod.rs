@@ -66,6 +66,7 @@
 //! ```
 
 mod dispatch;
+mod lookup;
 mod tcp;
 #[cfg(feature = "tokio-io")]
 mod tokio_io;
@@ -73,6 +74,7 @@ mod udp;
 mod unix;
 
 pub use dispatch::{Dispatcher, Placement};
+pub use lookup::{lookup_host, ToSocketAddrs};
 pub use tcp::{OwnedReadHalf, OwnedWriteHalf, ReuniteError, TcpListener, TcpStream};
 pub use udp::UdpSocket;
 pub use unix::{UnixListener, UnixStream};
@@ -80,7 +82,7 @@ pub use unix::{UnixListener, UnixStream};
 use std::cell::Cell;
 use std::future::poll_fn;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -303,14 +305,13 @@ async fn accept_with_backoff<T>(
     }
 }
 
-/// Tries `f` on each address `addr` resolves to, until one works; the last error
-/// otherwise. Host names are resolved with the system resolver, which blocks.
+/// Tries `f` on each of `addrs` until one works; the last error otherwise.
 fn each_addr<T>(
-    addr: impl ToSocketAddrs,
+    addrs: impl IntoIterator<Item = SocketAddr>,
     mut f: impl FnMut(SocketAddr) -> io::Result<T>,
 ) -> io::Result<T> {
     let mut last = None;
-    for a in addr.to_socket_addrs()? {
+    for a in addrs {
         match f(a) {
             Ok(v) => return Ok(v),
             Err(e) => last = Some(e),

@@ -3,12 +3,13 @@
 use std::cell::Cell;
 use std::fmt;
 use std::io;
-use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::lookup::{resolve, ToSocketAddrs};
 use super::{accept_with_backoff, each_addr, impl_async_read, impl_async_write, no_addresses};
 use crate::io::reactor::Direction;
 use crate::io::registration::Registered;
@@ -39,9 +40,15 @@ pub struct TcpListener {
 
 impl TcpListener {
     /// Binds to `addr` (the first of its addresses that works) and listens, with
-    /// `SO_REUSEADDR` set.
-    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
-        each_addr(addr, |a| Self::from_mio(mio::net::TcpListener::bind(a)?))
+    /// `SO_REUSEADDR` set. Like std's, this is synchronous: a host name in `addr` is
+    /// resolved on this thread (bind to addresses, or [`lookup_host`] first, on a
+    /// busy loop).
+    ///
+    /// [`lookup_host`]: super::lookup_host
+    pub fn bind(addr: impl std::net::ToSocketAddrs) -> io::Result<Self> {
+        each_addr(addr.to_socket_addrs()?, |a| {
+            Self::from_mio(mio::net::TcpListener::bind(a)?)
+        })
     }
 
     /// Like [`bind`](Self::bind), with `SO_REUSEPORT` set as well, so that several
@@ -57,8 +64,8 @@ impl TcpListener {
     /// })??;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn bind_reuseport(addr: impl ToSocketAddrs) -> io::Result<Self> {
-        each_addr(addr, |a| {
+    pub fn bind_reuseport(addr: impl std::net::ToSocketAddrs) -> io::Result<Self> {
+        each_addr(addr.to_socket_addrs()?, |a| {
             let socket = Socket::new(Domain::for_address(a), Type::STREAM, Some(Protocol::TCP))?;
             socket.set_reuse_address(true)?;
             socket.set_reuse_port(true)?;
@@ -146,12 +153,12 @@ pub struct TcpStream {
 }
 
 impl TcpStream {
-    /// Connects to `addr`, trying each address it resolves to in turn. Host names
-    /// are resolved with the system resolver, which blocks; pass addresses on a
-    /// busy loop.
+    /// Connects to `addr`, trying each address it resolves to in turn. A host name
+    /// is resolved on the loop's executor ([`lookup_host`](super::lookup_host)), so
+    /// the loop keeps running meanwhile; a numeric address is used at once.
     pub async fn connect(addr: impl ToSocketAddrs) -> io::Result<Self> {
         let mut last = None;
-        for a in addr.to_socket_addrs()? {
+        for a in resolve(&addr).await? {
             match Self::connect_addr(a).await {
                 Ok(stream) => return Ok(stream),
                 Err(e) => last = Some(e),

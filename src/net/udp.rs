@@ -2,9 +2,10 @@
 
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
+use super::lookup::{resolve, ToSocketAddrs};
 use super::{each_addr, no_addresses};
 use crate::io::reactor::Direction;
 use crate::io::registration::Registered;
@@ -24,7 +25,7 @@ use crate::io::registration::Registered;
 ///     let (n, from) = b.recv_from(&mut buf).await?;
 ///     assert_eq!((&buf[..n], from), (&b"ping"[..], a.local_addr()?));
 ///
-///     b.connect(a.local_addr()?)?; // now send/recv talk to `a` only
+///     b.connect(a.local_addr()?).await?; // now send/recv talk to `a` only
 ///     b.send(b"pong").await?;
 ///     let (n, _) = a.recv_from(&mut buf).await?;
 ///     assert_eq!(&buf[..n], b"pong");
@@ -37,9 +38,12 @@ pub struct UdpSocket {
 }
 
 impl UdpSocket {
-    /// Binds to `addr` (the first of its addresses that works).
-    pub fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
-        each_addr(addr, |a| Self::from_mio(mio::net::UdpSocket::bind(a)?))
+    /// Binds to `addr` (the first of its addresses that works). Like std's, this is
+    /// synchronous: a host name in `addr` is resolved on this thread.
+    pub fn bind(addr: impl std::net::ToSocketAddrs) -> io::Result<Self> {
+        each_addr(addr.to_socket_addrs()?, |a| {
+            Self::from_mio(mio::net::UdpSocket::bind(a)?)
+        })
     }
 
     /// Takes over a socket made elsewhere (it is switched to non-blocking mode).
@@ -56,13 +60,19 @@ impl UdpSocket {
 
     /// Sets the default peer: [`send`](Self::send) goes there, and
     /// [`recv`](Self::recv) only takes datagrams from there. No packet is sent.
-    pub fn connect(&self, addr: impl ToSocketAddrs) -> io::Result<()> {
-        each_addr(addr, |a| self.io.get_ref().connect(a))
+    ///
+    /// It is async (as tokio's is) because a host name in `addr` is resolved on the
+    /// loop's executor ([`lookup_host`](super::lookup_host)); a numeric address
+    /// connects without waiting. The first of the addresses that works is taken.
+    pub async fn connect(&self, addr: impl ToSocketAddrs) -> io::Result<()> {
+        each_addr(resolve(&addr).await?, |a| self.io.get_ref().connect(a))
     }
 
-    /// Sends `buf` as one datagram to `target`; returns the bytes sent.
+    /// Sends `buf` as one datagram to `target` (its first address: a host name is
+    /// resolved on the loop's executor, a numeric address costs nothing); returns
+    /// the bytes sent.
     pub async fn send_to(&self, buf: &[u8], target: impl ToSocketAddrs) -> io::Result<usize> {
-        let target = target.to_socket_addrs()?.next().ok_or_else(no_addresses)?;
+        let target = resolve(&target).await?.next().ok_or_else(no_addresses)?;
         self.io
             .io(Direction::Write, |s| s.send_to(buf, target))
             .await
