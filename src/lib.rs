@@ -50,6 +50,7 @@ linux_only! {
     mod io;
     mod loop_future;
     pub mod net;
+    pub mod process;
     mod remote;
     mod runtime;
     mod signal;

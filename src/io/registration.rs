@@ -12,7 +12,7 @@ use mio::Token;
 use super::reactor::{Direction, IoState};
 use crate::current;
 use crate::event_loop::LoopInner;
-use crate::Error;
+use crate::{Error, EventLoop};
 
 /// `source`, registered with the reactor of the loop that was current when it was
 /// made. It holds the loop weakly: a socket kept alive does not keep its loop alive.
@@ -27,15 +27,12 @@ pub(crate) struct Registered<S: Source> {
 impl<S: Source> Registered<S> {
     /// Registers `source` with this thread's loop ([`crate::get_event_loop`]). `what`
     /// names the object for the error when there is no usable loop.
-    pub(crate) fn new(mut source: S, what: &str) -> io::Result<Self> {
-        let lp = crate::get_event_loop()
-            .map_err(|e| io::Error::other(format!("cannot create {what}: {e}")))?;
-        if lp.is_closed() {
-            return Err(io::Error::other(format!(
-                "cannot create {what}: {}",
-                Error::Closed
-            )));
-        }
+    pub(crate) fn new(source: S, what: &str) -> io::Result<Self> {
+        Self::with_loop(&current_loop(what)?, source)
+    }
+
+    /// Registers `source` with `lp`.
+    pub(crate) fn with_loop(lp: &EventLoop, mut source: S) -> io::Result<Self> {
         let (token, state) = lp.inner.reactor.register(&mut source)?;
         Ok(Registered {
             source: Some(source),
@@ -43,6 +40,11 @@ impl<S: Source> Registered<S> {
             state,
             lp: Rc::downgrade(&lp.inner),
         })
+    }
+
+    /// The loop it is registered with, unless that loop is gone.
+    pub(crate) fn event_loop(&self) -> Option<EventLoop> {
+        self.lp.upgrade().map(|inner| EventLoop { inner })
     }
 
     pub(crate) fn get_ref(&self) -> &S {
@@ -110,6 +112,20 @@ impl<S: Source> Registered<S> {
     ) -> io::Result<R> {
         poll_fn(|cx| self.poll_io(dir, cx, &mut op)).await
     }
+}
+
+/// This thread's loop ([`crate::get_event_loop`]), open, for making `what` on it;
+/// otherwise an error that names `what` and says why not.
+pub(crate) fn current_loop(what: &str) -> io::Result<EventLoop> {
+    let lp = crate::get_event_loop()
+        .map_err(|e| io::Error::other(format!("cannot create {what}: {e}")))?;
+    if lp.is_closed() {
+        return Err(io::Error::other(format!(
+            "cannot create {what}: {}",
+            Error::Closed
+        )));
+    }
+    Ok(lp)
 }
 
 impl<S: Source> Drop for Registered<S> {

@@ -99,7 +99,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 // (`Registered::drained`): a short count means the socket buffer is empty (or full),
 // so the next call would only return `WouldBlock`. That saves one syscall per message.
 
-fn poll_read<S: Source>(
+pub(crate) fn poll_read<S: Source>(
     io: &Registered<S>,
     cx: &mut Context<'_>,
     buf: &mut [u8],
@@ -112,7 +112,7 @@ where
     note_short(io, Direction::Read, r, want)
 }
 
-fn poll_read_vectored<S: Source>(
+pub(crate) fn poll_read_vectored<S: Source>(
     io: &Registered<S>,
     cx: &mut Context<'_>,
     bufs: &mut [IoSliceMut<'_>],
@@ -125,7 +125,7 @@ where
     note_short(io, Direction::Read, r, want)
 }
 
-fn poll_write<S: Source>(
+pub(crate) fn poll_write<S: Source>(
     io: &Registered<S>,
     cx: &mut Context<'_>,
     buf: &[u8],
@@ -137,7 +137,7 @@ where
     note_short(io, Direction::Write, r, buf.len())
 }
 
-fn poll_write_vectored<S: Source>(
+pub(crate) fn poll_write_vectored<S: Source>(
     io: &Registered<S>,
     cx: &mut Context<'_>,
     bufs: &[IoSlice<'_>],
@@ -166,7 +166,7 @@ fn note_short<S: Source>(
 
 /// `AsyncWrite::poll_close` for a stream: shut the write side down. A socket that is
 /// no longer connected has no write side left to close, which is what was asked.
-fn shutdown_write(result: io::Result<()>) -> Poll<io::Result<()>> {
+pub(crate) fn shutdown_write(result: io::Result<()>) -> Poll<io::Result<()>> {
     match result {
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Poll::Ready(Ok(())),
         other => Poll::Ready(other),
@@ -206,15 +206,26 @@ macro_rules! impl_async_read {
 }
 
 /// Implements `futures_io::AsyncWrite` for `$ty`; `poll_close` shuts the write side
-/// down (a half-close: the peer reads end-of-stream, reading still works).
+/// down (a half-close: the peer reads end-of-stream, reading still works), unless a
+/// `close: |this| expr` says otherwise (`this` is the `Pin<&mut Self>`; a pipe has no
+/// half-close, it closes).
 macro_rules! impl_async_write {
     (&$ty:ident, |$s:ident| $io:expr) => {
-        $crate::net::impl_async_write!(@impl ['a] &'a $ty, |$s| $io);
+        $crate::net::impl_async_write!(@impl ['a] &'a $ty, |$s| $io, |this| {
+            let $s = &*this;
+            $crate::net::shutdown_write(($io).get_ref().shutdown(std::net::Shutdown::Write))
+        });
     };
     ($ty:ident, |$s:ident| $io:expr) => {
-        $crate::net::impl_async_write!(@impl [] $ty, |$s| $io);
+        $crate::net::impl_async_write!(@impl [] $ty, |$s| $io, |this| {
+            let $s = &*this;
+            $crate::net::shutdown_write(($io).get_ref().shutdown(std::net::Shutdown::Write))
+        });
     };
-    (@impl [$($lt:lifetime)?] $ty:ty, |$s:ident| $io:expr) => {
+    ($ty:ident, |$s:ident| $io:expr, close: |$this:ident| $close:expr) => {
+        $crate::net::impl_async_write!(@impl [] $ty, |$s| $io, |$this| $close);
+    };
+    (@impl [$($lt:lifetime)?] $ty:ty, |$s:ident| $io:expr, |$this:ident| $close:expr) => {
         impl<$($lt)?> futures_io::AsyncWrite for $ty {
             fn poll_write(
                 self: std::pin::Pin<&mut Self>,
@@ -234,7 +245,7 @@ macro_rules! impl_async_write {
                 $crate::net::poll_write_vectored($io, cx, bufs)
             }
 
-            /// Sockets have no user-space buffer: nothing to flush.
+            /// Nothing is buffered in user space: nothing to flush.
             fn poll_flush(
                 self: std::pin::Pin<&mut Self>,
                 _cx: &mut std::task::Context<'_>,
@@ -246,10 +257,8 @@ macro_rules! impl_async_write {
                 self: std::pin::Pin<&mut Self>,
                 _cx: &mut std::task::Context<'_>,
             ) -> std::task::Poll<std::io::Result<()>> {
-                let $s = &*self;
-                $crate::net::shutdown_write(
-                    ($io).get_ref().shutdown(std::net::Shutdown::Write),
-                )
+                let $this = self;
+                $close
             }
         }
     };

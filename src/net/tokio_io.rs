@@ -21,6 +21,7 @@ use std::task::{ready, Context, Poll};
 use tokio::io::ReadBuf;
 
 use super::{OwnedReadHalf, OwnedWriteHalf, TcpStream, UnixStream};
+use crate::process::{ChildStderr, ChildStdin, ChildStdout};
 
 fn poll_read<R: futures_io::AsyncRead>(
     reader: Pin<&mut R>,
@@ -93,12 +94,15 @@ impl_tokio_read!(
     &TcpStream,
     OwnedReadHalf,
     UnixStream,
-    &UnixStream
+    &UnixStream,
+    ChildStdout,
+    ChildStderr
 );
 impl_tokio_write!(
     TcpStream,
     &TcpStream,
     OwnedWriteHalf,
     UnixStream,
-    &UnixStream
+    &UnixStream,
+    ChildStdin
 );
