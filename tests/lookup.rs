@@ -8,7 +8,6 @@
 //! the suite if the body has not finished after HANG_LIMIT. No test asserts how long
 //! anything takes.
 
-use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Condvar, Mutex};
@@ -17,27 +16,18 @@ use std::time::Duration;
 use shardloop::net::{lookup_host, TcpListener, TcpStream, UdpSocket};
 use shardloop::EventLoop;
 
-const HANG_LIMIT: Duration = Duration::from_secs(60);
+#[path = "support/bounded.rs"]
+mod bounded;
+use bounded::block_on;
 
-/// Runs `fut` on a fresh loop made current for it; panics if it does not finish
-/// within HANG_LIMIT.
-fn block_on<F: Future>(fut: impl FnOnce(EventLoop) -> F) -> F::Output {
-    let lp = shardloop::new_event_loop().unwrap();
-    shardloop::set_event_loop(Some(lp.clone()));
-    let stopper = lp.clone();
-    let guard = lp.call_later(HANG_LIMIT, move || stopper.stop()).unwrap();
-    let out = lp
-        .run_until_complete(fut(lp.clone()))
-        .expect("the test did not finish: a wakeup was lost or an operation hung");
-    guard.cancel();
-    shardloop::set_event_loop(None);
-    lp.close().unwrap();
-    out
+/// The loop running the test body.
+fn this_loop() -> EventLoop {
+    shardloop::get_running_loop().unwrap()
 }
 
 #[test]
 fn localhost_resolves_to_loopback_addresses() {
-    block_on(|_| async {
+    block_on(async {
         let addrs = lookup_host("localhost:80").await?;
         assert!(!addrs.is_empty());
         assert!(
@@ -57,7 +47,8 @@ fn localhost_resolves_to_loopback_addresses() {
 // executor is shut down first, so anything that needed a thread would fail.
 #[test]
 fn numeric_addresses_resolve_without_the_executor() {
-    block_on(|lp| async move {
+    block_on(async {
+        let lp = this_loop();
         lp.shutdown_default_executor(Duration::from_secs(10))
             .unwrap();
         let v4: SocketAddr = "1.2.3.4:1".parse().unwrap();
@@ -84,7 +75,8 @@ fn numeric_addresses_resolve_without_the_executor() {
 // with numbers work.
 #[test]
 fn host_names_are_looked_up_on_the_executor() {
-    block_on(|lp| async move {
+    block_on(async {
+        let lp = this_loop();
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         lp.shutdown_default_executor(Duration::from_secs(10))
@@ -142,7 +134,8 @@ impl Drop for OpenOnDrop {
 // running on the loop thread would have finished the lookup before the first tick.
 #[test]
 fn a_pending_lookup_does_not_block_the_loop() {
-    block_on(|lp| async move {
+    block_on(async {
+        let lp = this_loop();
         let gate = Gate::default();
         let _opener = OpenOnDrop(gate.clone());
         let blockers: Vec<_> = (0..64)
@@ -174,7 +167,7 @@ fn a_pending_lookup_does_not_block_the_loop() {
 // and a string with no port, are errors that name what failed.
 #[test]
 fn unresolvable_names_are_errors() {
-    block_on(|_| async {
+    block_on(async {
         let err = lookup_host("no-such-host.invalid:80").await.unwrap_err();
         assert!(err.to_string().contains("no-such-host.invalid"), "{err}");
         let err = TcpStream::connect("no-such-host.invalid:80")
@@ -189,7 +182,7 @@ fn unresolvable_names_are_errors() {
 // connect and send_to with a host name: the name is looked up, then used.
 #[test]
 fn sockets_connect_and_send_to_host_names() {
-    block_on(|_| async {
+    block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let accept = shardloop::spawn(async move { listener.accept().await });

@@ -8,7 +8,6 @@
 //! the suite if the body has not finished after HANG_LIMIT. No test asserts how long
 //! anything takes; waiting for the system (a pid to disappear) is a bounded loop.
 
-use std::future::Future;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -17,30 +16,10 @@ use std::time::Duration;
 
 use futures_util::{AsyncReadExt, AsyncWriteExt};
 use shardloop::process::Command;
-use shardloop::EventLoop;
 
-const HANG_LIMIT: Duration = Duration::from_secs(60);
-
-/// Runs `fut` on a fresh loop made current for it; panics if it does not finish
-/// within HANG_LIMIT (a lost wakeup would otherwise hang forever).
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let lp = shardloop::new_event_loop().unwrap();
-    shardloop::set_event_loop(Some(lp.clone()));
-    let out = run_bounded(&lp, fut);
-    shardloop::set_event_loop(None);
-    lp.close().unwrap();
-    out
-}
-
-fn run_bounded<F: Future>(lp: &EventLoop, fut: F) -> F::Output {
-    let stopper = lp.clone();
-    let guard = lp.call_later(HANG_LIMIT, move || stopper.stop()).unwrap();
-    let out = lp
-        .run_until_complete(fut)
-        .expect("the test did not finish: a wakeup was lost or an operation hung");
-    guard.cancel();
-    out
-}
+#[path = "support/bounded.rs"]
+mod bounded;
+use bounded::{block_on, run_bounded};
 
 /// Whether `pid` is gone from the process table: exited *and* reaped (a zombie
 /// still has its /proc entry).

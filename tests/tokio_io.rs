@@ -1,7 +1,8 @@
 //! The `tokio-io` feature: tokio's io traits on shardloop's streams, driven by
 //! shardloop loops with no tokio runtime anywhere (each test checks there is none):
 //! tokio-util's codecs, tokio's io helpers (`copy`, `BufReader`, `read_buf` into
-//! uninitialized memory, vectored writes), owned halves and `&TcpStream`.
+//! uninitialized memory, vectored writes), owned halves, `&TcpStream` and a child
+//! process's pipes.
 
 use std::io::IoSlice;
 
@@ -137,4 +138,27 @@ fn buf_reader_gives_unix_streams_async_buf_read() {
         Ok(lines)
     });
     assert_eq!(lines, ["first line\n", "second line\n", "no newline"]);
+}
+
+#[test]
+fn child_pipes_work_with_tokio_io_helpers() {
+    let (lines, status) = run(async {
+        let mut child = shardloop::process::Command::new("cat")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        stdin.write_all(b"first\nsecond\n").await?;
+        // poll_shutdown closes the pipe: cat reads end-of-file and exits.
+        AsyncWriteExt::shutdown(&mut stdin).await?;
+        let mut lines = Vec::new();
+        let mut reader = BufReader::new(stdout).lines();
+        while let Some(line) = reader.next_line().await? {
+            lines.push(line);
+        }
+        Ok((lines, child.wait().await?))
+    });
+    assert_eq!(lines, ["first", "second"]);
+    assert!(status.success());
 }

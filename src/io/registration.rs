@@ -93,9 +93,9 @@ impl<S: Source> Registered<S> {
         };
         io::Error::other(format!(
             "this socket is registered with {registered} and was polled on loop \
-             '{polled_on}': sockets belong to the loop that was current when they were \
-             created (create it on the loop that uses it, from a std socket with \
-             from_std if need be)"
+             '{polled_on}': sockets (and child processes and their pipes) belong to the \
+             loop that was current when they were created (create it on the loop that \
+             uses it, from a std socket with from_std if need be)"
         ))
     }
 

@@ -172,7 +172,7 @@ impl ToSocketAddrs for (String, u16) {}
 
 impl sealed::Sealed for [SocketAddr] {
     fn resolution(&self) -> Resolution {
-        Resolution::Ready(Addrs::Many(self.to_vec().into_iter()))
+        Resolution::Ready(Addrs::Many(Vec::from(self).into_iter()))
     }
 }
 impl ToSocketAddrs for [SocketAddr] {}

@@ -10,6 +10,11 @@
 //! `AsyncReadExt` / `AsyncWriteExt` helpers of futures-util or futures-lite work on
 //! them. Listeners that run out of file descriptors back off and keep serving.
 //!
+//! Host names never block the loop: [`TcpStream::connect`], [`UdpSocket::connect`]
+//! and [`UdpSocket::send_to`] take a [`ToSocketAddrs`] (std's argument types) and
+//! look names up with [`lookup_host`], on the loop's executor; numeric addresses are
+//! used at once. `bind`, synchronous like std's, takes std's trait.
+//!
 //! With the cargo feature `tokio-io`, the streams (and a TCP stream's owned halves)
 //! implement `tokio::io::AsyncRead` and `tokio::io::AsyncWrite` as well, so crates
 //! written against tokio's io traits (tokio-util codecs, tokio-rustls,

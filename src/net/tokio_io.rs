@@ -1,5 +1,5 @@
-//! `tokio::io::AsyncRead` and `tokio::io::AsyncWrite` for shardloop's streams (cargo
-//! feature `tokio-io`), so that code written against tokio's io traits (tokio-util's
+//! `tokio::io::AsyncRead` and `tokio::io::AsyncWrite` for shardloop's streams and a
+//! child process's pipes (cargo feature `tokio-io`), so that code written against tokio's io traits (tokio-util's
 //! codecs, tokio-rustls, tokio-tungstenite, hyper-util's `TokioIo`) runs on a loop
 //! with no tokio runtime anywhere: those traits are plain poll functions, and a
 //! stream's wakeups come from its own loop.
