@@ -10,6 +10,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -128,28 +129,47 @@ impl Drop for OpenOnDrop {
 }
 
 // The loop keeps running (its timers fire, its tasks run) while a lookup is in
-// flight. Made deterministic by keeping every executor thread busy: 64 blocked jobs
-// are more than the pool's most threads (min(32, cpus + 4)), so the lookup cannot
-// finish until the gate opens, and the timers must tick meanwhile. A resolver
-// running on the loop thread would have finished the lookup before the first tick.
+// flight. Made deterministic by first filling every thread of the loop's executor
+// (API.md: min(32, cpus + 4) of them) with a job that waits at a gate: only once all
+// of them are inside one is the lookup started, so it cannot finish before the gate
+// opens, and the timers must tick meanwhile. (Merely queueing more jobs than threads
+// is not enough: the pool steals work, so a late thread may take the newest job.)
+// A resolver running on the loop thread would have finished before the first tick.
 #[test]
 fn a_pending_lookup_does_not_block_the_loop() {
     block_on(async {
         let lp = this_loop();
+        let pool_threads = (num_cpus::get() + 4).min(32);
         let gate = Gate::default();
         let _opener = OpenOnDrop(gate.clone());
-        let blockers: Vec<_> = (0..64)
+        let inside = Arc::new(AtomicUsize::new(0));
+        let blockers: Vec<_> = (0..pool_threads)
             .map(|_| {
-                let gate = gate.clone();
-                lp.run_in_executor(move || gate.wait())
+                let (gate, inside) = (gate.clone(), inside.clone());
+                lp.run_in_executor(move || {
+                    inside.fetch_add(1, Ordering::SeqCst);
+                    gate.wait();
+                })
             })
             .collect();
+        for _ in 0..10_000 {
+            if inside.load(Ordering::SeqCst) == pool_threads {
+                break;
+            }
+            shardloop::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(
+            inside.load(Ordering::SeqCst),
+            pool_threads,
+            "the pool did not fill"
+        );
+
         let lookup = lp.create_task(lookup_host("localhost:80")).unwrap();
         for _ in 0..5 {
             shardloop::time::sleep(Duration::from_millis(1)).await;
             assert!(
                 !lookup.is_finished(),
-                "the lookup finished without the executor"
+                "the lookup finished with no executor thread free"
             );
         }
         gate.open();
