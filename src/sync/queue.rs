@@ -10,7 +10,6 @@ use std::future::{poll_fn, Future};
 use std::rc::Rc;
 use std::task::Poll;
 
-use super::event::Event;
 use super::waiters::{Place, Waiters};
 use crate::Error;
 
@@ -205,8 +204,8 @@ struct Inner<T, O> {
     putters: Waiters,
     /// Items put and not yet marked done (`task_done`).
     unfinished: Cell<usize>,
-    /// Set whenever `unfinished` is 0 (what `join` waits for).
-    finished: Event,
+    /// Tasks in `join`, woken when `unfinished` comes down to 0.
+    joiners: Waiters,
     shut_down: Cell<bool>,
     _items: std::marker::PhantomData<T>,
 }
@@ -270,8 +269,6 @@ impl<T> Queue<T> {
 impl<T, O: QueueOrder<T>> Queue<T, O> {
     /// A queue in the order `O` holding at most `maxsize` items (0: no limit).
     pub fn with_order(maxsize: usize) -> Self {
-        let finished = Event::new();
-        finished.set();
         Queue {
             inner: Rc::new(Inner {
                 items: RefCell::new(O::default()),
@@ -279,7 +276,7 @@ impl<T, O: QueueOrder<T>> Queue<T, O> {
                 getters: Waiters::default(),
                 putters: Waiters::default(),
                 unfinished: Cell::new(0),
-                finished,
+                joiners: Waiters::default(),
                 shut_down: Cell::new(false),
                 _items: std::marker::PhantomData,
             }),
@@ -330,7 +327,6 @@ impl<T, O: QueueOrder<T>> Queue<T, O> {
         let inner = &*self.inner;
         inner.items.borrow_mut().push(item);
         inner.unfinished.set(inner.unfinished.get() + 1);
-        inner.finished.clear();
         inner.getters.wake_one();
         // Room may be left for the next putter too (a woken putter that found room).
         if !inner.full() && !inner.putters.is_empty() {
@@ -375,7 +371,10 @@ impl<T, O: QueueOrder<T>> Queue<T, O> {
     fn take(&self) -> Option<T> {
         let inner = &*self.inner;
         let item = inner.items.borrow_mut().pop()?;
-        inner.putters.wake_one();
+        // Only a bounded queue has putters waiting for room.
+        if inner.maxsize > 0 {
+            inner.putters.wake_one();
+        }
         // Items may be left for the next getter too.
         if !inner.items.borrow().is_empty() {
             inner.getters.wake_one();
@@ -392,7 +391,7 @@ impl<T, O: QueueOrder<T>> Queue<T, O> {
             n => {
                 inner.unfinished.set(n - 1);
                 if n == 1 {
-                    inner.finished.set();
+                    inner.joiners.wake_all();
                 }
                 Ok(())
             }
@@ -401,9 +400,15 @@ impl<T, O: QueueOrder<T>> Queue<T, O> {
 
     /// Waits until every item put so far was marked done.
     pub async fn join(&self) {
-        if self.inner.unfinished.get() > 0 {
-            self.inner.finished.wait().await;
-        }
+        let inner = &*self.inner;
+        let mut place = Place::new(&inner.joiners);
+        poll_fn(|cx| {
+            if !place.is_waiting() && inner.unfinished.get() == 0 {
+                return Poll::Ready(());
+            }
+            place.poll_woken(cx)
+        })
+        .await;
     }
 
     /// Python 3.13's `shutdown`: from now on puts fail with `PutError::ShutDown`,
@@ -421,7 +426,7 @@ impl<T, O: QueueOrder<T>> Queue<T, O> {
             let left = inner.unfinished.get().saturating_sub(n);
             inner.unfinished.set(left);
             if left == 0 {
-                inner.finished.set();
+                inner.joiners.wake_all();
             }
         }
         inner.getters.wake_all();
