@@ -51,6 +51,7 @@ linux_only! {
     mod io;
     mod loop_future;
     pub mod net;
+    pub mod streams;
     mod remote;
     mod runtime;
     mod signal;

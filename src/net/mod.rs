@@ -97,7 +97,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 // (`Registered::drained`): a short count means the socket buffer is empty (or full),
 // so the next call would only return `WouldBlock`. That saves one syscall per message.
 
-fn poll_read<S: Source>(
+pub(crate) fn poll_read<S: Source>(
     io: &Registered<S>,
     cx: &mut Context<'_>,
     buf: &mut [u8],
@@ -123,7 +123,7 @@ where
     note_short(io, Direction::Read, r, want)
 }
 
-fn poll_write<S: Source>(
+pub(crate) fn poll_write<S: Source>(
     io: &Registered<S>,
     cx: &mut Context<'_>,
     buf: &[u8],
@@ -146,6 +146,19 @@ where
     let want = bufs.iter().map(|b| b.len()).sum();
     let r = io.poll_io(Direction::Write, cx, |mut s| s.write_vectored(bufs));
     note_short(io, Direction::Write, r, want)
+}
+
+/// One write, now, from outside any task: what the socket takes without waiting
+/// (`WouldBlock` when it takes nothing). For a caller that buffers the rest.
+pub(crate) fn try_write<S: Source>(io: &Registered<S>, buf: &[u8]) -> io::Result<usize>
+where
+    for<'a> &'a S: Write,
+{
+    let n = io.try_io(Direction::Write, |mut s| s.write(buf))?;
+    if n > 0 && n < buf.len() {
+        io.drained(Direction::Write);
+    }
+    Ok(n)
 }
 
 fn note_short<S: Source>(
@@ -274,7 +287,7 @@ fn connection_gone(e: &io::Error) -> bool {
 /// in the backlog, and backing off while the process is out of file descriptors. The
 /// backoff is logged once per episode (a warning when it starts, a note when it ends);
 /// the pending connections stay in the kernel's backlog meanwhile.
-async fn accept_with_backoff<T>(
+pub(crate) async fn accept_with_backoff<T>(
     starved: &Cell<bool>,
     describe: impl Fn() -> String,
     mut poll_accept: impl FnMut(&mut Context<'_>) -> Poll<io::Result<T>>,
