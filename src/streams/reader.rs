@@ -10,6 +10,7 @@ use std::fmt;
 use std::future::poll_fn;
 use std::io;
 use std::rc::Rc;
+use std::task::Poll;
 
 use super::socket::StreamSocket;
 use super::{Connection, DEFAULT_LIMIT};
@@ -153,6 +154,7 @@ impl<S: StreamSocket> StreamReader<S> {
         }
         // Bytes before `offset` are known not to start the separator.
         let mut offset = 0;
+        let mut looked_again = false;
         let at = loop {
             let buffered = self.buf.filled();
             if buffered.len() - offset >= separator.len() {
@@ -161,6 +163,12 @@ impl<S: StreamSocket> StreamReader<S> {
                 }
                 offset = buffered.len() + 1 - separator.len();
                 if offset > self.limit {
+                    // asyncio's buffer would hold what has arrived by now: look at
+                    // that once (a bounded read), then give up.
+                    if !looked_again && self.fill_if_ready().await? {
+                        looked_again = true;
+                        continue;
+                    }
                     return Err(Error::LimitOverrun {
                         consumed: offset,
                         separator_found: false,
@@ -225,6 +233,31 @@ impl<S: StreamSocket> StreamReader<S> {
         &self.conn.socket
     }
 
+    /// A read from the socket into the buffer if data (or the end) is there now,
+    /// without waiting; whether there was.
+    async fn fill_if_ready(&mut self) -> Result<bool, Error> {
+        if self.eof || self.conn.closed.get() {
+            return Ok(false);
+        }
+        let socket = &self.conn.socket;
+        let room = self.buf.room(MIN_READ);
+        match poll_fn(|cx| Poll::Ready(socket.poll_read(cx, room))).await {
+            Poll::Ready(n) => {
+                self.commit(n?);
+                Ok(true)
+            }
+            Poll::Pending => Ok(false),
+        }
+    }
+
+    /// `n` bytes were read into the buffer; none is the end of the stream.
+    fn commit(&mut self, n: usize) {
+        self.buf.commit(n);
+        if n == 0 {
+            self.eof = true;
+        }
+    }
+
     /// One read from the socket into the buffer, with room for at least `want`
     /// bytes (within `MIN_READ..=MAX_READ`). Meeting the end of the stream, or a
     /// socket the writer closed, sets `eof`.
@@ -236,10 +269,7 @@ impl<S: StreamSocket> StreamReader<S> {
         let socket = &self.conn.socket;
         let room = self.buf.room(want.clamp(MIN_READ, MAX_READ));
         let n = poll_fn(|cx| socket.poll_read(cx, room)).await?;
-        self.buf.commit(n);
-        if n == 0 {
-            self.eof = true;
-        }
+        self.commit(n);
         Ok(())
     }
 }
