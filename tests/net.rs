@@ -8,7 +8,6 @@
 //! test asserts how long anything takes.
 
 use std::cell::Cell;
-use std::future::Future;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::path::PathBuf;
@@ -19,30 +18,11 @@ use std::time::Duration;
 
 use futures_util::{AsyncReadExt, AsyncWriteExt};
 use shardloop::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
-use shardloop::{spawn, EventLoop};
+use shardloop::spawn;
 
-const HANG_LIMIT: Duration = Duration::from_secs(60);
-
-/// Runs `fut` on a fresh loop made current for it; panics if it does not finish
-/// within HANG_LIMIT (a lost wakeup would otherwise hang forever).
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let lp = shardloop::new_event_loop().unwrap();
-    shardloop::set_event_loop(Some(lp.clone()));
-    let out = run_bounded(&lp, fut);
-    shardloop::set_event_loop(None);
-    lp.close().unwrap();
-    out
-}
-
-fn run_bounded<F: Future>(lp: &EventLoop, fut: F) -> F::Output {
-    let stopper = lp.clone();
-    let guard = lp.call_later(HANG_LIMIT, move || stopper.stop()).unwrap();
-    let out = lp
-        .run_until_complete(fut)
-        .expect("the test did not finish: a wakeup was lost or an operation hung");
-    guard.cancel();
-    out
-}
+#[path = "support/bounded.rs"]
+mod bounded;
+use bounded::{block_on, run_bounded, HANG_LIMIT};
 
 /// Bytes that differ per connection and per position, so that data from the wrong
 /// connection or out of order is caught.

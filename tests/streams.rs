@@ -9,41 +9,21 @@
 //! reader has seen the first before the next comes); no result depends on how
 //! long anything takes, and every test body is bounded by HANG_LIMIT.
 
+#[path = "support/bounded.rs"]
+mod bounded;
 #[path = "support/example.rs"]
 mod example;
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::io::{self, Read};
 use std::rc::Rc;
 use std::time::Duration;
 
 use shardloop::net::UnixStream;
 use shardloop::streams::{self, StreamReader, StreamWriter, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};
-use shardloop::{spawn, Error, EventLoop};
+use shardloop::{spawn, Error};
 
-const HANG_LIMIT: Duration = Duration::from_secs(60);
-
-/// Runs `fut` on a fresh loop made current for it; panics if it does not finish
-/// within HANG_LIMIT (a lost wakeup would otherwise hang the suite).
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let lp = shardloop::new_event_loop().unwrap();
-    shardloop::set_event_loop(Some(lp.clone()));
-    let out = run_bounded(&lp, fut);
-    shardloop::set_event_loop(None);
-    lp.close().unwrap();
-    out
-}
-
-fn run_bounded<F: Future>(lp: &EventLoop, fut: F) -> F::Output {
-    let stopper = lp.clone();
-    let guard = lp.call_later(HANG_LIMIT, move || stopper.stop()).unwrap();
-    let out = lp
-        .run_until_complete(fut)
-        .expect("the test did not finish: a wakeup was lost or an operation hung");
-    guard.cancel();
-    out
-}
+use bounded::block_on;
 
 /// Lets the loop poll I/O and run other tasks for a moment. Tests use it to make
 /// data arrive in pieces; what they assert holds however the pieces arrive.
@@ -62,6 +42,33 @@ fn pair() -> (Unix, Unix) {
 /// Bytes that differ by position, so that reordered or lost data is caught.
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// A limit overrun's `(consumed, separator_found, message)`; panics on anything else.
+fn overrun(result: Result<Vec<u8>, Error>) -> (usize, bool, String) {
+    match result {
+        Err(
+            e @ Error::LimitOverrun {
+                consumed,
+                separator_found,
+            },
+        ) => (consumed, separator_found, e.to_string()),
+        other => panic!("expected a limit overrun, got {other:?}"),
+    }
+}
+
+/// An incomplete read's `(partial, expected, message)`; panics on anything else.
+fn incomplete(result: Result<Vec<u8>, Error>) -> (Vec<u8>, Option<usize>, String) {
+    match result {
+        Err(e @ Error::IncompleteRead { .. }) => {
+            let message = e.to_string();
+            let Error::IncompleteRead { partial, expected } = e else {
+                unreachable!()
+            };
+            (partial, expected, message)
+        }
+        other => panic!("expected an incomplete read, got {other:?}"),
+    }
 }
 
 fn kind(e: &Error) -> Option<io::ErrorKind> {
@@ -117,28 +124,17 @@ fn readline_over_the_limit_drops_the_line() {
         let ((mut r, _w), (_pr, mut pw)) = pair();
         r.set_limit(3).unwrap();
         pw.write(b"line1\nline2\n");
-        match r.readline().await {
-            Err(Error::LimitOverrun {
-                consumed: 5,
-                separator_found: true,
-            }) => {}
-            other => panic!("expected a limit overrun at the newline, got {other:?}"),
-        }
+        let (consumed, found, _) = overrun(r.readline().await);
+        assert_eq!((consumed, found), (5, true));
         assert_eq!(r.read(100).await.unwrap(), b"line2\n");
 
         pw.write(b"line1li");
-        match r.readline().await {
-            Err(
-                e @ Error::LimitOverrun {
-                    separator_found: false,
-                    ..
-                },
-            ) => assert_eq!(
-                e.to_string(),
-                "separator is not found, and chunk exceed the limit"
-            ),
-            other => panic!("expected a limit overrun without a newline, got {other:?}"),
-        }
+        let (_, found, message) = overrun(r.readline().await);
+        assert!(!found);
+        assert_eq!(
+            message,
+            "separator is not found, and chunk exceed the limit"
+        );
         pw.write(b"ne2\nok\n");
         assert_eq!(r.readline().await.unwrap(), b"ne2\n");
         assert_eq!(r.readline().await.unwrap(), b"ok\n");
@@ -153,27 +149,16 @@ fn readuntil_over_the_limit_keeps_the_data() {
         let ((mut r, _w), (_pr, mut pw)) = pair();
         r.set_limit(3).unwrap();
         pw.write(b"some dataAA");
-        match r.readuntil(b"AAA").await {
-            Err(Error::LimitOverrun {
-                consumed: 9,
-                separator_found: false,
-            }) => {}
-            other => panic!("expected an overrun before the separator, got {other:?}"),
-        }
+        let (consumed, found, _) = overrun(r.readuntil(b"AAA").await);
+        assert_eq!((consumed, found), (9, false));
         pw.write(b"A");
         settle().await;
-        match r.readuntil(b"AAA").await {
-            Err(
-                e @ Error::LimitOverrun {
-                    consumed: 9,
-                    separator_found: true,
-                },
-            ) => assert_eq!(
-                e.to_string(),
-                "separator is found, but chunk is longer than limit"
-            ),
-            other => panic!("expected an overrun with the separator found, got {other:?}"),
-        }
+        let (consumed, found, message) = overrun(r.readuntil(b"AAA").await);
+        assert_eq!((consumed, found), (9, true));
+        assert_eq!(
+            message,
+            "separator is found, but chunk is longer than limit"
+        );
         assert_eq!(r.readexactly(12).await.unwrap(), b"some dataAAA");
     });
 }
@@ -211,20 +196,13 @@ fn readuntil_at_eof_is_an_incomplete_read() {
         let ((mut r, _w), (_pr, mut pw)) = pair();
         pw.write(b"some dataAA");
         pw.write_eof();
-        match r.readuntil(b"AAA").await {
-            Err(e @ Error::IncompleteRead { .. }) => {
-                assert_eq!(
-                    e.to_string(),
-                    "11 bytes read on a total of undefined expected bytes"
-                );
-                let Error::IncompleteRead { partial, expected } = e else {
-                    unreachable!()
-                };
-                assert_eq!(partial, b"some dataAA");
-                assert_eq!(expected, None);
-            }
-            other => panic!("expected an incomplete read, got {other:?}"),
-        }
+        let (partial, expected, message) = incomplete(r.readuntil(b"AAA").await);
+        assert_eq!(partial, b"some dataAA");
+        assert_eq!(expected, None);
+        assert_eq!(
+            message,
+            "11 bytes read on a total of undefined expected bytes"
+        );
         assert!(r.at_eof());
         assert_eq!(r.read(100).await.unwrap(), b"");
     });
@@ -250,20 +228,10 @@ fn readexactly_waits_for_n_bytes_and_reports_an_early_end() {
 
         pw.write(b"chunk");
         pw.write_eof();
-        match r.readexactly(10).await {
-            Err(e @ Error::IncompleteRead { .. }) => {
-                assert_eq!(
-                    e.to_string(),
-                    "5 bytes read on a total of 10 expected bytes"
-                );
-                let Error::IncompleteRead { partial, expected } = e else {
-                    unreachable!()
-                };
-                assert_eq!(partial, b"chunk");
-                assert_eq!(expected, Some(10));
-            }
-            other => panic!("expected an incomplete read, got {other:?}"),
-        }
+        let (partial, expected, message) = incomplete(r.readexactly(10).await);
+        assert_eq!(partial, b"chunk");
+        assert_eq!(expected, Some(10));
+        assert_eq!(message, "5 bytes read on a total of 10 expected bytes");
         assert!(r.at_eof());
     });
 }
@@ -733,4 +701,41 @@ fn the_echo_streams_example_echoes() {
     assert!(back == data, "the echo differs");
     let status = server.terminate();
     assert!(status.success(), "{status}");
+}
+
+// API.md section 7's stream calls, as written there (a local server in place of
+// Redis).
+#[test]
+fn the_api_contract_calls() {
+    block_on(async {
+        let server = shardloop::streams::start_server("127.0.0.1:0", |mut r, mut w| async move {
+            let ping = r.readline().await.unwrap();
+            w.write(&ping);
+            w.write(b"four");
+            w.write(b"until\r\nsome");
+            w.drain().await.unwrap();
+        })
+        .await
+        .unwrap();
+        let addr = server.local_addr().to_string();
+        let run = async {
+            let (mut r, mut w) = shardloop::streams::open_connection(addr.as_str()).await?;
+            w.write(b"PING\r\n");
+            w.drain().await?;
+            let line: Vec<u8> = r.readline().await?;
+            let n: Vec<u8> = r.readexactly(4).await?;
+            let upto: Vec<u8> = r.readuntil(b"\r\n").await?;
+            let some: Vec<u8> = r.read(1024).await?;
+            w.close();
+            w.wait_closed().await?;
+            Ok::<_, Error>((line, n, upto, some))
+        };
+        let (line, n, upto, some) = run.await.unwrap();
+        assert_eq!(line, b"PING\r\n");
+        assert_eq!(n, b"four");
+        assert_eq!(upto, b"until\r\n");
+        assert_eq!(some, b"some");
+        server.local_addr();
+        server.close();
+    });
 }

@@ -145,8 +145,9 @@ impl<S: StreamSocket> StreamReader<S> {
     /// - The stream ends first: `Error::IncompleteRead { partial, expected: None }`,
     ///   `partial` being everything that was buffered (the buffer is emptied).
     /// - The data before the separator is longer than the limit, or the search
-    ///   passed the limit without finding it: `Error::LimitOverrun`, and the data
-    ///   stays in the buffer, for a `read` or a `readexactly` to take.
+    ///   passed the limit without finding it (in what is buffered and what has
+    ///   arrived by then): `Error::LimitOverrun`, and the data stays in the buffer,
+    ///   for a `read` or a `readexactly` to take.
     /// - An empty separator: an `InvalidInput` error.
     pub async fn readuntil(&mut self, separator: &[u8]) -> Result<Vec<u8>, Error> {
         if separator.is_empty() {
