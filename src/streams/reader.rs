@@ -337,9 +337,11 @@ impl ReadBuffer {
     /// moved to the front, and the storage grown, when there is less.
     fn room(&mut self, min: usize) -> &mut [u8] {
         if self.data.len() - self.end < min {
-            self.data.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
+            if self.start > 0 {
+                self.data.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
             if self.data.len() - self.end < min {
                 // Use all the capacity the vector has anyway (it grows by doubling).
                 let size = (self.end + min).max(self.data.capacity());
