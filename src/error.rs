@@ -50,6 +50,24 @@ pub enum Error {
     /// `Queue::task_done` with nothing left to mark done, a `BoundedSemaphore`
     /// released too many times).
     InvalidState,
+    /// A stream reader's `readuntil` or `readline` met its limit (asyncio's
+    /// `LimitOverrunError`): the data before the separator, or the data searched
+    /// without finding one, is longer than the reader's limit.
+    LimitOverrun {
+        /// How many buffered bytes the overrun concerns: up to the separator when
+        /// it was found, else how far the search got.
+        consumed: usize,
+        /// Whether the separator was found (beyond the limit).
+        separator_found: bool,
+    },
+    /// The stream ended before a read was complete (asyncio's `IncompleteReadError`):
+    /// `readexactly` got fewer bytes than asked, or `readuntil` no separator.
+    IncompleteRead {
+        /// The bytes read before the end of the stream.
+        partial: Vec<u8>,
+        /// How many bytes were asked for; `None` when unknown (`readuntil`).
+        expected: Option<usize>,
+    },
     /// An operating-system error.
     Io(io::Error),
 }
@@ -86,6 +104,21 @@ impl fmt::Display for Error {
             }
             Error::AwaitedItself => f.write_str("task cannot await on itself"),
             Error::InvalidState => f.write_str("invalid state for this operation"),
+            Error::LimitOverrun {
+                separator_found: false,
+                ..
+            } => f.write_str("separator is not found, and chunk exceed the limit"),
+            Error::LimitOverrun {
+                separator_found: true,
+                ..
+            } => f.write_str("separator is found, but chunk is longer than limit"),
+            Error::IncompleteRead { partial, expected } => {
+                write!(f, "{} bytes read on a total of ", partial.len())?;
+                match expected {
+                    Some(n) => write!(f, "{n} expected bytes"),
+                    None => f.write_str("undefined expected bytes"),
+                }
+            }
             Error::Io(e) => write!(f, "i/o error: {e}"),
         }
     }
@@ -111,6 +144,7 @@ impl From<Error> for io::Error {
         match e {
             Error::Io(e) => e,
             Error::Timeout => io::Error::new(io::ErrorKind::TimedOut, e),
+            Error::IncompleteRead { .. } => io::Error::new(io::ErrorKind::UnexpectedEof, e),
             other => io::Error::other(other),
         }
     }

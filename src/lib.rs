@@ -40,6 +40,7 @@ macro_rules! linux_only {
 
 linux_only! {
     pub mod channel;
+    mod combinators;
     mod current;
     mod error;
     mod event_loop;
@@ -51,11 +52,13 @@ linux_only! {
     mod loop_future;
     pub mod net;
     pub mod process;
+    pub mod streams;
     mod remote;
     mod runtime;
     mod signal;
     pub mod sync;
     mod task;
+    mod task_group;
     pub mod time;
 
     pub use current::{get_event_loop, get_running_loop, new_event_loop, run, set_event_loop, spawn};
@@ -65,13 +68,15 @@ linux_only! {
     pub use event_loop::stats::LoopStats;
     pub use event_loop::timers::TimerHandle;
     pub use event_loop::{EventLoop, LoopBuilder, LoopHandle, TrySubmitError};
-    pub use loop_future::{gather, LoopFuture};
+    pub use combinators::{as_completed, gather, shield, wait, AsCompleted, ReturnWhen};
+    pub use loop_future::LoopFuture;
     pub use remote::Remote;
     pub use runtime::{
         current_shard, shard_index, shard_index_bytes, Builder as RuntimeBuilder, Runtime,
         ShardReport, ShutdownReport, DEFAULT_SHUTDOWN_GRACE,
     };
-    pub use task::{yield_now, Task, YieldNow};
+    pub use task_group::TaskGroup;
+    pub use task::{all_tasks, current_task, yield_now, AnyTask, Task, YieldNow};
 
     /// The README's Rust examples, compiled and run as doctests so that they stay true.
     #[cfg(doctest)]

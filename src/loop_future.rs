@@ -1,14 +1,14 @@
 //! [`LoopFuture`]: asyncio's `Future`, a result set once and awaited by any number
-//! of tasks; and [`gather`].
+//! of tasks.
 
 use std::cell::RefCell;
 use std::fmt;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use crate::{get_running_loop, EventLoop, Error, Task};
+use crate::{EventLoop, Error};
 
 enum State<T> {
     Pending,
@@ -165,52 +165,4 @@ impl<T> fmt::Debug for LoopFuture<T> {
         };
         f.debug_struct("LoopFuture").field("state", &state).finish()
     }
-}
-
-/// asyncio's `gather`: runs each future as a task on the running loop and returns
-/// their outputs in input order. The first task to fail (a panic, a cancel) makes
-/// `gather` return that error at once; the other tasks keep running, as in asyncio.
-/// `Err(Error::NoRunningLoop)` outside a running loop.
-///
-/// ```
-/// let lp = shardloop::new_event_loop()?;
-/// let out = lp.run_until_complete(shardloop::gather(vec![
-///     Box::pin(async { 1u32 }) as std::pin::Pin<Box<dyn std::future::Future<Output = u32>>>,
-///     Box::pin(async { shardloop::yield_now().await; 2 }),
-/// ]))?;
-/// assert_eq!(out?, vec![1, 2]);
-/// # Ok::<(), shardloop::Error>(())
-/// ```
-pub async fn gather<F>(futures: impl IntoIterator<Item = F>) -> Result<Vec<F::Output>, Error>
-where
-    F: Future + 'static,
-{
-    let lp = get_running_loop()?;
-    let mut tasks: Vec<Option<Task<F::Output>>> = Vec::new();
-    for fut in futures {
-        tasks.push(Some(lp.create_task(fut)?));
-    }
-    let mut outputs: Vec<Option<F::Output>> = tasks.iter().map(|_| None).collect();
-    poll_fn(|cx| {
-        let mut pending = false;
-        for (task, output) in tasks.iter_mut().zip(outputs.iter_mut()) {
-            let Some(t) = task else { continue };
-            match Pin::new(t).poll(cx) {
-                Poll::Ready(Ok(v)) => {
-                    *output = Some(v);
-                    *task = None;
-                }
-                // Returning drops the other tasks' handles: they run on, detached.
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => pending = true,
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(Ok(()))
-        }
-    })
-    .await?;
-    Ok(outputs.into_iter().map(|o| o.expect("every task finished")).collect())
 }

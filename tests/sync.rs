@@ -5,7 +5,9 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use shardloop::sync::{BoundedSemaphore, Event, Lock, Queue, QueueEmpty, Semaphore};
+use shardloop::sync::{
+    BoundedSemaphore, Event, GetError, LifoQueue, Lock, PriorityQueue, PutError, Queue, Semaphore,
+};
 use shardloop::{yield_now, EventLoop, Task};
 
 fn lp() -> EventLoop {
@@ -310,14 +312,14 @@ fn queue_is_fifo_and_reports_its_size() {
     lp.run_until_complete(async {
         assert!(q.empty() && !q.full());
         for i in 0..5 {
-            q.put(i).await;
+            q.put(i).await.unwrap();
         }
         assert_eq!(q.qsize(), 5);
         assert!(!q.full(), "unbounded");
         for i in 0..5 {
-            assert_eq!(q.get().await, i);
+            assert_eq!(q.get().await, Ok(i));
         }
-        assert_eq!(q.get_nowait(), Err(QueueEmpty));
+        assert_eq!(q.get_nowait(), Err(GetError::Empty));
     })
     .unwrap();
 }
@@ -328,18 +330,18 @@ fn put_waits_while_full_and_put_nowait_gives_the_item_back() {
     let q = Queue::new(2);
     lp.run_until_complete(async {
         q.put_nowait(1).unwrap();
-        q.put(2).await;
+        q.put(2).await.unwrap();
         assert!(q.full());
         let refused = q.put_nowait(3).unwrap_err();
-        assert_eq!(refused.0, 3);
+        assert!(matches!(refused, PutError::Full(3)));
         let putter = shardloop::spawn({
             let q = q.clone();
-            async move { q.put(3).await }
+            async move { q.put(3).await.is_ok() }
         });
         settle().await;
         assert!(!putter.is_finished(), "waits while full");
-        assert_eq!(q.get().await, 1);
-        putter.await.unwrap();
+        assert_eq!(q.get().await, Ok(1));
+        assert!(putter.await.unwrap());
         assert_eq!(q.get_nowait(), Ok(2));
         assert_eq!(q.get_nowait(), Ok(3));
     })
@@ -357,14 +359,14 @@ fn getters_are_served_in_order() {
             .map(|_| {
                 let (q, got) = (q.clone(), got.clone());
                 shardloop::spawn(async move {
-                    let v = q.get().await;
+                    let v = q.get().await.unwrap();
                     got.borrow_mut().push(v);
                 })
             })
             .collect();
         settle().await;
         for v in [10, 20, 30] {
-            q.put(v).await;
+            q.put(v).await.unwrap();
         }
         for g in getters {
             g.await.unwrap();
@@ -390,7 +392,7 @@ fn a_cancelled_getter_loses_no_item() {
         settle().await;
         q.put_nowait(1).unwrap(); // wakes `a`...
         a.cancel(); // ...which is cancelled before it takes the item
-        assert_eq!(b.await.unwrap(), 1);
+        assert_eq!(b.await.unwrap(), Ok(1));
         assert!(a.await.is_err());
         assert!(q.empty());
     })
@@ -402,16 +404,16 @@ fn a_cancelled_putter_puts_nothing_and_passes_the_room_on() {
     let lp = lp();
     let q = Queue::new(1);
     lp.run_until_complete(async {
-        q.put(0).await;
+        q.put(0).await.unwrap();
         let spawn_put = |v| {
             let q = q.clone();
-            shardloop::spawn(async move { q.put(v).await })
+            shardloop::spawn(async move { q.put(v).await.is_ok() })
         };
         let (a, b) = (spawn_put(1), spawn_put(2));
         settle().await;
-        assert_eq!(q.get().await, 0); // room for `a`...
+        assert_eq!(q.get().await, Ok(0)); // room for `a`...
         a.cancel(); // ...cancelled before it puts
-        b.await.unwrap();
+        assert!(b.await.unwrap());
         assert!(a.await.is_err());
         assert_eq!(q.get_nowait(), Ok(2));
         assert!(q.empty());
@@ -428,13 +430,13 @@ fn join_waits_for_every_task_done() {
         // Nothing put: join returns at once.
         q.join().await;
         for i in 0..3 {
-            q.put(i).await;
+            q.put(i).await.unwrap();
         }
         let worker = shardloop::spawn({
             let (q, done) = (q.clone(), done.clone());
             async move {
                 for _ in 0..3 {
-                    let v = q.get().await;
+                    let v = q.get().await.unwrap();
                     yield_now().await;
                     done.borrow_mut().push(v);
                     q.task_done().unwrap();
@@ -449,6 +451,101 @@ fn join_waits_for_every_task_done() {
         );
         worker.await.unwrap();
         assert!(matches!(q.task_done(), Err(shardloop::Error::InvalidState)));
+    })
+    .unwrap();
+}
+
+#[test]
+fn lifo_and_priority_queues_hand_items_out_in_their_order() {
+    // test_queues.py LifoQueueTests.test_order and PriorityQueueTests.test_order.
+    let lp = lp();
+    lp.run_until_complete(async {
+        let lifo = LifoQueue::new(0);
+        let prio = PriorityQueue::new(0);
+        for v in [1, 3, 2] {
+            lifo.put(v).await.unwrap();
+            prio.put((v, format!("job {v}"))).await.unwrap();
+        }
+        let mut lifo_out = Vec::new();
+        let mut prio_out = Vec::new();
+        while let Ok(v) = lifo.get_nowait() {
+            lifo_out.push(v);
+        }
+        while let Ok((p, _)) = prio.get_nowait() {
+            prio_out.push(p);
+        }
+        assert_eq!(lifo_out, [2, 3, 1]);
+        assert_eq!(prio_out, [1, 2, 3]);
+        // Bounds and waiting work the same in every order.
+        let bounded = PriorityQueue::new(1);
+        bounded.put(5).await.unwrap();
+        assert!(matches!(bounded.put_nowait(4), Err(PutError::Full(4))));
+    })
+    .unwrap();
+}
+
+#[test]
+fn shutdown_fails_puts_and_lets_gets_drain_what_is_left() {
+    // test_queues.py (3.13) test_shutdown_empty / test_shutdown_nonempty /
+    // test_shutdown_putter: a waiting putter wakes with its item back, the items
+    // left still come out, then gets fail.
+    let lp = lp();
+    let q = Queue::new(2);
+    lp.run_until_complete(async {
+        q.put(1).await.unwrap();
+        q.put(2).await.unwrap();
+        let putter = shardloop::spawn({
+            let q = q.clone();
+            async move { q.put(3).await.map_err(PutError::into_inner) }
+        });
+        settle().await;
+        q.shutdown(false);
+        assert!(q.is_shut_down());
+        assert_eq!(
+            putter.await.unwrap(),
+            Err(3),
+            "the waiting put got its item back"
+        );
+        assert!(matches!(q.put_nowait(4), Err(PutError::ShutDown(4))));
+        assert_eq!(q.get().await, Ok(1));
+        assert_eq!(q.get_nowait(), Ok(2));
+        assert_eq!(q.get().await, Err(GetError::ShutDown));
+        assert_eq!(q.get_nowait(), Err(GetError::ShutDown));
+    })
+    .unwrap();
+}
+
+#[test]
+fn shutdown_wakes_every_getter_and_immediate_drops_the_items() {
+    // test_queues.py (3.13) test_shutdown_getter / test_shutdown_immediate_*: waiting
+    // getters wake with ShutDown; `immediate` empties the queue and releases join.
+    let lp = lp();
+    let q = Queue::<u32>::new(0);
+    lp.run_until_complete(async {
+        let getters: Vec<Task<Result<u32, GetError>>> = (0..3)
+            .map(|_| {
+                let q = q.clone();
+                shardloop::spawn(async move { q.get().await })
+            })
+            .collect();
+        settle().await;
+        q.shutdown(false);
+        for g in getters {
+            assert_eq!(g.await.unwrap(), Err(GetError::ShutDown));
+        }
+        let q = Queue::<u32>::new(0);
+        q.put(1).await.unwrap();
+        q.put(2).await.unwrap();
+        let joiner = shardloop::spawn({
+            let q = q.clone();
+            async move { q.join().await }
+        });
+        settle().await;
+        assert!(!joiner.is_finished());
+        q.shutdown(true);
+        assert!(q.empty());
+        assert_eq!(q.get_nowait(), Err(GetError::ShutDown));
+        joiner.await.unwrap();
     })
     .unwrap();
 }
@@ -525,7 +622,7 @@ fn barrier_lets_a_full_round_go_and_starts_over() {
             let tasks: Vec<Task<usize>> = (0..3)
                 .map(|_| {
                     let b = barrier.clone();
-                    shardloop::spawn(async move { b.wait().await })
+                    shardloop::spawn(async move { b.wait().await.unwrap() })
                 })
                 .collect();
             let mut indices = Vec::new();
@@ -547,6 +644,45 @@ fn barrier_lets_a_full_round_go_and_starts_over() {
         settle().await;
         assert_eq!(barrier.n_waiting(), 0);
         assert!(quitter.await.is_err());
+    })
+    .unwrap();
+}
+
+#[test]
+fn barrier_reset_and_abort_fail_the_waiters_with_broken_barrier() {
+    // test_locks.py BarrierTests.test_reset_barrier / test_abort_barrier /
+    // test_reset_barrier_while_tasks_waiting.
+    use shardloop::sync::{Barrier, BrokenBarrier};
+    let lp = lp();
+    let barrier = Barrier::new(3);
+    let wait_on = |b: &Barrier| {
+        let b = b.clone();
+        shardloop::spawn(async move { b.wait().await })
+    };
+    lp.run_until_complete(async {
+        let (a, b) = (wait_on(&barrier), wait_on(&barrier));
+        settle().await;
+        barrier.reset();
+        assert_eq!(a.await.unwrap(), Err(BrokenBarrier));
+        assert_eq!(b.await.unwrap(), Err(BrokenBarrier));
+        assert!(!barrier.broken() && barrier.n_waiting() == 0);
+        // Whole again: a full round goes through.
+        let round: Vec<_> = (0..3).map(|_| wait_on(&barrier)).collect();
+        for t in round {
+            assert!(t.await.unwrap().is_ok());
+        }
+        // Abort breaks the waiters and every later wait, until reset.
+        let waiting = wait_on(&barrier);
+        settle().await;
+        barrier.abort();
+        assert!(barrier.broken());
+        assert_eq!(waiting.await.unwrap(), Err(BrokenBarrier));
+        assert_eq!(barrier.wait().await, Err(BrokenBarrier));
+        barrier.reset();
+        let round: Vec<_> = (0..3).map(|_| wait_on(&barrier)).collect();
+        for t in round {
+            assert!(t.await.unwrap().is_ok());
+        }
     })
     .unwrap();
 }

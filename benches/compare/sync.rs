@@ -21,7 +21,7 @@ pub fn sl_queue(n: u64) -> Duration {
                 async move {
                     let mut sum = 0;
                     for _ in 0..n {
-                        sum += q.get().await;
+                        sum += q.get().await.unwrap();
                     }
                     sum
                 }
@@ -32,7 +32,7 @@ pub fn sl_queue(n: u64) -> Duration {
                 let q = q.clone();
                 async move {
                     for i in 0..n {
-                        q.put(i).await;
+                        q.put(i).await.unwrap();
                         if i % 64 == 0 {
                             // Let the consumer run now and then, as a real producer does.
                             shardloop::yield_now().await;

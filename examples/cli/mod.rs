@@ -78,6 +78,7 @@ where
 }
 
 /// The value of `option` as a count of at least 1 (shards, threads).
+#[allow(dead_code)] // not every example has a count (echo_streams runs one loop)
 pub fn count(parser: &mut Parser, option: &str) -> Result<usize, Error> {
     match value(parser, option)? {
         0 => Err(format!("{option}: must be at least 1").into()),

@@ -143,6 +143,8 @@ impl LoopBuilder {
                 due_wakers: RefCell::new(Vec::new()),
                 timers: RefCell::new(TimerQueue::new()),
                 tasks: RefCell::new(Slab::new()),
+                tasks_created: Cell::new(0),
+                current_task: Cell::new(super::state::NO_TASK),
                 reactor,
                 running: Cell::new(false),
                 stopping: Cell::new(false),

@@ -132,11 +132,43 @@ impl EventLoop {
 
     /// Runs `fut` as a task on this loop. The future may be `!Send`.
     pub fn create_task<F: Future + 'static>(&self, fut: F) -> Result<Task<F::Output>, Error> {
+        self.spawn_task(fut, None)
+    }
+
+    /// [`create_task`](Self::create_task) with a name (asyncio's `name=`), which
+    /// [`Task::name`], [`current_task`](crate::current_task) and logs show; unnamed
+    /// tasks are called `Task-N` (N counts this loop's tasks from 1).
+    ///
+    /// ```
+    /// let lp = shardloop::new_event_loop()?;
+    /// let t = lp.create_task_named("fetcher", async {
+    ///     shardloop::current_task().map(|me| me.name())
+    /// })?;
+    /// assert_eq!(t.name(), "fetcher");
+    /// assert_eq!(lp.run_until_complete(t)??.as_deref(), Some("fetcher"));
+    /// # Ok::<(), shardloop::Error>(())
+    /// ```
+    pub fn create_task_named<F: Future + 'static>(
+        &self,
+        name: &str,
+        fut: F,
+    ) -> Result<Task<F::Output>, Error> {
+        self.spawn_task(fut, Some(name.into()))
+    }
+
+    fn spawn_task<F: Future + 'static>(
+        &self,
+        fut: F,
+        name: Option<Box<str>>,
+    ) -> Result<Task<F::Output>, Error> {
         self.inner.check_schedulable()?;
         self.inner.drain_inbox_first();
+        let id = self.inner.tasks_created.get() + 1;
+        self.inner.tasks_created.set(id);
         let mut tasks = self.inner.tasks.borrow_mut();
         let slot = tasks.vacant_entry();
-        let (table, queued, handle) = raw::allocate(fut, self.inner.shared.clone(), slot.key());
+        let (table, queued, handle) =
+            raw::allocate(fut, self.inner.shared.clone(), slot.key(), id, name);
         slot.insert(table);
         drop(tasks);
         self.inner.ready.borrow_mut().push_back(Ready::Task(queued));

@@ -39,7 +39,7 @@ impl Ready {
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Ready::Entry(entry) => entry.name(),
-            Ready::Task(task) => task.name(),
+            Ready::Task(task) => task.type_name(),
             Ready::Call(_) => "call_soon_threadsafe callback",
         }
     }

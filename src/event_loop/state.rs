@@ -23,6 +23,9 @@ use crate::task::raw::Header;
 use crate::task::TaskRef;
 use crate::Error;
 
+/// `current_task` when no task is being polled.
+pub(crate) const NO_TASK: usize = usize::MAX;
+
 pub(super) type ExceptionHandler = Rc<dyn Fn(&ExceptionContext)>;
 
 /// The loop's state. Borrows of its `RefCell`s are never held while user code runs.
@@ -36,6 +39,10 @@ pub(crate) struct LoopInner {
     pub(super) due_wakers: RefCell<Vec<Waker>>,
     /// Every task whose future is alive: the loop's reference to it.
     pub(super) tasks: RefCell<Slab<TaskRef>>,
+    /// How many tasks were created: the next one's number (`Task-N`).
+    pub(super) tasks_created: Cell<u64>,
+    /// The table key of the task being polled now, `NO_TASK` between polls.
+    pub(crate) current_task: Cell<usize>,
     pub(crate) reactor: Reactor,
     pub(super) running: Cell<bool>,
     pub(super) stopping: Cell<bool>,
@@ -99,6 +106,16 @@ impl LoopInner {
             }
             Err(_) => Some(task),
         }
+    }
+
+    /// The task being polled now (`current_task()`).
+    pub(crate) fn current_task(&self) -> Option<TaskRef> {
+        self.tasks.borrow().get(self.current_task.get()).cloned()
+    }
+
+    /// Every task whose future is alive (`all_tasks()`), in table order.
+    pub(crate) fn all_tasks(&self) -> Vec<TaskRef> {
+        self.tasks.borrow().iter().map(|(_, t)| t.clone()).collect()
     }
 
     /// Takes a finished task off the table (the loop's reference to it).

@@ -57,7 +57,7 @@ impl LoopInner {
             match catch_unwind(AssertUnwindSafe(|| task.cancel_now(self))) {
                 Ok(cancelled) => dropped.tasks += usize::from(cancelled),
                 Err(payload) => {
-                    self.report_panic("task cancel", task.name(), panic_message(&*payload));
+                    self.report_panic("task cancel", task.type_name(), panic_message(&*payload));
                     raw::drop_payload(payload);
                 }
             }

@@ -158,6 +158,24 @@ impl IoState {
         crate::task::coop::poll_budgeted(cx, |cx| self.poll_io_unbudgeted(dir, cx, op))
     }
 
+    /// Runs `op` once (again if interrupted), whatever the remembered readiness says:
+    /// the syscall is the truth. `WouldBlock` clears the readiness.
+    pub(crate) fn try_io<R>(&self, dir: Direction, mut op: impl FnMut() -> io::Result<R>) -> io::Result<R> {
+        loop {
+            if self.closed.get() {
+                return Err(Error::Closed.into());
+            }
+            match op() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.clear(dir);
+                    return Err(e);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+
     fn poll_io_unbudgeted<R>(
         &self,
         dir: Direction,

@@ -51,6 +51,11 @@ impl<S: Source> Registered<S> {
         self.source.as_ref().expect("registered source")
     }
 
+    /// The loop it is registered with.
+    pub(crate) fn owner(&self) -> &Weak<LoopInner> {
+        &self.lp
+    }
+
     /// Deregisters the source and gives it back (to move it to another loop).
     pub(crate) fn into_inner(mut self) -> S {
         self.release();
@@ -97,6 +102,14 @@ impl<S: Source> Registered<S> {
              loop that was current when they were created (create it on the loop that \
              uses it, from a std socket with from_std if need be)"
         ))
+    }
+
+    /// Runs `op` once, now, without waiting and without a task to wake: for work
+    /// that may be done at once and is otherwise handed to a task (a stream writer's
+    /// first attempt at a write). `WouldBlock` clears the readiness, so that the
+    /// task's poll then waits for the next edge. Once the loop is closed it fails.
+    pub(crate) fn try_io<R>(&self, dir: Direction, mut op: impl FnMut(&S) -> io::Result<R>) -> io::Result<R> {
+        self.state.try_io(dir, || op(self.get_ref()))
     }
 
     /// A stream read or wrote less than asked (see [`IoState::drained`]).

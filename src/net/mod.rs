@@ -155,6 +155,19 @@ where
     note_short(io, Direction::Write, r, want)
 }
 
+/// One write, now, from outside any task: what the socket takes without waiting
+/// (`WouldBlock` when it takes nothing). For a caller that buffers the rest.
+pub(crate) fn try_write<S: Source>(io: &Registered<S>, buf: &[u8]) -> io::Result<usize>
+where
+    for<'a> &'a S: Write,
+{
+    let n = io.try_io(Direction::Write, |mut s| s.write(buf))?;
+    if n > 0 && n < buf.len() {
+        io.drained(Direction::Write);
+    }
+    Ok(n)
+}
+
 fn note_short<S: Source>(
     io: &Registered<S>,
     dir: Direction,
@@ -290,7 +303,7 @@ fn connection_gone(e: &io::Error) -> bool {
 /// in the backlog, and backing off while the process is out of file descriptors. The
 /// backoff is logged once per episode (a warning when it starts, a note when it ends);
 /// the pending connections stay in the kernel's backlog meanwhile.
-async fn accept_with_backoff<T>(
+pub(crate) async fn accept_with_backoff<T>(
     starved: &Cell<bool>,
     describe: impl Fn() -> String,
     mut poll_accept: impl FnMut(&mut Context<'_>) -> Poll<io::Result<T>>,

@@ -6,6 +6,7 @@ use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -96,13 +97,18 @@ impl TcpListener {
     /// connection as soon as descriptors are free again. Connections that die before
     /// they are accepted are skipped.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let (stream, peer) = accept_with_backoff(
-            &self.starved,
-            || self.describe(),
-            |cx| self.io.poll_io(Direction::Read, cx, |l| l.accept()),
-        )
-        .await?;
-        Ok((TcpStream::from_mio(stream)?, peer))
+        accept_with_backoff(&self.starved, || self.describe(), |cx| self.poll_accept(cx)).await
+    }
+
+    /// One accept, as a poll: for an accept loop of its own (the streams server's,
+    /// which drops its listener while it waits).
+    pub(crate) fn poll_accept(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
+        self.io
+            .poll_io(Direction::Read, cx, |l| l.accept())
+            .map(|r| r.and_then(|(stream, peer)| Ok((TcpStream::from_mio(stream)?, peer))))
     }
 
     /// The address it listens on.

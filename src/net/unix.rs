@@ -7,6 +7,7 @@ use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::SocketAddr;
 use std::path::Path;
+use std::task::{Context, Poll};
 
 use super::{accept_with_backoff, impl_async_read, impl_async_write};
 use crate::io::reactor::Direction;
@@ -71,13 +72,18 @@ impl UnixListener {
     /// [`TcpListener::accept`](crate::net::TcpListener::accept), it backs off instead
     /// of failing when the process is out of file descriptors.
     pub async fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
-        let (stream, peer) = accept_with_backoff(
-            &self.starved,
-            || self.describe(),
-            |cx| self.io.poll_io(Direction::Read, cx, |l| l.accept()),
-        )
-        .await?;
-        Ok((UnixStream::from_mio(stream)?, peer))
+        accept_with_backoff(&self.starved, || self.describe(), |cx| self.poll_accept(cx)).await
+    }
+
+    /// One accept, as a poll: for an accept loop of its own (the streams server's,
+    /// which drops its listener while it waits).
+    pub(crate) fn poll_accept(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(UnixStream, SocketAddr)>> {
+        self.io
+            .poll_io(Direction::Read, cx, |l| l.accept())
+            .map(|r| r.and_then(|(stream, peer)| Ok((UnixStream::from_mio(stream)?, peer))))
     }
 
     /// The address it listens on.

@@ -1,13 +1,12 @@
-//! [`Condition`] and [`Barrier`]: asyncio's, on the loop.
+//! [`Condition`]: asyncio's, on the loop.
 
-use std::cell::Cell;
 use std::fmt;
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::Poll;
 
 use super::semaphore::{Lock, LockGuard};
-use super::waiters::{poll_woken, Place, Waiter, Waiters};
+use super::waiters::{Place, Waiters};
 
 /// asyncio's `Condition`: tasks holding its [`Lock`] [`wait`](Condition::wait) (the
 /// lock is released while they wait and taken again before `wait` returns) until
@@ -109,98 +108,5 @@ impl Condition {
 impl fmt::Debug for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Condition").field("locked", &self.locked()).finish()
-    }
-}
-
-/// asyncio's `Barrier`: [`wait`](Barrier::wait) blocks until `parties` tasks wait,
-/// then lets them all go and starts over. Each gets its arrival index (0 to
-/// `parties - 1`). A waiter dropped before the barrier fills leaves it.
-///
-/// ```
-/// let lp = shardloop::new_event_loop()?;
-/// let barrier = shardloop::sync::Barrier::new(2);
-/// let other = lp.create_task({ let b = barrier.clone(); async move { b.wait().await } })?;
-/// let mine = lp.run_until_complete({ let b = barrier.clone(); async move { b.wait().await } })?;
-/// let theirs = lp.run_until_complete(other)??;
-/// assert_eq!(mine + theirs, 1); // indices 0 and 1
-/// # Ok::<(), shardloop::Error>(())
-/// ```
-#[derive(Clone)]
-pub struct Barrier {
-    inner: Rc<BarrierInner>,
-}
-
-struct BarrierInner {
-    parties: usize,
-    /// Tasks waiting in this round.
-    count: Cell<usize>,
-    waiters: Waiters,
-}
-
-impl Barrier {
-    /// A barrier for `parties` tasks (at least 1).
-    pub fn new(parties: usize) -> Barrier {
-        Barrier {
-            inner: Rc::new(BarrierInner {
-                parties: parties.max(1),
-                count: Cell::new(0),
-                waiters: Waiters::default(),
-            }),
-        }
-    }
-
-    /// Waits until `parties` tasks wait; returns this task's arrival index.
-    pub async fn wait(&self) -> usize {
-        let inner = &*self.inner;
-        let index = inner.count.get();
-        if index + 1 == inner.parties {
-            // The last one in: everyone goes, and the next round starts empty.
-            inner.count.set(0);
-            inner.waiters.wake_all();
-            return index;
-        }
-        inner.count.set(index + 1);
-        let mut place = Leaving {
-            barrier: inner,
-            waiter: None,
-        };
-        poll_fn(|cx| poll_woken(&mut place.waiter, &inner.waiters, cx)).await;
-        index
-    }
-
-    /// How many tasks it waits for.
-    pub fn parties(&self) -> usize {
-        self.inner.parties
-    }
-
-    /// How many wait now.
-    pub fn n_waiting(&self) -> usize {
-        self.inner.count.get()
-    }
-}
-
-/// A barrier waiter that gives up before the barrier fills leaves the count.
-struct Leaving<'a> {
-    barrier: &'a BarrierInner,
-    waiter: Option<Rc<Waiter>>,
-}
-
-impl Drop for Leaving<'_> {
-    fn drop(&mut self) {
-        if let Some(w) = self.waiter.take() {
-            if !w.is_woken() {
-                self.barrier.waiters.remove(&w);
-                self.barrier.count.set(self.barrier.count.get() - 1);
-            }
-        }
-    }
-}
-
-impl fmt::Debug for Barrier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Barrier")
-            .field("parties", &self.parties())
-            .field("n_waiting", &self.n_waiting())
-            .finish()
     }
 }

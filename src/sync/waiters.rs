@@ -61,11 +61,13 @@ pub(crate) struct Place<'a> {
 
 impl<'a> Place<'a> {
     /// Not in the line yet.
+    #[inline]
     pub(crate) fn new(line: &'a Waiters) -> Place<'a> {
         Place { line, waiter: None }
     }
 
     /// Whether it is in the line.
+    #[inline]
     pub(crate) fn is_waiting(&self) -> bool {
         self.waiter.is_some()
     }
@@ -84,7 +86,9 @@ impl<'a> Place<'a> {
 }
 
 impl Drop for Place<'_> {
+    #[inline]
     fn drop(&mut self) {
+        // Most places never joined the line (the primitive was ready at once).
         if let Some(w) = self.waiter.take() {
             if w.is_woken() {
                 self.line.wake_one();
@@ -113,12 +117,20 @@ impl Waiters {
     }
 
     /// Whether no one waits.
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.list.borrow().is_empty()
     }
 
     /// Wakes the oldest waiter, taking it off the list; whether there was one.
+    /// Inlined down to the emptiness check: on the fast paths nobody waits.
+    #[inline]
     pub(crate) fn wake_one(&self) -> bool {
+        !self.is_empty() && self.wake_first()
+    }
+
+    #[cold]
+    fn wake_first(&self) -> bool {
         let Some(waiter) = self.list.borrow_mut().pop_front() else {
             return false;
         };

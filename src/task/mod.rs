@@ -7,6 +7,7 @@
 //! The future is dropped in place, exactly once, and never moved after its first poll.
 
 pub(crate) mod coop;
+mod introspect;
 pub(crate) mod raw;
 mod yield_now;
 
@@ -18,6 +19,7 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use crate::Error;
 pub(crate) use raw::TaskRef;
+pub use introspect::{all_tasks, current_task, AnyTask};
 pub use yield_now::{yield_now, YieldNow};
 
 /// A waker that does nothing, for a first poll made outside any task.
@@ -89,6 +91,42 @@ impl<T> Task<T> {
         self.raw.is_finished()
     }
 
+    /// Its name: the one given to [`create_task_named`](crate::EventLoop::create_task_named)
+    /// or [`set_name`](Self::set_name), else `Task-N` (asyncio's `get_name`).
+    pub fn name(&self) -> String {
+        self.raw.name()
+    }
+
+    /// Renames it (asyncio's `set_name`).
+    pub fn set_name(&self, name: &str) {
+        self.raw.set_name(name)
+    }
+
+    /// Its number on its loop (1 for the first task the loop made): what
+    /// [`AnyTask::id`] compares against.
+    pub fn id(&self) -> u64 {
+        self.raw.id()
+    }
+
+    /// An untyped reference to it, as [`current_task`] and [`all_tasks`] give: to
+    /// compare with theirs, or to name or cancel it from code that cannot hold the
+    /// typed handle.
+    pub fn any_task(&self) -> AnyTask {
+        introspect::wrap(self.raw.clone())
+    }
+
+    /// Whether it finished with an error (`Panicked`, `Cancelled`) that awaiting
+    /// it would return. False while it runs and once its result was taken.
+    pub fn failed(&self) -> bool {
+        self.raw.failed()
+    }
+
+    /// Ready when the task has finished, leaving its result in place (for
+    /// combinators that pick finished tasks without taking their output).
+    pub(crate) fn poll_finished(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.raw.poll_finished(cx)
+    }
+
     /// Lets the task run on without a handle: the same as dropping the `Task`, said
     /// out loud. Its output is dropped when it finishes.
     pub fn detach(self) {
@@ -122,7 +160,8 @@ impl<T> Drop for Task<T> {
 impl<T> fmt::Debug for Task<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Task")
-            .field("future", &self.raw.name())
+            .field("name", &self.raw.name())
+            .field("future", &self.raw.type_name())
             .field("finished", &self.is_finished())
             .finish()
     }

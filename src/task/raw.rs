@@ -59,6 +59,23 @@ pub(crate) struct Header {
     join_waker: Cell<Option<Waker>>,
     /// The task's slot in its loop's task table.
     key: Cell<usize>,
+    /// Its number on its loop, counted from 1 (asyncio's `Task-N` names).
+    id: u64,
+    /// A name given with `create_task_named` or `set_name` (`Box`: freed wherever
+    /// the last reference goes, unlike an `Rc`).
+    name: Cell<Option<Box<str>>>,
+}
+
+impl Header {
+    /// `waker` is the one woken when the task finishes (loop thread).
+    fn register_joiner(&self, waker: &Waker) {
+        let mut slot = self.join_waker.take();
+        match &slot {
+            Some(w) if w.will_wake(waker) => {}
+            _ => slot = Some(waker.clone()),
+        }
+        self.join_waker.set(slot);
+    }
 }
 
 /// The functions that know the future's type.
@@ -72,6 +89,7 @@ struct Vtable {
     poll_join: unsafe fn(NonNull<Header>, *mut (), &mut Context<'_>),
     drop_output: unsafe fn(NonNull<Header>),
     is_finished: unsafe fn(NonNull<Header>) -> bool,
+    failed: unsafe fn(NonNull<Header>) -> bool,
     dealloc: unsafe fn(NonNull<Header>),
     name: fn() -> &'static str,
 }
@@ -99,6 +117,8 @@ pub(crate) fn allocate<F: Future + 'static>(
     fut: F,
     shared: Arc<Shared>,
     key: usize,
+    id: u64,
+    name: Option<Box<str>>,
 ) -> (TaskRef, TaskRef, TaskRef) {
     let cell = Box::new(TaskCell {
         header: Header {
@@ -110,6 +130,8 @@ pub(crate) fn allocate<F: Future + 'static>(
             busy: Cell::new(false),
             join_waker: Cell::new(None),
             key: Cell::new(key),
+            id,
+            name: Cell::new(name),
         },
         stage: UnsafeCell::new(ManuallyDrop::new(Stage::Running(fut))),
     });
@@ -129,6 +151,7 @@ fn vtable<F: Future + 'static>() -> &'static Vtable {
             poll_join: poll_join::<F>,
             drop_output: drop_output::<F>,
             is_finished: is_finished::<F>,
+            failed: failed::<F>,
             dealloc: dealloc::<F>,
             name: std::any::type_name::<F>,
         };
@@ -154,6 +177,11 @@ impl TaskRef {
         unsafe { self.ptr.as_ref() }
     }
 
+    /// Whether both name the same task.
+    pub(crate) fn same(&self, other: &TaskRef) -> bool {
+        self.ptr == other.ptr
+    }
+
     /// Whether this names the task at `ptr`.
     pub(crate) fn is(&self, ptr: NonNull<Header>) -> bool {
         self.ptr == ptr
@@ -173,8 +201,48 @@ impl TaskRef {
     }
 
     /// The future's type name, for logs.
-    pub(crate) fn name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         (self.header().vtable.name)()
+    }
+
+    /// Its number on its loop, from 1.
+    pub(crate) fn id(&self) -> u64 {
+        self.header().id
+    }
+
+    /// Its name: the one it was given, else asyncio's `Task-N` (loop thread).
+    pub(crate) fn name(&self) -> String {
+        let h = self.header();
+        let given = h.name.take();
+        let name = match &given {
+            Some(n) => n.to_string(),
+            None => format!("Task-{}", h.id),
+        };
+        h.name.set(given);
+        name
+    }
+
+    /// Names the task (loop thread).
+    pub(crate) fn set_name(&self, name: &str) {
+        self.header().name.set(Some(name.into()));
+    }
+
+    /// Whether it finished with an error (panicked or cancelled) whose result is
+    /// still there to read (loop thread).
+    pub(crate) fn failed(&self) -> bool {
+        // SAFETY: the handle is used on the loop's thread.
+        unsafe { (self.header().vtable.failed)(self.ptr) }
+    }
+
+    /// Ready once the task has finished, without taking its output: until then the
+    /// waker is the one woken when it finishes (it replaces the previous joiner's,
+    /// so only the holder of the `Task` handle may call this).
+    pub(crate) fn poll_finished(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_finished() {
+            return Poll::Ready(());
+        }
+        self.header().register_joiner(cx.waker());
+        Poll::Pending
     }
 
     /// Polls for the output: `out` must point at a `Poll<Result<T, Error>>` of the
@@ -356,7 +424,10 @@ unsafe fn run<F: Future>(ptr: NonNull<Header>, lp: &LoopInner) {
     let mut cx = Context::from_waker(&waker);
     let polled = {
         let _budget = coop::Budget::enter();
-        catch_unwind(AssertUnwindSafe(|| fut.poll(&mut cx)))
+        let outer = lp.current_task.replace(header.key.get());
+        let polled = catch_unwind(AssertUnwindSafe(|| fut.poll(&mut cx)));
+        lp.current_task.set(outer);
+        polled
     };
     header.busy.set(false);
     match polled {
@@ -453,12 +524,7 @@ unsafe fn poll_join<F: Future>(ptr: NonNull<Header>, out: *mut (), cx: &mut Cont
     }
     match &*stage {
         Stage::Running(_) => {
-            let mut slot = header.join_waker.take();
-            match &slot {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => slot = Some(cx.waker().clone()),
-            }
-            header.join_waker.set(slot);
+            header.register_joiner(cx.waker());
             *out = Poll::Pending;
         }
         Stage::Done(_) => match ptr::replace(stage, Stage::Consumed) {
@@ -494,6 +560,12 @@ unsafe fn is_finished<F: Future>(ptr: NonNull<Header>) -> bool {
     // SAFETY: the vtable's contract; `busy` is checked before the stage is read.
     let (header, stage) = cell::<F>(ptr);
     !header.busy.get() && !matches!(&*stage, Stage::Running(_))
+}
+
+unsafe fn failed<F: Future>(ptr: NonNull<Header>) -> bool {
+    // SAFETY: the vtable's contract; `busy` is checked before the stage is read.
+    let (header, stage) = cell::<F>(ptr);
+    !header.busy.get() && matches!(&*stage, Stage::Done(Err(_)))
 }
 
 unsafe fn dealloc<F: Future>(ptr: NonNull<Header>) {
