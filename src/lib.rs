@@ -50,6 +50,7 @@ linux_only! {
     mod io;
     mod loop_future;
     pub mod net;
+    pub mod protocol;
     mod remote;
     mod runtime;
     mod signal;
@@ -65,6 +66,7 @@ linux_only! {
     pub use event_loop::timers::TimerHandle;
     pub use event_loop::{EventLoop, LoopBuilder, LoopHandle, TrySubmitError};
     pub use loop_future::{gather, LoopFuture};
+    pub use protocol::{DatagramProtocol, DatagramTransport, Protocol, Server, Transport};
     pub use remote::Remote;
     pub use runtime::{
         current_shard, shard_index, shard_index_bytes, Builder as RuntimeBuilder, Runtime,
