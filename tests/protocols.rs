@@ -196,6 +196,25 @@ fn read_some(s: &mut StdTcpStream, into: &mut Vec<u8>) -> bool {
     }
 }
 
+/// Waits for the server's first connection; its log and transport.
+fn first_peer(lp: &EventLoop, conns: &Conns) -> (Log, Transport) {
+    run_until(lp, || !conns.borrow().is_empty());
+    let (log, slot) = conns.borrow()[0].clone();
+    let transport = slot.borrow().clone().unwrap();
+    (log, transport)
+}
+
+/// A client transport whose protocol records into the log returned.
+fn connect(lp: &EventLoop, addr: SocketAddr) -> (Transport, Log, Rc<RefCell<Rec>>) {
+    let log = Log::default();
+    let made = log.clone();
+    let (transport, protocol) = lp
+        .run_until_complete(lp.create_connection(move || Rec::new(&made), addr))
+        .unwrap()
+        .unwrap();
+    (transport, log, protocol)
+}
+
 /// A server whose protocols record into one log each; returns the server and
 /// the logs of the connections made so far.
 fn recording_server(
@@ -225,17 +244,7 @@ fn recording_server(
 fn echo_round_trip_in_callback_order() {
     let lp = new_loop();
     let (server, conns) = recording_server(&lp, Rec::echo);
-    let client_log = Log::default();
-    let (transport, client) = lp
-        .run_until_complete(lp.create_connection(
-            {
-                let log = client_log.clone();
-                move || Rec::new(&log)
-            },
-            server.local_addr().unwrap(),
-        ))
-        .unwrap()
-        .unwrap();
+    let (transport, client_log, client) = connect(&lp, server.local_addr().unwrap());
     assert_eq!(client_log.borrow()[..], [Ev::Made]);
     transport.write(b"hello ");
     transport.writelines(&[b"wor", b"ld"]);
@@ -274,12 +283,7 @@ fn large_write_is_buffered_then_fully_delivered() {
     let lp = new_loop();
     let (server, conns) = recording_server(&lp, Rec::new);
     let mut peer_conn = None;
-    let (transport, _) = lp
-        .run_until_complete(
-            lp.create_connection(|| Rec::new(&Log::default()), server.local_addr().unwrap()),
-        )
-        .unwrap()
-        .unwrap();
+    let (transport, _, _) = connect(&lp, server.local_addr().unwrap());
     run_until(&lp, || !conns.borrow().is_empty());
     let payload: Vec<u8> = (0..16 << 20).map(|i| (i % 251) as u8).collect();
     transport.write(&payload);
@@ -304,18 +308,8 @@ fn large_write_is_buffered_then_fully_delivered() {
 fn close_flushes_the_buffer_before_connection_lost() {
     let lp = new_loop();
     let (server, conns) = recording_server(&lp, Rec::new);
-    let client_log = Log::default();
     let buffered_at_lost = Rc::new(Cell::new(usize::MAX));
-    let (transport, _) = lp
-        .run_until_complete(lp.create_connection(
-            {
-                let log = client_log.clone();
-                move || Rec::new(&log)
-            },
-            server.local_addr().unwrap(),
-        ))
-        .unwrap()
-        .unwrap();
+    let (transport, client_log, _) = connect(&lp, server.local_addr().unwrap());
     let payload = vec![7u8; 8 << 20];
     transport.write(&payload);
     transport.close();
@@ -346,25 +340,9 @@ fn close_flushes_the_buffer_before_connection_lost() {
 fn abort_drops_the_buffer() {
     let lp = new_loop();
     let (server, conns) = recording_server(&lp, Rec::new);
-    let client_log = Log::default();
-    let (transport, _) = lp
-        .run_until_complete(lp.create_connection(
-            {
-                let log = client_log.clone();
-                move || Rec::new(&log)
-            },
-            server.local_addr().unwrap(),
-        ))
-        .unwrap()
-        .unwrap();
-    run_until(&lp, || !conns.borrow().is_empty());
+    let (transport, client_log, _) = connect(&lp, server.local_addr().unwrap());
     // The server does not read, so most of it stays in the transport's buffer.
-    conns.borrow()[0]
-        .1
-        .borrow()
-        .as_ref()
-        .unwrap()
-        .pause_reading();
+    first_peer(&lp, &conns).1.pause_reading();
     let payload = vec![1u8; 64 << 20];
     transport.write(&payload);
     assert!(transport.get_write_buffer_size() > 0);
@@ -450,9 +428,7 @@ fn pause_reading_holds_data_until_resume() {
     let lp = new_loop();
     let (server, conns) = recording_server(&lp, Rec::new);
     let mut client = std_client(server.local_addr().unwrap());
-    run_until(&lp, || !conns.borrow().is_empty());
-    let (log, transport) = conns.borrow()[0].clone();
-    let transport = transport.borrow().clone().unwrap();
+    let (log, transport) = first_peer(&lp, &conns);
     assert!(transport.is_reading());
     transport.pause_reading();
     transport.pause_reading(); // twice: no effect
@@ -474,19 +450,8 @@ fn pause_reading_holds_data_until_resume() {
 fn write_buffer_limits_drive_pause_and_resume_writing() {
     let lp = new_loop();
     let (server, conns) = recording_server(&lp, Rec::new);
-    let client_log = Log::default();
-    let (transport, _) = lp
-        .run_until_complete(lp.create_connection(
-            {
-                let log = client_log.clone();
-                move || Rec::new(&log)
-            },
-            server.local_addr().unwrap(),
-        ))
-        .unwrap()
-        .unwrap();
-    run_until(&lp, || !conns.borrow().is_empty());
-    let peer = conns.borrow()[0].1.borrow().clone().unwrap();
+    let (transport, client_log, _) = connect(&lp, server.local_addr().unwrap());
+    let (_, peer) = first_peer(&lp, &conns);
     peer.pause_reading(); // a peer that does not read
     transport
         .set_write_buffer_limits(256 * 1024, 64 * 1024)
@@ -582,12 +547,7 @@ fn pause_writing_for_a_write_inside_a_callback_comes_after_it() {
 fn write_buffer_size_and_limits() {
     let lp = new_loop();
     let (server, conns) = recording_server(&lp, Rec::new);
-    let (transport, _) = lp
-        .run_until_complete(
-            lp.create_connection(|| Rec::new(&Log::default()), server.local_addr().unwrap()),
-        )
-        .unwrap()
-        .unwrap();
+    let (transport, _, _) = connect(&lp, server.local_addr().unwrap());
     assert_eq!(transport.get_write_buffer_limits(), (16 * 1024, 64 * 1024));
     assert!(transport.set_write_buffer_limits(10, 20).is_err());
     assert_eq!(transport.get_write_buffer_limits(), (16 * 1024, 64 * 1024));
@@ -596,13 +556,7 @@ fn write_buffer_size_and_limits() {
     assert_eq!(transport.get_write_buffer_size(), 0);
     transport.write(b"small");
     assert_eq!(transport.get_write_buffer_size(), 0, "sent at once");
-    run_until(&lp, || !conns.borrow().is_empty());
-    conns.borrow()[0]
-        .1
-        .borrow()
-        .as_ref()
-        .unwrap()
-        .pause_reading();
+    first_peer(&lp, &conns).1.pause_reading();
     let big = vec![0u8; 32 << 20];
     transport.write(&big);
     let left = transport.get_write_buffer_size();
@@ -945,17 +899,7 @@ fn a_flooding_peer_does_not_starve_call_soon() {
 fn connection_lost_is_called_exactly_once() {
     let lp = new_loop();
     let (server, _conns) = recording_server(&lp, Rec::new);
-    let client_log = Log::default();
-    let (transport, _) = lp
-        .run_until_complete(lp.create_connection(
-            {
-                let log = client_log.clone();
-                move || Rec::new(&log)
-            },
-            server.local_addr().unwrap(),
-        ))
-        .unwrap()
-        .unwrap();
+    let (transport, client_log, _) = connect(&lp, server.local_addr().unwrap());
     transport.close();
     transport.close();
     transport.abort();

@@ -14,9 +14,6 @@ use mio::Interest;
 
 use super::endpoint::{with_read_buffer, Core, Endpoint};
 use super::DatagramProtocol;
-use crate::event_loop::ready::{Ready, Runnable};
-use crate::event_loop::LoopInner;
-use crate::io::reactor::{Readiness, ReadyQueue, Sink};
 use crate::{Error, EventLoop};
 
 /// Datagrams received per turn before the endpoint yields to the rest of the loop.
@@ -71,13 +68,7 @@ impl Dgram {
         Ok(transport)
     }
 
-    fn has_work(&self) -> bool {
-        !self.core.is_lost()
-            && ((self.core.readable.get() && self.core.reading())
-                || (self.core.writable.get() && !self.out.borrow().is_empty()))
-    }
-
-    fn read_ready(&self) {
+    fn receive_and_deliver(&self) {
         for _ in 0..DATAGRAMS_PER_TURN {
             if !self.core.reading() {
                 return;
@@ -209,14 +200,6 @@ impl Dgram {
         }
     }
 
-    fn close(&self) {
-        if self.core.closing.replace(true) {
-            return;
-        }
-        if self.out.borrow().is_empty() {
-            self.schedule_lost(None);
-        }
-    }
 }
 
 impl Endpoint for Dgram {
@@ -240,55 +223,21 @@ impl Endpoint for Dgram {
         self.out_bytes.set(0);
     }
 
-    fn release_socket(&self) {
-        let socket = self.socket.borrow_mut().take();
-        if let (Some(socket), Some(token)) = (socket, self.core.token.take()) {
-            if let Some(lp) = self.core.event_loop() {
-                lp.inner.reactor.deregister_fd(socket.as_raw_fd(), token);
-            }
-            drop(socket);
-        }
-    }
-}
-
-impl Sink for Dgram {
-    fn on_event(self: Rc<Self>, event: Readiness, ready: &ReadyQueue) {
-        self.core.note(event);
-        if self.has_work() && !self.core.queued.replace(true) {
-            ready.borrow_mut().push_back(Ready::Entry(self));
-        }
+    fn has_pending_writes(&self) -> bool {
+        !self.out.borrow().is_empty()
     }
 
-    fn on_loop_close(&self) {
-        self.loop_closing();
-    }
-}
-
-impl Runnable for Dgram {
-    fn run(&self, _lp: &LoopInner) {
-        self.core.queued.set(false);
-        if self.core.is_lost() {
-            return;
-        }
-        if self.core.writable.get() && !self.out.borrow().is_empty() {
-            self.flush();
-        }
-        if self.core.readable.get() && self.core.reading() {
-            self.read_ready();
-        }
+    fn take_socket(&self) -> Option<Box<dyn AsRawFd>> {
+        let socket = self.socket.borrow_mut().take()?;
+        Some(Box::new(socket))
     }
 
-    fn cancel(&self) -> bool {
-        self.core.queued.set(false);
-        false
+    fn write_ready(&self) {
+        self.flush();
     }
 
-    fn is_cancelled(&self) -> bool {
-        false
-    }
-
-    fn name(&self) -> &'static str {
-        self.core.name
+    fn read_ready(&self) {
+        self.receive_and_deliver();
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 
@@ -13,9 +14,9 @@ use mio::Token;
 use super::{DatagramProtocol, Protocol};
 use crate::error::panic_message;
 use crate::event_loop::exception::ExceptionContext;
-use crate::event_loop::ready::Runnable;
+use crate::event_loop::ready::{Ready, Runnable};
 use crate::event_loop::LoopInner;
-use crate::io::reactor::Readiness;
+use crate::io::reactor::{Readiness, ReadyQueue, Sink};
 use crate::task::raw::drop_payload;
 use crate::{Error, EventLoop};
 
@@ -206,7 +207,7 @@ impl<P: ?Sized> Core<P> {
 
 /// A transport: its [`Core`], its socket and its write buffer. The lifecycle is
 /// written once here, over this.
-pub(super) trait Endpoint: Runnable + Sized + 'static {
+pub(super) trait Endpoint: Sized + 'static {
     type Proto: ?Sized + Lifecycle + 'static;
 
     fn core(&self) -> &Core<Self::Proto>;
@@ -214,10 +215,51 @@ pub(super) trait Endpoint: Runnable + Sized + 'static {
     fn me(&self) -> Option<Rc<Self>>;
     /// Bytes waiting in the write buffer.
     fn buffered(&self) -> usize;
+    /// Whether anything waits in the write buffer (an empty datagram counts).
+    fn has_pending_writes(&self) -> bool;
     /// Drops what waits in the write buffer (an abort).
     fn discard_buffer(&self);
+    /// Takes the socket out (None if it is gone already), to close it.
+    fn take_socket(&self) -> Option<Box<dyn AsRawFd>>;
+    /// Whether reading is on (for a stream, also: the end was not reached).
+    fn reading(&self) -> bool {
+        self.core().reading()
+    }
+    /// The socket can take more: send what the buffer holds.
+    fn write_ready(&self);
+    /// The socket has data: read and deliver it, within the turn's budget.
+    fn read_ready(&self);
+
+    /// Whether a turn in the ready queue would do anything now.
+    fn has_work(&self) -> bool {
+        let core = self.core();
+        !core.is_lost()
+            && ((core.readable.get() && self.reading())
+                || (core.writable.get() && self.has_pending_writes()))
+    }
+
+    /// asyncio's `close`: stop reading now; `connection_lost(None)` once the
+    /// buffer is sent (`write_ready` finishes that). Twice: nothing.
+    fn close(&self) {
+        if self.core().closing.replace(true) {
+            return;
+        }
+        if !self.has_pending_writes() {
+            self.schedule_lost(None);
+        }
+    }
+
     /// Deregisters the socket and closes it.
-    fn release_socket(&self);
+    fn release_socket(&self) {
+        let Some(socket) = self.take_socket() else {
+            return;
+        };
+        let core = self.core();
+        if let (Some(token), Some(lp)) = (core.token.take(), core.lp.upgrade()) {
+            lp.reactor.deregister_fd(socket.as_raw_fd(), token);
+        }
+        drop(socket);
+    }
 
     /// Calls a protocol method `what` with panics caught, then tells the protocol
     /// about a write-buffer mark a write made inside the method crossed. None if it
@@ -424,5 +466,51 @@ pub(super) trait Endpoint: Runnable + Sized + 'static {
                 me.deliver_flow();
             });
         }
+    }
+}
+
+impl<E: Endpoint> Sink for E {
+    fn on_event(self: Rc<Self>, event: Readiness, ready: &ReadyQueue) {
+        self.core().note(event);
+        if self.has_work() && !self.core().queued.replace(true) {
+            ready.borrow_mut().push_back(Ready::Entry(self));
+        }
+    }
+
+    fn on_loop_close(&self) {
+        self.loop_closing();
+    }
+}
+
+/// An endpoint's turn in the ready queue: flush if the socket can take more, then
+/// read if it has data.
+impl<E: Endpoint> Runnable for E {
+    fn run(&self, _lp: &LoopInner) {
+        let core = self.core();
+        core.queued.set(false);
+        if core.is_lost() {
+            return;
+        }
+        if core.writable.get() && self.has_pending_writes() {
+            self.write_ready();
+        }
+        if core.readable.get() && self.reading() {
+            self.read_ready();
+        }
+    }
+
+    fn cancel(&self) -> bool {
+        // Only the queue entry goes: the loop's close closes the endpoint itself
+        // (`on_loop_close`).
+        self.core().queued.set(false);
+        false
+    }
+
+    fn is_cancelled(&self) -> bool {
+        false
+    }
+
+    fn name(&self) -> &'static str {
+        self.core().name
     }
 }

@@ -17,9 +17,6 @@ use mio::Interest;
 
 use super::endpoint::{with_read_buffer, Core, Endpoint};
 use super::Protocol;
-use crate::event_loop::ready::{Ready, Runnable};
-use crate::event_loop::LoopInner;
-use crate::io::reactor::{Readiness, ReadyQueue, Sink};
 use crate::{Error, EventLoop};
 
 /// Reads per turn before the connection yields to the rest of the loop (the
@@ -154,16 +151,6 @@ impl Conn {
         Ok(transport)
     }
 
-    fn reading(&self) -> bool {
-        self.core.reading() && !self.eof_seen.get()
-    }
-
-    fn has_work(&self) -> bool {
-        !self.core.is_lost()
-            && ((self.core.readable.get() && self.reading())
-                || (self.core.writable.get() && self.buffered() > 0))
-    }
-
     fn read_once(&self, buf: &mut [u8]) -> Read1 {
         let r = match self.socket.borrow().as_ref() {
             Some(s) => s.read(buf),
@@ -188,7 +175,7 @@ impl Conn {
 
     /// Reads and delivers, up to the turn's budget; requeues itself if the socket
     /// may still have data when the budget runs out.
-    fn read_ready(&self) {
+    fn read_and_deliver(&self) {
         for _ in 0..READS_PER_TURN {
             if !self.reading() {
                 return;
@@ -348,14 +335,6 @@ impl Conn {
         }
     }
 
-    fn close(&self) {
-        if self.core.closing.replace(true) {
-            return;
-        }
-        if self.buffered() == 0 {
-            self.schedule_lost(None);
-        }
-    }
 }
 
 impl Endpoint for Conn {
@@ -373,61 +352,30 @@ impl Endpoint for Conn {
         self.out.borrow().len() - self.sent.get()
     }
 
+    fn has_pending_writes(&self) -> bool {
+        self.buffered() > 0
+    }
+
     fn discard_buffer(&self) {
         *self.out.borrow_mut() = Vec::new();
         self.sent.set(0);
     }
 
-    fn release_socket(&self) {
-        let socket = self.socket.borrow_mut().take();
-        if let (Some(socket), Some(token)) = (socket, self.core.token.take()) {
-            if let Some(lp) = self.core.event_loop() {
-                lp.inner.reactor.deregister_fd(socket.as_raw_fd(), token);
-            }
-            drop(socket);
-        }
-    }
-}
-
-impl Sink for Conn {
-    fn on_event(self: Rc<Self>, event: Readiness, ready: &ReadyQueue) {
-        self.core.note(event);
-        if self.has_work() && !self.core.queued.replace(true) {
-            ready.borrow_mut().push_back(Ready::Entry(self));
-        }
+    fn take_socket(&self) -> Option<Box<dyn AsRawFd>> {
+        let socket = self.socket.borrow_mut().take()?;
+        Some(Box::new(socket))
     }
 
-    fn on_loop_close(&self) {
-        self.loop_closing();
-    }
-}
-
-impl Runnable for Conn {
-    fn run(&self, _lp: &LoopInner) {
-        self.core.queued.set(false);
-        if self.core.is_lost() {
-            return;
-        }
-        if self.core.writable.get() && self.buffered() > 0 {
-            self.flush();
-        }
-        if self.core.readable.get() && self.reading() {
-            self.read_ready();
-        }
+    fn reading(&self) -> bool {
+        self.core.reading() && !self.eof_seen.get()
     }
 
-    fn cancel(&self) -> bool {
-        // Only the queue entry goes: the connection is closed by `on_loop_close`.
-        self.core.queued.set(false);
-        false
+    fn write_ready(&self) {
+        self.flush();
     }
 
-    fn is_cancelled(&self) -> bool {
-        false
-    }
-
-    fn name(&self) -> &'static str {
-        self.core.name
+    fn read_ready(&self) {
+        self.read_and_deliver();
     }
 }
 
