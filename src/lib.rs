@@ -52,6 +52,7 @@ linux_only! {
     mod loop_future;
     pub mod net;
     pub mod process;
+    pub mod protocol;
     pub mod streams;
     mod remote;
     mod runtime;
@@ -70,6 +71,7 @@ linux_only! {
     pub use event_loop::{EventLoop, LoopBuilder, LoopHandle, TrySubmitError};
     pub use combinators::{as_completed, gather, shield, wait, AsCompleted, ReturnWhen};
     pub use loop_future::LoopFuture;
+    pub use protocol::{DatagramProtocol, DatagramTransport, Protocol, Server, Transport};
     pub use remote::Remote;
     pub use runtime::{
         current_shard, shard_index, shard_index_bytes, Builder as RuntimeBuilder, Runtime,

@@ -80,7 +80,7 @@ pub(crate) struct Dropped {
 }
 
 impl LoopInner {
-    pub(super) fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Relaxed)
     }
 
@@ -133,6 +133,15 @@ impl LoopInner {
             if let Some(w) = self.when_no_tasks.take() {
                 self.wake_reporting(w, || "the runtime's shutdown");
             }
+        }
+    }
+
+    /// Queues a ready-queue entry (a transport that has more to read, say) for the
+    /// next iteration, without the allocation of a `call_soon`. Nothing on a closed
+    /// loop, which runs nothing more.
+    pub(crate) fn push_ready_entry(&self, entry: Rc<dyn Runnable>) {
+        if !self.is_closed() {
+            self.ready.borrow_mut().push_back(Ready::Entry(entry));
         }
     }
 

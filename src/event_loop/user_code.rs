@@ -27,7 +27,7 @@ impl LoopInner {
         self.call_exception_handler(&ExceptionContext::panic(kind, name, msg, &self.shared.name));
     }
 
-    pub(super) fn call_exception_handler(&self, ctx: &ExceptionContext) {
+    pub(crate) fn call_exception_handler(&self, ctx: &ExceptionContext) {
         let handler = self.exception_handler.borrow().clone();
         let result = catch_unwind(AssertUnwindSafe(|| match handler {
             Some(h) => h(ctx),

@@ -18,7 +18,7 @@ use std::rc::Rc;
 
 use mio::{Interest, Token};
 
-use super::reactor::{Direction, Reactor, ReadyQueue};
+use super::reactor::{Direction, Reactor, Readiness, ReadyQueue, Sink};
 use crate::error::panic_message;
 use crate::event_loop::ready::{Ready, Runnable};
 use crate::event_loop::LoopInner;
@@ -73,19 +73,6 @@ impl FdWatch {
         }
     }
 
-    /// Records an event and queues the watch to run, unless it is queued already.
-    pub(crate) fn on_event(this: Rc<Self>, readable: bool, writable: bool, ready: &ReadyQueue) {
-        if readable {
-            this.readable.set(true);
-        }
-        if writable {
-            this.writable.set(true);
-        }
-        if !this.queued.replace(true) {
-            ready.borrow_mut().push_back(Ready::Entry(this));
-        }
-    }
-
     /// Drops both callbacks (outside the borrows: their destructors are user code).
     fn release(&self) {
         let reader = self.reader.borrow_mut().take();
@@ -111,6 +98,22 @@ impl FdWatch {
             lp.report_panic(kind, self.name(), panic_message(&*payload));
         }
     }
+}
+
+impl Sink for FdWatch {
+    /// Records an event and queues the watch to run, unless it is queued already.
+    fn on_event(self: Rc<Self>, event: Readiness, ready: &ReadyQueue) {
+        if event.readable {
+            self.readable.set(true);
+        }
+        if event.writable {
+            self.writable.set(true);
+        }
+        if !self.queued.replace(true) {
+            ready.borrow_mut().push_back(Ready::Entry(self));
+        }
+    }
+    // Watchers are released on close by `FdWatchers::release_all`.
 }
 
 impl Runnable for FdWatch {

@@ -5,9 +5,10 @@
 //! waiting on the source is woken when the edge arrives. So no edge is lost and no
 //! task spins.
 //!
-//! Raw-fd watchers (`add_reader` / `add_writer`, see [`super::fd`]) are the other kind
-//! of registration: their event does not wake a task but queues the watcher itself
-//! into the loop's ready queue, where it runs the user's callbacks like any other
+//! Sinks are the other kind of registration: raw-fd watchers (`add_reader` /
+//! `add_writer`, see [`super::fd`]) and the transports of `crate::protocol`. Their
+//! event does not wake a task but queues the sink itself into the loop's ready
+//! queue, where it runs user code (callbacks, protocol methods) like any other
 //! callback (never inside this dispatch, where borrows are held).
 
 use std::cell::{Cell, RefCell};
@@ -23,7 +24,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
 use slab::Slab;
 
-use super::fd::{FdWatch, FdWatchers};
+use super::fd::FdWatchers;
 use super::timerfd::TimerFd;
 use crate::event_loop::ready::Ready;
 use crate::Error;
@@ -198,13 +199,35 @@ impl IoState {
     }
 }
 
+/// What one event said about a source.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Readiness {
+    pub(crate) readable: bool,
+    pub(crate) writable: bool,
+    /// The peer shut its side down (a read will see the end of the stream).
+    pub(crate) read_closed: bool,
+}
+
+/// A registration served through the ready queue rather than by waking tasks: an
+/// event records what it says and queues the sink (at most once) to run as a
+/// ready-queue entry, where it may call user code.
+pub(crate) trait Sink {
+    /// Records `event`, and queues the sink into `ready` if it has work now. User code
+    /// must not run here: the reactor's borrows are held.
+    fn on_event(self: Rc<Self>, event: Readiness, ready: &ReadyQueue);
+
+    /// The loop is closing (or being dropped): release the source and end what
+    /// depends on it. Called once, with no reactor borrow held.
+    fn on_loop_close(&self) {}
+}
+
 /// What a token stands for.
 #[derive(Clone)]
 enum Entry {
     /// A source driven by futures: events wake its waiters.
     Io(Rc<IoState>),
-    /// An `add_reader` / `add_writer` fd: events queue its callbacks.
-    Watch(Rc<FdWatch>),
+    /// An `add_reader` / `add_writer` fd or a transport: events queue it.
+    Sink(Rc<dyn Sink>),
 }
 
 /// The ready queue that watchers are queued into.
@@ -257,19 +280,43 @@ impl Reactor {
         mio::Waker::new(self.poll.borrow().registry(), WAKER_TOKEN)
     }
 
-    /// Registers `source` for both directions; returns its token and state.
-    pub(crate) fn register(&self, source: &mut impl Source) -> io::Result<(Token, Rc<IoState>)> {
+    /// Registers `source` with `interest` under a fresh token, and records what
+    /// `make` builds from that token as what the token stands for.
+    fn insert(
+        &self,
+        source: &mut impl Source,
+        interest: Interest,
+        make: impl FnOnce(Token) -> Entry,
+    ) -> io::Result<Token> {
         let mut sources = self.sources.borrow_mut();
         let entry = sources.vacant_entry();
         let token = Token(entry.key());
-        self.poll.borrow().registry().register(
-            source,
-            token,
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        self.poll
+            .borrow()
+            .registry()
+            .register(source, token, interest)?;
+        entry.insert(make(token));
+        Ok(token)
+    }
+
+    /// Registers `source` for both directions; returns its token and state.
+    pub(crate) fn register(&self, source: &mut impl Source) -> io::Result<(Token, Rc<IoState>)> {
         let state = Rc::new(IoState::default());
-        entry.insert(Entry::Io(state.clone()));
+        let token = self.insert(source, Interest::READABLE | Interest::WRITABLE, |_| {
+            Entry::Io(state.clone())
+        })?;
         Ok((token, state))
+    }
+
+    /// Registers the raw fd `fd` for `interest`, its events going to `sink`. Undo
+    /// with [`deregister_fd`](Self::deregister_fd).
+    pub(crate) fn register_sink(
+        &self,
+        fd: RawFd,
+        interest: Interest,
+        sink: Rc<dyn Sink>,
+    ) -> io::Result<Token> {
+        self.insert(&mut SourceFd(&fd), interest, |_| Entry::Sink(sink))
     }
 
     /// Forgets `source`; its waiters are woken so that they see it gone.
@@ -282,23 +329,20 @@ impl Reactor {
         }
     }
 
-    /// Registers a raw fd for a watcher built by `make` from its token.
-    pub(crate) fn register_fd(
+    /// Registers a raw fd for a sink built by `make` from its token.
+    pub(crate) fn register_fd<T: Sink + 'static>(
         &self,
         fd: RawFd,
         interest: Interest,
-        make: impl FnOnce(Token) -> Rc<FdWatch>,
-    ) -> io::Result<Rc<FdWatch>> {
-        let mut sources = self.sources.borrow_mut();
-        let entry = sources.vacant_entry();
-        let token = Token(entry.key());
-        self.poll
-            .borrow()
-            .registry()
-            .register(&mut SourceFd(&fd), token, interest)?;
-        let watch = make(token);
-        entry.insert(Entry::Watch(watch.clone()));
-        Ok(watch)
+        make: impl FnOnce(Token) -> Rc<T>,
+    ) -> io::Result<Rc<T>> {
+        let mut made = None;
+        self.insert(&mut SourceFd(&fd), interest, |token| {
+            let sink = make(token);
+            made = Some(sink.clone());
+            Entry::Sink(sink)
+        })?;
+        Ok(made.expect("insert calls make on success"))
     }
 
     /// Changes a watched fd's interest and re-arms it: if the fd is ready now, the
@@ -320,7 +364,8 @@ impl Reactor {
         }
     }
 
-    /// Stops watching a raw fd. It may already be closed; that is fine.
+    /// Stops watching a raw fd (a watcher's or a sink's). It may already be closed;
+    /// that is fine.
     pub(crate) fn deregister_fd(&self, fd: RawFd, token: Token) {
         let _ = self.poll.borrow().registry().deregister(&mut SourceFd(&fd));
         let entry = self.sources.borrow_mut().try_remove(token.0);
@@ -348,22 +393,25 @@ impl Reactor {
                 continue;
             }
             count += 1;
-            let readable = event.is_readable() || event.is_read_closed() || event.is_error();
-            let writable = event.is_writable() || event.is_write_closed() || event.is_error();
+            let readiness = Readiness {
+                readable: event.is_readable() || event.is_read_closed() || event.is_error(),
+                writable: event.is_writable() || event.is_write_closed() || event.is_error(),
+                read_closed: event.is_read_closed(),
+            };
             let entry = self.sources.borrow().get(event.token().0).cloned();
             match entry {
                 Some(Entry::Io(state)) => {
-                    if event.is_read_closed() {
+                    if readiness.read_closed {
                         state.read_closed.set(true);
                     }
-                    if readable {
+                    if readiness.readable {
                         state.fire(Direction::Read);
                     }
-                    if writable {
+                    if readiness.writable {
                         state.fire(Direction::Write);
                     }
                 }
-                Some(Entry::Watch(watch)) => FdWatch::on_event(watch, readable, writable, ready),
+                Some(Entry::Sink(sink)) => sink.on_event(readiness, ready),
                 None => {}
             }
         }
@@ -371,8 +419,14 @@ impl Reactor {
     }
 
     /// The loop is closing: every waiter is woken and from now on sees the loop
-    /// closed; every raw-fd watcher is released (its callbacks dropped).
+    /// closed; every raw-fd watcher is released (its callbacks dropped); every
+    /// transport is closed (its protocol told).
     pub(crate) fn wake_all(&self) {
+        self.close_all();
+        self.watchers.release_all(self);
+    }
+
+    fn close_all(&self) {
         let all: Vec<_> = self
             .sources
             .borrow()
@@ -380,22 +434,20 @@ impl Reactor {
             .map(|(_, e)| e.clone())
             .collect();
         for entry in &all {
-            if let Entry::Io(state) = entry {
-                state.close();
+            match entry {
+                Entry::Io(state) => state.close(),
+                // No borrow held: a sink deregisters itself and calls user code.
+                Entry::Sink(sink) => sink.on_loop_close(),
             }
         }
-        drop(all);
-        self.watchers.release_all(self);
     }
 }
 
 impl Drop for Reactor {
     fn drop(&mut self) {
-        // Sockets may outlive their loop: make their operations fail, not hang.
-        for (_, entry) in self.sources.get_mut().iter() {
-            if let Entry::Io(state) = entry {
-                state.close();
-            }
-        }
+        // Sockets may outlive their loop: make their operations fail, not hang. A
+        // transport still open (its loop dropped unclosed) is closed, which breaks the
+        // protocol <-> transport cycle that would otherwise leak both.
+        self.close_all();
     }
 }

@@ -98,7 +98,7 @@ use crate::io::registration::Registered;
 
 /// How long `accept` waits before trying again when the process is out of file
 /// descriptors (or the kernel out of memory for sockets).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 // The stream operations below stop asking once a read or write comes back short
 // (`Registered::drained`): a short count means the socket buffer is empty (or full),
@@ -286,7 +286,7 @@ pub(crate) use {impl_async_read, impl_async_write};
 
 /// Whether a failed `accept` means "out of descriptors or memory": worth waiting for,
 /// never worth giving up on.
-fn out_of_resources(e: &io::Error) -> bool {
+pub(crate) fn out_of_resources(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
@@ -295,7 +295,7 @@ fn out_of_resources(e: &io::Error) -> bool {
 
 /// Whether a failed `accept` concerns only the one connection that went away before
 /// it was accepted: skip it and accept the next.
-fn connection_gone(e: &io::Error) -> bool {
+pub(crate) fn connection_gone(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EPROTO))
 }
 
@@ -333,7 +333,7 @@ pub(crate) async fn accept_with_backoff<T>(
 }
 
 /// Tries `f` on each of `addrs` until one works; the last error otherwise.
-fn each_addr<T>(
+pub(crate) fn each_addr<T>(
     addrs: impl IntoIterator<Item = SocketAddr>,
     mut f: impl FnMut(SocketAddr) -> io::Result<T>,
 ) -> io::Result<T> {
@@ -347,7 +347,7 @@ fn each_addr<T>(
     Err(last.unwrap_or_else(no_addresses))
 }
 
-fn no_addresses() -> io::Error {
+pub(crate) fn no_addresses() -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
         "the address did not resolve to any socket address",

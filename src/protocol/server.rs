@@ -1,0 +1,313 @@
+//! A listening socket that makes a protocol for each connection it accepts:
+//! [`Server`] (asyncio's `Server` of `create_server`).
+//!
+//! Accepting is on the callback path too: a readable edge queues the listener, and
+//! when it runs it accepts up to [`ACCEPTS_PER_TURN`] connections (asyncio's
+//! backlog per event), each made a transport with a fresh protocol from the factory.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::{Rc, Weak};
+
+use mio::{Interest, Token};
+
+use super::stream::{Conn, Stream};
+use super::Protocol;
+use crate::error::panic_message;
+use crate::event_loop::ready::{Ready, Runnable};
+use crate::event_loop::LoopInner;
+use crate::io::reactor::{Readiness, ReadyQueue, Sink};
+use crate::net::{connection_gone, out_of_resources, ACCEPT_BACKOFF};
+use crate::task::raw::drop_payload;
+use crate::EventLoop;
+
+/// Connections accepted per turn before the listener yields to the loop.
+const ACCEPTS_PER_TURN: usize = 100;
+
+/// Makes the protocol of one accepted connection.
+pub(super) type Factory = Box<dyn FnMut() -> Rc<RefCell<dyn Protocol>>>;
+
+/// The listening socket.
+pub(super) enum Listen {
+    Tcp(mio::net::TcpListener),
+    Unix(mio::net::UnixListener),
+}
+
+impl Listen {
+    fn accept(&self) -> io::Result<(Stream, Option<SocketAddr>)> {
+        match self {
+            Listen::Tcp(l) => {
+                let (s, peer) = l.accept()?;
+                // asyncio sets TCP_NODELAY on every TCP transport.
+                if let Err(e) = s.set_nodelay(true) {
+                    log::debug!("setting TCP_NODELAY on an accepted connection failed: {e}");
+                }
+                Ok((Stream::Tcp(s), Some(peer)))
+            }
+            Listen::Unix(l) => Ok((Stream::Unix(l.accept()?.0), None)),
+        }
+    }
+}
+
+impl AsRawFd for Listen {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Listen::Tcp(l) => l.as_raw_fd(),
+            Listen::Unix(l) => l.as_raw_fd(),
+        }
+    }
+}
+
+/// The listener's state; the reactor and the [`Server`] share it.
+pub(super) struct Listener {
+    lp: Weak<LoopInner>,
+    me: Weak<Listener>,
+    /// None once closed.
+    socket: RefCell<Option<Listen>>,
+    token: Cell<Option<Token>>,
+    factory: RefCell<Option<Factory>>,
+    /// The protocol's type name, for reports and logs.
+    name: &'static str,
+    local: Option<SocketAddr>,
+    readable: Cell<bool>,
+    queued: Cell<bool>,
+    /// Waiting out an accept failure (out of descriptors, say) before trying again.
+    backing_off: Cell<bool>,
+}
+
+impl Listener {
+    /// Registers `socket` with `lp`; it serves from the next iteration on.
+    pub(super) fn start(
+        lp: &EventLoop,
+        socket: Listen,
+        factory: Factory,
+        name: &'static str,
+    ) -> io::Result<Server> {
+        let fd = socket.as_raw_fd();
+        let local = match &socket {
+            Listen::Tcp(l) => l.local_addr().ok(),
+            Listen::Unix(_) => None,
+        };
+        let listener = Rc::new_cyclic(|me| Listener {
+            lp: Rc::downgrade(&lp.inner),
+            me: me.clone(),
+            socket: RefCell::new(Some(socket)),
+            token: Cell::new(None),
+            factory: RefCell::new(Some(factory)),
+            name,
+            local,
+            readable: Cell::new(false),
+            queued: Cell::new(false),
+            backing_off: Cell::new(false),
+        });
+        let token = lp
+            .inner
+            .reactor
+            .register_sink(fd, Interest::READABLE, listener.clone())?;
+        listener.token.set(Some(token));
+        Ok(Server { listener })
+    }
+
+    fn event_loop(&self) -> Option<EventLoop> {
+        self.lp.upgrade().map(|inner| EventLoop { inner })
+    }
+
+    fn accept_ready(&self, lp: &EventLoop) {
+        for _ in 0..ACCEPTS_PER_TURN {
+            let accepted = match self.socket.borrow().as_ref() {
+                Some(l) => l.accept(),
+                None => return,
+            };
+            match accepted {
+                Ok((stream, peer)) => self.serve(lp, stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable.set(false);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted || connection_gone(&e) => {}
+                Err(e) => return self.back_off(lp, e),
+            }
+        }
+        self.requeue(lp);
+    }
+
+    /// Makes the connection's protocol and transport. A factory that panics loses
+    /// this connection only (reported to the exception handler).
+    fn serve(&self, lp: &EventLoop, stream: Stream, peer: Option<SocketAddr>) {
+        let made = {
+            let mut factory = self.factory.borrow_mut();
+            let Some(factory) = factory.as_mut() else {
+                return;
+            };
+            catch_unwind(AssertUnwindSafe(factory))
+        };
+        match made {
+            Ok(protocol) => {
+                if let Err(e) = Conn::start(lp, stream, peer, protocol, self.name) {
+                    log::error!("{}: cannot serve an accepted connection: {e}", self.describe());
+                }
+            }
+            Err(payload) => {
+                lp.inner
+                    .report_panic("protocol factory", self.name, panic_message(&*payload));
+                drop_payload(payload);
+            }
+        }
+    }
+
+    /// asyncio's answer to a failing accept: stop accepting for a while (the
+    /// connections wait in the backlog), then go on.
+    fn back_off(&self, lp: &EventLoop, err: io::Error) {
+        if out_of_resources(&err) {
+            log::warn!(
+                "{}: accept failed: {err}; trying again in {} ms",
+                self.describe(),
+                ACCEPT_BACKOFF.as_millis()
+            );
+        } else {
+            log::error!("{}: accept failed: {err}", self.describe());
+        }
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        self.backing_off.set(true);
+        let again = lp.clone();
+        let retry = lp.call_later(ACCEPT_BACKOFF, move || {
+            me.backing_off.set(false);
+            me.requeue(&again);
+        });
+        if retry.is_err() {
+            self.backing_off.set(false);
+        }
+    }
+
+    fn requeue(&self, lp: &EventLoop) {
+        if self.socket.borrow().is_none() || self.queued.get() {
+            return;
+        }
+        if let Some(me) = self.me.upgrade() {
+            self.queued.set(true);
+            lp.inner.push_ready_entry(me);
+        }
+    }
+
+    /// Stops listening: the socket is deregistered and closed, the factory dropped.
+    fn close(&self) {
+        let socket = self.socket.borrow_mut().take();
+        if let (Some(socket), Some(token)) = (socket, self.token.take()) {
+            if let Some(lp) = self.lp.upgrade() {
+                lp.reactor.deregister_fd(socket.as_raw_fd(), token);
+            }
+            drop(socket);
+        }
+        let factory = self.factory.borrow_mut().take();
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(factory))) {
+            let msg = panic_message(&*payload);
+            drop_payload(payload);
+            match self.lp.upgrade() {
+                Some(lp) => lp.report_panic("protocol factory destructor", self.name, msg),
+                None => log::error!("the protocol factory's destructor panicked: {msg}"),
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self.local {
+            Some(a) => format!("server on {a}"),
+            None => "unix server".to_string(),
+        }
+    }
+}
+
+impl Sink for Listener {
+    fn on_event(self: Rc<Self>, event: Readiness, ready: &ReadyQueue) {
+        if event.readable {
+            self.readable.set(true);
+        }
+        if self.readable.get() && !self.backing_off.get() && !self.queued.replace(true) {
+            ready.borrow_mut().push_back(Ready::Entry(self));
+        }
+    }
+
+    fn on_loop_close(&self) {
+        self.close();
+    }
+}
+
+impl Runnable for Listener {
+    fn run(&self, _lp: &LoopInner) {
+        self.queued.set(false);
+        if self.backing_off.get() || !self.readable.get() {
+            return;
+        }
+        if let Some(lp) = self.event_loop() {
+            self.accept_ready(&lp);
+        }
+    }
+
+    fn cancel(&self) -> bool {
+        self.queued.set(false);
+        false
+    }
+
+    fn is_cancelled(&self) -> bool {
+        false
+    }
+
+    fn name(&self) -> &'static str {
+        "protocol server (accept)"
+    }
+}
+
+/// A listening server from [`EventLoop::create_server`] or
+/// [`EventLoop::create_unix_server`]: each connection it accepts gets a protocol
+/// from the factory and a [`Transport`](crate::Transport).
+///
+/// It serves until [`close`](Self::close) or until its loop closes; dropping the
+/// `Server` does not stop it (as in asyncio, where the loop keeps the server).
+/// Closing it stops accepting; the connections already made go on.
+pub struct Server {
+    listener: Rc<Listener>,
+}
+
+impl Server {
+    /// The address it listens on. `Err(InvalidInput)` for a Unix-domain server
+    /// (it listens on the path it was given); `Err(NotConnected)` once closed.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        if !self.is_serving() {
+            return Err(io::ErrorKind::NotConnected.into());
+        }
+        self.listener.local.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a unix-domain server has no IP address",
+            )
+        })
+    }
+
+    /// Stops listening now: the listening socket is closed, so new connections are
+    /// refused; connections already accepted are not touched. Closing twice does
+    /// nothing.
+    pub fn close(&self) {
+        self.listener.close();
+    }
+
+    /// Whether it is still accepting connections.
+    pub fn is_serving(&self) -> bool {
+        self.listener.socket.borrow().is_some()
+    }
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("protocol", &self.listener.name)
+            .field("local_addr", &self.listener.local)
+            .field("serving", &self.is_serving())
+            .finish()
+    }
+}
