@@ -285,29 +285,34 @@ impl<T, O: QueueOrder<T>> Queue<T, O> {
 
     /// Puts `item` in, waiting while the queue is full. `Err(PutError::ShutDown)`,
     /// with the item, once the queue is shut down (a waiting put wakes then).
-    pub async fn put(&self, item: T) -> Result<(), PutError<T>> {
+    pub fn put(&self, item: T) -> impl Future<Output = Result<(), PutError<T>>> + '_ {
         let inner = &*self.inner;
         let mut place = Place::new(&inner.putters);
-        // Waits behind earlier putters too, so that room goes to them first.
-        poll_fn(|cx| {
+        let mut item = Some(item);
+        poll_fn(move |cx| {
+            let go = inner.shut_down.get()
+                || if place.is_waiting() {
+                    match place.poll_woken(cx) {
+                        // Woken for room that someone else took: back in the line.
+                        Poll::Ready(()) if inner.full() => place.poll_woken(cx).is_ready(),
+                        polled => polled.is_ready(),
+                    }
+                } else if !inner.full() && inner.putters.is_empty() {
+                    true
+                } else {
+                    // Waits behind earlier putters too, so that room goes to them first.
+                    place.poll_woken(cx).is_ready()
+                };
+            if !go {
+                return Poll::Pending;
+            }
+            let item = item.take().expect("a put polled after it completed");
             if inner.shut_down.get() {
-                return Poll::Ready(());
+                return Poll::Ready(Err(PutError::ShutDown(item)));
             }
-            if !place.is_waiting() && !inner.full() && inner.putters.is_empty() {
-                return Poll::Ready(());
-            }
-            match place.poll_woken(cx) {
-                Poll::Ready(()) if inner.full() && !inner.shut_down.get() => place.poll_woken(cx),
-                other => other,
-            }
+            self.push(item);
+            Poll::Ready(Ok(()))
         })
-        .await;
-        drop(place);
-        if inner.shut_down.get() {
-            return Err(PutError::ShutDown(item));
-        }
-        self.push(item);
-        Ok(())
     }
 
     /// Puts `item` in without waiting; gives it back if the queue is full or shut
