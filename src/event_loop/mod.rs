@@ -153,13 +153,13 @@ impl EventLoop {
         name: &str,
         fut: F,
     ) -> Result<Task<F::Output>, Error> {
-        self.spawn_task(fut, Some(name.into()))
+        self.spawn_task(fut, Some(Box::new(name.to_owned())))
     }
 
     fn spawn_task<F: Future + 'static>(
         &self,
         fut: F,
-        name: Option<Box<str>>,
+        name: Option<Box<String>>,
     ) -> Result<Task<F::Output>, Error> {
         self.inner.check_schedulable()?;
         self.inner.drain_inbox_first();

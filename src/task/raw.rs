@@ -57,13 +57,15 @@ pub(crate) struct Header {
     busy: Cell<bool>,
     /// Whoever awaits the `Task`.
     join_waker: Cell<Option<Waker>>,
-    /// The task's slot in its loop's task table.
-    key: Cell<usize>,
+    /// The task's slot in its loop's task table (`u32`: it packs with the flags
+    /// above; a loop holds far fewer than 4G tasks).
+    key: Cell<u32>,
     /// Its number on its loop, counted from 1 (asyncio's `Task-N` names).
     id: u64,
-    /// A name given with `create_task_named` or `set_name` (`Box`: freed wherever
-    /// the last reference goes, unlike an `Rc`).
-    name: Cell<Option<Box<str>>>,
+    /// A name given with `create_task_named` or `set_name`: one thin pointer, as
+    /// most tasks have none (`Box`: freed wherever the last reference goes, unlike
+    /// an `Rc`).
+    name: Cell<Option<Box<String>>>,
 }
 
 impl Header {
@@ -118,7 +120,7 @@ pub(crate) fn allocate<F: Future + 'static>(
     shared: Arc<Shared>,
     key: usize,
     id: u64,
-    name: Option<Box<str>>,
+    name: Option<Box<String>>,
 ) -> (TaskRef, TaskRef, TaskRef) {
     let cell = Box::new(TaskCell {
         header: Header {
@@ -129,7 +131,7 @@ pub(crate) fn allocate<F: Future + 'static>(
             detached: Cell::new(false),
             busy: Cell::new(false),
             join_waker: Cell::new(None),
-            key: Cell::new(key),
+            key: Cell::new(u32::try_from(key).expect("fewer than 4G tasks on a loop")),
             id,
             name: Cell::new(name),
         },
@@ -215,7 +217,7 @@ impl TaskRef {
         let h = self.header();
         let given = h.name.take();
         let name = match &given {
-            Some(n) => n.to_string(),
+            Some(n) => String::clone(n),
             None => format!("Task-{}", h.id),
         };
         h.name.set(given);
@@ -224,7 +226,7 @@ impl TaskRef {
 
     /// Names the task (loop thread).
     pub(crate) fn set_name(&self, name: &str) {
-        self.header().name.set(Some(name.into()));
+        self.header().name.set(Some(Box::new(name.to_owned())));
     }
 
     /// Whether it finished with an error (panicked or cancelled) whose result is
@@ -424,7 +426,7 @@ unsafe fn run<F: Future>(ptr: NonNull<Header>, lp: &LoopInner) {
     let mut cx = Context::from_waker(&waker);
     let polled = {
         let _budget = coop::Budget::enter();
-        let outer = lp.current_task.replace(header.key.get());
+        let outer = lp.current_task.replace(header.key.get() as usize);
         let polled = catch_unwind(AssertUnwindSafe(|| fut.poll(&mut cx)));
         lp.current_task.set(outer);
         polled
@@ -489,7 +491,7 @@ unsafe fn finish<F: Future>(
         None
     };
     header.busy.set(false);
-    lp.remove_task(header.key.get(), ptr);
+    lp.remove_task(header.key.get() as usize, ptr);
     if let Some(msg) = destructor_panic {
         lp.report_panic("task destructor", (header.vtable.name)(), msg);
     }
