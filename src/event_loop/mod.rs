@@ -159,7 +159,7 @@ impl EventLoop {
     fn spawn_task<F: Future + 'static>(
         &self,
         fut: F,
-        name: Option<Box<String>>,
+        name: Option<raw::TaskName>,
     ) -> Result<Task<F::Output>, Error> {
         self.inner.check_schedulable()?;
         self.inner.drain_inbox_first();

@@ -39,6 +39,11 @@ const SCHEDULED: usize = 1;
 /// One reference, in the state word (the bits above the flag).
 const REF: usize = 2;
 
+/// A task's given name. Boxed twice on purpose: a `String` is three words in every
+/// task's header, a `Box<String>` one, and most tasks are never named.
+#[allow(clippy::box_collection)]
+pub(crate) type TaskName = Box<String>;
+
 /// What every task starts with, whatever its future.
 pub(crate) struct Header {
     /// `SCHEDULED` and the reference count: the only part other threads write.
@@ -65,7 +70,7 @@ pub(crate) struct Header {
     /// A name given with `create_task_named` or `set_name`: one thin pointer, as
     /// most tasks have none (`Box`: freed wherever the last reference goes, unlike
     /// an `Rc`).
-    name: Cell<Option<Box<String>>>,
+    name: Cell<Option<TaskName>>,
 }
 
 impl Header {
@@ -120,7 +125,7 @@ pub(crate) fn allocate<F: Future + 'static>(
     shared: Arc<Shared>,
     key: usize,
     id: u64,
-    name: Option<Box<String>>,
+    name: Option<TaskName>,
 ) -> (TaskRef, TaskRef, TaskRef) {
     let cell = Box::new(TaskCell {
         header: Header {
