@@ -36,6 +36,8 @@ SERVER_TABLE=(
   "asyncio-streams|$PYTHON bench/echo_server.py --mode streams"
   "shardloop-task|$BIN/echo_server --mode task"
   "shardloop-protocol|$BIN/echo_server --mode protocol"
+  "shardloop-protocol-proactor|$BIN/echo_server --mode protocol --proactor"
+  "shardloop-task-proactor|$BIN/echo_server --mode task --proactor"
   "shardloop-streams|$BIN/echo_streams"
   "tokio|$BIN/echo_server_tokio"
 )

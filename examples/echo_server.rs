@@ -31,6 +31,7 @@ enum Mode {
 struct Args {
     mode: Mode,
     port: u16,
+    proactor: bool,
 }
 
 fn parse_args() -> Args {
@@ -43,6 +44,10 @@ fn parse_args() -> Args {
             "--port N".to_string(),
             "port to listen on (default 9000, 0 = any free port)".to_string(),
         ),
+        (
+            "--proactor".to_string(),
+            "run the loop on io_uring (the proactor loop) instead of epoll".to_string(),
+        ),
     ];
     let usage = cli::usage(
         "echo_server",
@@ -53,6 +58,7 @@ fn parse_args() -> Args {
         let mut args = Args {
             mode: Mode::Protocol,
             port: 9000,
+            proactor: false,
         };
         while let Some(arg) = p.next()? {
             match arg {
@@ -66,6 +72,7 @@ fn parse_args() -> Args {
                     }
                 }
                 Long("port") => args.port = cli::value(p, "--port")?,
+                Long("proactor") => args.proactor = true,
                 Short('h') | Long("help") => return Ok(None),
                 _ => return Err(arg.unexpected()),
             }
@@ -121,7 +128,11 @@ async fn serve_tasks(port: u16) -> std::io::Result<()> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args();
-    let lp = shardloop::new_event_loop()?;
+    let mut builder = shardloop::EventLoop::builder();
+    if args.proactor {
+        builder = builder.proactor(true);
+    }
+    let lp = builder.build()?;
     shardloop::set_event_loop(Some(lp.clone()));
     match args.mode {
         Mode::Task => lp.run_until_complete(serve_tasks(args.port))??,

@@ -12,6 +12,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -122,8 +123,8 @@ impl LoopSignals {
         let (read, write) = UnixStream::pair()?;
         read.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
-        let mut read = mio::net::UnixStream::from_std(read);
-        let (token, io) = lp.inner.reactor.register(&mut read)?;
+        let read = mio::net::UnixStream::from_std(read);
+        let (token, io) = lp.inner.reactor.register(read.as_raw_fd())?;
         let waker = Waker::from(Arc::new(DrainWaker {
             shared: lp.inner.shared.clone(),
         }));
@@ -188,8 +189,8 @@ impl LoopSignals {
         }
         drop(handlers);
         let wakeup = self.wakeup.borrow_mut().take();
-        if let Some(mut w) = wakeup {
-            reactor.deregister(&mut w.read, w.token);
+        if let Some(w) = wakeup {
+            reactor.deregister(w.read.as_raw_fd(), w.token);
         }
     }
 }

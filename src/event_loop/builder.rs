@@ -2,6 +2,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use super::stats::StatCounters;
 use super::timers::TimerQueue;
 use super::{EventLoop, LoopInner};
 use crate::current;
+use crate::io::bell::Bell;
 use crate::io::reactor::Reactor;
 use crate::Error;
 
@@ -48,7 +50,12 @@ pub struct LoopBuilder {
     event_interval: u32,
     spin_before_park: Duration,
     inbox_capacity: Option<usize>,
+    proactor: bool,
 }
+
+/// The variable that makes [`LoopBuilder::proactor`] default to on (`=1`): it runs a
+/// program, or the whole test suite, on the proactor without changing its code.
+pub(crate) const PROACTOR_ENV: &str = "SHARDLOOP_PROACTOR";
 
 impl Default for LoopBuilder {
     fn default() -> Self {
@@ -59,6 +66,7 @@ impl Default for LoopBuilder {
             event_interval: DEFAULT_EVENT_INTERVAL,
             spin_before_park: Duration::ZERO,
             inbox_capacity: None,
+            proactor: std::env::var_os(PROACTOR_ENV).is_some_and(|v| v == "1"),
         }
     }
 }
@@ -119,14 +127,40 @@ impl LoopBuilder {
         self
     }
 
+    /// asyncio's `ProactorEventLoop`: the loop waits on an io_uring instead of
+    /// epoll. One `io_uring_enter` per iteration submits every change of interest
+    /// made since the last and waits, with the nearest timer as its timeout; every
+    /// fd's readiness comes from a multishot poll on the ring. Everything else (the
+    /// types, the traits, the semantics) is the same on both loops. Defaults to off,
+    /// or on with `SHARDLOOP_PROACTOR=1` in the environment. Where the kernel
+    /// refuses io_uring (`ENOSYS`, `EPERM`, `kernel.io_uring_disabled`), or lacks
+    /// what the loop needs (Linux 5.11's `IORING_FEAT_EXT_ARG`), [`build`](Self::build)
+    /// fails with `Error::Io` saying so: it never falls back to epoll silently.
+    ///
+    /// ```
+    /// match shardloop::EventLoop::builder().proactor(true).build() {
+    ///     Ok(lp) => {
+    ///         assert!(lp.is_proactor());
+    ///         assert_eq!(lp.run_until_complete(async { 1 + 1 })?, 2);
+    ///     }
+    ///     Err(e) => eprintln!("no io_uring here: {e}"),
+    /// }
+    /// # Ok::<(), shardloop::Error>(())
+    /// ```
+    pub fn proactor(mut self, on: bool) -> Self {
+        self.proactor = on;
+        self
+    }
+
     /// Creates the loop. It is not made the thread's current loop.
     pub fn build(self) -> Result<EventLoop, Error> {
         let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
         let name = self.name.unwrap_or_else(|| format!("loop-{id}"));
-        let reactor = Reactor::new()?;
+        let bell = Bell::new()?;
+        let reactor = Reactor::new(self.proactor, bell.as_raw_fd())?;
         let (permits, permit_return) = bounded::permits(self.inbox_capacity);
         let shared = Arc::new(Shared::new(
-            reactor.waker()?,
+            bell,
             std::thread::current().id(),
             name,
             permits,

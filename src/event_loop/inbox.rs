@@ -4,7 +4,7 @@
 //!
 //! One inbox per loop (a mutex around a `Vec`: a sender pushes under the lock, the
 //! loop swaps the whole batch out under it, once per iteration) plus one
-//! `mio::Waker` (an eventfd). A sender writes the eventfd only when the loop is
+//! doorbell fd (an eventfd, `io::bell`). A sender writes it only when the loop is
 //! parked ([`Doorbell`], on a cache line of its own). A call made on the loop's own
 //! thread while that loop runs skips the inbox and goes straight to the ready queue,
 //! so threadsafe and plain calls from the loop thread share one FIFO.
@@ -17,6 +17,7 @@ use std::sync::atomic::AtomicBool;
 use std::thread::ThreadId;
 
 use super::bounded::Permits;
+use crate::io::bell::Bell;
 use super::doorbell::Doorbell;
 use super::mailbox::Mailbox;
 use super::ready::Ready;
@@ -54,7 +55,7 @@ impl<T> std::ops::Deref for CachePadded<T> {
 pub(crate) struct Shared {
     pub(crate) doorbell: CachePadded<Doorbell>,
     inbox: Mailbox<Msg>,
-    waker: mio::Waker,
+    bell: Bell,
     pub(crate) closed: AtomicBool,
     pub(crate) owner: ThreadId,
     pub(crate) name: String,
@@ -64,7 +65,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(
-        waker: mio::Waker,
+        bell: Bell,
         owner: ThreadId,
         name: String,
         permits: Option<Permits>,
@@ -72,7 +73,7 @@ impl Shared {
         Shared {
             doorbell: CachePadded(Doorbell::new()),
             inbox: Mailbox::new(),
-            waker,
+            bell,
             closed: AtomicBool::new(false),
             owner,
             name,
@@ -108,9 +109,7 @@ impl Shared {
     /// Tells the loop there is news, and wakes it if it is parked.
     pub(crate) fn ring(&self) {
         if self.doorbell.notify() {
-            // A failed eventfd write means the counter is saturated: a wakeup is
-            // already pending, which is all we need.
-            let _ = self.waker.wake();
+            self.bell.ring();
         }
     }
 }

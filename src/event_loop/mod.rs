@@ -180,6 +180,11 @@ impl EventLoop {
         self.inner.running.get()
     }
 
+    /// Whether it is a proactor loop (io_uring; see [`LoopBuilder::proactor`]).
+    pub fn is_proactor(&self) -> bool {
+        self.inner.reactor.is_proactor()
+    }
+
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.inner.is_closed()

@@ -7,7 +7,7 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::inbox::{Msg, Shared};
 use super::ready::Runnable;
@@ -22,7 +22,7 @@ impl LoopInner {
     pub(super) fn count_down_to_io_poll(&self) {
         if self.io_countdown.get() <= 1 {
             self.io_countdown.set(self.event_interval);
-            let events = self.reactor.poll(Some(Duration::ZERO), &self.ready);
+            let events = self.reactor.poll_now(&self.ready);
             self.stats.add_io_events(events);
         } else {
             self.io_countdown.set(self.io_countdown.get() - 1);

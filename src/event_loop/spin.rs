@@ -2,7 +2,7 @@
 //! short window (`LoopBuilder::spin_before_park`), yielding its core between looks,
 //! so that work arriving within the window costs no sleep, eventfd write or wakeup.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::LoopInner;
 
@@ -34,7 +34,7 @@ impl LoopInner {
             // rather than when the window ends: on a busy machine a pure spin
             // delays the very work it waits for.
             std::thread::yield_now();
-            let events = self.reactor.poll(Some(Duration::ZERO), &self.ready);
+            let events = self.reactor.poll_now(&self.ready);
             // I/O was just polled: the busy-path countdown starts over.
             self.io_countdown.set(self.event_interval);
             self.stats.add_io_events(events);

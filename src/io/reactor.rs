@@ -1,6 +1,7 @@
-//! One `mio::Poll` per loop and the readiness state of each registered source.
+//! The loop's registered sources and the readiness state of each, fed by its
+//! [`Poller`] (epoll, or io_uring for a proactor loop).
 //!
-//! mio is edge-triggered: an event says "this became ready". We remember it in the
+//! Both pollers are edge-triggered: an event says "this became ready". We remember it in the
 //! source's [`IoState`] until an operation hits `WouldBlock`, which clears it; a task
 //! waiting on the source is woken when the edge arrives. So no edge is lost and no
 //! task spins.
@@ -17,22 +18,16 @@ use std::io;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use mio::event::Source;
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Token};
+use mio::{Interest, Token};
 use slab::Slab;
 
 use super::fd::FdWatchers;
-use super::timerfd::TimerFd;
+pub(crate) use super::poller::Readiness;
+use super::poller::Poller;
 use crate::event_loop::ready::Ready;
 use crate::Error;
-
-/// The token of the loop's cross-thread `mio::Waker`.
-pub(crate) const WAKER_TOKEN: Token = Token(usize::MAX);
-/// The token of the loop's timerfd.
-const TIMER_TOKEN: Token = Token(usize::MAX - 1);
 
 /// Which direction an operation waits on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,15 +194,6 @@ impl IoState {
     }
 }
 
-/// What one event said about a source.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Readiness {
-    pub(crate) readable: bool,
-    pub(crate) writable: bool,
-    /// The peer shut its side down (a read will see the end of the stream).
-    pub(crate) read_closed: bool,
-}
-
 /// A registration served through the ready queue rather than by waking tasks: an
 /// event records what it says and queues the sink (at most once) to run as a
 /// ready-queue entry, where it may call user code.
@@ -235,74 +221,54 @@ pub(crate) type ReadyQueue = RefCell<VecDeque<Ready>>;
 
 /// A loop's poller and its registered sources.
 pub(crate) struct Reactor {
-    poll: RefCell<mio::Poll>,
-    events: RefCell<Events>,
+    poller: Poller,
     sources: RefCell<Slab<Entry>>,
     /// The raw fds watched with `add_reader` / `add_writer`, by fd.
     pub(crate) watchers: FdWatchers,
-    timer: TimerFd,
 }
 
 impl Reactor {
-    pub(crate) fn new() -> io::Result<Self> {
-        let poll = mio::Poll::new()?;
-        let timer = TimerFd::new()?;
-        poll.registry().register(
-            &mut SourceFd(&timer.raw_fd()),
-            TIMER_TOKEN,
-            Interest::READABLE,
-        )?;
+    /// A reactor on epoll, or with `proactor` on io_uring; `bell` is the loop's
+    /// doorbell fd, which wakes it from other threads.
+    pub(crate) fn new(proactor: bool, bell: RawFd) -> io::Result<Self> {
         Ok(Reactor {
-            poll: RefCell::new(poll),
-            events: RefCell::new(Events::with_capacity(1024)),
+            poller: Poller::new(proactor, bell)?,
             sources: RefCell::new(Slab::new()),
             watchers: FdWatchers::default(),
-            timer,
         })
     }
 
-    /// Sleeps until an event, a wakeup, or `deadline` (None: no timer pending), which
-    /// the timerfd makes precise to the microsecond. See [`poll`](Self::poll).
+    /// Whether its poller is io_uring's.
+    pub(crate) fn is_proactor(&self) -> bool {
+        self.poller.is_proactor()
+    }
+
+    /// Sleeps until an event, a wakeup, or `deadline` (None: no timer pending),
+    /// precise to the microsecond. See [`poll`](Self::poll).
     pub(crate) fn park(&self, deadline: Option<Instant>, ready: &ReadyQueue) -> usize {
-        let timeout = deadline.map(|d| {
-            let now = Instant::now();
-            if d <= now {
-                return Duration::ZERO;
-            }
-            self.timer.arm(d, now);
-            // A backstop only: the timerfd fires first.
-            d - now + Duration::from_millis(1)
-        });
-        self.poll(timeout, ready)
+        self.wait(true, deadline, ready)
     }
 
-    pub(crate) fn waker(&self) -> io::Result<mio::Waker> {
-        mio::Waker::new(self.poll.borrow().registry(), WAKER_TOKEN)
-    }
-
-    /// Registers `source` with `interest` under a fresh token, and records what
-    /// `make` builds from that token as what the token stands for.
+    /// Registers `fd` with `interest` under a fresh token, and records what `make`
+    /// builds from that token as what the token stands for.
     fn insert(
         &self,
-        source: &mut impl Source,
+        fd: RawFd,
         interest: Interest,
         make: impl FnOnce(Token) -> Entry,
     ) -> io::Result<Token> {
         let mut sources = self.sources.borrow_mut();
         let entry = sources.vacant_entry();
         let token = Token(entry.key());
-        self.poll
-            .borrow()
-            .registry()
-            .register(source, token, interest)?;
+        self.poller.add(fd, token, interest)?;
         entry.insert(make(token));
         Ok(token)
     }
 
-    /// Registers `source` for both directions; returns its token and state.
-    pub(crate) fn register(&self, source: &mut impl Source) -> io::Result<(Token, Rc<IoState>)> {
+    /// Registers the source `fd` for both directions; returns its token and state.
+    pub(crate) fn register(&self, fd: RawFd) -> io::Result<(Token, Rc<IoState>)> {
         let state = Rc::new(IoState::default());
-        let token = self.insert(source, Interest::READABLE | Interest::WRITABLE, |_| {
+        let token = self.insert(fd, Interest::READABLE | Interest::WRITABLE, |_| {
             Entry::Io(state.clone())
         })?;
         Ok((token, state))
@@ -316,12 +282,12 @@ impl Reactor {
         interest: Interest,
         sink: Rc<dyn Sink>,
     ) -> io::Result<Token> {
-        self.insert(&mut SourceFd(&fd), interest, |_| Entry::Sink(sink))
+        self.insert(fd, interest, |_| Entry::Sink(sink))
     }
 
-    /// Forgets `source`; its waiters are woken so that they see it gone.
-    pub(crate) fn deregister(&self, source: &mut impl Source, token: Token) {
-        let _ = self.poll.borrow().registry().deregister(source);
+    /// Forgets the source `fd`; its waiters are woken so that they see it gone.
+    pub(crate) fn deregister(&self, fd: RawFd, token: Token) {
+        self.poller.delete(fd, token);
         let entry = self.sources.borrow_mut().try_remove(token.0);
         if let Some(Entry::Io(state)) = entry {
             state.fire(Direction::Read);
@@ -337,7 +303,7 @@ impl Reactor {
         make: impl FnOnce(Token) -> Rc<T>,
     ) -> io::Result<Rc<T>> {
         let mut made = None;
-        self.insert(&mut SourceFd(&fd), interest, |token| {
+        self.insert(fd, interest, |token| {
             let sink = make(token);
             made = Some(sink.clone());
             Entry::Sink(sink)
@@ -346,76 +312,61 @@ impl Reactor {
     }
 
     /// Changes a watched fd's interest and re-arms it: if the fd is ready now, the
-    /// next poll reports it again (this is what makes watchers level-triggered). An fd
-    /// that was closed and reopened under the same number is registered afresh.
+    /// next poll reports it again (this is what makes watchers level-triggered).
     pub(crate) fn reregister_fd(
         &self,
         fd: RawFd,
         token: Token,
         interest: Interest,
     ) -> io::Result<()> {
-        let poll = self.poll.borrow();
-        let registry = poll.registry();
-        match registry.reregister(&mut SourceFd(&fd), token, interest) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                registry.register(&mut SourceFd(&fd), token, interest)
-            }
-            other => other,
-        }
+        self.poller.modify(fd, token, interest)
     }
 
     /// Stops watching a raw fd (a watcher's or a sink's). It may already be closed;
     /// that is fine.
     pub(crate) fn deregister_fd(&self, fd: RawFd, token: Token) {
-        let _ = self.poll.borrow().registry().deregister(&mut SourceFd(&fd));
+        self.poller.delete(fd, token);
         let entry = self.sources.borrow_mut().try_remove(token.0);
         drop(entry);
     }
 
-    /// Waits up to `timeout` (None: forever) for events, wakes their waiters and
-    /// queues the watchers that became ready into `ready`. Returns how many events
-    /// arrived.
-    pub(crate) fn poll(&self, timeout: Option<Duration>, ready: &ReadyQueue) -> usize {
-        let mut events = self.events.borrow_mut();
-        if let Err(e) = self.poll.borrow_mut().poll(&mut events, timeout) {
+    /// Looks for events without waiting, wakes their waiters and queues the sinks
+    /// that became ready into `ready`. Returns how many events arrived.
+    pub(crate) fn poll_now(&self, ready: &ReadyQueue) -> usize {
+        self.wait(false, None, ready)
+    }
+
+    fn wait(&self, block: bool, deadline: Option<Instant>, ready: &ReadyQueue) -> usize {
+        let mut count = 0;
+        let waited = self.poller.wait(block, deadline, &mut |token, readiness| {
+            count += 1;
+            self.dispatch(token, readiness, ready);
+        });
+        if let Err(e) = waited {
             if e.kind() != io::ErrorKind::Interrupted {
                 log::error!("polling for i/o events failed: {e}");
             }
-            return 0;
-        }
-        let mut count = 0;
-        for event in events.iter() {
-            if event.token() == WAKER_TOKEN {
-                continue;
-            }
-            if event.token() == TIMER_TOKEN {
-                self.timer.clear();
-                continue;
-            }
-            count += 1;
-            let readiness = Readiness {
-                readable: event.is_readable() || event.is_read_closed() || event.is_error(),
-                writable: event.is_writable() || event.is_write_closed() || event.is_error(),
-                read_closed: event.is_read_closed(),
-            };
-            let entry = self.sources.borrow().get(event.token().0).cloned();
-            match entry {
-                Some(Entry::Io(state)) => {
-                    if readiness.read_closed {
-                        state.read_closed.set(true);
-                    }
-                    if readiness.readable {
-                        state.fire(Direction::Read);
-                    }
-                    if readiness.writable {
-                        state.fire(Direction::Write);
-                    }
-                }
-                Some(Entry::Sink(sink)) => sink.on_event(readiness, ready),
-                None => {}
-            }
         }
         count
+    }
+
+    fn dispatch(&self, token: Token, readiness: Readiness, ready: &ReadyQueue) {
+        let entry = self.sources.borrow().get(token.0).cloned();
+        match entry {
+            Some(Entry::Io(state)) => {
+                if readiness.read_closed {
+                    state.read_closed.set(true);
+                }
+                if readiness.readable {
+                    state.fire(Direction::Read);
+                }
+                if readiness.writable {
+                    state.fire(Direction::Write);
+                }
+            }
+            Some(Entry::Sink(sink)) => sink.on_event(readiness, ready),
+            None => {}
+        }
     }
 
     /// The loop is closing: every waiter is woken and from now on sees the loop

@@ -3,6 +3,7 @@
 
 use std::future::poll_fn;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll};
 
@@ -19,12 +20,14 @@ use crate::{Error, EventLoop};
 pub(crate) struct Registered<S: Source> {
     /// Always `Some` but in [`into_inner`](Self::into_inner).
     source: Option<S>,
+    /// The source's fd, for the reactor (kept: `Drop` cannot ask `S` for it).
+    fd: RawFd,
     token: Token,
     state: Rc<IoState>,
     lp: Weak<LoopInner>,
 }
 
-impl<S: Source> Registered<S> {
+impl<S: Source + AsRawFd> Registered<S> {
     /// Registers `source` with this thread's loop ([`crate::get_event_loop`]). `what`
     /// names the object for the error when there is no usable loop.
     pub(crate) fn new(source: S, what: &str) -> io::Result<Self> {
@@ -32,16 +35,21 @@ impl<S: Source> Registered<S> {
     }
 
     /// Registers `source` with `lp`.
-    pub(crate) fn with_loop(lp: &EventLoop, mut source: S) -> io::Result<Self> {
-        let (token, state) = lp.inner.reactor.register(&mut source)?;
+    pub(crate) fn with_loop(lp: &EventLoop, source: S) -> io::Result<Self> {
+        let fd = source.as_raw_fd();
+        let (token, state) = lp.inner.reactor.register(fd)?;
         Ok(Registered {
             source: Some(source),
+            fd,
             token,
             state,
             lp: Rc::downgrade(&lp.inner),
         })
     }
 
+}
+
+impl<S: Source> Registered<S> {
     /// The loop it is registered with, unless that loop is gone.
     pub(crate) fn event_loop(&self) -> Option<EventLoop> {
         self.lp.upgrade().map(|inner| EventLoop { inner })
@@ -63,8 +71,8 @@ impl<S: Source> Registered<S> {
     }
 
     fn release(&mut self) {
-        if let (Some(lp), Some(source)) = (self.lp.upgrade(), self.source.as_mut()) {
-            lp.reactor.deregister(source, self.token);
+        if let (Some(lp), Some(_)) = (self.lp.upgrade(), self.source.as_ref()) {
+            lp.reactor.deregister(self.fd, self.token);
         }
     }
 

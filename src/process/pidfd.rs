@@ -40,6 +40,12 @@ impl PidFd {
     }
 }
 
+impl std::os::fd::AsRawFd for PidFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
 impl Source for PidFd {
     fn register(&mut self, registry: &Registry, token: Token, interest: Interest) -> io::Result<()> {
         SourceFd(&self.0.as_raw_fd()).register(registry, token, interest)

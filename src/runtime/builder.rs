@@ -117,6 +117,13 @@ impl Builder {
         self
     }
 
+    /// Every shard's loop a proactor (io_uring; [`LoopBuilder::proactor`]). `build`
+    /// fails with `Error::Io` where the kernel refuses io_uring.
+    pub fn proactor(mut self, on: bool) -> Self {
+        self.loop_builder = self.loop_builder.proactor(on);
+        self
+    }
+
     /// Bounds each shard's inbox to `capacity` submitted jobs (default: unbounded).
     /// When a shard's inbox is full, [`Runtime::submit_to`] blocks a plain thread and
     /// resolves to `Err(Error::Full)` on a loop thread, [`Runtime::submit_to_async`]

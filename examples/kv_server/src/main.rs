@@ -80,6 +80,8 @@ struct Args {
     grace: Duration,
     pin: bool,
     spin: Duration,
+    /// `None`: the default (the selector loop, or `SHARDLOOP_PROACTOR=1`).
+    proactor: Option<bool>,
 }
 
 /// Parses the command line, or exits (see `cli`).
@@ -91,6 +93,7 @@ fn parse_args() -> Args {
         grace: Duration::from_secs(5),
         pin: true,
         spin: Duration::from_micros(50),
+        proactor: None,
     };
     let options = [
         (
@@ -118,6 +121,10 @@ fn parse_args() -> Args {
             ),
         ),
         (
+            "--proactor".to_string(),
+            "run every shard on io_uring (the proactor loop) instead of epoll".to_string(),
+        ),
+        (
             "--no-pin".to_string(),
             "leave the shards to the scheduler instead of one per CPU".to_string(),
         ),
@@ -142,6 +149,7 @@ fn parse_args() -> Args {
                     args.grace = Duration::from_millis(cli::value(p, "--grace-ms")?)
                 }
                 Long("no-pin") => args.pin = false,
+                Long("proactor") => args.proactor = Some(true),
                 Long("spin-us") => args.spin = Duration::from_micros(cli::value(p, "--spin-us")?),
                 Long("placement") => {
                     args.placement = match cli::value::<String>(p, "--placement")?.as_str() {
@@ -725,8 +733,12 @@ fn stop(rt: &Runtime, grace: Duration) {
 fn main() {
     env_logger::init();
     let args = parse_args();
+    let mut builder = Runtime::builder();
+    if let Some(on) = args.proactor {
+        builder = builder.proactor(on);
+    }
     let rt = Arc::new(
-        Runtime::builder()
+        builder
             .shards(args.shards)
             .pin_to_cores(args.pin)
             .thread_name("kv-shard")

@@ -1,0 +1,340 @@
+//! The proactor backend's ring (asyncio's `ProactorEventLoop`, on io_uring): one
+//! `io_uring_enter` per loop iteration submits every change of interest made since
+//! the last one and waits for completions, with the nearest timer's deadline as the
+//! wait's own timeout (`IORING_ENTER_EXT_ARG`: no timer fd, no timeout operation to
+//! cancel when an event comes first).
+//!
+//! Readiness comes from multishot `POLL_ADD`s, one per registered fd, each of which
+//! completes every time its file is woken (as edge-triggered epoll reports). Each arm
+//! carries a number in its `user_data`, so a completion of an arm that was replaced
+//! or removed (its fd's token may be reused already) is told apart and ignored.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Instant;
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use mio::{Interest, Token};
+
+use super::poller::Readiness;
+
+/// The doorbell's token inside the ring (registered tokens are slab keys, far below).
+const BELL: u32 = u32::MAX;
+/// The bit that marks a `POLL_REMOVE`'s `user_data` (the rest is the `user_data` of
+/// the poll it removes, whose arm numbers stay below it).
+const REMOVAL: u64 = 1 << 63;
+/// How often `delete` tries a removal that the kernel answers with `EALREADY` (the
+/// poll was just firing) before it leaves the rest to `wait`.
+const REMOVAL_TRIES: usize = 8;
+/// Submission queue entries; the completion queue is twice as large, and with
+/// `IORING_FEAT_NODROP` the kernel keeps what overflows it until it is read.
+const ENTRIES: u32 = 256;
+
+const READ_MASK: u32 = (libc::POLLIN | libc::POLLPRI | libc::POLLRDHUP) as u32;
+const WRITE_MASK: u32 = libc::POLLOUT as u32;
+
+/// One fd's live poll.
+struct Arm {
+    fd: RawFd,
+    mask: u32,
+    /// Which arm of this token it is (the high half of its `user_data`).
+    id: u32,
+}
+
+impl Arm {
+    fn user_data(&self, token: u32) -> u64 {
+        (u64::from(self.id) << 32) | u64::from(token)
+    }
+}
+
+pub(crate) struct UringPoller {
+    ring: RefCell<IoUring>,
+    arms: RefCell<HashMap<u32, Arm>>,
+    next_id: Cell<u32>,
+    /// Completions reaped by `delete`, for the next `wait` to hand out.
+    early: RefCell<Vec<(u64, i32, u32)>>,
+    /// `wait`'s buffer of completions, kept for its capacity.
+    batch: RefCell<Vec<(u64, i32, u32)>>,
+}
+
+/// Whether epoll would take `fd`: it exists, and is not a regular file or directory.
+fn check_pollable(fd: RawFd) -> io::Result<()> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a `stat` into the live buffer; it is read only on success.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstat succeeded, so it filled the buffer.
+    let kind = unsafe { st.assume_init() }.st_mode & libc::S_IFMT;
+    if kind == libc::S_IFREG || kind == libc::S_IFDIR {
+        return Err(io::Error::from_raw_os_error(libc::EPERM));
+    }
+    Ok(())
+}
+
+/// The error `build()` gives where the kernel refuses io_uring, saying why.
+fn refused(e: io::Error) -> io::Error {
+    let why = match e.raw_os_error() {
+        Some(libc::ENOSYS) => "this kernel has no io_uring",
+        Some(libc::EPERM) => {
+            "io_uring is not permitted here (kernel.io_uring_disabled, or a seccomp filter)"
+        }
+        _ => "io_uring_setup failed",
+    };
+    io::Error::new(e.kind(), format!("cannot build a proactor loop: {why}: {e}"))
+}
+
+impl UringPoller {
+    pub(crate) fn new(bell: RawFd) -> io::Result<Self> {
+        // Task work (what turns a socket's wakeup into a completion) runs at our next
+        // kernel entry instead of interrupting the thread, and a flag in the ring says
+        // when some waits: measured, the echo server's CPU per message halves (11.8
+        // -> 6.1 µs). Kernels before 5.19 refuse the flags: build without them there.
+        let ring = IoUring::builder()
+            .setup_coop_taskrun()
+            .setup_taskrun_flag()
+            .build(ENTRIES)
+            .or_else(|e| match e.raw_os_error() {
+                Some(libc::EINVAL) => IoUring::new(ENTRIES),
+                _ => Err(e),
+            })
+            .map_err(refused)?;
+        let params = ring.params();
+        if !params.is_feature_ext_arg() || !params.is_feature_nodrop() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "cannot build a proactor loop: the kernel's io_uring lacks \
+                 IORING_FEAT_EXT_ARG or IORING_FEAT_NODROP (Linux 5.11 or later has both)",
+            ));
+        }
+        let poller = UringPoller {
+            ring: RefCell::new(ring),
+            arms: RefCell::new(HashMap::new()),
+            next_id: Cell::new(0),
+            early: RefCell::new(Vec::new()),
+            batch: RefCell::new(Vec::with_capacity(ENTRIES as usize * 2)),
+        };
+        poller.arm(BELL, bell, libc::POLLIN as u32)?;
+        Ok(poller)
+    }
+
+    fn token(token: Token) -> u32 {
+        u32::try_from(token.0)
+            .ok()
+            .filter(|&t| t != BELL)
+            .expect("fewer than 4G registrations on a loop")
+    }
+
+    fn mask(interest: Interest) -> u32 {
+        let mut mask = 0;
+        if interest.is_readable() {
+            mask |= READ_MASK;
+        }
+        if interest.is_writable() {
+            mask |= WRITE_MASK;
+        }
+        mask
+    }
+
+    /// Queues an entry, submitting what is queued first if the queue is full.
+    fn push(&self, entry: squeue::Entry) -> io::Result<()> {
+        let mut ring = self.ring.borrow_mut();
+        loop {
+            // SAFETY: a poll or poll-remove entry refers to no memory of ours (an fd
+            // and a number), so nothing needs to outlive its submission.
+            if unsafe { ring.submission().push(&entry) }.is_ok() {
+                return Ok(());
+            }
+            ring.submit()?;
+        }
+    }
+
+    /// Starts a multishot poll of `fd` for `mask` under `token`, replacing none.
+    fn arm(&self, token: u32, fd: RawFd, mask: u32) -> io::Result<()> {
+        // 31 bits: the top bit of `user_data` marks removals.
+        let id = self.next_id.get().wrapping_add(1) & (u32::MAX >> 1);
+        self.next_id.set(id);
+        let arm = Arm { fd, mask, id };
+        let entry = opcode::PollAdd::new(types::Fd(fd), mask)
+            .multi(true)
+            .build()
+            .user_data(arm.user_data(token));
+        self.push(entry)?;
+        self.arms.borrow_mut().insert(token, arm);
+        Ok(())
+    }
+
+    /// Ends `token`'s poll, if it has one; the `user_data` of its removal.
+    fn disarm(&self, token: u32) -> io::Result<Option<u64>> {
+        let Some(old) = self.arms.borrow_mut().remove(&token) else {
+            return Ok(None);
+        };
+        let target = old.user_data(token);
+        self.push_removal(target)?;
+        Ok(Some(target | REMOVAL))
+    }
+
+    fn push_removal(&self, target: u64) -> io::Result<()> {
+        self.push(
+            opcode::PollRemove::new(target)
+                .build()
+                .user_data(target | REMOVAL),
+        )
+    }
+
+    /// Starts watching `fd`. The poll itself is queued for the next submit, so the
+    /// fd is checked here, where `epoll_ctl` would check it: a bad fd is `EBADF`, and
+    /// a regular file or a directory (which any poll calls always ready) is `EPERM`,
+    /// as epoll has it.
+    pub(crate) fn add(&self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()> {
+        check_pollable(fd)?;
+        self.arm(Self::token(token), fd, Self::mask(interest))
+    }
+
+    /// Replaces the poll: the new one reports the fd at once if it is ready now
+    /// (what makes `add_reader` level-triggered, as `epoll_ctl(MOD)` does).
+    pub(crate) fn modify(&self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()> {
+        let token = Self::token(token);
+        self.disarm(token)?;
+        self.arm(token, fd, Self::mask(interest))
+    }
+
+    /// Ends the fd's poll now, before its owner closes the fd: while a poll is armed
+    /// the ring holds the file, and a socket it holds is not closed (its peer would
+    /// not see the end). The kernel answers a removal that meets the poll firing
+    /// with `EALREADY`; it is tried again then, after the firing is done. The
+    /// completions reaped meanwhile wait in `early` for the next `wait`.
+    pub(crate) fn delete(&self, token: Token) {
+        let Ok(Some(removal)) = self.disarm(Self::token(token)) else {
+            return;
+        };
+        for _ in 0..REMOVAL_TRIES {
+            if self.ring.borrow().submit_and_wait(1).is_err() {
+                return;
+            }
+            let mut answer = None;
+            {
+                let mut ring = self.ring.borrow_mut();
+                let mut early = self.early.borrow_mut();
+                for c in ring.completion() {
+                    if c.user_data() == removal {
+                        answer = Some(c.result());
+                    } else {
+                        early.push((c.user_data(), c.result(), c.flags()));
+                    }
+                }
+            }
+            match answer {
+                Some(r) if r == -libc::EALREADY && self.push_removal(removal & !REMOVAL).is_ok() => {}
+                Some(_) => return,
+                // Not answered yet: wait again.
+                None => {}
+            }
+        }
+    }
+
+    /// Submits what is queued and waits for completions (not at all unless `block`;
+    /// until `deadline` if there is one), handing each fd's readiness to `f`.
+    pub(crate) fn wait(
+        &self,
+        block: bool,
+        deadline: Option<Instant>,
+        f: &mut dyn FnMut(Token, Readiness),
+    ) -> io::Result<()> {
+        // Completions `delete` reaped are events already here: no waiting for more.
+        let block = block && self.early.borrow().is_empty();
+        let idle = {
+            let mut ring = self.ring.borrow_mut();
+            let sq = ring.submission();
+            sq.is_empty() && !sq.taskrun() && !sq.cq_overflow()
+        };
+        let submitted = {
+            let ring = self.ring.borrow();
+            let submitter = ring.submitter();
+            match (block, deadline) {
+                // Nothing to submit, no task work pending, no overflow: every
+                // completion there is is in the ring already; no system call.
+                (false, _) if idle => Ok(0),
+                (false, _) => submitter.submit(),
+                (true, None) => submitter.submit_and_wait(1),
+                (true, Some(d)) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        submitter.submit()
+                    } else {
+                        let ts = types::Timespec::from(left);
+                        let args = types::SubmitArgs::new().timespec(&ts);
+                        submitter.submit_with_args(1, &args)
+                    }
+                }
+            }
+        };
+        match submitted {
+            Ok(_) => {}
+            // The deadline passed, a signal came, or completions wait to be read
+            // (EBUSY: read them now).
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
+            Err(e) => return Err(e),
+        }
+        // Copied out of the ring first (the handling below queues entries into it),
+        // into a buffer kept from one iteration to the next: no allocation per wait.
+        let mut completed = std::mem::take(&mut *self.batch.borrow_mut());
+        completed.append(&mut self.early.borrow_mut());
+        completed.extend(
+            self.ring
+                .borrow_mut()
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        let handled = self.handle(&completed, f);
+        completed.clear();
+        *self.batch.borrow_mut() = completed;
+        handled
+    }
+
+    fn handle(
+        &self,
+        completed: &[(u64, i32, u32)],
+        f: &mut dyn FnMut(Token, Readiness),
+    ) -> io::Result<()> {
+        for &(user_data, result, flags) in completed {
+            if user_data & REMOVAL != 0 {
+                if result == -libc::EALREADY {
+                    // The poll was firing when the removal came: remove it again.
+                    self.push_removal(user_data & !REMOVAL)?;
+                }
+                continue;
+            }
+            let token = user_data as u32;
+            let id = (user_data >> 32) as u32;
+            let (fd, mask) = match self.arms.borrow().get(&token) {
+                Some(arm) if arm.id == id => (arm.fd, arm.mask),
+                // An arm replaced or removed since: stale.
+                _ => continue,
+            };
+            if result < 0 {
+                if result == -libc::ECANCELED {
+                    continue;
+                }
+                // The poll failed (the fd was closed under it, say): whoever waits
+                // on it tries, and meets the error.
+                self.arms.borrow_mut().remove(&token);
+                if token != BELL {
+                    f(Token(token as usize), Readiness::ERROR);
+                }
+                continue;
+            }
+            if !cqueue::more(flags) {
+                // The kernel ended the multishot poll (it does on overflow): again.
+                self.arm(token, fd, mask)?;
+            }
+            if token == BELL {
+                continue;
+            }
+            f(Token(token as usize), Readiness::from_poll_mask(result as u32));
+        }
+        Ok(())
+    }
+}
