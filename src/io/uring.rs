@@ -59,6 +59,15 @@ pub(crate) struct UringPoller {
     batch: RefCell<Vec<(u64, i32, u32)>>,
 }
 
+/// Reports a failure to queue an entry while completions are being handled; the
+/// handling goes on, so that no completion already reaped is lost. (Queueing fails
+/// only when the queue is full and submitting it fails too.)
+fn requeue(queued: io::Result<()>) {
+    if let Err(e) = queued {
+        log::error!("io_uring: could not queue a poll entry: {e}");
+    }
+}
+
 /// Whether epoll would take `fd`: it exists, and is not a regular file or directory.
 fn check_pollable(fd: RawFd) -> io::Result<()> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
@@ -288,22 +297,20 @@ impl UringPoller {
                 .completion()
                 .map(|c| (c.user_data(), c.result(), c.flags())),
         );
-        let handled = self.handle(&completed, f);
+        self.handle(&completed, f);
         completed.clear();
         *self.batch.borrow_mut() = completed;
-        handled
+        Ok(())
     }
 
-    fn handle(
-        &self,
-        completed: &[(u64, i32, u32)],
-        f: &mut dyn FnMut(Token, Readiness),
-    ) -> io::Result<()> {
+    /// Turns completions into readiness for `f`, re-arming the polls the kernel
+    /// ended and retrying the removals it put off.
+    fn handle(&self, completed: &[(u64, i32, u32)], f: &mut dyn FnMut(Token, Readiness)) {
         for &(user_data, result, flags) in completed {
             if user_data & REMOVAL != 0 {
                 if result == -libc::EALREADY {
                     // The poll was firing when the removal came: remove it again.
-                    self.push_removal(user_data & !REMOVAL)?;
+                    requeue(self.push_removal(user_data & !REMOVAL));
                 }
                 continue;
             }
@@ -328,13 +335,12 @@ impl UringPoller {
             }
             if !cqueue::more(flags) {
                 // The kernel ended the multishot poll (it does on overflow): again.
-                self.arm(token, fd, mask)?;
+                requeue(self.arm(token, fd, mask));
             }
             if token == BELL {
                 continue;
             }
             f(Token(token as usize), Readiness::from_poll_mask(result as u32));
         }
-        Ok(())
     }
 }
