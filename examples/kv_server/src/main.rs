@@ -64,6 +64,9 @@ thread_local! {
     static ACCEPTOR: RefCell<Option<Task<()>>> = const { RefCell::new(None) };
     /// Connections on this shard in the middle of a request.
     static BUSY: Cell<usize> = const { Cell::new(0) };
+    /// Set when the server stops: a connection finishes the request it is in and
+    /// closes instead of starting another.
+    static DRAINING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Connected clients, all shards (for INFO).
@@ -584,6 +587,12 @@ async fn serve(mut stream: TcpStream, rt: Arc<Runtime>) {
     let mut out = Vec::with_capacity(16 * 1024);
     let mut slots = Vec::new();
     'conn: loop {
+        // No await between this check and `Busy::new`: a stop that set DRAINING on
+        // this shard either sees this request as busy or this connection closes.
+        if DRAINING.with(Cell::get) {
+            break;
+        }
+        let busy = Busy::new();
         let mut batch = Batch::new(&rt, me, &mut session, &mut out, &mut slots);
         let mut quit = false;
         let mut broken = None;
@@ -604,11 +613,9 @@ async fn serve(mut stream: TcpStream, rt: Arc<Runtime>) {
             }
         }
         if batch.has_replies() {
-            let busy = Busy::new();
             quit |= batch.finish().await;
             let written = stream.write_all(&out).await;
             out.clear();
-            drop(busy);
             if written.is_err() {
                 break 'conn;
             }
@@ -618,6 +625,7 @@ async fn serve(mut stream: TcpStream, rt: Arc<Runtime>) {
             let _ = stream.write_all(&e.to_resp()).await;
             break;
         }
+        drop(busy);
         if quit {
             break;
         }
@@ -698,10 +706,16 @@ fn start(rt: &Arc<Runtime>, port: u16, placement: Option<Placement>) -> Result<u
     Ok(port)
 }
 
-/// Graceful stop: no new connections, then wait (up to `grace`) until no connection
-/// is in the middle of a request, then shut the shards down.
+/// Graceful stop: no new connections and no new requests, then wait (up to `grace`)
+/// until no connection is in the middle of a request, then shut the shards down.
+///
+/// Once every shard has DRAINING set, a shard's BUSY count only goes down (a request
+/// on one shard that forwards to another is counted on its own shard until its
+/// replies are back), so one zero sum over the shards, read one after the other,
+/// means that no request is left anywhere, and the shutdown refuses no forwarded key.
 fn stop(rt: &Runtime, grace: Duration) {
     for r in rt.broadcast(|_| async {
+        DRAINING.with(|d| d.set(true));
         if let Some(acceptor) = ACCEPTOR.with(|a| a.borrow_mut().take()) {
             acceptor.cancel();
         }
