@@ -124,7 +124,10 @@ impl LoopSignals {
         read.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
         let read = mio::net::UnixStream::from_std(read);
-        let (token, io) = lp.inner.reactor.register(read.as_raw_fd())?;
+        let (token, io) = lp
+            .inner
+            .reactor
+            .register(read.as_raw_fd(), mio::Interest::READABLE | mio::Interest::WRITABLE)?;
         let waker = Waker::from(Arc::new(DrainWaker {
             shared: lp.inner.shared.clone(),
         }));

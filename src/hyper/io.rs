@@ -26,6 +26,15 @@ fn poll_read_uninit<S: Source + AsRawFd>(
     cx: &mut Context<'_>,
     mut buf: ReadBufCursor<'_>,
 ) -> Poll<io::Result<()>> {
+    let room = buf.remaining();
+    let ring = io.poll_read_ring(cx, room, |bytes| {
+        let n = bytes.len().min(room);
+        buf.put_slice(&bytes[..n]);
+        n
+    });
+    if let Some(r) = ring {
+        return r.map_ok(|_| ());
+    }
     // SAFETY: the slice is only written to, by the kernel, below; nothing reads it
     // and nothing de-initializes a byte of it.
     let dst = unsafe { buf.as_mut() };

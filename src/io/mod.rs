@@ -2,10 +2,13 @@
 //! and fd callbacks.
 
 pub(crate) mod bell;
+mod completion;
 mod epoll;
 pub(crate) mod fd;
+mod ops;
+pub(crate) mod owned;
 pub(crate) mod poller;
 pub(crate) mod reactor;
 pub(crate) mod registration;
 mod timerfd;
-mod uring;
+pub(crate) mod uring;

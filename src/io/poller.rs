@@ -62,6 +62,14 @@ impl Poller {
         matches!(self, Poller::Uring(_))
     }
 
+    /// The ring, on a proactor loop.
+    pub(crate) fn uring(&self) -> Option<&UringPoller> {
+        match self {
+            Poller::Uring(p) => Some(p),
+            Poller::Epoll(_) => None,
+        }
+    }
+
     pub(crate) fn add(&self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()> {
         match self {
             Poller::Epoll(p) => p.add(fd, token, interest),

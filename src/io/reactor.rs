@@ -26,6 +26,7 @@ use slab::Slab;
 use super::fd::FdWatchers;
 pub(crate) use super::poller::Readiness;
 use super::poller::Poller;
+use super::uring::UringPoller;
 use crate::event_loop::ready::Ready;
 use crate::Error;
 
@@ -265,13 +266,16 @@ impl Reactor {
         Ok(token)
     }
 
-    /// Registers the source `fd` for both directions; returns its token and state.
-    pub(crate) fn register(&self, fd: RawFd) -> io::Result<(Token, Rc<IoState>)> {
+    /// Registers the source `fd` for `interest`; returns its token and state.
+    pub(crate) fn register(&self, fd: RawFd, interest: Interest) -> io::Result<(Token, Rc<IoState>)> {
         let state = Rc::new(IoState::default());
-        let token = self.insert(fd, Interest::READABLE | Interest::WRITABLE, |_| {
-            Entry::Io(state.clone())
-        })?;
+        let token = self.insert(fd, interest, |_| Entry::Io(state.clone()))?;
         Ok((token, state))
+    }
+
+    /// The ring, on a proactor loop.
+    pub(crate) fn ring(&self) -> Option<&UringPoller> {
+        self.poller.uring()
     }
 
     /// Registers the raw fd `fd` for `interest`, its events going to `sink`. Undo

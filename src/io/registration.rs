@@ -8,9 +8,11 @@ use std::rc::{Rc, Weak};
 use std::task::{Context, Poll};
 
 use mio::event::Source;
-use mio::Token;
+use mio::{Interest, Token};
 
+use super::completion::RingReads;
 use super::reactor::{Direction, IoState};
+use super::uring::UringPoller;
 use crate::current;
 use crate::event_loop::LoopInner;
 use crate::{Error, EventLoop};
@@ -25,6 +27,9 @@ pub(crate) struct Registered<S: Source> {
     token: Token,
     state: Rc<IoState>,
     lp: Weak<LoopInner>,
+    /// A stream's reads on a proactor loop, which the ring does (see
+    /// [`super::completion`]); `None` elsewhere.
+    ring_reads: Option<Box<RingReads>>,
 }
 
 impl<S: Source + AsRawFd> Registered<S> {
@@ -36,14 +41,31 @@ impl<S: Source + AsRawFd> Registered<S> {
 
     /// Registers `source` with `lp`.
     pub(crate) fn with_loop(lp: &EventLoop, source: S) -> io::Result<Self> {
+        Self::register(lp, source, false)
+    }
+
+    /// Registers the stream `source` with this thread's loop, as [`new`](Self::new)
+    /// does; on a proactor loop the ring does its reads (no readiness poll for them).
+    pub(crate) fn stream(source: S, what: &str) -> io::Result<Self> {
+        Self::register(&current_loop(what)?, source, true)
+    }
+
+    fn register(lp: &EventLoop, source: S, stream: bool) -> io::Result<Self> {
         let fd = source.as_raw_fd();
-        let (token, state) = lp.inner.reactor.register(fd)?;
+        let ring_reads = stream && lp.inner.reactor.is_proactor();
+        let interest = if ring_reads && std::env::var_os("XX").is_none() {
+            Interest::WRITABLE
+        } else {
+            Interest::READABLE | Interest::WRITABLE
+        };
+        let (token, state) = lp.inner.reactor.register(fd, interest)?;
         Ok(Registered {
             source: Some(source),
             fd,
             token,
             state,
             lp: Rc::downgrade(&lp.inner),
+            ring_reads: ring_reads.then(Box::default),
         })
     }
 
@@ -66,14 +88,74 @@ impl<S: Source> Registered<S> {
 
     /// Deregisters the source and gives it back (to move it to another loop).
     pub(crate) fn into_inner(mut self) -> S {
+        if let Some(unread) = self.ring_reads.as_ref().map(|r| r.unread()).filter(|&n| n > 0) {
+            log::warn!(
+                "a stream leaves its proactor loop with {unread} bytes that the ring \
+                 received and no reader took: they are dropped"
+            );
+        }
         self.release();
         self.source.take().expect("registered source")
     }
 
     fn release(&mut self) {
         if let (Some(lp), Some(_)) = (self.lp.upgrade(), self.source.as_ref()) {
+            if let (Some(reads), Some(ring)) = (&self.ring_reads, lp.reactor.ring()) {
+                reads.cancel(ring);
+            }
             lp.reactor.deregister(self.fd, self.token);
         }
+    }
+
+    /// Whether the ring does this stream's reads.
+    pub(crate) fn reads_by_ring(&self) -> bool {
+        self.ring_reads.is_some()
+    }
+
+    /// On a proactor loop, a stream's read: the bytes the ring received go to `take`
+    /// (see [`RingReads::poll_read`]). `None` on an epoll loop, whose caller reads with
+    /// [`poll_io`](Self::poll_io).
+    pub(crate) fn poll_read_ring(
+        &self,
+        cx: &mut Context<'_>,
+        want: usize,
+        take: impl FnOnce(&[u8]) -> usize,
+    ) -> Option<Poll<io::Result<usize>>> {
+        let reads = self.ring_reads.as_deref()?;
+        Some(self.with_ring(cx, |ring, cx| {
+            crate::task::coop::poll_budgeted(cx, |cx| reads.poll_read(ring, self.fd, cx, want, take))
+        }))
+    }
+
+    /// Runs `f` with this source's ring, once the loop is known to be the right one
+    /// and open.
+    pub(crate) fn with_ring<R>(
+        &self,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(&UringPoller, &mut Context<'_>) -> Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        let running = current::running_loop_ptr();
+        if self.state.is_closed() {
+            return Poll::Ready(Err(Error::Closed.into()));
+        }
+        if !running.is_null() && running != self.lp.as_ptr() {
+            return Poll::Ready(Err(self.wrong_loop(running)));
+        }
+        let Some(lp) = self.lp.upgrade() else {
+            return Poll::Ready(Err(Error::Closed.into()));
+        };
+        let ring = lp.reactor.ring().expect("a source with ring reads is on a proactor loop");
+        f(ring, cx)
+    }
+
+    /// The stream's ring reads, if the ring does them.
+    pub(crate) fn ring_reads(&self) -> Option<&RingReads> {
+        self.ring_reads.as_deref()
+    }
+
+    /// The source's fd.
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fd
     }
 
     /// Runs `op` on the source until it stops saying `WouldBlock`, waiting for

@@ -8,16 +8,22 @@
 //! completes every time its file is woken (as edge-triggered epoll reports). Each arm
 //! carries a number in its `user_data`, so a completion of an arm that was replaced
 //! or removed (its fd's token may be reused already) is told apart and ignored.
+//!
+//! Reads and writes the kernel does for us (the proactor's own way of doing I/O) are
+//! the other kind of entry: their buffers live in the [`Ops`] table until their
+//! completions arrive (see [`super::ops`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::RawFd;
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use mio::{Interest, Token};
 
+use super::ops::{OpKey, Ops};
 use super::poller::Readiness;
 
 /// The doorbell's token inside the ring (registered tokens are slab keys, far below).
@@ -25,6 +31,15 @@ const BELL: u32 = u32::MAX;
 /// The bit that marks a `POLL_REMOVE`'s `user_data` (the rest is the `user_data` of
 /// the poll it removes, whose arm numbers stay below it).
 const REMOVAL: u64 = 1 << 63;
+/// The bit that marks an operation's `user_data` (the rest is its key in [`Ops`]).
+const OP: u64 = 1 << 62;
+/// The `user_data` of an `ASYNC_CANCEL`: its own completion says nothing we need (the
+/// operation it cancels completes too, and that completion frees it).
+const CANCEL: u64 = 1 << 61;
+/// How many waits a teardown spends on the answers to its cancels (each at most
+/// [`TEARDOWN_WAIT`]) before it leaks the buffers still in the kernel.
+const TEARDOWN_TRIES: usize = 50;
+const TEARDOWN_WAIT: Duration = Duration::from_millis(20);
 /// How often `delete` tries a removal that the kernel answers with `EALREADY` (the
 /// poll was just firing) before it leaves the rest to `wait`.
 const REMOVAL_TRIES: usize = 8;
@@ -57,6 +72,8 @@ pub(crate) struct UringPoller {
     early: RefCell<Vec<(u64, i32, u32)>>,
     /// `wait`'s buffer of completions, kept for its capacity.
     batch: RefCell<Vec<(u64, i32, u32)>>,
+    /// Reads and writes in flight, and their buffers.
+    ops: RefCell<Ops>,
 }
 
 /// Reports a failure to queue an entry while completions are being handled; the
@@ -124,6 +141,7 @@ impl UringPoller {
             next_id: Cell::new(0),
             early: RefCell::new(Vec::new()),
             batch: RefCell::new(Vec::with_capacity(ENTRIES as usize * 2)),
+            ops: RefCell::new(Ops::default()),
         };
         poller.arm(BELL, bell, libc::POLLIN as u32)?;
         Ok(poller)
@@ -151,8 +169,10 @@ impl UringPoller {
     fn push(&self, entry: squeue::Entry) -> io::Result<()> {
         let mut ring = self.ring.borrow_mut();
         loop {
-            // SAFETY: a poll or poll-remove entry refers to no memory of ours (an fd
-            // and a number), so nothing needs to outlive its submission.
+            // SAFETY: a poll, removal or cancel entry refers to no memory of ours (an fd
+            // and numbers); an operation's entry refers only into the buffer that the
+            // ops table owns until its completion (the contract of `start_op`). So
+            // everything an entry points to outlives the kernel's use of it.
             if unsafe { ring.submission().push(&entry) }.is_ok() {
                 return Ok(());
             }
@@ -214,7 +234,7 @@ impl UringPoller {
     /// the ring holds the file, and a socket it holds is not closed (its peer would
     /// not see the end). The kernel answers a removal that meets the poll firing
     /// with `EALREADY`; it is tried again then, after the firing is done. The
-    /// completions reaped meanwhile wait in `early` for the next `wait`.
+    /// completions reaped meanwhile are kept for the next `wait` (`reap_early`).
     pub(crate) fn delete(&self, token: Token) {
         let Ok(Some(removal)) = self.disarm(Self::token(token)) else {
             return;
@@ -223,19 +243,7 @@ impl UringPoller {
             if self.ring.borrow().submit_and_wait(1).is_err() {
                 return;
             }
-            let mut answer = None;
-            {
-                let mut ring = self.ring.borrow_mut();
-                let mut early = self.early.borrow_mut();
-                for c in ring.completion() {
-                    if c.user_data() == removal {
-                        answer = Some(c.result());
-                    } else {
-                        early.push((c.user_data(), c.result(), c.flags()));
-                    }
-                }
-            }
-            match answer {
+            match self.reap_early(removal) {
                 Some(r) if r == -libc::EALREADY && self.push_removal(removal & !REMOVAL).is_ok() => {}
                 Some(_) => return,
                 // Not answered yet: wait again.
@@ -307,6 +315,14 @@ impl UringPoller {
     /// ended and retrying the removals it put off.
     fn handle(&self, completed: &[(u64, i32, u32)], f: &mut dyn FnMut(Token, Readiness)) {
         for &(user_data, result, flags) in completed {
+            if user_data & OP != 0 {
+                let wakers = self.ops.borrow_mut().complete(op_key(user_data), result);
+                wakers.wake();
+                continue;
+            }
+            if user_data == CANCEL {
+                continue;
+            }
             if user_data & REMOVAL != 0 {
                 if result == -libc::EALREADY {
                     // The poll was firing when the removal came: remove it again.
@@ -342,5 +358,138 @@ impl UringPoller {
             }
             f(Token(token as usize), Readiness::from_poll_mask(result as u32));
         }
+    }
+}
+
+/// The key in [`Ops`] of an operation's `user_data`.
+fn op_key(user_data: u64) -> OpKey {
+    (user_data & !OP) as OpKey
+}
+
+/// The operations: reads and writes the kernel does into buffers we own.
+impl UringPoller {
+    /// Queues `entry` (a read or a write) for the next submit, its buffer `buf` kept
+    /// in the ops table until its completion arrives; the key to poll it by. On
+    /// failure the buffer comes back.
+    ///
+    /// # Safety
+    /// Every pointer in `entry` points into `buf`'s heap block (within its capacity),
+    /// and nothing else: the kernel may use that memory until the completion, and the
+    /// table keeps `buf` alive, unmoved, until then.
+    pub(crate) unsafe fn start_op(
+        &self,
+        entry: squeue::Entry,
+        buf: Vec<u8>,
+    ) -> Result<OpKey, (io::Error, Vec<u8>)> {
+        let key = self.ops.borrow_mut().insert(buf);
+        match self.push(entry.user_data(OP | key as u64)) {
+            Ok(()) => Ok(key),
+            Err(e) => Err((e, self.ops.borrow_mut().remove_unsubmitted(key))),
+        }
+    }
+
+    /// The operation's result (bytes, or a negative errno) and its buffer, once it
+    /// completed; else `cx` is woken when it does.
+    pub(crate) fn poll_op(&self, key: OpKey, cx: &mut Context<'_>) -> Poll<(i32, Vec<u8>)> {
+        self.ops.borrow_mut().poll(key, cx)
+    }
+
+    /// Nobody will collect operation `key`: cancel it, and wait for the kernel to
+    /// answer, so that the fd it holds is let go (its socket closes when its owner
+    /// closes it, not at some later turn of the loop). Completions of other entries
+    /// reaped meanwhile are handled as `reap_early` says. The buffer is freed when
+    /// the completion arrives: here, or later if the kernel is slow to answer.
+    pub(crate) fn cancel_op(&self, key: OpKey) {
+        if !self.ops.borrow_mut().orphan(key) {
+            return;
+        }
+        let target = OP | key as u64;
+        if self.push(opcode::AsyncCancel::new(target).build().user_data(CANCEL)).is_err() {
+            return;
+        }
+        for _ in 0..REMOVAL_TRIES {
+            if self.ring.borrow().submit_and_wait(1).is_err() {
+                return;
+            }
+            // The orphan's completion, reaped now or by an earlier call, freed it.
+            self.reap_early(CANCEL);
+            if !self.ops.borrow().contains(key) {
+                return;
+            }
+        }
+    }
+
+    /// Reaps the completions in the ring outside `wait`: the result of the entry
+    /// whose `user_data` is `want`, if it came. Operations' completions are handled
+    /// at once (their tasks woken, orphans freed: whoever waits for an orphan to go
+    /// sees it gone); polls' wait in `early` for the next `wait`.
+    fn reap_early(&self, want: u64) -> Option<i32> {
+        let reaped: Vec<_> = self
+            .ring
+            .borrow_mut()
+            .completion()
+            .map(|c| (c.user_data(), c.result(), c.flags()))
+            .collect();
+        let mut answer = None;
+        for c in reaped {
+            if c.0 == want {
+                answer = Some(c.1);
+            } else if c.0 & OP != 0 {
+                let wakers = self.ops.borrow_mut().complete(op_key(c.0), c.1);
+                wakers.wake();
+            } else {
+                self.early.borrow_mut().push(c);
+            }
+        }
+        answer
+    }
+}
+
+impl Drop for UringPoller {
+    /// The ring goes away with its loop: every operation still in the kernel is
+    /// cancelled and its completion awaited before the buffers are freed. Whatever the
+    /// kernel does not answer in time keeps its buffer, leaked (and logged): the
+    /// kernel tears a closed ring down asynchronously, and may still use it.
+    fn drop(&mut self) {
+        if self.ops.borrow().in_flight() == 0 {
+            return;
+        }
+        let all = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(CANCEL);
+        if self.push(all).is_ok() {
+            let ts = types::Timespec::from(TEARDOWN_WAIT);
+            for _ in 0..TEARDOWN_TRIES {
+                let args = types::SubmitArgs::new().timespec(&ts);
+                let waited = self.ring.borrow().submitter().submit_with_args(1, &args);
+                if let Err(e) = waited {
+                    if !matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) {
+                        break;
+                    }
+                }
+                let reaped: Vec<_> = self
+                    .ring
+                    .borrow_mut()
+                    .completion()
+                    .map(|c| (c.user_data(), c.result()))
+                    .collect();
+                let mut ops = self.ops.borrow_mut();
+                for (user_data, result) in reaped {
+                    if user_data & OP != 0 {
+                        // A waker still here belongs to a task of this loop, which
+                        // is closed: it finds the stream closed when it runs, if ever.
+                        drop(ops.complete(op_key(user_data), result));
+                    }
+                }
+                if ops.in_flight() == 0 {
+                    return;
+                }
+            }
+        }
+        let leaked = self.ops.borrow_mut().leak_in_flight();
+        log::error!(
+            "io_uring teardown: {leaked} operations did not answer their cancel; \
+             their buffers are leaked rather than freed under the kernel"
+        );
     }
 }

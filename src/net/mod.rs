@@ -113,8 +113,18 @@ where
     for<'a> &'a S: Read,
 {
     let want = buf.len();
+    if let Some(r) = io.poll_read_ring(cx, want, |bytes| copy_into(buf, bytes)) {
+        return r;
+    }
     let r = io.poll_io(Direction::Read, cx, |mut s| s.read(buf));
     note_short(io, Direction::Read, r, want)
+}
+
+/// Copies what fits of `bytes` into `buf`; how much.
+fn copy_into(buf: &mut [u8], bytes: &[u8]) -> usize {
+    let n = bytes.len().min(buf.len());
+    buf[..n].copy_from_slice(&bytes[..n]);
+    n
 }
 
 pub(crate) fn poll_read_vectored<S: Source>(
@@ -125,6 +135,14 @@ pub(crate) fn poll_read_vectored<S: Source>(
 where
     for<'a> &'a S: Read,
 {
+    if io.reads_by_ring() {
+        // What the ring received is in one buffer already: fill the first slice.
+        let first = bufs.iter_mut().find(|b| !b.is_empty());
+        return match first {
+            Some(b) => poll_read(io, cx, b),
+            None => poll_read(io, cx, &mut []),
+        };
+    }
     let want = bufs.iter().map(|b| b.len()).sum();
     let r = io.poll_io(Direction::Read, cx, |mut s| s.read_vectored(bufs));
     note_short(io, Direction::Read, r, want)
@@ -282,7 +300,77 @@ macro_rules! impl_async_write {
     };
 }
 
-pub(crate) use {impl_async_read, impl_async_write};
+/// The owned-buffer calls of a stream type (`read` and/or `write`), on the
+/// registration `$io` names (with `$s` bound to `&self`).
+macro_rules! impl_owned_io {
+    ($ty:ty, |$s:ident| $io:expr, read) => {
+        impl $ty {
+            /// Reads into `buf`'s spare capacity (at most `buf.capacity() - buf.len()`
+            /// bytes, appended) and gives the buffer back with the count; `Ok(0)` is
+            /// the end of the stream, or a buffer with no spare capacity.
+            ///
+            /// On a proactor loop the kernel receives straight into `buf`, with no
+            /// copy (what tokio-uring and monoio call an owned-buffer read); on an
+            /// epoll loop it is a `recv(2)` into it. Dropping the future before it
+            /// completes loses no byte: a receive already in the kernel finishes into
+            /// the stream, whose next read hands its bytes out.
+            ///
+            /// ```
+            /// use futures_util::AsyncWriteExt;
+            /// use shardloop::net::UnixStream;
+            ///
+            /// shardloop::run(async {
+            ///     let (a, mut b) = UnixStream::pair()?;
+            ///     b.write_all(b"hello").await?;
+            ///     let (n, buf) = a.read_owned(Vec::with_capacity(64)).await;
+            ///     assert_eq!(n?, 5);
+            ///     assert_eq!(buf, b"hello");
+            ///     std::io::Result::Ok(())
+            /// })??;
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub async fn read_owned(&self, buf: Vec<u8>) -> (std::io::Result<usize>, Vec<u8>) {
+                let $s = self;
+                $crate::io::owned::ReadOwned::new($io, buf).await
+            }
+        }
+    };
+    ($ty:ty, |$s:ident| $io:expr, write) => {
+        impl $ty {
+            /// Writes all of `buf` and gives it back.
+            ///
+            /// On a proactor loop the kernel sends straight from `buf` (one send
+            /// operation, which the kernel itself repeats until every byte is out);
+            /// on an epoll loop it is `send(2)` until done. Dropping the future before
+            /// it completes cancels the send: an unknown prefix of `buf` may have been
+            /// written, as with any write dropped half-way, and the buffer is freed
+            /// only once the kernel is done with it.
+            ///
+            /// ```
+            /// use futures_util::AsyncReadExt;
+            /// use shardloop::net::UnixStream;
+            ///
+            /// shardloop::run(async {
+            ///     let (a, mut b) = UnixStream::pair()?;
+            ///     let (sent, buf) = a.write_all_owned(b"ping".to_vec()).await;
+            ///     sent?;
+            ///     assert_eq!(buf, b"ping");
+            ///     let mut got = [0u8; 4];
+            ///     b.read_exact(&mut got).await?;
+            ///     assert_eq!(&got, b"ping");
+            ///     std::io::Result::Ok(())
+            /// })??;
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub async fn write_all_owned(&self, buf: Vec<u8>) -> (std::io::Result<()>, Vec<u8>) {
+                let $s = self;
+                $crate::io::owned::WriteAllOwned::new($io, buf).await
+            }
+        }
+    };
+}
+
+pub(crate) use {impl_async_read, impl_async_write, impl_owned_io};
 
 /// Whether a failed `accept` means "out of descriptors or memory": worth waiting for,
 /// never worth giving up on.

@@ -11,7 +11,9 @@ use std::task::{Context, Poll};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::lookup::{resolve, ToSocketAddrs};
-use super::{accept_with_backoff, each_addr, impl_async_read, impl_async_write, no_addresses};
+use super::{
+    accept_with_backoff, each_addr, impl_async_read, impl_async_write, impl_owned_io, no_addresses,
+};
 use crate::io::reactor::Direction;
 use crate::io::registration::Registered;
 
@@ -213,7 +215,7 @@ impl TcpStream {
 
     fn from_mio(stream: mio::net::TcpStream) -> io::Result<Self> {
         Ok(TcpStream {
-            io: Registered::new(stream, "a TcpStream")?,
+            io: Registered::stream(stream, "a TcpStream")?,
         })
     }
 
@@ -317,6 +319,8 @@ impl_async_read!(TcpStream, |s| &s.io);
 impl_async_read!(&TcpStream, |s| &s.io);
 impl_async_write!(TcpStream, |s| &s.io);
 impl_async_write!(&TcpStream, |s| &s.io);
+impl_owned_io!(TcpStream, |s| &s.io, read);
+impl_owned_io!(TcpStream, |s| &s.io, write);
 
 /// The read half of a [`TcpStream`], from [`TcpStream::split`].
 #[derive(Debug)]
@@ -377,6 +381,8 @@ impl Drop for OwnedWriteHalf {
 
 impl_async_read!(OwnedReadHalf, |s| &s.stream.io);
 impl_async_write!(OwnedWriteHalf, |s| &s.stream.io);
+impl_owned_io!(OwnedReadHalf, |s| &s.stream.io, read);
+impl_owned_io!(OwnedWriteHalf, |s| &s.stream.io, write);
 
 /// The halves given to [`OwnedReadHalf::reunite`] came from different streams.
 #[derive(Debug)]

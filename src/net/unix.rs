@@ -9,7 +9,7 @@ use std::os::unix::net::SocketAddr;
 use std::path::Path;
 use std::task::{Context, Poll};
 
-use super::{accept_with_backoff, impl_async_read, impl_async_write};
+use super::{accept_with_backoff, impl_async_read, impl_async_write, impl_owned_io};
 use crate::io::reactor::Direction;
 use crate::io::registration::Registered;
 
@@ -168,7 +168,7 @@ impl UnixStream {
 
     fn from_mio(stream: mio::net::UnixStream) -> io::Result<Self> {
         Ok(UnixStream {
-            io: Registered::new(stream, "a UnixStream")?,
+            io: Registered::stream(stream, "a UnixStream")?,
         })
     }
 
@@ -219,3 +219,5 @@ impl_async_read!(UnixStream, |s| &s.io);
 impl_async_read!(&UnixStream, |s| &s.io);
 impl_async_write!(UnixStream, |s| &s.io);
 impl_async_write!(&UnixStream, |s| &s.io);
+impl_owned_io!(UnixStream, |s| &s.io, read);
+impl_owned_io!(UnixStream, |s| &s.io, write);

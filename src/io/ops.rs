@@ -1,0 +1,150 @@
+//! The proactor's operations in flight: reads and writes the kernel does for us
+//! (`IORING_OP_RECV`, `IORING_OP_SEND`), each with the buffer it reads into or
+//! writes from.
+//!
+//! The table owns every buffer the kernel may touch, from the submission until the
+//! completion arrives, whatever happens to the future that asked. A future dropped
+//! before its completion leaves its operation here, marked orphaned, and a cancel is
+//! sent; the buffer is freed only when the kernel has answered. So the kernel never
+//! writes into, or reads from, memory that was freed or reused.
+
+use std::task::{Context, Poll, Waker};
+
+use slab::Slab;
+
+/// Where an operation is.
+enum State {
+    /// In the kernel; the tasks to wake when it completes (nearly always one: a
+    /// second waits only when two tasks read one stream).
+    Waiting(Option<Waker>, Vec<Waker>),
+    /// Completed with this result (bytes, or a negative errno), not yet collected.
+    Done(i32),
+    /// In the kernel, but nobody waits for it any more: freed when it completes.
+    Orphaned,
+}
+
+struct Slot {
+    state: State,
+    /// The memory the operation uses, kept alive (never moved: a `Vec`'s heap block
+    /// stays where it is when the `Vec` itself moves) until the completion.
+    buf: Vec<u8>,
+}
+
+/// The tasks waiting for a completion, taken out of the table to be woken.
+pub(crate) struct Wakers(Option<Waker>, Vec<Waker>);
+
+impl Wakers {
+    pub(crate) fn wake(self) {
+        if let Some(w) = self.0 {
+            w.wake();
+        }
+        for w in self.1 {
+            w.wake();
+        }
+    }
+}
+
+/// A key into the table: the operation's `user_data` is built from it.
+pub(crate) type OpKey = usize;
+
+#[derive(Default)]
+pub(crate) struct Ops {
+    slots: Slab<Slot>,
+}
+
+impl Ops {
+    /// Records an operation about to be submitted, owning `buf`; its key.
+    pub(crate) fn insert(&mut self, buf: Vec<u8>) -> OpKey {
+        self.slots.insert(Slot {
+            state: State::Waiting(None, Vec::new()),
+            buf,
+        })
+    }
+
+    /// The buffer of an operation that could not be submitted after all (it never
+    /// reached the kernel), back to its owner.
+    pub(crate) fn remove_unsubmitted(&mut self, key: OpKey) -> Vec<u8> {
+        self.slots.remove(key).buf
+    }
+
+    /// The result and the buffer, once the operation completed; else `cx` is woken
+    /// when it does.
+    pub(crate) fn poll(&mut self, key: OpKey, cx: &mut Context<'_>) -> Poll<(i32, Vec<u8>)> {
+        let slot = self.slots.get_mut(key).expect("a live operation");
+        match &mut slot.state {
+            State::Done(result) => {
+                let result = *result;
+                let slot = self.slots.remove(key);
+                Poll::Ready((result, slot.buf))
+            }
+            State::Waiting(first, more) => {
+                let new = cx.waker();
+                match first {
+                    None => *first = Some(new.clone()),
+                    Some(w) if w.will_wake(new) => {}
+                    Some(_) if more.iter().any(|w| w.will_wake(new)) => {}
+                    Some(_) => more.push(new.clone()),
+                }
+                Poll::Pending
+            }
+            State::Orphaned => unreachable!("an orphaned operation has no future to poll it"),
+        }
+    }
+
+    /// Nobody will collect the operation. Returns true if it is still in the kernel
+    /// (the caller cancels it; the slot stays until the completion comes); a completed
+    /// one is freed at once.
+    pub(crate) fn orphan(&mut self, key: OpKey) -> bool {
+        let slot = self.slots.get_mut(key).expect("a live operation");
+        if let State::Done(_) = slot.state {
+            self.slots.remove(key);
+            return false;
+        }
+        slot.state = State::Orphaned;
+        true
+    }
+
+    /// Whether `key` is still in the table (an orphan that has not completed yet).
+    pub(crate) fn contains(&self, key: OpKey) -> bool {
+        self.slots.contains(key)
+    }
+
+    /// The kernel completed operation `key` with `result`: the wakers of its tasks,
+    /// to be woken once no borrow of the table is held. An orphan is freed now.
+    pub(crate) fn complete(&mut self, key: OpKey, result: i32) -> Wakers {
+        let Some(slot) = self.slots.get_mut(key) else {
+            return Wakers(None, Vec::new());
+        };
+        match std::mem::replace(&mut slot.state, State::Done(result)) {
+            State::Waiting(first, more) => Wakers(first, more),
+            State::Orphaned => {
+                self.slots.remove(key);
+                Wakers(None, Vec::new())
+            }
+            State::Done(_) => unreachable!("an operation completes once"),
+        }
+    }
+
+    /// Operations still in the kernel (waited for or orphaned).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|(_, s)| !matches!(s.state, State::Done(_)))
+            .count()
+    }
+
+    /// Gives up on the operations still in the kernel without freeing their buffers:
+    /// for a ring being torn down whose kernel side did not answer every cancel. A leak
+    /// is safe; freeing memory the kernel may still write is not.
+    pub(crate) fn leak_in_flight(&mut self) -> usize {
+        let mut leaked = 0;
+        for slot in self.slots.drain() {
+            if matches!(slot.state, State::Done(_)) {
+                continue;
+            }
+            std::mem::forget(slot.buf);
+            leaked += 1;
+        }
+        leaked
+    }
+}
