@@ -9,7 +9,7 @@
 #
 # Prints a Markdown table per INFLIGHT: the medians of msgs/s and of the server's
 # CPU time per message (user + system, from /proc/PID/stat), with msgs/s ratios
-# against uvloop's protocol echo and tokio.
+# against uvloop's protocol echo, tokio and monoio.
 #
 # SERVERS="tokio shardloop-protocol" runs a subset (by name, in that order).
 # A quick smoke run: SECS=1 ROUNDS=1 WARMUP=0 bench/echo_bench.sh
@@ -24,7 +24,8 @@ SIZE=${SIZE:-100}
 WARMUP=${WARMUP:-1}
 PYTHON=${PYTHON:-python3}
 
-cargo build --release --example echo_server --example echo_server_tokio --example echo_streams --example echo_load
+cargo build --release --example echo_server --example echo_server_tokio --example echo_server_monoio \
+  --example echo_streams --example echo_load
 BIN=${CARGO_TARGET_DIR:-target}/release/examples
 
 # The servers, "name|command". Each command takes `--port 0` (appended) and prints
@@ -38,8 +39,11 @@ SERVER_TABLE=(
   "shardloop-protocol|$BIN/echo_server --mode protocol"
   "shardloop-protocol-proactor|$BIN/echo_server --mode protocol --proactor"
   "shardloop-task-proactor|$BIN/echo_server --mode task --proactor"
+  "shardloop-owned|$BIN/echo_server --mode owned"
+  "shardloop-owned-proactor|$BIN/echo_server --mode owned --proactor"
   "shardloop-streams|$BIN/echo_streams"
   "tokio|$BIN/echo_server_tokio"
+  "monoio|$BIN/echo_server_monoio"
 )
 
 declare -A COMMAND
@@ -122,14 +126,15 @@ for inflight in $INFLIGHT; do
   echo
   echo "### $inflight message(s) in flight per connection"
   echo
-  echo "| server | msgs/s | server µs/msg | vs uvloop-protocol | vs tokio |"
-  echo "|---|---:|---:|---:|---:|"
+  echo "| server | msgs/s | server µs/msg | vs uvloop-protocol | vs tokio | vs monoio |"
+  echo "|---|---:|---:|---:|---:|---:|"
   for name in "${NAMES[@]}"; do
     # shellcheck disable=SC2086
     cpu=$(median ${CPU[$name/$inflight]})
     vs_uv=$( [[ -n ${MED[uvloop-protocol]:-} ]] && ratio "${MED[$name]}" "${MED[uvloop-protocol]}" || echo -)
     vs_tk=$( [[ -n ${MED[tokio]:-} ]] && ratio "${MED[$name]}" "${MED[tokio]}" || echo -)
-    printf '| %s | %.0f | %.2f | %s | %s |\n' "$name" "${MED[$name]}" "$cpu" "$vs_uv" "$vs_tk"
+    vs_mo=$( [[ -n ${MED[monoio]:-} ]] && ratio "${MED[$name]}" "${MED[monoio]}" || echo -)
+    printf '| %s | %.0f | %.2f | %s | %s | %s |\n' "$name" "${MED[$name]}" "$cpu" "$vs_uv" "$vs_tk" "$vs_mo"
   done
   unset MED
 done

@@ -1,10 +1,13 @@
 //! The echo server of the echo benchmark (`bench/echo_bench.sh`) on one shardloop
-//! loop, in one of two styles:
+//! loop, in one of three styles:
 //!
 //! - `--mode protocol`: a [`shardloop::Protocol`] whose `data_received` writes the
 //!   bytes back (callbacks, no futures on the data path; asyncio's protocol echo);
 //! - `--mode task`: one task per connection reading a `TcpStream` and writing
-//!   back what it read (the way `async`/`await` code writes it).
+//!   back what it read (the way `async`/`await` code writes it);
+//! - `--mode owned`: the same task with owned buffers (`read_owned`,
+//!   `write_all_owned`): on the proactor the kernel receives into and sends from
+//!   the task's buffer, so the data path makes no system call of its own.
 //!
 //! ```text
 //! cargo run --release --example echo_server -- --mode protocol --port 9000
@@ -25,6 +28,7 @@ use shardloop::{Protocol, Transport};
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     Task,
+    Owned,
     Protocol,
 }
 
@@ -37,8 +41,10 @@ struct Args {
 fn parse_args() -> Args {
     let options = [
         (
-            "--mode task|protocol".to_string(),
-            "a task per connection over TcpStream, or a Protocol (default protocol)".to_string(),
+            "--mode task|owned|protocol".to_string(),
+            "a task per connection over TcpStream (owned: with owned buffers), or a Protocol \
+             (default protocol)"
+                .to_string(),
         ),
         (
             "--port N".to_string(),
@@ -65,9 +71,12 @@ fn parse_args() -> Args {
                 Long("mode") => {
                     args.mode = match cli::value::<String>(p, "--mode")?.as_str() {
                         "task" => Mode::Task,
+                        "owned" => Mode::Owned,
                         "protocol" => Mode::Protocol,
                         other => {
-                            return Err(format!("--mode: {other:?} is not task or protocol").into())
+                            return Err(
+                                format!("--mode: {other:?} is not task, owned or protocol").into()
+                            )
                         }
                     }
                 }
@@ -126,6 +135,32 @@ async fn serve_tasks(port: u16) -> std::io::Result<()> {
     }
 }
 
+async fn serve_owned(port: u16) -> std::io::Result<()> {
+    let listener = TcpListener::bind(("127.0.0.1", port))?;
+    announce(listener.local_addr()?.port())?;
+    loop {
+        let (conn, _) = listener.accept().await?;
+        conn.set_nodelay(true)?;
+        shardloop::spawn(async move {
+            let mut buf = Vec::with_capacity(64 * 1024);
+            loop {
+                let (read, back) = conn.read_owned(buf).await;
+                match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let (written, mut back) = conn.write_all_owned(back).await;
+                if written.is_err() {
+                    break;
+                }
+                back.clear();
+                buf = back;
+            }
+        })
+        .detach();
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args();
     let mut builder = shardloop::EventLoop::builder();
@@ -136,6 +171,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     shardloop::set_event_loop(Some(lp.clone()));
     match args.mode {
         Mode::Task => lp.run_until_complete(serve_tasks(args.port))??,
+        Mode::Owned => lp.run_until_complete(serve_owned(args.port))??,
         Mode::Protocol => {
             let server = lp.run_until_complete(
                 lp.create_server(|| Echo { transport: None }, ("127.0.0.1", args.port)),

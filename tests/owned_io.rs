@@ -333,3 +333,55 @@ fn two_tasks_reading_one_stream_both_get_woken() {
         .unwrap();
     });
 }
+
+#[test]
+fn a_peer_that_resets_mid_transfer_is_a_clear_error_and_the_buffers_come_back() {
+    on_both_loops(|lp| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut some = [0u8; 1024];
+            s.read_exact(&mut some).unwrap();
+            // SO_LINGER 0: the close sends a reset, not a FIN.
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: setsockopt reads `linger`, a live value of the size given.
+            let rc = unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&s),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(rc, 0);
+        });
+        lp.run_until_complete(async {
+            let s = TcpStream::connect(addr).await.unwrap();
+            // 64 MiB: the peer resets long before it is all out.
+            let (sent, buf) = s.write_all_owned(vec![1u8; 64 << 20]).await;
+            let e = sent.expect_err("the peer reset the connection");
+            assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ),
+                "{e}"
+            );
+            assert_eq!(buf.len(), 64 << 20, "the buffer comes back whole");
+            let (read, back) = s.read_owned(Vec::with_capacity(64)).await;
+            match read {
+                Ok(0) => {}
+                Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+                Ok(n) => panic!("read {n} bytes from a reset connection"),
+            }
+            assert_eq!(back.capacity(), 64);
+        })
+        .unwrap();
+        peer.join().unwrap();
+    });
+}

@@ -180,3 +180,85 @@ fn a_proactor_runtime_runs_its_shards_on_rings() {
     assert_eq!(flags, [true, true]);
     rt.shutdown(Duration::from_secs(5)).unwrap();
 }
+
+/// A ring of 4 entries under 64 connections: the submission queue fills on every
+/// turn and is submitted and refilled, and the completion queue (8 entries)
+/// overflows into the kernel's list, from which every completion still arrives.
+#[test]
+fn a_tiny_ring_serves_64_connections() {
+    const CONNS: usize = 64;
+    const ROUNDS: usize = 20;
+    let lp = match EventLoop::builder().proactor(true).ring_entries(4).build() {
+        Ok(lp) => lp,
+        Err(e) => {
+            eprintln!("skipped: io_uring is not available here: {e}");
+            return;
+        }
+    };
+    shardloop::set_event_loop(Some(lp.clone()));
+    lp.run_until_complete(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = shardloop::spawn(async move {
+            let mut conns = Vec::new();
+            for _ in 0..CONNS {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                conns.push(shardloop::spawn(async move {
+                    let mut buf = [0u8; 256];
+                    loop {
+                        match conn.read(&mut buf).await.unwrap() {
+                            0 => break,
+                            n => conn.write_all(&buf[..n]).await.unwrap(),
+                        }
+                    }
+                }));
+            }
+            for c in conns {
+                c.await.unwrap();
+            }
+        });
+        let clients: Vec<_> = (0..CONNS)
+            .map(|i| {
+                shardloop::spawn(async move {
+                    let mut s = TcpStream::connect(addr).await.unwrap();
+                    for r in 0..ROUNDS {
+                        let msg = format!("conn {i} round {r}");
+                        s.write_all(msg.as_bytes()).await.unwrap();
+                        let mut back = vec![0u8; msg.len()];
+                        s.read_exact(&mut back).await.unwrap();
+                        assert_eq!(back, msg.as_bytes());
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.await.unwrap();
+        }
+        server.await.unwrap();
+    })
+    .unwrap();
+    lp.close().unwrap();
+    shardloop::set_event_loop(None);
+}
+
+#[test]
+fn ring_entries_out_of_range_fail_the_build_with_a_clear_error() {
+    for entries in [0, 1 << 20] {
+        let err = EventLoop::builder()
+            .proactor(true)
+            .ring_entries(entries)
+            .build()
+            .expect_err("out of range");
+        assert!(
+            err.to_string().contains("ring_entries must be 1 to 32768"),
+            "{err}"
+        );
+    }
+    // An epoll loop has no ring: the setting does not matter there.
+    let lp = EventLoop::builder()
+        .proactor(false)
+        .ring_entries(0)
+        .build()
+        .unwrap();
+    assert!(!lp.is_proactor());
+}

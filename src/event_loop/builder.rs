@@ -51,6 +51,7 @@ pub struct LoopBuilder {
     spin_before_park: Duration,
     inbox_capacity: Option<usize>,
     proactor: bool,
+    ring_entries: u32,
 }
 
 /// The variable that makes [`LoopBuilder::proactor`] default to on (`=1`): it runs a
@@ -67,6 +68,7 @@ impl Default for LoopBuilder {
             spin_before_park: Duration::ZERO,
             inbox_capacity: None,
             proactor: std::env::var_os(PROACTOR_ENV).is_some_and(|v| v == "1"),
+            ring_entries: crate::io::uring::DEFAULT_ENTRIES,
         }
     }
 }
@@ -128,9 +130,11 @@ impl LoopBuilder {
     }
 
     /// asyncio's `ProactorEventLoop`: the loop waits on an io_uring instead of
-    /// epoll. One `io_uring_enter` per iteration submits every change of interest
-    /// made since the last and waits, with the nearest timer as its timeout; every
-    /// fd's readiness comes from a multishot poll on the ring. Everything else (the
+    /// epoll. One `io_uring_enter` per iteration submits everything queued since the
+    /// last and waits, with the nearest timer as its timeout. TCP and Unix streams'
+    /// reads are the kernel's (`IORING_OP_RECV` into buffers the stream owns; with
+    /// `read_owned`, into the caller's); every other fd's readiness comes from a
+    /// multishot poll on the ring. Everything else (the
     /// types, the traits, the semantics) is the same on both loops. Defaults to off,
     /// or on with `SHARDLOOP_PROACTOR=1` in the environment. Where the kernel
     /// refuses io_uring (`ENOSYS`, `EPERM`, `kernel.io_uring_disabled`), or lacks
@@ -152,12 +156,24 @@ impl LoopBuilder {
         self
     }
 
+    /// The size of a proactor loop's submission queue (default 256; the completion
+    /// queue is twice as large, and what overflows it the kernel keeps until it is
+    /// read). A fuller queue is submitted and refilled, so a small ring only costs
+    /// system calls: it is for tests of that path, and for loops with little I/O.
+    /// `build` fails with `Error::Io` for 0 or more than 32768. No effect on an epoll
+    /// loop.
+    pub fn ring_entries(mut self, entries: u32) -> Self {
+        self.ring_entries = entries;
+        self
+    }
+
     /// Creates the loop. It is not made the thread's current loop.
     pub fn build(self) -> Result<EventLoop, Error> {
         let id = NEXT_LOOP_ID.fetch_add(1, Ordering::Relaxed);
         let name = self.name.unwrap_or_else(|| format!("loop-{id}"));
         let bell = Bell::new()?;
-        let reactor = Reactor::new(self.proactor, bell.as_raw_fd())?;
+        let ring = self.proactor.then_some(self.ring_entries);
+        let reactor = Reactor::new(ring, bell.as_raw_fd())?;
         let (permits, permit_return) = bounded::permits(self.inbox_capacity);
         let shared = Arc::new(Shared::new(
             bell,

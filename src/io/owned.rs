@@ -78,8 +78,14 @@ impl<S: Source + AsRawFd> Future for ReadOwned<'_, S> {
                 if buf.capacity() == buf.len() {
                     Poll::Ready(Ok(0))
                 } else {
-                    let fd = io.fd();
-                    io.poll_io(Direction::Read, cx, |_| recv_spare(fd, buf))
+                    let (fd, spare) = (io.fd(), buf.capacity() - buf.len());
+                    let r = io.poll_io(Direction::Read, cx, |_| recv_spare(fd, buf));
+                    // A short read emptied the socket: wait for the next edge rather
+                    // than meet `WouldBlock` with one more recv (as the AsyncRead does).
+                    if matches!(r, Poll::Ready(Ok(n)) if n > 0 && n < spare) {
+                        io.drained(Direction::Read);
+                    }
+                    r
                 }
             }
         };

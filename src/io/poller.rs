@@ -49,12 +49,11 @@ pub(crate) enum Poller {
 }
 
 impl Poller {
-    /// The selector poller, or with `proactor` the ring; either watches `bell`.
-    pub(crate) fn new(proactor: bool, bell: RawFd) -> io::Result<Poller> {
-        Ok(if proactor {
-            Poller::Uring(Box::new(UringPoller::new(bell)?))
-        } else {
-            Poller::Epoll(EpollPoller::new(bell)?)
+    /// The selector poller, or with `ring` (its size) the ring; either watches `bell`.
+    pub(crate) fn new(ring: Option<u32>, bell: RawFd) -> io::Result<Poller> {
+        Ok(match ring {
+            Some(entries) => Poller::Uring(Box::new(UringPoller::new(bell, entries)?)),
+            None => Poller::Epoll(EpollPoller::new(bell)?),
         })
     }
 

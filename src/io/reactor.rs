@@ -229,11 +229,11 @@ pub(crate) struct Reactor {
 }
 
 impl Reactor {
-    /// A reactor on epoll, or with `proactor` on io_uring; `bell` is the loop's
-    /// doorbell fd, which wakes it from other threads.
-    pub(crate) fn new(proactor: bool, bell: RawFd) -> io::Result<Self> {
+    /// A reactor on epoll, or with `ring` (its submission queue's size) on io_uring;
+    /// `bell` is the loop's doorbell fd, which wakes it from other threads.
+    pub(crate) fn new(ring: Option<u32>, bell: RawFd) -> io::Result<Self> {
         Ok(Reactor {
-            poller: Poller::new(proactor, bell)?,
+            poller: Poller::new(ring, bell)?,
             sources: RefCell::new(Slab::new()),
             watchers: FdWatchers::default(),
         })

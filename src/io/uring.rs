@@ -43,9 +43,12 @@ const TEARDOWN_WAIT: Duration = Duration::from_millis(20);
 /// How often `delete` tries a removal that the kernel answers with `EALREADY` (the
 /// poll was just firing) before it leaves the rest to `wait`.
 const REMOVAL_TRIES: usize = 8;
-/// Submission queue entries; the completion queue is twice as large, and with
-/// `IORING_FEAT_NODROP` the kernel keeps what overflows it until it is read.
-const ENTRIES: u32 = 256;
+/// Submission queue entries by default (`LoopBuilder::ring_entries`); the completion
+/// queue is twice as large, and with `IORING_FEAT_NODROP` the kernel keeps what
+/// overflows it until it is read.
+pub(crate) const DEFAULT_ENTRIES: u32 = 256;
+/// The most the kernel takes.
+const MAX_ENTRIES: u32 = 32768;
 
 const READ_MASK: u32 = (libc::POLLIN | libc::POLLPRI | libc::POLLRDHUP) as u32;
 const WRITE_MASK: u32 = libc::POLLOUT as u32;
@@ -113,7 +116,13 @@ fn refused(e: io::Error) -> io::Error {
 }
 
 impl UringPoller {
-    pub(crate) fn new(bell: RawFd) -> io::Result<Self> {
+    pub(crate) fn new(bell: RawFd, entries: u32) -> io::Result<Self> {
+        if entries == 0 || entries > MAX_ENTRIES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot build a proactor loop: ring_entries must be 1 to {MAX_ENTRIES}, not {entries}"),
+            ));
+        }
         // Task work (what turns a socket's wakeup into a completion) runs at our next
         // kernel entry instead of interrupting the thread, and a flag in the ring says
         // when some waits: measured, the echo server's CPU per message halves (11.8
@@ -121,9 +130,9 @@ impl UringPoller {
         let ring = IoUring::builder()
             .setup_coop_taskrun()
             .setup_taskrun_flag()
-            .build(ENTRIES)
+            .build(entries)
             .or_else(|e| match e.raw_os_error() {
-                Some(libc::EINVAL) => IoUring::new(ENTRIES),
+                Some(libc::EINVAL) => IoUring::new(entries),
                 _ => Err(e),
             })
             .map_err(refused)?;
@@ -140,7 +149,7 @@ impl UringPoller {
             arms: RefCell::new(HashMap::new()),
             next_id: Cell::new(0),
             early: RefCell::new(Vec::new()),
-            batch: RefCell::new(Vec::with_capacity(ENTRIES as usize * 2)),
+            batch: RefCell::new(Vec::with_capacity(entries as usize * 2)),
             ops: RefCell::new(Ops::default()),
         };
         poller.arm(BELL, bell, libc::POLLIN as u32)?;
@@ -165,18 +174,28 @@ impl UringPoller {
         mask
     }
 
-    /// Queues an entry, submitting what is queued first if the queue is full.
+    /// Queues an entry. A full submission queue is submitted first; if the kernel
+    /// refuses that because the completion queue is full too (`EBUSY`: it holds more
+    /// in its overflow list), the completions are reaped to make room, and again.
     fn push(&self, entry: squeue::Entry) -> io::Result<()> {
-        let mut ring = self.ring.borrow_mut();
         loop {
-            // SAFETY: a poll, removal or cancel entry refers to no memory of ours (an fd
-            // and numbers); an operation's entry refers only into the buffer that the
-            // ops table owns until its completion (the contract of `start_op`). So
-            // everything an entry points to outlives the kernel's use of it.
-            if unsafe { ring.submission().push(&entry) }.is_ok() {
-                return Ok(());
+            {
+                let mut ring = self.ring.borrow_mut();
+                // SAFETY: a poll, removal or cancel entry refers to no memory of ours
+                // (an fd and numbers); an operation's entry refers only into the
+                // buffer that the ops table owns until its completion (the contract
+                // of `start_op`). So everything an entry points to outlives the
+                // kernel's use of it.
+                if unsafe { ring.submission().push(&entry) }.is_ok() {
+                    return Ok(());
+                }
+                match ring.submit() {
+                    Ok(_) => continue,
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EINTR)) => {}
+                    Err(e) => return Err(e),
+                }
             }
-            ring.submit()?;
+            self.reap_early(CANCEL);
         }
     }
 
