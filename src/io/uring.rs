@@ -40,6 +40,8 @@ const CANCEL: u64 = 1 << 61;
 /// [`TEARDOWN_WAIT`]) before it leaks the buffers still in the kernel.
 const TEARDOWN_TRIES: usize = 50;
 const TEARDOWN_WAIT: Duration = Duration::from_millis(20);
+/// How long `cancel_op` waits for each answer (it tries `REMOVAL_TRIES` times).
+const CANCEL_WAIT: Duration = Duration::from_millis(10);
 /// How often `delete` tries a removal that the kernel answers with `EALREADY` (the
 /// poll was just firing) before it leaves the rest to `wait`.
 const REMOVAL_TRIES: usize = 8;
@@ -71,12 +73,14 @@ pub(crate) struct UringPoller {
     ring: RefCell<IoUring>,
     arms: RefCell<HashMap<u32, Arm>>,
     next_id: Cell<u32>,
-    /// Completions reaped by `delete`, for the next `wait` to hand out.
+    /// Poll completions reaped outside `wait` (`reap_early`), for the next `wait`.
     early: RefCell<Vec<(u64, i32, u32)>>,
     /// `wait`'s buffer of completions, kept for its capacity.
     batch: RefCell<Vec<(u64, i32, u32)>>,
     /// Reads and writes in flight, and their buffers.
     ops: RefCell<Ops>,
+    /// Set by `drop`: completions reaped then wake no task.
+    tearing_down: Cell<bool>,
 }
 
 /// Reports a failure to queue an entry while completions are being handled; the
@@ -151,6 +155,7 @@ impl UringPoller {
             early: RefCell::new(Vec::new()),
             batch: RefCell::new(Vec::with_capacity(entries as usize * 2)),
             ops: RefCell::new(Ops::default()),
+            tearing_down: Cell::new(false),
         };
         poller.arm(BELL, bell, libc::POLLIN as u32)?;
         Ok(poller)
@@ -427,7 +432,10 @@ impl UringPoller {
             return;
         }
         for _ in 0..REMOVAL_TRIES {
-            if self.ring.borrow().submit_and_wait(1).is_err() {
+            // Bounded: a cancel that meets its operation mid-way (`EALREADY`) has the
+            // operation finish on its own, later. If it is not done by the last try,
+            // its completion frees it in a later `wait`.
+            if self.wait_briefly(CANCEL_WAIT).is_err() {
                 return;
             }
             // The orphan's completion, reaped now or by an earlier call, freed it.
@@ -435,6 +443,17 @@ impl UringPoller {
             if !self.ops.borrow().contains(key) {
                 return;
             }
+        }
+    }
+
+    /// Submits what is queued and waits for a completion, for at most `limit`.
+    fn wait_briefly(&self, limit: Duration) -> io::Result<()> {
+        let ts = types::Timespec::from(limit);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        match self.ring.borrow().submitter().submit_with_args(1, &args) {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -455,7 +474,9 @@ impl UringPoller {
                 answer = Some(c.1);
             } else if c.0 & OP != 0 {
                 let wakers = self.ops.borrow_mut().complete(op_key(c.0), c.1);
-                wakers.wake();
+                if !self.tearing_down.get() {
+                    wakers.wake();
+                }
             } else {
                 self.early.borrow_mut().push(c);
             }
@@ -476,31 +497,17 @@ impl Drop for UringPoller {
         let all = opcode::AsyncCancel2::new(types::CancelBuilder::any())
             .build()
             .user_data(CANCEL);
+        // No task is woken from here on: their loop is going away.
+        self.tearing_down.set(true);
         if self.push(all).is_ok() {
-            let ts = types::Timespec::from(TEARDOWN_WAIT);
             for _ in 0..TEARDOWN_TRIES {
-                let args = types::SubmitArgs::new().timespec(&ts);
-                let waited = self.ring.borrow().submitter().submit_with_args(1, &args);
-                if let Err(e) = waited {
-                    if !matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) {
-                        break;
-                    }
+                if self.wait_briefly(TEARDOWN_WAIT).is_err() {
+                    break;
                 }
-                let reaped: Vec<_> = self
-                    .ring
-                    .borrow_mut()
-                    .completion()
-                    .map(|c| (c.user_data(), c.result()))
-                    .collect();
-                let mut ops = self.ops.borrow_mut();
-                for (user_data, result) in reaped {
-                    if user_data & OP != 0 {
-                        // A waker still here belongs to a task of this loop, which
-                        // is closed: it finds the stream closed when it runs, if ever.
-                        drop(ops.complete(op_key(user_data), result));
-                    }
-                }
-                if ops.in_flight() == 0 {
+                // A waker still in a slot belongs to a task of this loop, which is
+                // closed: it is dropped, not woken.
+                self.reap_early(CANCEL);
+                if self.ops.borrow().in_flight() == 0 {
                     return;
                 }
             }
