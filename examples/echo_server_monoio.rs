@@ -13,30 +13,14 @@ mod cli;
 
 #[cfg(target_os = "linux")]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    use lexopt::prelude::*;
     use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
     use std::io::Write;
 
-    let options = [(
-        "--port N".to_string(),
-        "port to listen on (default 9002, 0 = any free port)".to_string(),
-    )];
-    let usage = cli::usage(
+    let port = cli::port_only(
         "echo_server_monoio",
         "An echo server on monoio's io_uring runtime, for bench/echo_bench.sh.",
-        &options,
+        9002,
     );
-    let port = cli::parse_or_exit("echo_server_monoio", &usage, |p| {
-        let mut port = 9002;
-        while let Some(arg) = p.next()? {
-            match arg {
-                Long("port") => port = cli::value(p, "--port")?,
-                Short('h') | Long("help") => return Ok(None),
-                _ => return Err(arg.unexpected()),
-            }
-        }
-        Ok(Some(port))
-    });
     let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
         .enable_timer()
         .build()?;

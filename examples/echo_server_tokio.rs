@@ -12,34 +12,14 @@ mod cli;
 
 use std::io::Write;
 
-use lexopt::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn parse_port() -> u16 {
-    let options = [(
-        "--port N".to_string(),
-        "port to listen on (default 9001, 0 = any free port)".to_string(),
-    )];
-    let usage = cli::usage(
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let port = cli::port_only(
         "echo_server_tokio",
         "An echo server on tokio's current-thread runtime, for bench/echo_bench.sh.",
-        &options,
+        9001,
     );
-    cli::parse_or_exit("echo_server_tokio", &usage, |p| {
-        let mut port = 9001;
-        while let Some(arg) = p.next()? {
-            match arg {
-                Long("port") => port = cli::value(p, "--port")?,
-                Short('h') | Long("help") => return Ok(None),
-                _ => return Err(arg.unexpected()),
-            }
-        }
-        Ok(Some(port))
-    })
-}
-
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let port = parse_port();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -13,14 +13,17 @@
 #[path = "cli/mod.rs"]
 mod cli;
 
-use lexopt::prelude::*;
 use shardloop::streams::{self, StreamReader, StreamWriter};
 
 /// The most one read takes from a connection's buffer.
 const CHUNK: usize = 64 * 1024;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let port = parse_port();
+    let port = cli::port_only(
+        "echo_streams",
+        "A TCP echo server written with shardloop::streams, on 127.0.0.1.",
+        0,
+    );
     let lp = shardloop::get_event_loop()?;
     for sig in [libc::SIGINT, libc::SIGTERM] {
         let stopper = lp.clone();
@@ -46,25 +49,4 @@ async fn echo(mut reader: StreamReader, mut writer: StreamWriter) -> Result<(), 
         writer.write(&data);
         writer.drain().await?;
     }
-}
-
-/// `--port N` (default 0: any free port).
-fn parse_port() -> u16 {
-    let options = [(
-        "--port N".to_string(),
-        "port to listen on (default 0 = any free port)".to_string(),
-    )];
-    let about = "A TCP echo server written with shardloop::streams, on 127.0.0.1.";
-    let usage = cli::usage("echo_streams", about, &options);
-    cli::parse_or_exit("echo_streams", &usage, |p| {
-        let mut port = 0;
-        while let Some(arg) = p.next()? {
-            match arg {
-                Long("port") => port = cli::value(p, "--port")?,
-                Long("help") | Short('h') => return Ok(None),
-                _ => return Err(arg.unexpected()),
-            }
-        }
-        Ok(Some(port))
-    })
 }

@@ -87,6 +87,16 @@ fn on_both_loops(test: fn(&EventLoop)) {
     }
 }
 
+/// A plain-thread TCP peer: `serve` gets the one connection it accepts.
+fn std_peer<T: Send + 'static>(
+    serve: impl FnOnce(std::net::TcpStream) -> T + Send + 'static,
+) -> (std::net::SocketAddr, std::thread::JoinHandle<T>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = std::thread::spawn(move || serve(listener.accept().unwrap().0));
+    (addr, peer)
+}
+
 /// A byte stream whose every position is checkable: byte `i` is `i % 251`.
 fn numbered(from: usize, len: usize) -> Vec<u8> {
     (from..from + len).map(|i| (i % 251) as u8).collect()
@@ -281,10 +291,7 @@ fn buffers_in_flight_are_freed_when_streams_futures_and_loops_go() {
 #[test]
 fn a_stream_dropped_with_a_read_in_flight_is_closed_at_once() {
     on_both_loops(|lp| {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let peer = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
+        let (addr, peer) = std_peer(|mut s| {
             // A hang guard only: the end of stream is expected long before.
             s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
             let mut buf = [0u8; 8];
@@ -337,10 +344,7 @@ fn two_tasks_reading_one_stream_both_get_woken() {
 #[test]
 fn a_peer_that_resets_mid_transfer_is_a_clear_error_and_the_buffers_come_back() {
     on_both_loops(|lp| {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let peer = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
+        let (addr, peer) = std_peer(|mut s| {
             let mut some = [0u8; 1024];
             s.read_exact(&mut some).unwrap();
             // SO_LINGER 0: the close sends a reset, not a FIN.

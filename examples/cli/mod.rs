@@ -62,6 +62,29 @@ pub fn parse_or_exit<T>(
     }
 }
 
+/// The `--port N` of a server that takes nothing else (`default`, and 0 for any
+/// free port); `--help` prints `about`.
+#[allow(dead_code)] // for the single-loop servers only
+pub fn port_only(program: &str, about: &str, default: u16) -> u16 {
+    use lexopt::prelude::*;
+    let options = [(
+        "--port N".to_string(),
+        format!("port to listen on (default {default}, 0 = any free port)"),
+    )];
+    let usage = usage(program, about, &options);
+    parse_or_exit(program, &usage, |p| {
+        let mut port = default;
+        while let Some(arg) = p.next()? {
+            match arg {
+                Long("port") => port = value(p, "--port")?,
+                Short('h') | Long("help") => return Ok(None),
+                _ => return Err(arg.unexpected()),
+            }
+        }
+        Ok(Some(port))
+    })
+}
+
 /// The value of `option`, the option just read, parsed as a `T`; the error names
 /// the option and the value.
 pub fn value<T>(parser: &mut Parser, option: &str) -> Result<T, Error>

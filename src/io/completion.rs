@@ -155,25 +155,10 @@ pub(crate) struct RingReads {
 
 impl RingReads {
     /// Hands the bytes received to `take` (which returns how many it took, at most
-    /// `want`, never 0 for data), receiving first if none are there. `Ok(0)` is the
-    /// end of the stream (or `want == 0`).
-    pub(crate) fn poll_read(
-        &self,
-        ring: &UringPoller,
-        fd: RawFd,
-        cx: &mut Context<'_>,
-        want: usize,
-        take: impl FnOnce(&[u8]) -> usize,
-    ) -> Poll<io::Result<usize>> {
-        match self.poll_ahead(ring, fd, cx, want, take, true) {
-            Poll::Ready(r) => Poll::Ready(r.expect("submits when nothing is ahead")),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    /// Bytes already received, or the receive in flight's; `Ready(None)` when there
-    /// is neither and not `submit`.
-    fn poll_ahead(
+    /// `want`, never 0 for data): those already here, or the receive in flight's,
+    /// or, with `submit`, a new receive's. `Ok(0)` is the end of the stream (or
+    /// `want == 0`); `Ready(None)` when there is nothing to take and not `submit`.
+    pub(crate) fn poll_ahead(
         &self,
         ring: &UringPoller,
         fd: RawFd,

@@ -113,7 +113,7 @@ impl<S: Source> Registered<S> {
     }
 
     /// On a proactor loop, a stream's read: the bytes the ring received go to `take`
-    /// (see [`RingReads::poll_read`]). `None` on an epoll loop, whose caller reads with
+    /// (see [`RingReads::poll_ahead`]). `None` on an epoll loop, whose caller reads with
     /// [`poll_io`](Self::poll_io).
     pub(crate) fn poll_read_ring(
         &self,
@@ -123,7 +123,11 @@ impl<S: Source> Registered<S> {
     ) -> Option<Poll<io::Result<usize>>> {
         let reads = self.ring_reads.as_deref()?;
         Some(self.with_ring(cx, |ring, cx| {
-            crate::task::coop::poll_budgeted(cx, |cx| reads.poll_read(ring, self.fd, cx, want, take))
+            crate::task::coop::poll_budgeted(cx, |cx| {
+                reads
+                    .poll_ahead(ring, self.fd, cx, want, take, true)
+                    .map(|r| r.expect("submits when nothing is ahead"))
+            })
         }))
     }
 
