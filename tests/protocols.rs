@@ -984,3 +984,81 @@ fn create_connection_refused() {
     assert!(!made.get(), "no protocol is made for a failed connection");
     lp.close().unwrap();
 }
+
+/// asyncio 3.12's `Server.wait_closed`: it waits for the close and then for every
+/// connection the server accepted to be lost, not just for the listening socket.
+#[test]
+fn server_wait_closed_waits_for_its_connections_to_be_lost() {
+    let lp = new_loop();
+    let log: Log = Rc::default();
+    let l2 = log.clone();
+    let server = lp
+        .run_until_complete(lp.create_server(move || Rec::echo(&l2), "127.0.0.1:0"))
+        .unwrap()
+        .unwrap();
+    let mut client = std_client(server.local_addr().unwrap());
+    run_until(&lp, || log.borrow().contains(&Ev::Made));
+    let server = Rc::new(server);
+    let done = Rc::new(Cell::new(false));
+    let (s2, d2) = (server.clone(), done.clone());
+    let waiter = lp
+        .create_task(async move {
+            s2.wait_closed().await;
+            d2.set(true);
+        })
+        .unwrap();
+    server.close();
+    spin(&lp, 5);
+    assert!(
+        !done.get(),
+        "a connection is still open: wait_closed must still wait"
+    );
+    // The client goes: the connection is lost, and wait_closed is done.
+    client.write_all(b"x").unwrap();
+    drop(client);
+    run_until(&lp, || done.get());
+    assert_eq!(lost_count(&log), 1);
+    lp.run_until_complete(waiter).unwrap().unwrap();
+}
+
+/// `serve_forever` returns when the server is closed, and closes it when its task
+/// is cancelled.
+#[test]
+fn server_serve_forever_ends_with_close_and_closes_when_cancelled() {
+    let lp = new_loop();
+    let log: Log = Rc::default();
+    let l2 = log.clone();
+    let server = Rc::new(
+        lp.run_until_complete(lp.create_server(move || Rec::echo(&l2), "127.0.0.1:0"))
+            .unwrap()
+            .unwrap(),
+    );
+    let s2 = server.clone();
+    let serving = lp
+        .create_task(async move { s2.serve_forever().await })
+        .unwrap();
+    spin(&lp, 3);
+    assert!(!serving.is_finished(), "serves until closed");
+    server.close();
+    lp.run_until_complete(serving).unwrap().unwrap();
+
+    let l3 = log.clone();
+    let other = Rc::new(
+        lp.run_until_complete(lp.create_server(move || Rec::echo(&l3), "127.0.0.1:0"))
+            .unwrap()
+            .unwrap(),
+    );
+    let o2 = other.clone();
+    let serving = lp
+        .create_task(async move { o2.serve_forever().await })
+        .unwrap();
+    spin(&lp, 3);
+    assert!(other.is_serving());
+    serving.cancel();
+    spin(&lp, 3);
+    assert!(
+        !other.is_serving(),
+        "cancelling serve_forever closes the server"
+    );
+    lp.run_until_complete(other.wait_closed()).unwrap();
+}

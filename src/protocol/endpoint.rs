@@ -11,6 +11,7 @@ use std::rc::{Rc, Weak};
 
 use mio::Token;
 
+use super::server::Accepted;
 use super::{DatagramProtocol, Protocol};
 use crate::error::panic_message;
 use crate::event_loop::exception::ExceptionContext;
@@ -110,6 +111,9 @@ pub(super) struct Core<P: ?Sized> {
     /// One of the protocol's methods is running (so it is borrowed).
     in_protocol: Cell<bool>,
     writes_after_lost: Cell<u32>,
+    /// The server that accepted this connection counts it until `connection_lost`
+    /// is delivered (what its `wait_closed` waits for).
+    pub(super) accepted: RefCell<Option<Accepted>>,
 }
 
 impl<P: ?Sized> Core<P> {
@@ -134,6 +138,7 @@ impl<P: ?Sized> Core<P> {
             flow_retry_scheduled: Cell::new(false),
             in_protocol: Cell::new(false),
             writes_after_lost: Cell::new(0),
+            accepted: RefCell::new(None),
         }
     }
 
@@ -157,6 +162,11 @@ impl<P: ?Sized> Core<P> {
     /// Whether `connection_lost` is scheduled or delivered: the transport is done.
     pub(super) fn is_lost(&self) -> bool {
         self.lost.get()
+    }
+
+    /// Whether `connection_lost` was delivered.
+    pub(super) fn is_delivered(&self) -> bool {
+        self.delivered.get()
     }
 
     /// Whether reading is on: not paused, not closing.
@@ -367,6 +377,7 @@ pub(super) trait Endpoint: Sized + 'static {
             }
         }
         self.release_socket();
+        drop(core.accepted.borrow_mut().take());
     }
 
     /// The loop is closing: a transport still open is aborted with an error saying

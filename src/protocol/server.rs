@@ -22,6 +22,7 @@ use crate::event_loop::ready::{Ready, Runnable};
 use crate::event_loop::LoopInner;
 use crate::io::reactor::{Readiness, ReadyQueue, Sink};
 use crate::net::{connection_gone, out_of_resources, ACCEPT_BACKOFF};
+use crate::sync::Event;
 use crate::task::raw::drop_payload;
 use crate::EventLoop;
 
@@ -77,6 +78,24 @@ pub(super) struct Listener {
     queued: Cell<bool>,
     /// Waiting out an accept failure (out of descriptors, say) before trying again.
     backing_off: Cell<bool>,
+    /// Connections accepted whose `connection_lost` is not delivered yet.
+    connections: Cell<usize>,
+    /// Set by `close`.
+    closed: Event,
+    /// Set once closed and every connection is lost.
+    idle: Event,
+}
+
+/// Counts one accepted connection for its server; dropped when the connection's
+/// `connection_lost` has been delivered.
+pub(super) struct Accepted(Rc<Listener>);
+
+impl Drop for Accepted {
+    fn drop(&mut self) {
+        let l = &self.0;
+        l.connections.set(l.connections.get() - 1);
+        l.maybe_idle();
+    }
 }
 
 impl Listener {
@@ -103,6 +122,9 @@ impl Listener {
             readable: Cell::new(false),
             queued: Cell::new(false),
             backing_off: Cell::new(false),
+            connections: Cell::new(0),
+            closed: Event::new(),
+            idle: Event::new(),
         });
         let token = lp
             .inner
@@ -146,11 +168,17 @@ impl Listener {
             catch_unwind(AssertUnwindSafe(factory))
         };
         match made {
-            Ok(protocol) => {
-                if let Err(e) = Conn::start(lp, stream, peer, protocol, self.name) {
+            Ok(protocol) => match Conn::start(lp, stream, peer, protocol, self.name) {
+                Ok(transport) => {
+                    if let Some(me) = self.me.upgrade() {
+                        self.connections.set(self.connections.get() + 1);
+                        transport.count_for(Accepted(me));
+                    }
+                }
+                Err(e) => {
                     log::error!("{}: cannot serve an accepted connection: {e}", self.describe());
                 }
-            }
+            },
             Err(payload) => {
                 lp.inner
                     .report_panic("protocol factory", self.name, panic_message(&*payload));
@@ -195,8 +223,19 @@ impl Listener {
         }
     }
 
+    /// Closed, and no connection left: what `wait_closed` waits for.
+    fn maybe_idle(&self) {
+        if self.connections.get() == 0 && self.closed.is_set() {
+            self.idle.set();
+        }
+    }
+
     /// Stops listening: the socket is deregistered and closed, the factory dropped.
     fn close(&self) {
+        if !self.closed.is_set() {
+            self.closed.set();
+            self.maybe_idle();
+        }
         let socket = self.socket.borrow_mut().take();
         if let (Some(socket), Some(token)) = (socket, self.token.take()) {
             if let Some(lp) = self.lp.upgrade() {
@@ -299,6 +338,49 @@ impl Server {
     /// Whether it is still accepting connections.
     pub fn is_serving(&self) -> bool {
         self.listener.socket.borrow().is_some()
+    }
+
+    /// Waits until the server is closed and every connection it accepted is lost
+    /// (its `connection_lost` delivered): asyncio 3.12's `wait_closed`.
+    ///
+    /// ```
+    /// # use shardloop::{Protocol, Transport};
+    /// struct Bye;
+    /// impl Protocol for Bye {
+    ///     fn connection_made(&mut self, t: Transport) { t.write(b"bye"); t.close() }
+    ///     fn data_received(&mut self, _: &[u8]) {}
+    /// }
+    /// shardloop::run(async {
+    ///     let lp = shardloop::get_event_loop()?;
+    ///     let server = lp.create_server(|| Bye, "127.0.0.1:0").await?;
+    ///     let addr = server.local_addr()?;
+    ///     let mut client = shardloop::net::TcpStream::connect(addr).await?;
+    ///     let mut got = Vec::new();
+    ///     futures_util::AsyncReadExt::read_to_end(&mut client, &mut got).await?;
+    ///     assert_eq!(got, b"bye");
+    ///     server.close();
+    ///     server.wait_closed().await;
+    ///     Ok::<_, Box<dyn std::error::Error>>(())
+    /// })??;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn wait_closed(&self) {
+        self.listener.idle.wait().await;
+    }
+
+    /// Serves until [`close`](Self::close) is called (asyncio's `serve_forever`);
+    /// the server serves from its creation on, so this only waits. If this future
+    /// is dropped first (its task cancelled), the server is closed, as asyncio
+    /// closes it when `serve_forever` is cancelled.
+    pub async fn serve_forever(&self) {
+        struct CloseOnDrop<'a>(&'a Listener);
+        impl Drop for CloseOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.close();
+            }
+        }
+        let _closer = CloseOnDrop(&self.listener);
+        self.listener.closed.wait().await;
     }
 }
 

@@ -15,6 +15,7 @@ use std::rc::{Rc, Weak};
 
 use mio::Interest;
 
+use super::server::Accepted;
 use super::endpoint::{with_read_buffer, Core, Endpoint};
 use super::Protocol;
 use crate::{Error, EventLoop};
@@ -393,6 +394,16 @@ pub struct Transport {
 }
 
 impl Transport {
+    /// Counts this connection for the server that accepted it, until its
+    /// `connection_lost` is delivered (at once if it was already).
+    pub(super) fn count_for(&self, accepted: Accepted) {
+        let core = &self.conn.core;
+        if core.is_delivered() {
+            return drop(accepted);
+        }
+        *core.accepted.borrow_mut() = Some(accepted);
+    }
+
     /// Writes `data`: at once if nothing is buffered, the rest when the socket can
     /// take it. After `close` (before the buffer drained) it is still sent; after
     /// the connection was lost it is dropped (logged once it keeps happening);
