@@ -13,7 +13,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::{poll_fn, Future};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::pin::pin;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Mutex;
@@ -386,6 +386,41 @@ fn a_peer_that_resets_mid_transfer_is_a_clear_error_and_the_buffers_come_back() 
             assert_eq!(back.capacity(), 64);
         })
         .unwrap();
+        peer.join().unwrap();
+    });
+}
+
+#[test]
+fn a_stream_moved_to_another_loop_after_a_read_keeps_every_later_byte() {
+    on_both_loops(|lp| {
+        let (addr, peer) = std_peer(|mut s| {
+            s.write_all(b"first").unwrap();
+            // The answer to "first" says the stream has moved: what comes now must
+            // reach the new loop.
+            let mut ack = [0u8; 2];
+            s.read_exact(&mut ack).unwrap();
+            s.write_all(b"second").unwrap();
+        });
+        let std = lp
+            .run_until_complete(async {
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                let mut first = [0u8; 5];
+                s.read_exact(&mut first).await.unwrap();
+                assert_eq!(&first, b"first");
+                s.into_std()
+            })
+            .unwrap();
+        let moved = std::thread::spawn(move || {
+            shardloop::run(async move {
+                let mut s = TcpStream::from_std(std).unwrap();
+                s.write_all(b"ok").await.unwrap();
+                let mut second = Vec::new();
+                s.read_to_end(&mut second).await.unwrap();
+                second
+            })
+            .unwrap()
+        });
+        assert_eq!(moved.join().unwrap(), b"second");
         peer.join().unwrap();
     });
 }

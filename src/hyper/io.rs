@@ -2,8 +2,9 @@
 //! [`FuturesIo`] for any other `futures_io` stream.
 //!
 //! shardloop's own [`TcpStream`] and [`UnixStream`] implement hyper's traits
-//! directly: they read straight into hyper's uninitialized buffer with `recv(2)`, so
-//! no byte of it is zeroed first. Any other stream (a TLS stream, a test double)
+//! directly: they read straight into hyper's uninitialized buffer with `recv(2)`
+//! (on a proactor loop, from the buffer the ring received into), so no byte of it
+//! is zeroed first. Any other stream (a TLS stream, a test double)
 //! goes through [`FuturesIo`], which has to initialize the buffer before handing it
 //! to `AsyncRead::poll_read`.
 

@@ -92,10 +92,10 @@ impl ReadState {
         }
     }
 
-    fn wake_waiters(&mut self) {
-        for w in self.waiters.drain(..) {
-            w.wake();
-        }
+    /// The readers that waited on a `read_owned`'s receive, to wake once the state
+    /// is no longer borrowed.
+    fn take_waiters(&mut self) -> Vec<Waker> {
+        std::mem::take(&mut self.waiters)
     }
 }
 
@@ -253,10 +253,13 @@ impl RingReads {
                 return Poll::Pending;
             };
             *key = None;
-            let mut st = self.state.borrow_mut();
-            st.in_flight = None;
-            st.owned = false;
-            st.wake_waiters();
+            let waiters = {
+                let mut st = self.state.borrow_mut();
+                st.in_flight = None;
+                st.owned = false;
+                st.take_waiters()
+            };
+            waiters.into_iter().for_each(Waker::wake);
             let r = match result {
                 r if r < 0 => Err(io::Error::from_raw_os_error(-r)),
                 r => {
@@ -309,9 +312,12 @@ impl RingReads {
     /// stream's now (its bytes wait for the next reader), and the readers that waited
     /// on the future try again.
     pub(crate) fn disown(&self) {
-        let mut st = self.state.borrow_mut();
-        st.owned = false;
-        st.wake_waiters();
+        let waiters = {
+            let mut st = self.state.borrow_mut();
+            st.owned = false;
+            st.take_waiters()
+        };
+        waiters.into_iter().for_each(Waker::wake);
     }
 
     /// The stream goes away: cancel the receive in flight, if any.
@@ -322,8 +328,17 @@ impl RingReads {
         }
     }
 
-    /// Bytes received that no reader took: lost if the stream leaves its loop.
-    pub(crate) fn unread(&self) -> usize {
+    /// The stream leaves its loop: the receive in flight is cancelled and what it
+    /// brought is kept with the rest not read yet. Returns how many bytes that is
+    /// (bytes the new owner of the socket will not see).
+    pub(crate) fn detach(&self, ring: &UringPoller) -> usize {
+        let key = self.state.borrow_mut().in_flight.take();
+        if let Some(key) = key {
+            if let Some((result, buf)) = ring.cancel_and_collect(key) {
+                // An error or the end of the stream is nothing left unread.
+                let _ = self.state.borrow_mut().land(result, buf);
+            }
+        }
         let st = self.state.borrow();
         st.ahead.len() - st.pos
     }

@@ -94,14 +94,47 @@ impl Ops {
     /// Nobody will collect the operation. Returns true if it is still in the kernel
     /// (the caller cancels it; the slot stays until the completion comes); a completed
     /// one is freed at once.
-    pub(crate) fn orphan(&mut self, key: OpKey) -> bool {
+    ///
+    /// The wakers it held come back in `Wakers`, to be dropped (not woken) once the
+    /// table is no longer borrowed.
+    pub(crate) fn orphan(&mut self, key: OpKey) -> (bool, Wakers) {
         let slot = self.slots.get_mut(key).expect("a live operation");
         if let State::Done(_) = slot.state {
             self.slots.remove(key);
-            return false;
+            return (false, Wakers(None, Vec::new()));
         }
-        slot.state = State::Orphaned;
-        true
+        match std::mem::replace(&mut slot.state, State::Orphaned) {
+            State::Waiting(first, more) => (true, Wakers(first, more)),
+            _ => (true, Wakers(None, Vec::new())),
+        }
+    }
+
+    /// The result and buffer of operation `key` if it completed (the slot is freed).
+    pub(crate) fn take_done(&mut self, key: OpKey) -> Option<(i32, Vec<u8>)> {
+        match self.slots.get(key)?.state {
+            State::Done(result) => Some((result, self.slots.remove(key).buf)),
+            _ => None,
+        }
+    }
+
+    /// The keys of the operations still in the kernel.
+    pub(crate) fn in_flight_keys(&self) -> Vec<OpKey> {
+        self.slots
+            .iter()
+            .filter(|(_, s)| !matches!(s.state, State::Done(_)))
+            .map(|(key, _)| key)
+            .collect()
+    }
+
+    /// The wakers of every operation waited for, taken out (the operations stay).
+    pub(crate) fn take_wakers(&mut self) -> Vec<Wakers> {
+        self.slots
+            .iter_mut()
+            .filter_map(|(_, s)| match &mut s.state {
+                State::Waiting(first, more) => Some(Wakers(first.take(), std::mem::take(more))),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Whether `key` is still in the table (an orphan that has not completed yet).

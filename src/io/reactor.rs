@@ -378,6 +378,9 @@ impl Reactor {
     /// transport is closed (its protocol told).
     pub(crate) fn wake_all(&self) {
         self.close_all();
+        if let Some(ring) = self.ring() {
+            ring.wake_all_ops();
+        }
         self.watchers.release_all(self);
     }
 

@@ -53,7 +53,7 @@ impl<S: Source + AsRawFd> Registered<S> {
     fn register(lp: &EventLoop, source: S, stream: bool) -> io::Result<Self> {
         let fd = source.as_raw_fd();
         let ring_reads = stream && lp.inner.reactor.is_proactor();
-        let interest = if ring_reads && std::env::var_os("XX").is_none() {
+        let interest = if ring_reads {
             Interest::WRITABLE
         } else {
             Interest::READABLE | Interest::WRITABLE
@@ -88,10 +88,15 @@ impl<S: Source> Registered<S> {
 
     /// Deregisters the source and gives it back (to move it to another loop).
     pub(crate) fn into_inner(mut self) -> S {
-        if let Some(unread) = self.ring_reads.as_ref().map(|r| r.unread()).filter(|&n| n > 0) {
-            log::warn!(
+        let unread = match (&self.ring_reads, self.lp.upgrade()) {
+            (Some(reads), Some(lp)) => lp.reactor.ring().map_or(0, |ring| reads.detach(ring)),
+            _ => 0,
+        };
+        if unread > 0 {
+            log::error!(
                 "a stream leaves its proactor loop with {unread} bytes that the ring \
-                 received and no reader took: they are dropped"
+                 received and no reader took: the socket's new owner will not see them \
+                 (move a stream before reading from it, or read what its peer sent first)"
             );
         }
         self.release();

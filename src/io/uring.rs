@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use mio::{Interest, Token};
 
-use super::ops::{OpKey, Ops};
+use super::ops::{OpKey, Ops, Wakers};
 use super::poller::Readiness;
 
 /// The doorbell's token inside the ring (registered tokens are slab keys, far below).
@@ -31,6 +31,9 @@ const BELL: u32 = u32::MAX;
 /// The bit that marks a `POLL_REMOVE`'s `user_data` (the rest is the `user_data` of
 /// the poll it removes, whose arm numbers stay below it).
 const REMOVAL: u64 = 1 << 63;
+/// The arm numbers: 29 bits, so that a poll's `user_data` (number << 32 | token)
+/// never has a bit of [`REMOVAL`], [`OP`] or [`CANCEL`].
+const ARM_ID_MASK: u32 = u32::MAX >> 3;
 /// The bit that marks an operation's `user_data` (the rest is its key in [`Ops`]).
 const OP: u64 = 1 << 62;
 /// The `user_data` of an `ASYNC_CANCEL`: its own completion says nothing we need (the
@@ -42,6 +45,9 @@ const TEARDOWN_TRIES: usize = 50;
 const TEARDOWN_WAIT: Duration = Duration::from_millis(20);
 /// How long `cancel_op` waits for each answer (it tries `REMOVAL_TRIES` times).
 const CANCEL_WAIT: Duration = Duration::from_millis(10);
+/// How many of those waits `cancel_and_collect` spends (10 s): a stream moving to
+/// another loop must not leave a receive behind that could take its bytes.
+const DETACH_TRIES: usize = 1000;
 /// How often `delete` tries a removal that the kernel answers with `EALREADY` (the
 /// poll was just firing) before it leaves the rest to `wait`.
 const REMOVAL_TRIES: usize = 8;
@@ -206,8 +212,9 @@ impl UringPoller {
 
     /// Starts a multishot poll of `fd` for `mask` under `token`, replacing none.
     fn arm(&self, token: u32, fd: RawFd, mask: u32) -> io::Result<()> {
-        // 31 bits: the top bit of `user_data` marks removals.
-        let id = self.next_id.get().wrapping_add(1) & (u32::MAX >> 1);
+        // 29 bits: with the token below them they fill bits 0-60 of `user_data`,
+        // clear of the three kind bits above (REMOVAL, OP, CANCEL).
+        let id = self.next_id.get().wrapping_add(1) & ARM_ID_MASK;
         self.next_id.set(id);
         let arm = Arm { fd, mask, id };
         let entry = opcode::PollAdd::new(types::Fd(fd), mask)
@@ -418,13 +425,23 @@ impl UringPoller {
         self.ops.borrow_mut().poll(key, cx)
     }
 
+    /// The loop is closing: every task waiting for an operation is woken, to find
+    /// its stream closed.
+    pub(crate) fn wake_all_ops(&self) {
+        let wakers = self.ops.borrow_mut().take_wakers();
+        wakers.into_iter().for_each(Wakers::wake);
+    }
+
     /// Nobody will collect operation `key`: cancel it, and wait for the kernel to
     /// answer, so that the fd it holds is let go (its socket closes when its owner
     /// closes it, not at some later turn of the loop). Completions of other entries
     /// reaped meanwhile are handled as `reap_early` says. The buffer is freed when
     /// the completion arrives: here, or later if the kernel is slow to answer.
     pub(crate) fn cancel_op(&self, key: OpKey) {
-        if !self.ops.borrow_mut().orphan(key) {
+        let (in_kernel, wakers) = self.ops.borrow_mut().orphan(key);
+        // Dropped, not woken (nobody waits for an orphan), with no borrow held.
+        drop(wakers);
+        if !in_kernel {
             return;
         }
         let target = OP | key as u64;
@@ -444,6 +461,30 @@ impl UringPoller {
                 return;
             }
         }
+    }
+
+    /// Cancels operation `key` and waits for its completion, to hand back what it
+    /// did: for a stream leaving this loop, whose receive may have brought bytes
+    /// already. `None` if the kernel did not answer within `DETACH_TRIES` waits (the
+    /// operation is orphaned then, and freed when it completes).
+    pub(crate) fn cancel_and_collect(&self, key: OpKey) -> Option<(i32, Vec<u8>)> {
+        let target = OP | key as u64;
+        if self.push(opcode::AsyncCancel::new(target).build().user_data(CANCEL)).is_ok() {
+            for _ in 0..DETACH_TRIES {
+                if let Some(done) = self.ops.borrow_mut().take_done(key) {
+                    return Some(done);
+                }
+                if self.wait_briefly(CANCEL_WAIT).is_err() {
+                    break;
+                }
+                self.reap_early(CANCEL);
+            }
+        }
+        if let Some(done) = self.ops.borrow_mut().take_done(key) {
+            return Some(done);
+        }
+        self.cancel_op(key);
+        None
     }
 
     /// Submits what is queued and waits for a completion, for at most `limit`.
@@ -494,12 +535,15 @@ impl Drop for UringPoller {
         if self.ops.borrow().in_flight() == 0 {
             return;
         }
-        let all = opcode::AsyncCancel2::new(types::CancelBuilder::any())
-            .build()
-            .user_data(CANCEL);
         // No task is woken from here on: their loop is going away.
         self.tearing_down.set(true);
-        if self.push(all).is_ok() {
+        // One cancel per operation (a cancel-any needs Linux 5.19; this loop runs on
+        // 5.11 and later).
+        let keys = self.ops.borrow().in_flight_keys();
+        let cancelled = keys.into_iter().try_for_each(|key| {
+            self.push(opcode::AsyncCancel::new(OP | key as u64).build().user_data(CANCEL))
+        });
+        if cancelled.is_ok() {
             for _ in 0..TEARDOWN_TRIES {
                 if self.wait_briefly(TEARDOWN_WAIT).is_err() {
                     break;
@@ -517,5 +561,24 @@ impl Drop for UringPoller {
             "io_uring teardown: {leaked} operations did not answer their cancel; \
              their buffers are leaked rather than freed under the kernel"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poll_user_data_never_looks_like_another_kind_of_entry() {
+        let arm = Arm {
+            fd: 0,
+            mask: 0,
+            id: u32::MAX & ARM_ID_MASK,
+        };
+        for token in [0, 1, u32::MAX - 1, BELL] {
+            let user_data = arm.user_data(token);
+            assert_eq!(user_data & (REMOVAL | OP | CANCEL), 0, "token {token}");
+            assert_ne!(user_data, CANCEL);
+        }
     }
 }

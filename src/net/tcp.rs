@@ -209,6 +209,12 @@ impl TcpStream {
     /// Gives the connection back as a std stream (still non-blocking), released
     /// from this loop: send it to another thread and [`from_std`](Self::from_std) it
     /// there. This is how a connection moves to another shard.
+    ///
+    /// On a proactor loop the ring may have received bytes ahead of the last read
+    /// (it receives the next bytes as soon as a reader has taken the last ones):
+    /// they cannot go back into the socket, so they are lost, and logged as an
+    /// error. Move a stream before reading from it, or once its peer waits for an
+    /// answer (nothing is in flight then).
     pub fn into_std(self) -> std::net::TcpStream {
         std::net::TcpStream::from(std::os::fd::OwnedFd::from(self.io.into_inner()))
     }
