@@ -573,7 +573,7 @@ mod tests {
         let arm = Arm {
             fd: 0,
             mask: 0,
-            id: u32::MAX & ARM_ID_MASK,
+            id: ARM_ID_MASK,
         };
         for token in [0, 1, u32::MAX - 1, BELL] {
             let user_data = arm.user_data(token);
