@@ -195,6 +195,10 @@ impl RingReads {
                 st.in_flight = None;
                 match st.land(result, buf) {
                     Landed::Data => continue,
+                    // Interrupted: receive again, as `poll_io` retries a `recv(2)`.
+                    Landed::End(Err(e)) if e.kind() == io::ErrorKind::Interrupted && submit => {
+                        continue
+                    }
                     Landed::End(r) => return Poll::Ready(Some(r)),
                 }
             }
