@@ -250,9 +250,20 @@ fn buffers_in_flight_are_freed_when_streams_futures_and_loops_go() {
                     .is_none());
                 drop(a);
                 // A send that cannot finish (nobody reads), dropped mid-way.
-                let (c, _d) = UnixStream::pair().unwrap();
+                let (c, d) = UnixStream::pair().unwrap();
                 let stuck = c.write_all_owned(vec![7u8; 8 << 20]);
                 assert!(poll_then_drop(stuck, 3).await.is_none());
+                // Sends of every size dropped at every point while the peer drains.
+                let drain = shardloop::spawn(async move {
+                    let mut sink = vec![0u8; 1 << 16];
+                    while (&d).read(&mut sink).await.unwrap_or(0) > 0 {}
+                });
+                for i in 0..50usize {
+                    let size = 1 + (i * 40_503) % (1 << 18);
+                    let _ = poll_then_drop(c.write_all_owned(vec![i as u8; size]), i % 4).await;
+                }
+                drop(c);
+                drain.await.unwrap();
                 drop(b);
             })
             .unwrap();
@@ -293,8 +304,8 @@ fn buffers_in_flight_are_freed_when_streams_futures_and_loops_go() {
         round();
     }
     let after = LIVE.load(Ordering::SeqCst);
-    // 20 rounds of 64 KiB reads and 8 MiB sends: a leak of any of them is far
-    // beyond this slack (thread-local caches of the test harness and the allocator).
+    // 20 rounds of 64 KiB reads, 8 MiB sends and 50 sends of up to 256 KiB: a leak
+    // of any of them is far beyond this slack (thread-local caches of the test harness and the allocator).
     assert!(
         after - before < 64 * 1024,
         "heap grew by {} bytes over 20 rounds: buffers in flight were leaked",
