@@ -143,12 +143,11 @@ impl<S: Source> Registered<S> {
         cx: &mut Context<'_>,
         f: impl FnOnce(&UringPoller, &mut Context<'_>) -> Poll<io::Result<R>>,
     ) -> Poll<io::Result<R>> {
-        let running = current::running_loop_ptr();
         if self.state.is_closed() {
             return Poll::Ready(Err(Error::Closed.into()));
         }
-        if !running.is_null() && running != self.lp.as_ptr() {
-            return Poll::Ready(Err(self.wrong_loop(running)));
+        if let Some(e) = self.misplaced() {
+            return Poll::Ready(Err(e));
         }
         let Some(lp) = self.lp.upgrade() else {
             return Poll::Ready(Err(Error::Closed.into()));
@@ -177,13 +176,20 @@ impl<S: Source> Registered<S> {
         cx: &mut Context<'_>,
         mut op: impl FnMut(&S) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
-        let running = current::running_loop_ptr();
-        // A socket of a closed loop says so (below), whichever loop polls it.
-        if !running.is_null() && running != self.lp.as_ptr() && !self.state.is_closed() {
-            return Poll::Ready(Err(self.wrong_loop(running)));
+        if let Some(e) = self.misplaced() {
+            return Poll::Ready(Err(e));
         }
         let source = self.get_ref();
         self.state.poll_io(dir, cx, || op(source))
+    }
+
+    /// The error for a source polled on another loop than its own; `None` on its
+    /// own loop, outside any loop, or once its loop is closed (a socket of a closed
+    /// loop says so instead, whichever loop polls it).
+    fn misplaced(&self) -> Option<io::Error> {
+        let running = current::running_loop_ptr();
+        let elsewhere = !running.is_null() && running != self.lp.as_ptr();
+        (elsewhere && !self.state.is_closed()).then(|| self.wrong_loop(running))
     }
 
     #[cold]
