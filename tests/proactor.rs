@@ -3,7 +3,8 @@
 //! the whole suite again with `SHARDLOOP_PROACTOR=1` (CI does); these tests check
 //! what only the proactor has: that it is one, that it parks and wakes on the ring
 //! (timers, the doorbell, sockets), that `add_reader` stays level-triggered and that
-//! a socket dropped on it is closed at once.
+//! a socket dropped on it is closed at once, and that listeners accepting through
+//! the ring hold a bounded number of connections ahead and close them when dropped.
 //!
 //! Each test first probes for io_uring and says so where the kernel refuses it.
 
@@ -261,4 +262,129 @@ fn ring_entries_out_of_range_fail_the_build_with_a_clear_error() {
         .build()
         .unwrap();
     assert!(!lp.is_proactor());
+}
+
+/// Whether this kernel accepts through the ring (multishot accepts: Linux 5.19);
+/// the proactor accepts by readiness on older ones.
+fn ring_accepts() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if version < (5, 19) {
+        eprintln!(
+            "skipped: this kernel ({}) has no multishot accept",
+            release.trim()
+        );
+    }
+    version >= (5, 19)
+}
+
+/// How many connections wait in the accept backlog of the TCP listener on `port`
+/// (for a listening socket, the `rx_queue` column of `/proc/net/tcp`).
+fn backlog(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let listening = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f[1].ends_with(&format!(":{port:04X}")) && f[3] == "0A")
+        .expect("the listener is in /proc/net/tcp");
+    let rx_queue = listening[4].split(':').nth(1).unwrap();
+    usize::from_str_radix(rx_queue, 16).unwrap()
+}
+
+/// The ring accepts ahead of the listener's `accept` calls, into a queue: that queue
+/// is bounded, so a listener nobody accepts from does not turn its whole stream of
+/// connections into descriptors; the rest wait in the kernel's backlog, and every
+/// connection is still served once the listener accepts again.
+#[test]
+fn a_listener_that_is_not_accepting_holds_a_bounded_number_of_connections() {
+    // More than the queue holds, fewer than it and the listen backlog (128) do.
+    const CLIENTS: usize = 160;
+    // The ring's queue bound (src/io/accepts.rs), and room for what the kernel
+    // accepts before it sees the cancel.
+    const HELD_AT_MOST: usize = 64 + 4;
+    let Some(lp) = proactor().filter(|_| ring_accepts()) else {
+        return;
+    };
+    shardloop::set_event_loop(Some(lp.clone()));
+    let served = lp
+        .run_until_complete(async {
+            let listener = Rc::new(TcpListener::bind("127.0.0.1:0").unwrap());
+            let addr = listener.local_addr().unwrap();
+            let mut clients = vec![std::net::TcpStream::connect(addr).unwrap()];
+            // The first accept starts the ring's accepting.
+            let (first, _) = listener.accept().await.unwrap();
+            // The listener is not accepting now: connect the rest one at a time,
+            // the loop parking on its ring (and reaping what the kernel accepted)
+            // after each.
+            for _ in 1..CLIENTS {
+                clients.push(std::net::TcpStream::connect(addr).unwrap());
+                shardloop::time::sleep(Duration::from_millis(1)).await;
+            }
+            // What the kernel did not accept waits in the backlog.
+            let held = CLIENTS - 1 - backlog(addr.port());
+            assert!(
+                held <= HELD_AT_MOST,
+                "{held} connections accepted ahead with nobody accepting"
+            );
+            // Every connection is served in the end, in order, none lost.
+            let mut accepted = vec![first];
+            while accepted.len() < CLIENTS {
+                accepted.push(listener.accept().await.unwrap().0);
+            }
+            for (client, conn) in clients.iter().zip(&accepted) {
+                assert_eq!(client.local_addr().unwrap(), conn.peer_addr().unwrap());
+            }
+            accepted.len()
+        })
+        .unwrap();
+    assert_eq!(served, CLIENTS);
+    shardloop::set_event_loop(None);
+}
+
+/// Connections the ring accepted that the listener never took are closed with it
+/// (their clients see the end: one left open would keep its client waiting), and the ring lets go of the listening socket when it
+/// is dropped, so its port can be bound again at once.
+#[test]
+fn dropping_a_listener_closes_what_the_ring_accepted_and_frees_its_port() {
+    const CLIENTS: usize = 10;
+    let Some(lp) = proactor().filter(|_| ring_accepts()) else {
+        return;
+    };
+    shardloop::set_event_loop(Some(lp.clone()));
+    let (addr, mut clients) = lp
+        .run_until_complete(async {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let clients: Vec<_> = (0..CLIENTS)
+                .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                .collect();
+            // One accept starts the ring's accepting; the kernel takes the other
+            // nine from the backlog into the queue.
+            drop(listener.accept().await.unwrap());
+            shardloop::time::sleep(Duration::from_millis(10)).await;
+            assert_eq!(backlog(addr.port()), 0, "the ring accepted them all");
+            (addr, clients)
+        })
+        .unwrap();
+    for client in &mut clients {
+        client
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut buf = [0u8; 1];
+        match client.read(&mut buf) {
+            Ok(n) => assert_eq!(n, 0, "the client sees the end"),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
+        }
+    }
+    lp.run_until_complete(async move {
+        let again = TcpListener::bind(addr).expect("the port is free again");
+        assert_eq!(again.local_addr().unwrap(), addr);
+    })
+    .unwrap();
+    shardloop::set_event_loop(None);
 }

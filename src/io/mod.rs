@@ -2,6 +2,7 @@
 //! and fd callbacks.
 
 pub(crate) mod bell;
+mod accepts;
 mod completion;
 mod epoll;
 pub(crate) mod fd;

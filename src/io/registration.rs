@@ -3,13 +3,14 @@
 
 use std::future::poll_fn;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll};
 
 use mio::event::Source;
 use mio::{Interest, Token};
 
+use super::accepts::RingAccept;
 use super::completion::RingReads;
 use super::reactor::{Direction, IoState};
 use super::uring::UringPoller;
@@ -27,9 +28,20 @@ pub(crate) struct Registered<S: Source> {
     token: Token,
     state: Rc<IoState>,
     lp: Weak<LoopInner>,
-    /// A stream's reads on a proactor loop, which the ring does (see
-    /// [`super::completion`]); `None` elsewhere.
-    ring_reads: Option<Box<RingReads>>,
+    /// What the ring does for this source on a proactor loop.
+    ring: RingWork,
+}
+
+/// The work a proactor's ring does for a source, instead of readiness and a system
+/// call of ours.
+enum RingWork {
+    /// None: readiness only (an epoll loop, or a source that is neither a stream
+    /// nor a listener).
+    Nothing,
+    /// A stream's reads (see [`super::completion`]).
+    Reads(Box<RingReads>),
+    /// A listener's accepts (see [`super::accepts`]).
+    Accepts(RingAccept),
 }
 
 impl<S: Source + AsRawFd> Registered<S> {
@@ -41,22 +53,34 @@ impl<S: Source + AsRawFd> Registered<S> {
 
     /// Registers `source` with `lp`.
     pub(crate) fn with_loop(lp: &EventLoop, source: S) -> io::Result<Self> {
-        Self::register(lp, source, false)
+        Self::register(lp, source, Kind::Other)
     }
 
     /// Registers the stream `source` with this thread's loop, as [`new`](Self::new)
     /// does; on a proactor loop the ring does its reads (no readiness poll for them).
     pub(crate) fn stream(source: S, what: &str) -> io::Result<Self> {
-        Self::register(&current_loop(what)?, source, true)
+        Self::register(&current_loop(what)?, source, Kind::Stream)
     }
 
-    fn register(lp: &EventLoop, source: S, stream: bool) -> io::Result<Self> {
+    /// Registers the listener `source` with this thread's loop, as [`new`](Self::new)
+    /// does; on a proactor loop whose kernel takes multishot accepts, the ring
+    /// accepts its connections (no readiness poll for them).
+    pub(crate) fn listener(source: S, what: &str) -> io::Result<Self> {
+        Self::register(&current_loop(what)?, source, Kind::Listener)
+    }
+
+    fn register(lp: &EventLoop, source: S, kind: Kind) -> io::Result<Self> {
         let fd = source.as_raw_fd();
-        let ring_reads = stream && lp.inner.reactor.is_proactor();
-        let interest = if ring_reads {
-            Interest::WRITABLE
-        } else {
-            Interest::READABLE | Interest::WRITABLE
+        let ring = match (kind, lp.inner.reactor.ring()) {
+            (Kind::Stream, Some(_)) => RingWork::Reads(Box::default()),
+            (Kind::Listener, Some(ring)) if ring.accepts_by_ring() => RingWork::Accepts(RingAccept::default()),
+            _ => RingWork::Nothing,
+        };
+        // Only writes still wait for readiness when the ring reads or accepts (a
+        // listening socket is never writable: its poll stays quiet).
+        let interest = match ring {
+            RingWork::Nothing => Interest::READABLE | Interest::WRITABLE,
+            _ => Interest::WRITABLE,
         };
         let (token, state) = lp.inner.reactor.register(fd, interest)?;
         Ok(Registered {
@@ -65,10 +89,18 @@ impl<S: Source + AsRawFd> Registered<S> {
             token,
             state,
             lp: Rc::downgrade(&lp.inner),
-            ring_reads: ring_reads.then(Box::default),
+            ring,
         })
     }
 
+}
+
+/// What a source is, for what the ring may do for it.
+#[derive(Clone, Copy)]
+enum Kind {
+    Other,
+    Stream,
+    Listener,
 }
 
 impl<S: Source> Registered<S> {
@@ -88,7 +120,7 @@ impl<S: Source> Registered<S> {
 
     /// Deregisters the source and gives it back (to move it to another loop).
     pub(crate) fn into_inner(mut self) -> S {
-        let unread = match (&self.ring_reads, self.lp.upgrade()) {
+        let unread = match (self.ring_reads(), self.lp.upgrade()) {
             (Some(reads), Some(lp)) => lp.reactor.ring().map_or(0, |ring| reads.detach(ring)),
             _ => 0,
         };
@@ -105,16 +137,35 @@ impl<S: Source> Registered<S> {
 
     fn release(&mut self) {
         if let (Some(lp), Some(_)) = (self.lp.upgrade(), self.source.as_ref()) {
-            if let (Some(reads), Some(ring)) = (&self.ring_reads, lp.reactor.ring()) {
-                reads.cancel(ring);
+            if let Some(ring) = lp.reactor.ring() {
+                match &self.ring {
+                    RingWork::Reads(reads) => reads.cancel(ring),
+                    RingWork::Accepts(accepts) => accepts.cancel(ring),
+                    RingWork::Nothing => {}
+                }
             }
             lp.reactor.deregister(self.fd, self.token);
         }
     }
 
+    /// Whether the ring accepts this listener's connections.
+    pub(crate) fn accepts_by_ring(&self) -> bool {
+        matches!(self.ring, RingWork::Accepts(_))
+    }
+
     /// Whether the ring does this stream's reads.
     pub(crate) fn reads_by_ring(&self) -> bool {
-        self.ring_reads.is_some()
+        self.ring_reads().is_some()
+    }
+
+    /// On a proactor loop that accepts through the ring, a listener's next connection
+    /// (see [`RingAccept::poll`]). `None` elsewhere: the caller accepts with
+    /// [`poll_io`](Self::poll_io).
+    pub(crate) fn poll_accept_ring(&self, cx: &mut Context<'_>) -> Option<Poll<io::Result<OwnedFd>>> {
+        let RingWork::Accepts(accepts) = &self.ring else {
+            return None;
+        };
+        Some(self.with_ring(cx, |ring, cx| accepts.poll(ring, self.fd, cx)))
     }
 
     /// On a proactor loop, a stream's read: the bytes the ring received go to `take`
@@ -126,7 +177,7 @@ impl<S: Source> Registered<S> {
         want: usize,
         take: impl FnOnce(&[u8]) -> usize,
     ) -> Option<Poll<io::Result<usize>>> {
-        let reads = self.ring_reads.as_deref()?;
+        let reads = self.ring_reads()?;
         Some(self.with_ring(cx, |ring, cx| {
             crate::task::coop::poll_budgeted(cx, |cx| {
                 reads
@@ -158,7 +209,10 @@ impl<S: Source> Registered<S> {
 
     /// The stream's ring reads, if the ring does them.
     pub(crate) fn ring_reads(&self) -> Option<&RingReads> {
-        self.ring_reads.as_deref()
+        match &self.ring {
+            RingWork::Reads(reads) => Some(reads),
+            _ => None,
+        }
     }
 
     /// The source's fd.

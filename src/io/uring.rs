@@ -11,7 +11,8 @@
 //!
 //! Reads and writes the kernel does for us (the proactor's own way of doing I/O) are
 //! the other kind of entry: their buffers live in the [`Ops`] table until their
-//! completions arrive (see [`super::ops`]).
+//! completions arrive (see [`super::ops`]). Listeners' multishot accepts are the
+//! third (see [`super::accepts`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use mio::{Interest, Token};
 
+use super::accepts::{AcceptKey, Accepts, Next};
 use super::ops::{OpKey, Ops, Wakers};
 use super::poller::Readiness;
 
@@ -31,14 +33,17 @@ const BELL: u32 = u32::MAX;
 /// The bit that marks a `POLL_REMOVE`'s `user_data` (the rest is the `user_data` of
 /// the poll it removes, whose arm numbers stay below it).
 const REMOVAL: u64 = 1 << 63;
-/// The arm numbers: 29 bits, so that a poll's `user_data` (number << 32 | token)
-/// never has a bit of [`REMOVAL`], [`OP`] or [`CANCEL`].
-const ARM_ID_MASK: u32 = u32::MAX >> 3;
+/// The arm numbers: 28 bits, so that a poll's `user_data` (number << 32 | token)
+/// never has a bit of [`REMOVAL`], [`OP`], [`CANCEL`] or [`ACCEPT`].
+const ARM_ID_MASK: u32 = u32::MAX >> 4;
 /// The bit that marks an operation's `user_data` (the rest is its key in [`Ops`]).
 const OP: u64 = 1 << 62;
 /// The `user_data` of an `ASYNC_CANCEL`: its own completion says nothing we need (the
 /// operation it cancels completes too, and that completion frees it).
 const CANCEL: u64 = 1 << 61;
+/// The bit that marks a multishot accept's `user_data` (the rest is its key in
+/// [`Accepts`]).
+const ACCEPT: u64 = 1 << 60;
 /// How many waits a teardown spends on the answers to its cancels (each at most
 /// [`TEARDOWN_WAIT`]) before it leaks the buffers still in the kernel.
 const TEARDOWN_TRIES: usize = 50;
@@ -85,6 +90,10 @@ pub(crate) struct UringPoller {
     batch: RefCell<Vec<(u64, i32, u32)>>,
     /// Reads and writes in flight, and their buffers.
     ops: RefCell<Ops>,
+    /// Listeners' multishot accepts, and what they accepted.
+    accepts: RefCell<Accepts>,
+    /// The kernel takes multishot accepts (Linux 5.19, as the setup flags below).
+    multishot_accept: bool,
     /// Set by `drop`: completions reaped then wake no task.
     tearing_down: Cell<bool>,
 }
@@ -136,16 +145,17 @@ impl UringPoller {
         // Task work (what turns a socket's wakeup into a completion) runs at our next
         // kernel entry instead of interrupting the thread, and a flag in the ring says
         // when some waits: measured, the echo server's CPU per message halves (11.8
-        // -> 6.1 µs). Kernels before 5.19 refuse the flags: build without them there.
-        let ring = IoUring::builder()
+        // -> 6.1 µs). Kernels before 5.19 refuse the flags: build without them there
+        // (and without multishot accepts, which came in the same release).
+        let (ring, modern) = match IoUring::builder()
             .setup_coop_taskrun()
             .setup_taskrun_flag()
             .build(entries)
-            .or_else(|e| match e.raw_os_error() {
-                Some(libc::EINVAL) => IoUring::new(entries),
-                _ => Err(e),
-            })
-            .map_err(refused)?;
+        {
+            Ok(ring) => (ring, true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => (IoUring::new(entries).map_err(refused)?, false),
+            Err(e) => return Err(refused(e)),
+        };
         let params = ring.params();
         if !params.is_feature_ext_arg() || !params.is_feature_nodrop() {
             return Err(io::Error::new(
@@ -161,6 +171,8 @@ impl UringPoller {
             early: RefCell::new(Vec::new()),
             batch: RefCell::new(Vec::with_capacity(entries as usize * 2)),
             ops: RefCell::new(Ops::default()),
+            accepts: RefCell::new(Accepts::default()),
+            multishot_accept: modern,
             tearing_down: Cell::new(false),
         };
         poller.arm(BELL, bell, libc::POLLIN as u32)?;
@@ -354,6 +366,10 @@ impl UringPoller {
             if user_data == CANCEL {
                 continue;
             }
+            if user_data & ACCEPT != 0 {
+                self.accepted(user_data, result, flags, true);
+                continue;
+            }
             if user_data & REMOVAL != 0 {
                 if result == -libc::EALREADY {
                     // The poll was firing when the removal came: remove it again.
@@ -430,6 +446,8 @@ impl UringPoller {
     pub(crate) fn wake_all_ops(&self) {
         let wakers = self.ops.borrow_mut().take_wakers();
         wakers.into_iter().for_each(Wakers::wake);
+        let waiters = self.accepts.borrow_mut().take_wakers();
+        waiters.into_iter().for_each(std::task::Waker::wake);
     }
 
     /// Nobody will collect operation `key`: cancel it, and wait for the kernel to
@@ -518,11 +536,91 @@ impl UringPoller {
                 if !self.tearing_down.get() {
                     wakers.wake();
                 }
+            } else if c.0 & ACCEPT != 0 {
+                self.accepted(c.0, c.1, c.2, !self.tearing_down.get());
             } else {
                 self.early.borrow_mut().push(c);
             }
         }
         answer
+    }
+}
+
+/// Listeners' multishot accepts (see [`super::accepts`]).
+impl UringPoller {
+    /// Whether listeners accept through the ring (the kernel takes multishot accepts).
+    pub(crate) fn accepts_by_ring(&self) -> bool {
+        self.multishot_accept
+    }
+
+    /// Starts accepting on listener `fd`: in a new slot, or with `rearm` in the slot
+    /// of the accept that ended.
+    pub(crate) fn start_accept(&self, fd: RawFd, rearm: Option<AcceptKey>) -> io::Result<AcceptKey> {
+        let key = match rearm {
+            Some(key) => {
+                self.accepts.borrow_mut().rearm(key);
+                key
+            }
+            None => self.accepts.borrow_mut().insert(),
+        };
+        let entry = opcode::AcceptMulti::new(types::Fd(fd))
+            .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(ACCEPT | key as u64);
+        if let Err(e) = self.push(entry) {
+            if rearm.is_none() {
+                self.accepts.borrow_mut().remove_unsubmitted(key);
+            } else {
+                // Ended, as before: the next poll submits again.
+                self.accepts.borrow_mut().complete(key, -libc::ECANCELED, false);
+            }
+            return Err(e);
+        }
+        Ok(key)
+    }
+
+    /// The next connection accept `key` brought (an fd, or a negative errno), or that
+    /// it ended; else `cx` is woken when one comes.
+    pub(crate) fn poll_accept(&self, key: AcceptKey, cx: &mut Context<'_>) -> Poll<Next> {
+        self.accepts.borrow_mut().poll(key, cx)
+    }
+
+    /// The listener goes away: its queued connections are closed, its accept is
+    /// cancelled, and the kernel's answer awaited (briefly), so that the ring lets go
+    /// of the listening socket when its owner closes it: the port is free again then.
+    pub(crate) fn stop_accept(&self, key: AcceptKey) {
+        let (live, waiters) = self.accepts.borrow_mut().orphan(key);
+        drop(waiters);
+        if !live || self.push_accept_cancel(key).is_err() {
+            return;
+        }
+        for _ in 0..REMOVAL_TRIES {
+            if self.wait_briefly(CANCEL_WAIT).is_err() {
+                return;
+            }
+            self.reap_early(CANCEL);
+            if !self.accepts.borrow().contains(key) {
+                return;
+            }
+        }
+    }
+
+    fn push_accept_cancel(&self, key: AcceptKey) -> io::Result<()> {
+        let target = ACCEPT | key as u64;
+        self.push(opcode::AsyncCancel::new(target).build().user_data(CANCEL))
+    }
+
+    /// Files an accept's completion, cancelling the accept if its queue is full, and
+    /// wakes the listener's tasks if `wake`.
+    fn accepted(&self, user_data: u64, result: i32, flags: u32, wake: bool) {
+        let key = (user_data & !ACCEPT) as AcceptKey;
+        let done = self.accepts.borrow_mut().complete(key, result, cqueue::more(flags));
+        if done.cancel {
+            requeue(self.push_accept_cancel(key));
+        }
+        if wake {
+            done.wake.into_iter().for_each(std::task::Waker::wake);
+        }
     }
 }
 
@@ -577,7 +675,7 @@ mod tests {
         };
         for token in [0, 1, u32::MAX - 1, BELL] {
             let user_data = arm.user_data(token);
-            assert_eq!(user_data & (REMOVAL | OP | CANCEL), 0, "token {token}");
+            assert_eq!(user_data & (REMOVAL | OP | CANCEL | ACCEPT), 0, "token {token}");
             assert_ne!(user_data, CANCEL);
         }
     }

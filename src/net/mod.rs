@@ -387,6 +387,16 @@ pub(crate) fn connection_gone(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ECONNABORTED | libc::EPROTO))
 }
 
+/// The error for an accepted connection whose peer address cannot be read: it
+/// went away already (`ENOTCONN`), which the accept loop skips, as it skips one
+/// that died in the backlog.
+pub(crate) fn peer_gone(e: io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(libc::ENOTCONN) => io::Error::from_raw_os_error(libc::ECONNABORTED),
+        _ => e,
+    }
+}
+
 /// A listener's accept loop: waits for a connection, skipping connections that died
 /// in the backlog, and backing off while the process is out of file descriptors. The
 /// backoff is logged once per episode (a warning when it starts, a note when it ends);

@@ -87,7 +87,7 @@ impl TcpListener {
 
     fn from_mio(listener: mio::net::TcpListener) -> io::Result<Self> {
         Ok(TcpListener {
-            io: Registered::new(listener, "a TcpListener")?,
+            io: Registered::listener(listener, "a TcpListener")?,
             starved: Cell::new(false),
         })
     }
@@ -108,9 +108,27 @@ impl TcpListener {
         &self,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
+        if self.io.accepts_by_ring() {
+            // The ring's accept does not say who connected: ask the socket.
+            return self
+                .poll_accept_stream(cx)
+                .map(|r| r.and_then(|stream| Ok((stream.peer_addr().map_err(super::peer_gone)?, stream))))
+                .map(|r| r.map(|(peer, stream)| (stream, peer)));
+        }
         self.io
             .poll_io(Direction::Read, cx, |l| l.accept())
             .map(|r| r.and_then(|(stream, peer)| Ok((TcpStream::from_mio(stream)?, peer))))
+    }
+
+    /// One accept, as a poll, for a caller that does not need the peer's address
+    /// (which costs a system call on a proactor loop).
+    pub(crate) fn poll_accept_stream(&self, cx: &mut Context<'_>) -> Poll<io::Result<TcpStream>> {
+        match self.io.poll_accept_ring(cx) {
+            Some(accepted) => accepted.map(|r| {
+                r.and_then(|fd| TcpStream::from_mio(mio::net::TcpStream::from_std(fd.into())))
+            }),
+            None => self.poll_accept(cx).map(|r| r.map(|(stream, _)| stream)),
+        }
     }
 
     /// The address it listens on.

@@ -63,7 +63,7 @@ impl UnixListener {
 
     fn from_mio(listener: mio::net::UnixListener) -> io::Result<Self> {
         Ok(UnixListener {
-            io: Registered::new(listener, "a UnixListener")?,
+            io: Registered::listener(listener, "a UnixListener")?,
             starved: Cell::new(false),
         })
     }
@@ -81,9 +81,27 @@ impl UnixListener {
         &self,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<(UnixStream, SocketAddr)>> {
+        if self.io.accepts_by_ring() {
+            // The ring's accept does not say who connected: ask the socket.
+            return self
+                .poll_accept_stream(cx)
+                .map(|r| r.and_then(|stream| Ok((stream.peer_addr().map_err(super::peer_gone)?, stream))))
+                .map(|r| r.map(|(peer, stream)| (stream, peer)));
+        }
         self.io
             .poll_io(Direction::Read, cx, |l| l.accept())
             .map(|r| r.and_then(|(stream, peer)| Ok((UnixStream::from_mio(stream)?, peer))))
+    }
+
+    /// One accept, as a poll, for a caller that does not need the peer's address
+    /// (which costs a system call on a proactor loop).
+    pub(crate) fn poll_accept_stream(&self, cx: &mut Context<'_>) -> Poll<io::Result<UnixStream>> {
+        match self.io.poll_accept_ring(cx) {
+            Some(accepted) => accepted.map(|r| {
+                r.and_then(|fd| UnixStream::from_mio(mio::net::UnixStream::from_std(fd.into())))
+            }),
+            None => self.poll_accept(cx).map(|r| r.map(|(stream, _)| stream)),
+        }
     }
 
     /// The address it listens on.

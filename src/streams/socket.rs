@@ -92,7 +92,7 @@ macro_rules! stream_socket {
             }
 
             fn poll_accept(listener: &$listener, cx: &mut Context<'_>) -> Poll<io::Result<Self>> {
-                listener.poll_accept(cx).map(|r| r.map(|(stream, _peer)| stream))
+                listener.poll_accept_stream(cx)
             }
         }
 
