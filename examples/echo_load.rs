@@ -5,8 +5,12 @@
 //! `--messages` echoes) prints one line:
 //!
 //! ```text
-//! echo_load conns=64 size=100 inflight=1 secs=5.000 messages=812345 msgs_per_sec=162469 server_us_per_msg=5.91
+//! echo_load conns=64 size=100 inflight=1 churn=false secs=5.000 messages=812345 msgs_per_sec=162469 server_us_per_msg=5.91
 //! ```
+//!
+//! With `--churn`, every connection carries one message: once its echo is back it
+//! is closed and a new connection takes its place (an accept-heavy load, as HTTP
+//! without keep-alive is); `messages` then counts connections served.
 //!
 //! `server_us_per_msg` is the server's CPU time (user + system, from
 //! `/proc/PID/stat`) over the run divided by the echoes, when `--server-pid` is
@@ -35,6 +39,7 @@ struct Args {
     secs: f64,
     messages: Option<u64>,
     server_pid: Option<u32>,
+    churn: bool,
 }
 
 fn parse_args() -> Args {
@@ -56,6 +61,10 @@ fn parse_args() -> Args {
             "--server-pid PID",
             "the server's process, for its CPU time per message",
         ),
+        opt(
+            "--churn",
+            "a new connection for every message (measures accepting)",
+        ),
     ];
     let usage = cli::usage(
         "echo_load",
@@ -71,6 +80,7 @@ fn parse_args() -> Args {
             secs: 5.0,
             messages: None,
             server_pid: None,
+            churn: false,
         };
         while let Some(arg) = p.next()? {
             match arg {
@@ -81,12 +91,30 @@ fn parse_args() -> Args {
                 Long("secs") => args.secs = cli::value(p, "--secs")?,
                 Long("messages") => args.messages = Some(cli::value(p, "--messages")?),
                 Long("server-pid") => args.server_pid = Some(cli::value(p, "--server-pid")?),
+                Long("churn") => args.churn = true,
                 Short('h') | Long("help") => return Ok(None),
                 _ => return Err(arg.unexpected()),
             }
         }
+        if args.churn && args.inflight != 1 {
+            return Err("--churn sends one message per connection: --inflight must be 1".into());
+        }
         Ok(Some(args))
     })
+}
+
+/// A new connection to `addr`, registered under `token`.
+fn connect(poll: &Poll, addr: SocketAddr, token: usize) -> io::Result<TcpStream> {
+    let std_stream = std::net::TcpStream::connect(addr)?;
+    std_stream.set_nodelay(true)?;
+    std_stream.set_nonblocking(true)?;
+    let mut stream = TcpStream::from_std(std_stream);
+    poll.registry().register(
+        &mut stream,
+        Token(token),
+        Interest::READABLE | Interest::WRITABLE,
+    )?;
+    Ok(stream)
 }
 
 /// One connection: what it still has to send, and how much of the echo is back.
@@ -145,17 +173,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut poll = Poll::new()?;
     let mut conns = Vec::with_capacity(args.conns);
     for i in 0..args.conns {
-        let std_stream = std::net::TcpStream::connect(args.addr)?;
-        std_stream.set_nodelay(true)?;
-        std_stream.set_nonblocking(true)?;
-        let mut stream = TcpStream::from_std(std_stream);
-        poll.registry().register(
-            &mut stream,
-            Token(i),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
         conns.push(Conn {
-            stream,
+            stream: connect(&poll, args.addr, i)?,
             out: Vec::new(),
             sent: 0,
             partial: 0,
@@ -190,6 +209,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             let whole = conn.partial / args.size;
                             conn.partial %= args.size;
                             echoed += whole as u64;
+                            if args.churn && whole > 0 {
+                                // Its one message is back: a new connection for the next.
+                                poll.registry().deregister(&mut conn.stream)?;
+                                conn.stream = connect(&poll, args.addr, event.token().0)?;
+                                conn.out.extend_from_slice(&message);
+                                break;
+                            }
                             for _ in 0..whole {
                                 conn.out.extend_from_slice(&message);
                             }
@@ -215,8 +241,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => "-".to_string(),
     };
     println!(
-        "echo_load conns={} size={} inflight={} secs={secs:.3} messages={echoed} msgs_per_sec={:.0} server_us_per_msg={server_us}",
+        "echo_load conns={} size={} inflight={} churn={} secs={secs:.3} messages={echoed} msgs_per_sec={:.0} server_us_per_msg={server_us}",
         args.conns,
+        args.churn,
         args.size,
         args.inflight,
         echoed as f64 / secs
