@@ -11,6 +11,9 @@
 # CPU time per message (user + system, from /proc/PID/stat), with msgs/s ratios
 # against uvloop's protocol echo, tokio and monoio.
 #
+# CHURN=1 gives every message a connection of its own (echo_load --churn: an
+# accept-heavy load; msgs/s is then connections served a second; INFLIGHT must be 1).
+#
 # SERVERS="tokio shardloop-protocol" runs a subset (by name, in that order).
 # A quick smoke run: SECS=1 ROUNDS=1 WARMUP=0 bench/echo_bench.sh
 set -euo pipefail
@@ -22,6 +25,7 @@ INFLIGHT=${INFLIGHT:-"1 16"}
 CONNS=${CONNS:-64}
 SIZE=${SIZE:-100}
 WARMUP=${WARMUP:-1}
+CHURN=${CHURN:-0}
 PYTHON=${PYTHON:-python3}
 
 cargo build --release --example echo_server --example echo_server_tokio --example echo_server_monoio \
@@ -88,6 +92,7 @@ stop() {
 measure() {
   start "$1"
   local load=(--addr "127.0.0.1:$PORT" --conns "$CONNS" --size "$SIZE" --inflight "$2")
+  if [[ $CHURN != 0 ]]; then load+=(--churn); fi
   if [[ $WARMUP != 0 ]]; then "$BIN/echo_load" "${load[@]}" --secs "$WARMUP" >/dev/null; fi
   local line
   line=$("$BIN/echo_load" "${load[@]}" --secs "$SECS" --server-pid "$SERVER_PID")
@@ -115,7 +120,7 @@ for inflight in $INFLIGHT; do
 done
 
 echo
-echo "Echo, $CONNS connections, $SIZE-byte messages, one server thread, one client thread"
+echo "Echo, $CONNS connections$( [[ $CHURN != 0 ]] && echo ', a new connection for every message'), $SIZE-byte messages, one server thread, one client thread"
 echo "(examples/echo_load), $SECS s per run, medians of $ROUNDS rounds, $(nproc) cores."
 for inflight in $INFLIGHT; do
   declare -A MED=()

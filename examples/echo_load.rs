@@ -243,9 +243,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "echo_load conns={} size={} inflight={} churn={} secs={secs:.3} messages={echoed} msgs_per_sec={:.0} server_us_per_msg={server_us}",
         args.conns,
-        args.churn,
         args.size,
         args.inflight,
+        args.churn,
         echoed as f64 / secs
     );
     Ok(())

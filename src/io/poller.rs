@@ -69,10 +69,12 @@ impl Poller {
         }
     }
 
-    pub(crate) fn add(&self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()> {
+    /// Starts watching `fd`; `known_pollable` when it is a socket, pipe or pidfd the
+    /// loop made (the ring checks others as `epoll_ctl` would).
+    pub(crate) fn add(&self, fd: RawFd, token: Token, interest: Interest, known_pollable: bool) -> io::Result<()> {
         match self {
             Poller::Epoll(p) => p.add(fd, token, interest),
-            Poller::Uring(p) => p.add(fd, token, interest),
+            Poller::Uring(p) => p.add(fd, token, interest, known_pollable),
         }
     }
 

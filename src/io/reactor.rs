@@ -252,16 +252,19 @@ impl Reactor {
 
     /// Registers `fd` with `interest` under a fresh token, and records what `make`
     /// builds from that token as what the token stands for.
+    /// `socket`: the fd is one of the loop's own sockets, pipes or pidfds (pollable
+    /// by construction), not a caller's fd of any kind.
     fn insert(
         &self,
         fd: RawFd,
         interest: Interest,
+        socket: bool,
         make: impl FnOnce(Token) -> Entry,
     ) -> io::Result<Token> {
         let mut sources = self.sources.borrow_mut();
         let entry = sources.vacant_entry();
         let token = Token(entry.key());
-        self.poller.add(fd, token, interest)?;
+        self.poller.add(fd, token, interest, socket)?;
         entry.insert(make(token));
         Ok(token)
     }
@@ -269,7 +272,7 @@ impl Reactor {
     /// Registers the source `fd` for `interest`; returns its token and state.
     pub(crate) fn register(&self, fd: RawFd, interest: Interest) -> io::Result<(Token, Rc<IoState>)> {
         let state = Rc::new(IoState::default());
-        let token = self.insert(fd, interest, |_| Entry::Io(state.clone()))?;
+        let token = self.insert(fd, interest, true, |_| Entry::Io(state.clone()))?;
         Ok((token, state))
     }
 
@@ -286,7 +289,7 @@ impl Reactor {
         interest: Interest,
         sink: Rc<dyn Sink>,
     ) -> io::Result<Token> {
-        self.insert(fd, interest, |_| Entry::Sink(sink))
+        self.insert(fd, interest, true, |_| Entry::Sink(sink))
     }
 
     /// Forgets the source `fd`; its waiters are woken so that they see it gone.
@@ -307,7 +310,7 @@ impl Reactor {
         make: impl FnOnce(Token) -> Rc<T>,
     ) -> io::Result<Rc<T>> {
         let mut made = None;
-        self.insert(fd, interest, |token| {
+        self.insert(fd, interest, false, |token| {
             let sink = make(token);
             made = Some(sink.clone());
             Entry::Sink(sink)

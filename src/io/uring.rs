@@ -259,9 +259,12 @@ impl UringPoller {
     /// Starts watching `fd`. The poll itself is queued for the next submit, so the
     /// fd is checked here, where `epoll_ctl` would check it: a bad fd is `EBADF`, and
     /// a regular file or a directory (which any poll calls always ready) is `EPERM`,
-    /// as epoll has it.
-    pub(crate) fn add(&self, fd: RawFd, token: Token, interest: Interest) -> io::Result<()> {
-        check_pollable(fd)?;
+    /// as epoll has it. The loop's own sockets (`known_pollable`) skip the check: it
+    /// is a system call per connection.
+    pub(crate) fn add(&self, fd: RawFd, token: Token, interest: Interest, known_pollable: bool) -> io::Result<()> {
+        if !known_pollable {
+            check_pollable(fd)?;
+        }
         self.arm(Self::token(token), fd, Self::mask(interest))
     }
 
