@@ -15,6 +15,8 @@ mod io;
 mod runtime;
 #[path = "compare/sync.rs"]
 mod sync;
+#[path = "compare/udp.rs"]
+mod udp;
 
 use shardloop::EventLoop;
 use std::{
@@ -54,6 +56,16 @@ struct Workload {
 }
 
 const WORKLOADS: &[Workload] = &[
+    Workload {
+        key: "udp_echo",
+        title: "UDP echo, 32 in flight x 64 B, shardloop proactor",
+        base_n: 200_000.0,
+        ours: udp::sl_proactor_udp_echo,
+        peers: &[
+            ("tokio current_thread", udp::tokio_udp_echo),
+            ("shardloop epoll", udp::sl_epoll_udp_echo),
+        ],
+    },
     Workload {
         key: "tcp_echo",
         title: "TCP echo, 64 conns x 64 B",

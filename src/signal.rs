@@ -127,7 +127,7 @@ impl LoopSignals {
         let (token, io) = lp
             .inner
             .reactor
-            .register(read.as_raw_fd(), mio::Interest::READABLE | mio::Interest::WRITABLE)?;
+            .register(read.as_raw_fd(), Some(mio::Interest::READABLE | mio::Interest::WRITABLE))?;
         let waker = Waker::from(Arc::new(DrainWaker {
             shared: lp.inner.shared.clone(),
         }));

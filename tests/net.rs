@@ -363,6 +363,68 @@ fn several_tasks_receiving_on_one_udp_socket_all_get_a_datagram() {
     .unwrap();
 }
 
+/// A receive given up before its datagram came loses nothing: the datagram goes to
+/// the next receive (on a proactor loop the kernel's receive outlives the future).
+/// A datagram longer than the buffer is cut to it, and the next one comes whole.
+#[test]
+fn udp_datagrams_survive_a_dropped_receive_and_long_ones_are_cut() {
+    block_on(async {
+        let rx = UdpSocket::bind("127.0.0.1:0")?;
+        let tx = UdpSocket::bind("127.0.0.1:0")?;
+        let mut buf = [0u8; 16];
+        let gave_up =
+            shardloop::time::timeout(Duration::from_millis(5), rx.recv_from(&mut buf)).await;
+        assert!(gave_up.is_err(), "nothing was sent yet");
+        tx.send_to(b"first", rx.local_addr()?).await?;
+        let (n, from) = rx.recv_from(&mut buf).await?;
+        assert_eq!((&buf[..n], from), (&b"first"[..], tx.local_addr()?));
+
+        let long = pattern(7, 60_000);
+        assert_eq!(tx.send_to(&long, rx.local_addr()?).await?, long.len());
+        tx.send_to(b"after", rx.local_addr()?).await?;
+        let (n, _) = rx.recv_from(&mut buf).await?;
+        assert_eq!(&buf[..n], &long[..16], "cut to the buffer");
+        let (n, _) = rx.recv_from(&mut buf).await?;
+        assert_eq!(&buf[..n], b"after", "the next datagram comes whole");
+
+        let mut big = vec![0u8; 65_536];
+        tx.send_to(&long, rx.local_addr()?).await?;
+        let (n, _) = rx.recv_from(&mut big).await?;
+        assert_eq!(&big[..n], &long[..]);
+        io::Result::Ok(())
+    })
+    .unwrap();
+}
+
+/// A connected socket whose peer has no socket hears so (the ICMP reply) as
+/// `ConnectionRefused` from its receive; and a socket dropped while receiving lets go
+/// of its port at once.
+#[test]
+fn udp_refused_peers_are_reported_and_a_dropped_socket_frees_its_port() {
+    block_on(async {
+        let gone = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
+        let a = UdpSocket::bind("127.0.0.1:0")?;
+        a.connect(gone).await?;
+        a.send(b"anyone?").await?;
+        let mut buf = [0u8; 16];
+        let refused = a.recv(&mut buf).await.expect_err("nobody is there");
+        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+
+        let addr = a.local_addr()?;
+        let receiving = spawn(async move {
+            let mut buf = [0u8; 16];
+            let _ = a.recv(&mut buf).await;
+        });
+        shardloop::time::sleep(Duration::from_millis(1)).await;
+        receiving.cancel();
+        let _ = receiving.await;
+        let again = UdpSocket::bind(addr).expect("the port is free again");
+        assert_eq!(again.local_addr()?, addr);
+        io::Result::Ok(())
+    })
+    .unwrap();
+}
+
 /// A fresh directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
 

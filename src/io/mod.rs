@@ -4,6 +4,7 @@
 pub(crate) mod bell;
 mod accepts;
 mod completion;
+pub(crate) mod datagrams;
 mod epoll;
 pub(crate) mod fd;
 mod ops;

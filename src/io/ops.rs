@@ -1,6 +1,7 @@
 //! The proactor's operations in flight: reads and writes the kernel does for us
-//! (`IORING_OP_RECV`, `IORING_OP_SEND`), each with the buffer it reads into or
-//! writes from.
+//! (`IORING_OP_RECV`, `IORING_OP_SEND`, and for datagrams `IORING_OP_RECVMSG`,
+//! `IORING_OP_SENDMSG`), each with the buffer it reads into or writes from (and a
+//! message's header and address).
 //!
 //! The table owns every buffer the kernel may touch, from the submission until the
 //! completion arrives, whatever happens to the future that asked. A future dropped
@@ -28,6 +29,26 @@ struct Slot {
     /// The memory the operation uses, kept alive (never moved: a `Vec`'s heap block
     /// stays where it is when the `Vec` itself moves) until the completion.
     buf: Vec<u8>,
+    /// A `RECVMSG`'s or `SENDMSG`'s header, iovec and address, kept as the buffer is.
+    msg: Option<Box<MsgParts>>,
+}
+
+/// What a `RECVMSG` or `SENDMSG` points to besides its bytes: the message header,
+/// its one iovec (into the operation's buffer) and the peer's address. Boxed, so that
+/// it stays where the kernel was told it is while the table moves it around.
+pub(crate) struct MsgParts {
+    pub(crate) hdr: libc::msghdr,
+    pub(crate) iov: libc::iovec,
+    pub(crate) addr: libc::sockaddr_storage,
+}
+
+impl MsgParts {
+    /// Zeroed parts: no address, no iovec yet.
+    pub(crate) fn new() -> Box<MsgParts> {
+        // SAFETY: all three are plain C structs (integers and raw pointers), for
+        // which all-zero bytes are a valid value: null pointers and zero lengths.
+        Box::new(unsafe { std::mem::zeroed() })
+    }
 }
 
 /// The tasks waiting for a completion, taken out of the table to be woken.
@@ -58,7 +79,25 @@ impl Ops {
         self.slots.insert(Slot {
             state: State::Waiting(None, Vec::new()),
             buf,
+            msg: None,
         })
+    }
+
+    /// Records a `RECVMSG` or `SENDMSG` about to be submitted, owning `buf` and
+    /// `msg`; its key.
+    pub(crate) fn insert_msg(&mut self, buf: Vec<u8>, msg: Box<MsgParts>) -> OpKey {
+        self.slots.insert(Slot {
+            state: State::Waiting(None, Vec::new()),
+            buf,
+            msg: Some(msg),
+        })
+    }
+
+    /// The parts of an operation that could not be submitted after all, back to
+    /// its owner.
+    pub(crate) fn remove_unsubmitted_msg(&mut self, key: OpKey) -> (Vec<u8>, Box<MsgParts>) {
+        let slot = self.slots.remove(key);
+        (slot.buf, slot.msg.expect("a message operation"))
     }
 
     /// The buffer of an operation that could not be submitted after all (it never
@@ -70,12 +109,21 @@ impl Ops {
     /// The result and the buffer, once the operation completed; else `cx` is woken
     /// when it does.
     pub(crate) fn poll(&mut self, key: OpKey, cx: &mut Context<'_>) -> Poll<(i32, Vec<u8>)> {
+        self.poll_msg(key, cx).map(|(result, buf, _)| (result, buf))
+    }
+
+    /// [`poll`](Self::poll) for a message operation, whose parts come back too.
+    pub(crate) fn poll_msg(
+        &mut self,
+        key: OpKey,
+        cx: &mut Context<'_>,
+    ) -> Poll<(i32, Vec<u8>, Option<Box<MsgParts>>)> {
         let slot = self.slots.get_mut(key).expect("a live operation");
         match &mut slot.state {
             State::Done(result) => {
                 let result = *result;
                 let slot = self.slots.remove(key);
-                Poll::Ready((result, slot.buf))
+                Poll::Ready((result, slot.buf, slot.msg))
             }
             State::Waiting(first, more) => {
                 let new = cx.waker();
@@ -176,6 +224,7 @@ impl Ops {
                 continue;
             }
             std::mem::forget(slot.buf);
+            std::mem::forget(slot.msg);
             leaked += 1;
         }
         leaked

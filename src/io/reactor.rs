@@ -254,23 +254,28 @@ impl Reactor {
     /// builds from that token as what the token stands for.
     /// `socket`: the fd is one of the loop's own sockets, pipes or pidfds (pollable
     /// by construction), not a caller's fd of any kind.
+    /// No `interest`: nothing is polled (the ring does all of the source's I/O).
     fn insert(
         &self,
         fd: RawFd,
-        interest: Interest,
+        interest: Option<Interest>,
         socket: bool,
         make: impl FnOnce(Token) -> Entry,
     ) -> io::Result<Token> {
         let mut sources = self.sources.borrow_mut();
         let entry = sources.vacant_entry();
         let token = Token(entry.key());
-        self.poller.add(fd, token, interest, socket)?;
+        if let Some(interest) = interest {
+            self.poller.add(fd, token, interest, socket)?;
+        }
         entry.insert(make(token));
         Ok(token)
     }
 
-    /// Registers the source `fd` for `interest`; returns its token and state.
-    pub(crate) fn register(&self, fd: RawFd, interest: Interest) -> io::Result<(Token, Rc<IoState>)> {
+    /// Registers the source `fd` for `interest` (none: the ring does all its I/O, and
+    /// it is registered only to be told when the loop closes); returns its token and
+    /// state.
+    pub(crate) fn register(&self, fd: RawFd, interest: Option<Interest>) -> io::Result<(Token, Rc<IoState>)> {
         let state = Rc::new(IoState::default());
         let token = self.insert(fd, interest, true, |_| Entry::Io(state.clone()))?;
         Ok((token, state))
@@ -289,7 +294,7 @@ impl Reactor {
         interest: Interest,
         sink: Rc<dyn Sink>,
     ) -> io::Result<Token> {
-        self.insert(fd, interest, true, |_| Entry::Sink(sink))
+        self.insert(fd, Some(interest), true, |_| Entry::Sink(sink))
     }
 
     /// Forgets the source `fd`; its waiters are woken so that they see it gone.
@@ -310,7 +315,7 @@ impl Reactor {
         make: impl FnOnce(Token) -> Rc<T>,
     ) -> io::Result<Rc<T>> {
         let mut made = None;
-        self.insert(fd, interest, false, |token| {
+        self.insert(fd, Some(interest), false, |token| {
             let sink = make(token);
             made = Some(sink.clone());
             Entry::Sink(sink)

@@ -12,6 +12,7 @@ use mio::{Interest, Token};
 
 use super::accepts::RingAccept;
 use super::completion::RingReads;
+use super::datagrams::RingDatagrams;
 use super::reactor::{Direction, IoState};
 use super::uring::UringPoller;
 use crate::current;
@@ -42,31 +43,33 @@ enum RingWork {
     Reads(Box<RingReads>),
     /// A listener's accepts (see [`super::accepts`]).
     Accepts(RingAccept),
+    /// A UDP socket's receives and sends (see [`super::datagrams`]).
+    Datagrams(Box<RingDatagrams>),
 }
 
 impl<S: Source + AsRawFd> Registered<S> {
-    /// Registers `source` with this thread's loop ([`crate::get_event_loop`]). `what`
-    /// names the object for the error when there is no usable loop.
-    pub(crate) fn new(source: S, what: &str) -> io::Result<Self> {
-        Self::with_loop(&current_loop(what)?, source)
-    }
-
-    /// Registers `source` with `lp`.
+    /// Registers `source` with `lp`, for readiness only. (The constructors below
+    /// register with this thread's loop, [`crate::get_event_loop`]; their `what`
+    /// names the object for the error when there is no usable loop.)
     pub(crate) fn with_loop(lp: &EventLoop, source: S) -> io::Result<Self> {
         Self::register(lp, source, Kind::Other)
     }
 
-    /// Registers the stream `source` with this thread's loop, as [`new`](Self::new)
-    /// does; on a proactor loop the ring does its reads (no readiness poll for them).
+    /// Registers the stream `source` with this thread's loop; on a proactor loop the ring does its reads (no readiness poll for them).
     pub(crate) fn stream(source: S, what: &str) -> io::Result<Self> {
         Self::register(&current_loop(what)?, source, Kind::Stream)
     }
 
-    /// Registers the listener `source` with this thread's loop, as [`new`](Self::new)
-    /// does; on a proactor loop whose kernel takes multishot accepts, the ring
+    /// Registers the listener `source` with this thread's loop; on a proactor loop whose kernel takes multishot accepts, the ring
     /// accepts its connections (no readiness poll for them).
     pub(crate) fn listener(source: S, what: &str) -> io::Result<Self> {
         Self::register(&current_loop(what)?, source, Kind::Listener)
+    }
+
+    /// Registers the UDP socket `source` with this thread's loop; on a proactor loop the ring receives and sends its
+    /// datagrams (no readiness poll at all).
+    pub(crate) fn datagram(source: S, what: &str) -> io::Result<Self> {
+        Self::register(&current_loop(what)?, source, Kind::Datagram)
     }
 
     fn register(lp: &EventLoop, source: S, kind: Kind) -> io::Result<Self> {
@@ -74,13 +77,16 @@ impl<S: Source + AsRawFd> Registered<S> {
         let ring = match (kind, lp.inner.reactor.ring()) {
             (Kind::Stream, Some(_)) => RingWork::Reads(Box::default()),
             (Kind::Listener, Some(ring)) if ring.accepts_by_ring() => RingWork::Accepts(RingAccept::default()),
+            (Kind::Datagram, Some(_)) => RingWork::Datagrams(Box::default()),
             _ => RingWork::Nothing,
         };
         // Only writes still wait for readiness when the ring reads or accepts (a
-        // listening socket is never writable: its poll stays quiet).
+        // listening socket is never writable: its poll stays quiet); nothing does
+        // for a UDP socket whose sends the ring does too.
         let interest = match ring {
-            RingWork::Nothing => Interest::READABLE | Interest::WRITABLE,
-            _ => Interest::WRITABLE,
+            RingWork::Nothing => Some(Interest::READABLE | Interest::WRITABLE),
+            RingWork::Datagrams(_) => None,
+            _ => Some(Interest::WRITABLE),
         };
         let (token, state) = lp.inner.reactor.register(fd, interest)?;
         Ok(Registered {
@@ -101,6 +107,7 @@ enum Kind {
     Other,
     Stream,
     Listener,
+    Datagram,
 }
 
 impl<S: Source> Registered<S> {
@@ -141,6 +148,7 @@ impl<S: Source> Registered<S> {
                 match &self.ring {
                     RingWork::Reads(reads) => reads.cancel(ring),
                     RingWork::Accepts(accepts) => accepts.cancel(ring),
+                    RingWork::Datagrams(datagrams) => datagrams.cancel(ring),
                     RingWork::Nothing => {}
                 }
             }
@@ -151,6 +159,15 @@ impl<S: Source> Registered<S> {
     /// Whether the ring accepts this listener's connections.
     pub(crate) fn accepts_by_ring(&self) -> bool {
         matches!(self.ring, RingWork::Accepts(_))
+    }
+
+    /// On a proactor loop, a UDP socket's ring side; `None` elsewhere (the caller
+    /// uses [`poll_io`](Self::poll_io)).
+    pub(crate) fn ring_datagrams(&self) -> Option<&RingDatagrams> {
+        match &self.ring {
+            RingWork::Datagrams(datagrams) => Some(datagrams),
+            _ => None,
+        }
     }
 
     /// Whether the ring does this stream's reads.

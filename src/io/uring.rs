@@ -25,7 +25,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use mio::{Interest, Token};
 
 use super::accepts::{AcceptKey, Accepts, Next};
-use super::ops::{OpKey, Ops, Wakers};
+use super::ops::{MsgParts, OpKey, Ops, Wakers};
 use super::poller::Readiness;
 
 /// The doorbell's token inside the ring (registered tokens are slab keys, far below).
@@ -436,6 +436,38 @@ impl UringPoller {
             Ok(()) => Ok(key),
             Err(e) => Err((e, self.ops.borrow_mut().remove_unsubmitted(key))),
         }
+    }
+
+    /// [`start_op`](Self::start_op) for a `RECVMSG` or `SENDMSG`, whose header,
+    /// iovec and address `msg` the table keeps as well.
+    ///
+    /// # Safety
+    /// Every pointer in `entry` points into `msg` (the header), and every pointer in
+    /// the header into `msg` (the iovec, the address) or `buf`'s heap block (within
+    /// its capacity): the table keeps both alive, unmoved, until the completion.
+    pub(crate) unsafe fn start_msg_op(
+        &self,
+        entry: squeue::Entry,
+        buf: Vec<u8>,
+        msg: Box<MsgParts>,
+    ) -> Result<OpKey, (io::Error, Vec<u8>, Box<MsgParts>)> {
+        let key = self.ops.borrow_mut().insert_msg(buf, msg);
+        match self.push(entry.user_data(OP | key as u64)) {
+            Ok(()) => Ok(key),
+            Err(e) => {
+                let (buf, msg) = self.ops.borrow_mut().remove_unsubmitted_msg(key);
+                Err((e, buf, msg))
+            }
+        }
+    }
+
+    /// A message operation's result, buffer and parts, once it completed.
+    pub(crate) fn poll_msg_op(
+        &self,
+        key: OpKey,
+        cx: &mut Context<'_>,
+    ) -> Poll<(i32, Vec<u8>, Option<Box<MsgParts>>)> {
+        self.ops.borrow_mut().poll_msg(key, cx)
     }
 
     /// The operation's result (bytes, or a negative errno) and its buffer, once it
