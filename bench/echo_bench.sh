@@ -21,11 +21,12 @@ cd "$(dirname "$0")/.."
 
 SECS=${SECS:-5}
 ROUNDS=${ROUNDS:-3}
-INFLIGHT=${INFLIGHT:-"1 16"}
+CHURN=${CHURN:-0}
+# A churning connection carries one message: 1 in flight.
+if [[ $CHURN != 0 ]]; then INFLIGHT=${INFLIGHT:-1}; else INFLIGHT=${INFLIGHT:-"1 16"}; fi
 CONNS=${CONNS:-64}
 SIZE=${SIZE:-100}
 WARMUP=${WARMUP:-1}
-CHURN=${CHURN:-0}
 PYTHON=${PYTHON:-python3}
 
 cargo build --release --example echo_server --example echo_server_tokio --example echo_server_monoio \

@@ -379,8 +379,29 @@ fn udp_datagrams_survive_a_dropped_receive_and_long_ones_are_cut() {
         let (n, from) = rx.recv_from(&mut buf).await?;
         assert_eq!((&buf[..n], from), (&b"first"[..], tx.local_addr()?));
 
+        // A long datagram for a receive already waiting (on the proactor, the ring's
+        // receive takes it), then one queued behind another (taken at once).
         let long = pattern(7, 60_000);
+        let rx = Rc::new(rx);
+        let waiting = {
+            let rx = rx.clone();
+            spawn(async move {
+                let mut buf = [0u8; 16];
+                let (n, _) = rx.recv_from(&mut buf).await?;
+                io::Result::Ok(buf[..n].to_vec())
+            })
+        };
+        shardloop::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(tx.send_to(&long, rx.local_addr()?).await?, long.len());
+        tx.send_to(b"after", rx.local_addr()?).await?;
+        assert_eq!(
+            waiting.await.expect("receiver")?,
+            &long[..16],
+            "cut to the buffer"
+        );
+        let (n, _) = rx.recv_from(&mut buf).await?;
+        assert_eq!(&buf[..n], b"after", "the next datagram comes whole");
+        tx.send_to(&long, rx.local_addr()?).await?;
         tx.send_to(b"after", rx.local_addr()?).await?;
         let (n, _) = rx.recv_from(&mut buf).await?;
         assert_eq!(&buf[..n], &long[..16], "cut to the buffer");

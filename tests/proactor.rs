@@ -264,6 +264,19 @@ fn ring_entries_out_of_range_fail_the_build_with_a_clear_error() {
     assert!(!lp.is_proactor());
 }
 
+/// Reads from `client` until its server's end shows: end of stream, or a reset.
+fn assert_sees_the_end(client: &mut std::net::TcpStream) {
+    let mut buf = [0u8; 1];
+    loop {
+        match client.read(&mut buf) {
+            Ok(n) => return assert_eq!(n, 0, "the client sees the end"),
+            // The ring's task work can interrupt a blocking read on this thread.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
+        }
+    }
+}
+
 /// Whether this kernel accepts through the ring (multishot accepts: Linux 5.19);
 /// the proactor accepts by readiness on older ones.
 fn ring_accepts() -> bool {
@@ -375,11 +388,7 @@ fn dropping_a_listener_closes_what_the_ring_accepted_and_frees_its_port() {
         client
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
-        let mut buf = [0u8; 1];
-        match client.read(&mut buf) {
-            Ok(n) => assert_eq!(n, 0, "the client sees the end"),
-            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
-        }
+        assert_sees_the_end(client);
     }
     lp.run_until_complete(async move {
         let again = TcpListener::bind(addr).expect("the port is free again");
@@ -387,4 +396,38 @@ fn dropping_a_listener_closes_what_the_ring_accepted_and_frees_its_port() {
     })
     .unwrap();
     shardloop::set_event_loop(None);
+}
+
+/// A listener that outlives its loop: the connections the ring accepted for it that
+/// the loop never read (they came after its last turn) are closed when the loop
+/// goes, so their clients see the end instead of waiting forever.
+#[test]
+fn connections_accepted_after_the_last_turn_are_closed_with_the_loop() {
+    let Some(lp) = proactor().filter(|_| ring_accepts()) else {
+        return;
+    };
+    shardloop::set_event_loop(Some(lp.clone()));
+    let (listener, addr) = lp
+        .run_until_complete(async {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let _first = std::net::TcpStream::connect(addr).unwrap();
+            // Starts the ring's accepting.
+            drop(listener.accept().await.unwrap());
+            (listener, addr)
+        })
+        .unwrap();
+    // The loop is not running: the kernel accepts these, and nobody reads that.
+    let mut late: Vec<_> = (0..4)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    shardloop::set_event_loop(None);
+    drop(lp);
+    for client in &mut late {
+        client
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        assert_sees_the_end(client);
+    }
+    drop(listener);
 }

@@ -8,7 +8,10 @@
 //! multishot is cancelled, and the connections after it wait in the kernel's listen
 //! backlog (which bounds them, as it does on epoll) until the queue is taken and the
 //! accept is submitted again. A listener that is not accepting (a server backing
-//! off, or one that stopped) so holds at most that many descriptors.
+//! off, or one that stopped) on a running loop so holds about that many descriptors.
+//! The bound is applied as completions are read: a loop that does not run for a
+//! while (inside a long callback, or between `run_until_complete` calls) can find a
+//! whole burst accepted, up to its listen backlog.
 //!
 //! The kernel ends a multishot accept on any error (`EMFILE`, say) and when its
 //! completion queue overflows: the error is the listener's next result, and the
@@ -98,6 +101,28 @@ impl Accepts {
         slot.cancelled = false;
     }
 
+    /// A re-armed accept could not be submitted: it is ended again (the next poll
+    /// tries once more). The waiters, to wake once the table is no longer borrowed.
+    pub(crate) fn unarm(&mut self, key: AcceptKey) -> Vec<Waker> {
+        let slot = &mut self.slots[key];
+        slot.live = false;
+        std::mem::take(&mut slot.waiters)
+    }
+
+    /// Orphans every accept still in the kernel, for a ring being torn down (what
+    /// they queued is closed); their keys, to cancel.
+    pub(crate) fn orphan_all(&mut self) -> Vec<AcceptKey> {
+        let keys: Vec<_> = self.slots.iter().map(|(key, _)| key).collect();
+        keys.into_iter()
+            .filter(|&key| self.orphan(key).0)
+            .collect()
+    }
+
+    /// Whether no accept is left in the kernel (nor in the table).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
     /// The next connection (or error), if one came; else `cx` is woken when one
     /// does.
     pub(crate) fn poll(&mut self, key: AcceptKey, cx: &mut Context<'_>) -> Poll<Next> {
@@ -133,7 +158,11 @@ impl Accepts {
             }
             return none;
         }
-        slot.live = more;
+        // Only a completion without `more` ends the accept (completions reaped out of
+        // order, by `reap_early` inside `handle`, must not revive an ended one).
+        if !more {
+            slot.live = false;
+        }
         // A cancelled accept (ours, at the bound) is no news for the listener, nor is
         // an error after connections (see the module's comment): the next accept
         // submits a new one.
@@ -143,7 +172,11 @@ impl Accepts {
         } else if result != -libc::ECANCELED && !slot.accepted_any {
             slot.queue.push_back(result);
         }
-        let cancel = more && !slot.cancelled && slot.queue.len() >= QUEUE_BOUND;
+        // At the bound, and again at each multiple of it should the kernel not have
+        // taken the first cancel (it answers `EALREADY` to one that meets the accept
+        // mid-way).
+        let at_bound = slot.queue.len() >= QUEUE_BOUND && (!slot.cancelled || slot.queue.len() % QUEUE_BOUND == 0);
+        let cancel = slot.live && at_bound;
         if cancel {
             slot.cancelled = true;
         }

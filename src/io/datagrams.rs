@@ -29,18 +29,19 @@ use io_uring::{opcode, types};
 use mio::event::Source;
 use socket2::SockAddr;
 
-use super::ops::{MsgParts, OpKey};
+use super::ops::{MsgBox, OpKey};
 use super::registration::Registered;
 use super::uring::UringPoller;
 
-/// The largest UDP payload (IPv4: 65535 less the IP and UDP headers).
-const MAX_DATAGRAM: usize = 65_507;
+/// Room for the largest UDP payload (IPv6's is 65 527 bytes; a socket takes no more
+/// than 65 535).
+const MAX_DATAGRAM: usize = 65_535;
 
 /// A received datagram, or what its receive failed with.
 struct Received {
     result: i32,
     buf: Vec<u8>,
-    msg: Box<MsgParts>,
+    msg: MsgBox,
 }
 
 #[derive(Default)]
@@ -50,7 +51,7 @@ struct RecvState {
     /// A datagram received and not taken yet.
     ready: Option<Received>,
     /// The buffer and parts of the last datagram taken, for the next receive.
-    spare: Option<(Vec<u8>, Box<MsgParts>)>,
+    spare: Option<(Vec<u8>, MsgBox)>,
     /// A datagram came: more may be queued behind it, taken with `recvfrom(2)`.
     draining: bool,
 }
@@ -58,17 +59,13 @@ struct RecvState {
 impl RecvState {
     /// Submits a receive into the spare buffer (or a new one).
     fn submit(&mut self, ring: &UringPoller, fd: RawFd) -> io::Result<()> {
-        let (mut buf, mut msg) = self
+        let (mut buf, msg) = self
             .spare
             .take()
-            .unwrap_or_else(|| (Vec::with_capacity(MAX_DATAGRAM), MsgParts::new()));
+            .unwrap_or_else(|| (Vec::with_capacity(MAX_DATAGRAM), MsgBox::new()));
         buf.clear();
-        msg.iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.capacity(),
-        };
-        point_header(&mut msg);
-        let entry = opcode::RecvMsg::new(types::Fd(fd), &mut msg.hdr).build();
+        let hdr = point_header(&msg, buf.as_mut_ptr(), buf.capacity(), None);
+        let entry = opcode::RecvMsg::new(types::Fd(fd), hdr).build();
         // SAFETY: the entry points at `msg.hdr`; the header at `msg.iov` and
         // `msg.addr`, and the iovec at `buf`'s heap block, its whole capacity. The
         // ops table keeps `buf` and `msg` (a box: it does not move) until the
@@ -86,15 +83,39 @@ impl RecvState {
     }
 }
 
-/// Points `msg`'s header at its own iovec and address buffer.
-fn point_header(msg: &mut MsgParts) {
-    msg.hdr.msg_name = std::ptr::addr_of_mut!(msg.addr).cast();
-    msg.hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    msg.hdr.msg_iov = std::ptr::addr_of_mut!(msg.iov);
-    msg.hdr.msg_iovlen = 1;
-    msg.hdr.msg_control = std::ptr::null_mut();
-    msg.hdr.msg_controllen = 0;
-    msg.hdr.msg_flags = 0;
+/// Fills `msg` in for one operation: its iovec is `len` bytes at `data`, and its
+/// header points at that iovec and at its address: `to` for a send (none: the
+/// connected peer), the whole storage for a receive to fill in. Returns the header.
+/// Every pointer is taken from the box's own raw pointer, so that each stays valid
+/// however the box is moved.
+fn point_header(msg: &MsgBox, data: *mut u8, len: usize, to: Option<&SockAddr>) -> *mut libc::msghdr {
+    let p = msg.as_ptr();
+    // SAFETY: `p` is the box's live, unaliased allocation (no operation is in flight
+    // on it: its owner holds it); the writes stay inside it.
+    unsafe {
+        (*p).iov = libc::iovec {
+            iov_base: data.cast(),
+            iov_len: len,
+        };
+        let hdr = &mut (*p).hdr;
+        match to {
+            Some(to) => {
+                (*p).addr = to.clone().as_storage();
+                hdr.msg_name = std::ptr::addr_of_mut!((*p).addr).cast();
+                hdr.msg_namelen = to.len();
+            }
+            None => {
+                hdr.msg_name = std::ptr::addr_of_mut!((*p).addr).cast();
+                hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            }
+        }
+        hdr.msg_iov = std::ptr::addr_of_mut!((*p).iov);
+        hdr.msg_iovlen = 1;
+        hdr.msg_control = std::ptr::null_mut();
+        hdr.msg_controllen = 0;
+        hdr.msg_flags = 0;
+        std::ptr::addr_of_mut!((*p).hdr)
+    }
 }
 
 /// The ring side of a UDP socket (see the module's comment).
@@ -171,7 +192,8 @@ impl RingDatagrams {
 
 /// The sender's address a receive filled in (`None` for an address that is not an
 /// IP one, which a UDP socket does not get).
-fn sender(msg: &MsgParts) -> Option<SocketAddr> {
+fn sender(msg: &MsgBox) -> Option<SocketAddr> {
+    let msg = msg.parts();
     // SAFETY: the kernel wrote an address of `msg_namelen` bytes (at most the
     // storage's size, which it was told) into the storage.
     let addr = unsafe { SockAddr::new(msg.addr, msg.hdr.msg_namelen) };
@@ -204,24 +226,21 @@ pub(crate) fn submit_send(
     target: Option<SocketAddr>,
 ) -> io::Result<OpKey> {
     let mut buf = bytes.to_vec();
-    let mut msg = MsgParts::new();
-    msg.iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    point_header(&mut msg);
-    match target {
-        Some(target) => {
-            let target = SockAddr::from(target);
-            msg.hdr.msg_namelen = target.len();
-            msg.addr = target.as_storage();
-        }
+    let msg = MsgBox::new();
+    let hdr = match target.map(SockAddr::from) {
+        Some(to) => point_header(&msg, buf.as_mut_ptr(), buf.len(), Some(&to)),
         None => {
-            msg.hdr.msg_name = std::ptr::null_mut();
-            msg.hdr.msg_namelen = 0;
+            let hdr = point_header(&msg, buf.as_mut_ptr(), buf.len(), None);
+            // To the connected peer: no address at all.
+            // SAFETY: `hdr` points into the box, live and ours (see `point_header`).
+            unsafe {
+                (*hdr).msg_name = std::ptr::null_mut();
+                (*hdr).msg_namelen = 0;
+            }
+            hdr
         }
-    }
-    let entry = opcode::SendMsg::new(types::Fd(fd), &msg.hdr)
+    };
+    let entry = opcode::SendMsg::new(types::Fd(fd), hdr)
         .flags(libc::MSG_NOSIGNAL as u32)
         .build();
     // SAFETY: as in `RecvState::submit`: the entry points at `msg.hdr`, the header

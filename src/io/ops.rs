@@ -9,6 +9,7 @@
 //! sent; the buffer is freed only when the kernel has answered. So the kernel never
 //! writes into, or reads from, memory that was freed or reused.
 
+use std::ptr::NonNull;
 use std::task::{Context, Poll, Waker};
 
 use slab::Slab;
@@ -30,24 +31,50 @@ struct Slot {
     /// stays where it is when the `Vec` itself moves) until the completion.
     buf: Vec<u8>,
     /// A `RECVMSG`'s or `SENDMSG`'s header, iovec and address, kept as the buffer is.
-    msg: Option<Box<MsgParts>>,
+    msg: Option<MsgBox>,
 }
 
 /// What a `RECVMSG` or `SENDMSG` points to besides its bytes: the message header,
-/// its one iovec (into the operation's buffer) and the peer's address. Boxed, so that
-/// it stays where the kernel was told it is while the table moves it around.
+/// its one iovec (into the operation's buffer) and the peer's address.
 pub(crate) struct MsgParts {
     pub(crate) hdr: libc::msghdr,
     pub(crate) iov: libc::iovec,
     pub(crate) addr: libc::sockaddr_storage,
 }
 
-impl MsgParts {
+/// A [`MsgParts`] on the heap, owned through a raw pointer, so that it stays where
+/// the kernel was told it is while the table moves its owner around. (Moving a `Box`
+/// would, in Rust's aliasing model, invalidate the pointers the kernel holds into
+/// it; moving a raw pointer does not.)
+pub(crate) struct MsgBox(NonNull<MsgParts>);
+
+impl MsgBox {
     /// Zeroed parts: no address, no iovec yet.
-    pub(crate) fn new() -> Box<MsgParts> {
+    pub(crate) fn new() -> MsgBox {
         // SAFETY: all three are plain C structs (integers and raw pointers), for
         // which all-zero bytes are a valid value: null pointers and zero lengths.
-        Box::new(unsafe { std::mem::zeroed() })
+        let parts: Box<MsgParts> = Box::new(unsafe { std::mem::zeroed() });
+        MsgBox(NonNull::from(Box::leak(parts)))
+    }
+
+    /// The parts, for pointers into them (taken from this, not from a reference).
+    pub(crate) fn as_ptr(&self) -> *mut MsgParts {
+        self.0.as_ptr()
+    }
+
+    /// The parts, to read. No operation is in flight on them: while one is, the ops
+    /// table owns this, and nobody else can call it.
+    pub(crate) fn parts(&self) -> &MsgParts {
+        // SAFETY: the pointer is to a live allocation this owns, and no one writes
+        // to it now (see above).
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl Drop for MsgBox {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from `Box::leak` in `new`, and is freed once, here.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
     }
 }
 
@@ -85,7 +112,7 @@ impl Ops {
 
     /// Records a `RECVMSG` or `SENDMSG` about to be submitted, owning `buf` and
     /// `msg`; its key.
-    pub(crate) fn insert_msg(&mut self, buf: Vec<u8>, msg: Box<MsgParts>) -> OpKey {
+    pub(crate) fn insert_msg(&mut self, buf: Vec<u8>, msg: MsgBox) -> OpKey {
         self.slots.insert(Slot {
             state: State::Waiting(None, Vec::new()),
             buf,
@@ -95,7 +122,7 @@ impl Ops {
 
     /// The parts of an operation that could not be submitted after all, back to
     /// its owner.
-    pub(crate) fn remove_unsubmitted_msg(&mut self, key: OpKey) -> (Vec<u8>, Box<MsgParts>) {
+    pub(crate) fn remove_unsubmitted_msg(&mut self, key: OpKey) -> (Vec<u8>, MsgBox) {
         let slot = self.slots.remove(key);
         (slot.buf, slot.msg.expect("a message operation"))
     }
@@ -117,7 +144,7 @@ impl Ops {
         &mut self,
         key: OpKey,
         cx: &mut Context<'_>,
-    ) -> Poll<(i32, Vec<u8>, Option<Box<MsgParts>>)> {
+    ) -> Poll<(i32, Vec<u8>, Option<MsgBox>)> {
         let slot = self.slots.get_mut(key).expect("a live operation");
         match &mut slot.state {
             State::Done(result) => {

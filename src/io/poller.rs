@@ -69,8 +69,9 @@ impl Poller {
         }
     }
 
-    /// Starts watching `fd`; `known_pollable` when it is a socket, pipe or pidfd the
-    /// loop made (the ring checks others as `epoll_ctl` would).
+    /// Starts watching `fd`; `known_pollable` when its owner's type says it is a
+    /// socket, pipe or pidfd (a `net` socket, from `bind` or `from_std`, a child's
+    /// pipe): the ring checks other fds (`add_reader`'s) as `epoll_ctl` would.
     pub(crate) fn add(&self, fd: RawFd, token: Token, interest: Interest, known_pollable: bool) -> io::Result<()> {
         match self {
             Poller::Epoll(p) => p.add(fd, token, interest),

@@ -252,8 +252,8 @@ impl Reactor {
 
     /// Registers `fd` with `interest` under a fresh token, and records what `make`
     /// builds from that token as what the token stands for.
-    /// `socket`: the fd is one of the loop's own sockets, pipes or pidfds (pollable
-    /// by construction), not a caller's fd of any kind.
+    /// `socket`: the fd is a socket, pipe or pidfd by its owner's type (pollable by
+    /// construction), not a raw fd of any kind (`add_reader`'s).
     /// No `interest`: nothing is polled (the ring does all of the source's I/O).
     fn insert(
         &self,

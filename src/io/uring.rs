@@ -25,7 +25,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use mio::{Interest, Token};
 
 use super::accepts::{AcceptKey, Accepts, Next};
-use super::ops::{MsgParts, OpKey, Ops, Wakers};
+use super::ops::{MsgBox, OpKey, Ops, Wakers};
 use super::poller::Readiness;
 
 /// The doorbell's token inside the ring (registered tokens are slab keys, far below).
@@ -204,11 +204,12 @@ impl UringPoller {
         loop {
             {
                 let mut ring = self.ring.borrow_mut();
-                // SAFETY: a poll, removal or cancel entry refers to no memory of ours
-                // (an fd and numbers); an operation's entry refers only into the
-                // buffer that the ops table owns until its completion (the contract
-                // of `start_op`). So everything an entry points to outlives the
-                // kernel's use of it.
+                // SAFETY: a poll, removal, cancel or accept entry refers to no memory
+                // of ours (an fd and numbers); an operation's entry refers only into
+                // the buffer (and a message operation's header, iovec and address)
+                // that the ops table owns until its completion (the contracts of
+                // `start_op` and `start_msg_op`). So everything an entry points to
+                // outlives the kernel's use of it.
                 if unsafe { ring.submission().push(&entry) }.is_ok() {
                     return Ok(());
                 }
@@ -224,8 +225,8 @@ impl UringPoller {
 
     /// Starts a multishot poll of `fd` for `mask` under `token`, replacing none.
     fn arm(&self, token: u32, fd: RawFd, mask: u32) -> io::Result<()> {
-        // 29 bits: with the token below them they fill bits 0-60 of `user_data`,
-        // clear of the three kind bits above (REMOVAL, OP, CANCEL).
+        // 28 bits: with the token below them they fill bits 0-59 of `user_data`,
+        // clear of the four kind bits above (REMOVAL, OP, CANCEL, ACCEPT).
         let id = self.next_id.get().wrapping_add(1) & ARM_ID_MASK;
         self.next_id.set(id);
         let arm = Arm { fd, mask, id };
@@ -259,8 +260,8 @@ impl UringPoller {
     /// Starts watching `fd`. The poll itself is queued for the next submit, so the
     /// fd is checked here, where `epoll_ctl` would check it: a bad fd is `EBADF`, and
     /// a regular file or a directory (which any poll calls always ready) is `EPERM`,
-    /// as epoll has it. The loop's own sockets (`known_pollable`) skip the check: it
-    /// is a system call per connection.
+    /// as epoll has it. Sockets, pipes and pidfds by type (`known_pollable`) skip the
+    /// check: it is a system call per connection.
     pub(crate) fn add(&self, fd: RawFd, token: Token, interest: Interest, known_pollable: bool) -> io::Result<()> {
         if !known_pollable {
             check_pollable(fd)?;
@@ -449,8 +450,8 @@ impl UringPoller {
         &self,
         entry: squeue::Entry,
         buf: Vec<u8>,
-        msg: Box<MsgParts>,
-    ) -> Result<OpKey, (io::Error, Vec<u8>, Box<MsgParts>)> {
+        msg: MsgBox,
+    ) -> Result<OpKey, (io::Error, Vec<u8>, MsgBox)> {
         let key = self.ops.borrow_mut().insert_msg(buf, msg);
         match self.push(entry.user_data(OP | key as u64)) {
             Ok(()) => Ok(key),
@@ -466,7 +467,7 @@ impl UringPoller {
         &self,
         key: OpKey,
         cx: &mut Context<'_>,
-    ) -> Poll<(i32, Vec<u8>, Option<Box<MsgParts>>)> {
+    ) -> Poll<(i32, Vec<u8>, Option<MsgBox>)> {
         self.ops.borrow_mut().poll_msg(key, cx)
     }
 
@@ -606,8 +607,10 @@ impl UringPoller {
             if rearm.is_none() {
                 self.accepts.borrow_mut().remove_unsubmitted(key);
             } else {
-                // Ended, as before: the next poll submits again.
-                self.accepts.borrow_mut().complete(key, -libc::ECANCELED, false);
+                // Ended, as before: the next poll submits again. Other tasks waiting on
+                // the listener try too.
+                let waiters = self.accepts.borrow_mut().unarm(key);
+                waiters.into_iter().for_each(std::task::Waker::wake);
             }
             return Err(e);
         }
@@ -665,7 +668,11 @@ impl Drop for UringPoller {
     /// kernel does not answer in time keeps its buffer, leaked (and logged): the
     /// kernel tears a closed ring down asynchronously, and may still use it.
     fn drop(&mut self) {
-        if self.ops.borrow().in_flight() == 0 {
+        // Accepts still going (a listener that outlived its loop) are orphaned: what
+        // they queued is closed, and so is every connection whose completion comes
+        // from here on (the kernel put each in our fd table already).
+        let accepts = self.accepts.borrow_mut().orphan_all();
+        if self.ops.borrow().in_flight() == 0 && accepts.is_empty() {
             return;
         }
         // No task is woken from here on: their loop is going away.
@@ -673,9 +680,11 @@ impl Drop for UringPoller {
         // One cancel per operation (a cancel-any needs Linux 5.19; this loop runs on
         // 5.11 and later).
         let keys = self.ops.borrow().in_flight_keys();
-        let cancelled = keys.into_iter().try_for_each(|key| {
-            self.push(opcode::AsyncCancel::new(OP | key as u64).build().user_data(CANCEL))
-        });
+        let cancelled = keys
+            .into_iter()
+            .map(|key| OP | key as u64)
+            .chain(accepts.into_iter().map(|key| ACCEPT | key as u64))
+            .try_for_each(|target| self.push(opcode::AsyncCancel::new(target).build().user_data(CANCEL)));
         if cancelled.is_ok() {
             for _ in 0..TEARDOWN_TRIES {
                 if self.wait_briefly(TEARDOWN_WAIT).is_err() {
@@ -684,16 +693,18 @@ impl Drop for UringPoller {
                 // A waker still in a slot belongs to a task of this loop, which is
                 // closed: it is dropped, not woken.
                 self.reap_early(CANCEL);
-                if self.ops.borrow().in_flight() == 0 {
+                if self.ops.borrow().in_flight() == 0 && self.accepts.borrow().is_empty() {
                     return;
                 }
             }
         }
         let leaked = self.ops.borrow_mut().leak_in_flight();
-        log::error!(
-            "io_uring teardown: {leaked} operations did not answer their cancel; \
-             their buffers are leaked rather than freed under the kernel"
-        );
+        if leaked > 0 {
+            log::error!(
+                "io_uring teardown: {leaked} operations did not answer their cancel; \
+                 their buffers are leaked rather than freed under the kernel"
+            );
+        }
     }
 }
 
