@@ -85,11 +85,7 @@ pub fn sl_epoll_udp_echo(n: u64) -> Duration {
 pub fn tokio_udp_echo(n: u64) -> Duration {
     let (tx, rx) = mpsc::channel();
     let client = client(rx, n);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
+    crate::tokio_rt().block_on(async move {
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         tx.send(socket.local_addr().unwrap()).unwrap();
         let mut buf = [0u8; 2048];

@@ -498,20 +498,24 @@ impl UringPoller {
         if !in_kernel {
             return;
         }
-        let target = OP | key as u64;
+        // The orphan's completion, reaped now or by an earlier call, frees it.
+        self.cancel_and_wait(OP | key as u64, || !self.ops.borrow().contains(key));
+    }
+
+    /// Cancels the entry whose `user_data` is `target` and waits, a bounded while,
+    /// until `gone` says its last completion came. Bounded: a cancel that meets its
+    /// entry mid-way (`EALREADY`) has it finish on its own, later; its completion is
+    /// then handled by a later `wait`.
+    fn cancel_and_wait(&self, target: u64, gone: impl Fn() -> bool) {
         if self.push(opcode::AsyncCancel::new(target).build().user_data(CANCEL)).is_err() {
             return;
         }
         for _ in 0..REMOVAL_TRIES {
-            // Bounded: a cancel that meets its operation mid-way (`EALREADY`) has the
-            // operation finish on its own, later. If it is not done by the last try,
-            // its completion frees it in a later `wait`.
             if self.wait_briefly(CANCEL_WAIT).is_err() {
                 return;
             }
-            // The orphan's completion, reaped now or by an earlier call, freed it.
             self.reap_early(CANCEL);
-            if !self.ops.borrow().contains(key) {
+            if gone() {
                 return;
             }
         }
@@ -629,17 +633,8 @@ impl UringPoller {
     pub(crate) fn stop_accept(&self, key: AcceptKey) {
         let (live, waiters) = self.accepts.borrow_mut().orphan(key);
         drop(waiters);
-        if !live || self.push_accept_cancel(key).is_err() {
-            return;
-        }
-        for _ in 0..REMOVAL_TRIES {
-            if self.wait_briefly(CANCEL_WAIT).is_err() {
-                return;
-            }
-            self.reap_early(CANCEL);
-            if !self.accepts.borrow().contains(key) {
-                return;
-            }
+        if live {
+            self.cancel_and_wait(ACCEPT | key as u64, || !self.accepts.borrow().contains(key));
         }
     }
 
