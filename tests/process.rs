@@ -142,11 +142,13 @@ fn terminate_and_send_signal() {
         child.terminate()?;
         assert_eq!(child.wait().await?.signal(), Some(libc::SIGTERM));
 
-        // The child traps SIGHUP and exits 5; it says when its trap is set.
+        // The child traps SIGUSR1 and exits 5; it says when its trap is set. (Not
+        // SIGHUP: under `nohup` it is ignored, the child inherits that, and a shell
+        // cannot trap a signal ignored on entry: the test hung under `nohup .ci/run`.)
         let mut child = Command::new("sh")
             .args([
                 "-c",
-                "trap 'exit 5' HUP; echo ready; while :; do sleep 0.01; done",
+                "trap 'exit 5' USR1; echo ready; while :; do sleep 0.01; done",
             ])
             .stdout(Stdio::piped())
             .spawn()?;
@@ -154,7 +156,7 @@ fn terminate_and_send_signal() {
         let mut ready = [0u8; 6];
         stdout.read_exact(&mut ready).await?;
         assert_eq!(&ready, b"ready\n");
-        child.send_signal(libc::SIGHUP)?;
+        child.send_signal(libc::SIGUSR1)?;
         assert_eq!(child.wait().await?.code(), Some(5));
 
         let ignored = child.send_signal(libc::SIGKILL);
