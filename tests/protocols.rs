@@ -565,6 +565,12 @@ fn write_buffer_size_and_limits() {
     assert_eq!(transport.get_write_buffer_size(), left + 4);
     assert!(transport.peer_addr().unwrap() == server.local_addr().unwrap());
     assert!(transport.local_addr().unwrap().port() != 0);
+    let tcp = transport.unix_peer_addr().unwrap_err();
+    assert_eq!(
+        tcp.kind(),
+        std::io::ErrorKind::InvalidInput,
+        "a TCP transport has no unix address"
+    );
     transport.abort();
     server.close();
     lp.close().unwrap();
@@ -712,12 +718,20 @@ fn unix_server_and_connection() {
         .unwrap()
         .unwrap();
     assert!(transport.peer_addr().is_err());
+    // asyncio's peername and sockname, for Unix sockets.
+    assert_eq!(
+        transport.unix_peer_addr().unwrap().as_pathname(),
+        Some(path.as_path())
+    );
+    assert!(transport.unix_local_addr().unwrap().is_unnamed());
     transport.write(b"over unix");
     run_until(&lp, || data_of(&client_log) == b"over unix");
     transport.close();
     run_until(&lp, || {
         lost_count(&client_log) == 1 && lost_count(&server_log) == 1
     });
+    let closed = transport.unix_peer_addr().unwrap_err();
+    assert_eq!(closed.kind(), std::io::ErrorKind::NotConnected);
     assert_eq!(
         server_log.borrow()[..],
         [

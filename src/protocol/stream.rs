@@ -526,6 +526,32 @@ impl Transport {
             None => Err(io::ErrorKind::NotConnected.into()),
         }
     }
+
+    /// A Unix-domain transport's remote address (asyncio's
+    /// `get_extra_info('peername')`): a server's path for a client's transport,
+    /// unnamed for a server's. `Err(NotConnected)` once closed, `Err(InvalidInput)`
+    /// for a TCP transport.
+    pub fn unix_peer_addr(&self) -> io::Result<std::os::unix::net::SocketAddr> {
+        self.unix(|s| s.peer_addr())
+    }
+
+    /// A Unix-domain transport's local address (asyncio's
+    /// `get_extra_info('sockname')`): the path it listens on for a server's
+    /// transport. Errors as [`unix_peer_addr`](Self::unix_peer_addr).
+    pub fn unix_local_addr(&self) -> io::Result<std::os::unix::net::SocketAddr> {
+        self.unix(|s| s.local_addr())
+    }
+
+    fn unix<R>(&self, f: impl FnOnce(&mio::net::UnixStream) -> io::Result<R>) -> io::Result<R> {
+        match self.conn.socket.borrow().as_ref() {
+            Some(Stream::Unix(s)) => f(s),
+            Some(Stream::Tcp(_)) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a TCP transport has no unix-domain address",
+            )),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
 }
 
 impl fmt::Debug for Transport {
