@@ -3,7 +3,7 @@
 //! (`IORING_OP_RECVMSG`, with the sender's address), and no readiness poll is armed.
 //! Once a datagram came, the ones queued behind it are taken with `recvfrom(2)` at
 //! once, until it says there are none; then the ring waits again. Sends go out with
-//! `sendto(2)` at once, and through the ring (`IORING_OP_SENDMSG`, from a copy of the
+//! the socket's own `sendto(2)` at once, and through the ring (`IORING_OP_SENDMSG`, from a copy of the
 //! bytes) only when the socket's buffer is full.
 //!
 //! Why not the ring for every datagram: a receive of the ring brings one datagram
@@ -26,7 +26,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use io_uring::{opcode, types};
-use mio::event::Source;
+use mio::net::UdpSocket;
 use socket2::SockAddr;
 
 use super::ops::{MsgBox, OpKey};
@@ -64,7 +64,7 @@ impl RecvState {
             .take()
             .unwrap_or_else(|| (Vec::with_capacity(MAX_DATAGRAM), MsgBox::new()));
         buf.clear();
-        let hdr = point_header(&msg, buf.as_mut_ptr(), buf.capacity(), None);
+        let hdr = point_header(&msg, buf.as_mut_ptr(), buf.capacity(), Name::Fill);
         let entry = opcode::RecvMsg::new(types::Fd(fd), hdr).build();
         // SAFETY: the entry points at `msg.hdr`; the header at `msg.iov` and
         // `msg.addr`, and the iovec at `buf`'s heap block, its whole capacity. The
@@ -83,12 +83,21 @@ impl RecvState {
     }
 }
 
+/// The address of a message.
+enum Name {
+    /// A receive's: the whole storage, for the kernel to fill in.
+    Fill,
+    /// A send's to this address.
+    To(SockAddr),
+    /// A send's to the connected peer: none.
+    Peer,
+}
+
 /// Fills `msg` in for one operation: its iovec is `len` bytes at `data`, and its
-/// header points at that iovec and at its address: `to` for a send (none: the
-/// connected peer), the whole storage for a receive to fill in. Returns the header.
+/// header points at that iovec and at its address (`name`). Returns the header.
 /// Every pointer is taken from the box's own raw pointer, so that each stays valid
 /// however the box is moved.
-fn point_header(msg: &MsgBox, data: *mut u8, len: usize, to: Option<&SockAddr>) -> *mut libc::msghdr {
+fn point_header(msg: &MsgBox, data: *mut u8, len: usize, name: Name) -> *mut libc::msghdr {
     let p = msg.as_ptr();
     // SAFETY: `p` is the box's live, unaliased allocation (no operation is in flight
     // on it: its owner holds it); the writes stay inside it.
@@ -97,18 +106,19 @@ fn point_header(msg: &MsgBox, data: *mut u8, len: usize, to: Option<&SockAddr>) 
             iov_base: data.cast(),
             iov_len: len,
         };
+        let addr: *mut libc::c_void = std::ptr::addr_of_mut!((*p).addr).cast();
+        let (msg_name, msg_namelen) = match name {
+            Name::Fill => (addr, std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t),
+            Name::To(to) => {
+                let len = to.len();
+                (*p).addr = to.as_storage();
+                (addr, len)
+            }
+            Name::Peer => (std::ptr::null_mut(), 0),
+        };
         let hdr = &mut (*p).hdr;
-        match to {
-            Some(to) => {
-                (*p).addr = to.clone().as_storage();
-                hdr.msg_name = std::ptr::addr_of_mut!((*p).addr).cast();
-                hdr.msg_namelen = to.len();
-            }
-            None => {
-                hdr.msg_name = std::ptr::addr_of_mut!((*p).addr).cast();
-                hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            }
-        }
+        hdr.msg_name = msg_name;
+        hdr.msg_namelen = msg_namelen;
         hdr.msg_iov = std::ptr::addr_of_mut!((*p).iov);
         hdr.msg_iovlen = 1;
         hdr.msg_control = std::ptr::null_mut();
@@ -200,24 +210,6 @@ fn sender(msg: &MsgBox) -> Option<SocketAddr> {
     addr.as_socket()
 }
 
-/// `sendto(2)` of `bytes` as one datagram (to `target`, or the connected peer),
-/// without waiting.
-fn send_now(fd: RawFd, bytes: &[u8], target: Option<SocketAddr>) -> io::Result<usize> {
-    let target = target.map(SockAddr::from);
-    let (addr, len) = match &target {
-        Some(a) => (a.as_ptr(), a.len()),
-        None => (std::ptr::null(), 0),
-    };
-    let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
-    // SAFETY: `bytes` is valid for reads of its length, and `addr` (when not null)
-    // for `len` bytes, for the call; `sendto(2)` writes into neither.
-    let n = unsafe { libc::sendto(fd, bytes.as_ptr().cast(), bytes.len(), flags, addr.cast(), len) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
-}
-
 /// Queues a send of `bytes` as one datagram (to `target`, or the connected peer).
 pub(crate) fn submit_send(
     ring: &UringPoller,
@@ -227,19 +219,8 @@ pub(crate) fn submit_send(
 ) -> io::Result<OpKey> {
     let mut buf = bytes.to_vec();
     let msg = MsgBox::new();
-    let hdr = match target.map(SockAddr::from) {
-        Some(to) => point_header(&msg, buf.as_mut_ptr(), buf.len(), Some(&to)),
-        None => {
-            let hdr = point_header(&msg, buf.as_mut_ptr(), buf.len(), None);
-            // To the connected peer: no address at all.
-            // SAFETY: `hdr` points into the box, live and ours (see `point_header`).
-            unsafe {
-                (*hdr).msg_name = std::ptr::null_mut();
-                (*hdr).msg_namelen = 0;
-            }
-            hdr
-        }
-    };
+    let name = target.map_or(Name::Peer, |to| Name::To(SockAddr::from(to)));
+    let hdr = point_header(&msg, buf.as_mut_ptr(), buf.len(), name);
     let entry = opcode::SendMsg::new(types::Fd(fd), hdr)
         .flags(libc::MSG_NOSIGNAL as u32)
         .build();
@@ -251,8 +232,8 @@ pub(crate) fn submit_send(
 
 /// The future of a datagram sent through the ring: done when the kernel has sent
 /// it (or failed to).
-pub(crate) struct SendDatagram<'a, S: Source> {
-    io: &'a Registered<S>,
+pub(crate) struct SendDatagram<'a> {
+    io: &'a Registered<UdpSocket>,
     bytes: &'a [u8],
     target: Option<SocketAddr>,
     /// The send, once submitted.
@@ -261,8 +242,8 @@ pub(crate) struct SendDatagram<'a, S: Source> {
     now_first: bool,
 }
 
-impl<'a, S: Source> SendDatagram<'a, S> {
-    pub(crate) fn new(io: &'a Registered<S>, bytes: &'a [u8], target: Option<SocketAddr>) -> Self {
+impl<'a> SendDatagram<'a> {
+    pub(crate) fn new(io: &'a Registered<UdpSocket>, bytes: &'a [u8], target: Option<SocketAddr>) -> Self {
         SendDatagram {
             io,
             bytes,
@@ -275,7 +256,7 @@ impl<'a, S: Source> SendDatagram<'a, S> {
     /// A send that goes through the ring at once, as one does when the socket's
     /// buffer is full (which loopback, where tests run, never lets happen).
     #[cfg(test)]
-    pub(crate) fn through_ring(io: &'a Registered<S>, bytes: &'a [u8], target: Option<SocketAddr>) -> Self {
+    pub(crate) fn through_ring(io: &'a Registered<UdpSocket>, bytes: &'a [u8], target: Option<SocketAddr>) -> Self {
         SendDatagram {
             now_first: false,
             ..Self::new(io, bytes, target)
@@ -283,7 +264,7 @@ impl<'a, S: Source> SendDatagram<'a, S> {
     }
 }
 
-impl<S: Source> Future for SendDatagram<'_, S> {
+impl Future for SendDatagram<'_> {
     type Output = io::Result<usize>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
@@ -295,7 +276,12 @@ impl<S: Source> Future for SendDatagram<'_, S> {
                 Some(k) => k,
                 None if !now_first => *key.insert(submit_send(ring, io.fd(), bytes, target)?),
                 None => loop {
-                    match send_now(io.fd(), bytes, target) {
+                    let socket = io.get_ref();
+                    let sent = match target {
+                        Some(to) => socket.send_to(bytes, to),
+                        None => socket.send(bytes),
+                    };
+                    match sent {
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         // The socket's buffer is full: the ring sends when there is room.
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -317,7 +303,7 @@ impl<S: Source> Future for SendDatagram<'_, S> {
     }
 }
 
-impl<S: Source> Drop for SendDatagram<'_, S> {
+impl Drop for SendDatagram<'_> {
     /// A send still in the kernel is cancelled (it may have gone out already); its
     /// bytes are freed once the kernel is done with them.
     fn drop(&mut self) {

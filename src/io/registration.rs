@@ -55,19 +55,21 @@ impl<S: Source + AsRawFd> Registered<S> {
         Self::register(lp, source, Kind::Other)
     }
 
-    /// Registers the stream `source` with this thread's loop; on a proactor loop the ring does its reads (no readiness poll for them).
+    /// Registers the stream `source` with this thread's loop; on a proactor loop the
+    /// ring does its reads (no readiness poll for them).
     pub(crate) fn stream(source: S, what: &str) -> io::Result<Self> {
         Self::register(&current_loop(what)?, source, Kind::Stream)
     }
 
-    /// Registers the listener `source` with this thread's loop; on a proactor loop whose kernel takes multishot accepts, the ring
-    /// accepts its connections (no readiness poll for them).
+    /// Registers the listener `source` with this thread's loop; on a proactor loop
+    /// whose kernel takes multishot accepts, the ring accepts its connections (no
+    /// readiness poll for them).
     pub(crate) fn listener(source: S, what: &str) -> io::Result<Self> {
         Self::register(&current_loop(what)?, source, Kind::Listener)
     }
 
-    /// Registers the UDP socket `source` with this thread's loop; on a proactor loop the ring receives and sends its
-    /// datagrams (no readiness poll at all).
+    /// Registers the UDP socket `source` with this thread's loop; on a proactor loop
+    /// the ring receives and sends its datagrams (no readiness poll at all).
     pub(crate) fn datagram(source: S, what: &str) -> io::Result<Self> {
         Self::register(&current_loop(what)?, source, Kind::Datagram)
     }

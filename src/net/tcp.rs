@@ -110,10 +110,11 @@ impl TcpListener {
     ) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
         if self.io.accepts_by_ring() {
             // The ring's accept does not say who connected: ask the socket.
-            return self
-                .poll_accept_stream(cx)
-                .map(|r| r.and_then(|stream| Ok((stream.peer_addr().map_err(super::peer_gone)?, stream))))
-                .map(|r| r.map(|(peer, stream)| (stream, peer)));
+            return self.poll_accept_stream(cx).map(|r| {
+                let stream = r?;
+                let peer = stream.peer_addr().map_err(super::peer_gone)?;
+                Ok((stream, peer))
+            });
         }
         self.io
             .poll_io(Direction::Read, cx, |l| l.accept())

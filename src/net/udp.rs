@@ -1,14 +1,13 @@
 //! UDP: [`UdpSocket`].
 
 use std::fmt;
+use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use super::lookup::{resolve, ToSocketAddrs};
 use super::{each_addr, no_addresses};
-use std::future::poll_fn;
-
 use crate::io::datagrams::SendDatagram;
 use crate::io::reactor::Direction;
 use crate::io::registration::Registered;
