@@ -52,8 +52,8 @@ impl Groups {
         group.len() - 1
     }
 
-    /// Sends every group to its shard (which runs it once no other connection's
-    /// transaction holds it) and waits for the replies.
+    /// Sends every group to its shard (which runs it once no transaction holds a
+    /// key of it) and waits for the replies.
     pub async fn send(self, rt: &Arc<Runtime>) -> Replies {
         let submitted: Vec<_> = self
             .per_shard
@@ -63,7 +63,7 @@ impl Groups {
                 (!cmds.is_empty()).then(|| {
                     rt.submit_to(shard, move || async move {
                         // Never half-way through another connection's transaction.
-                        txn::unlocked(None).await;
+                        txn::until_free(|| !cmds.iter().any(|(c, _)| txn::blocks(c))).await;
                         let now = Instant::now();
                         STORE.with(|s| run_group(&mut s.borrow_mut(), cmds, now))
                     })

@@ -13,9 +13,10 @@
 //!
 //! What is atomic: every command, and every `MULTI`/`EXEC` block. A command on one
 //! key runs whole on the key's shard, which runs one thing at a time. A command on
-//! keys of several shards, and an `EXEC`, lock every shard they touch, lowest first,
-//! run their parts and unlock (`txn.rs`); meanwhile the other commands on those shards
-//! wait, so no client sees half of it. `WATCH` makes an `EXEC` give up (a nil
+//! keys of several shards, and an `EXEC`, lock the keys they touch, shard by shard,
+//! lowest first, run their parts and unlock (`txn.rs`); meanwhile the other commands
+//! on those keys wait, so no client sees half of it. A pipeline's run of such
+//! commands in a row locks and runs as one. `WATCH` makes an `EXEC` give up (a nil
 //! reply) if another write touched a watched key first: each shard stamps its
 //! watched keys on every write, and `EXEC` compares the stamps under its locks.
 //!
@@ -42,7 +43,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::{AsyncReadExt, AsyncWriteExt};
-use kv_server::kv::{After, Command, Info, Merge, Route, Session, Store};
+use kv_server::kv::{After, Command, Info, Merge, Route, Session, Split, Store};
 use kv_server::resp::{Decoder, Limits, Protocol, Reply};
 use lexopt::prelude::*;
 use shardloop::net::{Dispatcher, Placement, TcpListener, TcpStream};
@@ -190,17 +191,37 @@ enum Slot {
     /// Parts (each local or remote), merged.
     Split(Vec<Slot>, Merge),
     Info(Vec<Vec<u8>>),
-    /// Commands run as one atomic step under the locks of every shard they touch: a
-    /// multi-shard command alone, or an `EXEC` block (`true`: reply an array).
-    Atomic(Vec<Route>, bool),
+    /// A command on several shards that reads before it writes (`MSETNX`,
+    /// `RENAME`), run as one atomic step under the locks of what it touches.
+    Atomic(Route),
+    /// Commands split over several shards (`MSET`, `MGET` ...): a pipeline's run of
+    /// them in a row, run together as one atomic step (`txn::run_splits`).
+    Splits(Vec<Split>),
+    /// A request read after one of the two kinds above, routed when it was read (the
+    /// session was what it is at its turn): it runs at its turn.
+    Routed(Route),
     /// An `EXEC` block with the keys it watches: nothing runs if one was written.
     Exec(Vec<Route>, Vec<(Vec<u8>, u64)>),
     /// `WATCH`: register the keys with their shards and note their stamps.
     Watch(Vec<Vec<u8>>),
-    /// A request read after one of the kind above: it runs whole at its turn
-    /// (queued in a `MULTI`, answered by the session, or routed and run), so that it
-    /// sees what the requests before it did.
+    /// A request read after an `EXEC` or a `WATCH` (or a connection command after
+    /// `Routed` ones): it runs whole at its turn (queued in a `MULTI`, answered by
+    /// the session, or routed and run), so that it sees what the requests before it
+    /// did.
     Deferred(Result<Command, Reply>),
+}
+
+/// How a batch adds its next request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Runs it at once, or queues it for its shard's group.
+    Free,
+    /// A request before it runs at its turn, after the groups; the session is as it
+    /// will be then: routes it now, to run at its turn (`Slot::Routed`, `Splits`).
+    Routed,
+    /// A request before it runs at its turn and may change the session: defers it
+    /// whole (`Slot::Deferred`).
+    Deferred,
 }
 
 /// What the connection does after a request was added to the batch.
@@ -232,10 +253,10 @@ struct Batch<'a> {
     slots: &'a mut Vec<(Slot, Protocol)>,
     /// Commands for other shards.
     groups: Groups,
-    /// A request of this batch runs at its turn, after the ones before it (under
-    /// shard locks, or it changes the session): every later one is deferred to run
-    /// at its turn too, so that it sees what came before.
-    in_order: bool,
+    /// Once a request of this batch runs at its turn, after the ones before it
+    /// (under locks, or it changes the session), every later one runs at its turn
+    /// too, so that it sees what came before.
+    order: Order,
 }
 
 impl<'a> Batch<'a> {
@@ -255,7 +276,7 @@ impl<'a> Batch<'a> {
             out,
             slots,
             groups: Groups::default(),
-            in_order: false,
+            order: Order::Free,
         }
     }
 
@@ -289,16 +310,16 @@ impl<'a> Batch<'a> {
     /// Where a single-shard part of a split request gets its reply (a `Reply`, for
     /// the merge).
     fn place_part(&mut self, shard: usize, cmd: Command) -> Slot {
-        if shard == self.me && !txn::is_locked() {
+        if shard == self.me && !txn::blocks(&cmd) {
             return Slot::Ready(execute_here(cmd, self.now));
         }
         let idx = self.groups.add(self.rt.len(), shard, cmd, None);
         Slot::Remote { shard, idx }
     }
 
-    /// A command for `shard`, another shard or this one while a transaction holds
-    /// it: it runs with that shard's group, which waits for the lock, and its reply
-    /// comes back as bytes.
+    /// A command for `shard`, another shard or this one while a transaction holds a
+    /// key of it: it runs with that shard's group, which waits for the lock, and its
+    /// reply comes back as bytes.
     fn place(&mut self, shard: usize, cmd: Command) -> Slot {
         let proto = self.session.protocol();
         let idx = self.groups.add(self.rt.len(), shard, cmd, Some(proto));
@@ -308,11 +329,18 @@ impl<'a> Batch<'a> {
     /// Adds a request: runs it, queues it for its shard, or (inside `MULTI`) queues it
     /// in the session.
     fn add(&mut self, args: Vec<Vec<u8>>) -> Added {
-        if self.in_order {
-            let proto = self.session.protocol();
-            self.slots
-                .push((Slot::Deferred(Command::parse(args)), proto));
-            return Added::Next;
+        match self.order {
+            Order::Free => {}
+            Order::Routed => {
+                self.add_routed(Command::parse(args));
+                return Added::Next;
+            }
+            Order::Deferred => {
+                let proto = self.session.protocol();
+                self.slots
+                    .push((Slot::Deferred(Command::parse(args)), proto));
+                return Added::Next;
+            }
         }
         let cmd = match self.session.queue(Command::parse(args)) {
             Ok(queued) => {
@@ -341,12 +369,12 @@ impl<'a> Batch<'a> {
                 After::Exec(commands, watched) => {
                     let routes = commands.into_iter().map(|c| route(self.rt, c)).collect();
                     self.slots.push((Slot::Exec(routes, watched), proto));
-                    self.in_order = true;
+                    self.order = Order::Deferred;
                 }
                 After::Watch(keys) => {
                     // Later requests must not write these keys before they are watched.
                     self.slots.push((Slot::Watch(keys), proto));
-                    self.in_order = true;
+                    self.order = Order::Deferred;
                 }
                 After::Unwatch(keys) => {
                     txn::unwatch(self.rt, keys);
@@ -357,19 +385,19 @@ impl<'a> Batch<'a> {
         }
         let slot = match route(self.rt, cmd) {
             Route::Shard(shard, cmd) if shard != self.me => self.place(shard, cmd),
-            // This shard is locked by a transaction: the command waits for it.
-            Route::Shard(_, cmd) if txn::is_locked() => self.place(self.me, cmd),
+            // A transaction holds a key of it: the command waits for it.
+            Route::Shard(_, cmd) if txn::blocks(&cmd) => self.place(self.me, cmd),
             Route::Local(cmd) | Route::Shard(_, cmd) => {
                 self.run_here(cmd);
                 return Added::Next;
             }
             route @ Route::Atomic(_) => {
-                self.in_order = true;
-                Slot::Atomic(vec![route], false)
+                self.order = Order::Routed;
+                Slot::Atomic(route)
             }
             Route::Split(split) if spans_shards(&split) => {
-                self.in_order = true;
-                Slot::Atomic(vec![Route::Split(split)], false)
+                self.order = Order::Routed;
+                Slot::Splits(vec![split])
             }
             Route::Split(split) => {
                 let parts = split
@@ -383,6 +411,32 @@ impl<'a> Batch<'a> {
         };
         self.slots.push((slot, proto));
         Added::Next
+    }
+
+    /// Adds a request read after one that runs at its turn, the session being what
+    /// it will be then: a command split over shards joins the run of them just
+    /// before it, if any; a connection command defers everything from there.
+    fn add_routed(&mut self, request: Result<Command, Reply>) {
+        let proto = self.session.protocol();
+        debug_assert!(!self.session.in_multi(), "a request before it was routed");
+        let slot = match request {
+            Err(reply) => Slot::Ready(reply),
+            Ok(cmd) if cmd.is_connection() => {
+                self.order = Order::Deferred;
+                Slot::Deferred(Ok(cmd))
+            }
+            Ok(cmd) => match (route(self.rt, cmd), self.slots.last_mut()) {
+                (Route::Split(split), Some((Slot::Splits(run), p)))
+                    if spans_shards(&split) && *p == proto =>
+                {
+                    run.push(split);
+                    return;
+                }
+                (Route::Split(split), _) if spans_shards(&split) => Slot::Splits(vec![split]),
+                (route, _) => Slot::Routed(route),
+            },
+        };
+        self.slots.push((slot, proto));
     }
 
     /// Sends the remote groups, waits for their replies and encodes the replies not
@@ -401,6 +455,11 @@ impl<'a> Batch<'a> {
                     }
                     if close {
                         return true;
+                    }
+                }
+                Slot::Splits(splits) => {
+                    for reply in txn::run_splits(self.rt, splits).await {
+                        reply.encode_as(self.out, proto);
                     }
                 }
                 slot => resolve(slot, &mut remote, self.rt, self.session)
@@ -454,15 +513,35 @@ async fn run_deferred(
             }
         };
     }
-    let reply = match route(rt, cmd) {
+    let route = route(rt, cmd);
+    (Some(run_routed(rt, session, route).await), false)
+}
+
+/// Runs a routed command at its turn, once no transaction holds its keys.
+async fn run_routed(rt: &Arc<Runtime>, session: &mut Session, route: Route) -> Reply {
+    match route {
         Route::Local(cmd) => execute_here(cmd, Instant::now()),
         Route::Info(sections) => info_reply(rt, &sections).await,
-        other => txn::run_atomically(rt, session, vec![other], Vec::new())
+        Route::Shard(shard, cmd) => {
+            if current_shard() == Some(shard) && !txn::blocks(&cmd) {
+                return execute_here(cmd, Instant::now());
+            }
+            rt.submit_to(shard, move || async move {
+                txn::until_free(|| !txn::blocks(&cmd)).await;
+                execute_here(cmd, Instant::now())
+            })
+            .await
+            .unwrap_or_else(|_| Reply::error("ERR the shard owning this key is shutting down"))
+        }
+        Route::Split(split) => txn::run_splits(rt, vec![split])
+            .await
+            .pop()
+            .unwrap_or(Reply::NilArray),
+        atomic @ Route::Atomic(_) => txn::run_atomically(rt, session, vec![atomic], Vec::new())
             .await
             .and_then(|mut replies| replies.pop())
             .unwrap_or(Reply::NilArray),
-    };
-    (Some(reply), false)
+    }
 }
 
 /// An `EXEC` block: its replies, or a nil array if a watched key was written.
@@ -506,22 +585,15 @@ async fn resolve(
             merge.merge(replies)
         }
         Slot::Info(sections) => info_reply(rt, &sections).await,
-        Slot::Atomic(routes, exec) => {
-            let mut replies = txn::run_atomically(rt, session, routes, Vec::new())
-                .await
-                .unwrap_or_default();
-            if exec {
-                Reply::Array(replies)
-            } else {
-                replies.pop().unwrap_or(Reply::NilArray)
-            }
-        }
+        Slot::Atomic(route) | Slot::Routed(route) => run_routed(rt, session, route).await,
         Slot::Exec(routes, watched) => exec(rt, session, routes, watched).await,
         Slot::Watch(keys) => {
             watch(rt, session, keys).await;
             Reply::ok()
         }
-        Slot::Deferred(_) => unreachable!("finish runs deferred requests itself"),
+        Slot::Deferred(_) | Slot::Splits(_) => {
+            unreachable!("finish runs deferred requests and splits itself")
+        }
     }
 }
 
@@ -653,10 +725,11 @@ fn start_shard(
         let mut tick = shardloop::time::interval(Duration::from_millis(100));
         loop {
             tick.tick().await;
-            // Not while a transaction holds this shard: its keys stay as it saw them.
-            if !txn::is_locked() {
-                STORE.with(|s| s.borrow_mut().expire_some(Instant::now(), 200));
-            }
+            // A key a transaction holds stays as the transaction saw it.
+            STORE.with(|s| {
+                s.borrow_mut()
+                    .expire_some_but(Instant::now(), 200, txn::holds_key)
+            });
         }
     }));
     let listener = match placement {

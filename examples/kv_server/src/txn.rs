@@ -1,103 +1,252 @@
-//! Atomicity across shards: one lock per shard, taken in ascending shard order and
-//! held until the end (strict two-phase locking).
+//! Atomicity across shards: a transaction locks the keys it touches on each shard
+//! (or the whole shard, for a command that reads the whole keyspace), shards taken in
+//! ascending order and held until the end (strict two-phase locking).
 //!
-//! A command on keys of several shards (`MSET`, `MGET`, `DEL`, `MSETNX`, `RENAME`, ...)
-//! and every `MULTI`/`EXEC` block lock the shards they touch, lowest index first, run
-//! their parts, and unlock. While a shard is locked, every other command that reads
-//! or writes its keys waits (single-key ones included), so no client ever sees half of
-//! a multi-key command. Everyone locks in the same order, so two transactions never
-//! wait on each other in a cycle. A shard nobody has locked costs one thread-local
+//! A command on keys of several shards (`MSET`, `MGET`, `DEL`, `MSETNX`, `RENAME`,
+//! ...) and every `MULTI`/`EXEC` block lock what they touch, lowest shard first, run
+//! their parts and unlock. While a key is locked, every other command on it waits
+//! (single-key ones included), so no client ever sees half of a multi-key command;
+//! commands on other keys of the same shard go on. `KEYS`, `DBSIZE`, `FLUSHALL` and
+//! `SCAN` lock, or wait for, the whole shard: they see no key of a transaction that
+//! is half done.
+//!
+//! No deadlock: every transaction takes its shards in the same order, and on each
+//! shard all it needs in one step. A transaction waiting for a whole shard keeps new
+//! key locks out there (so it is not starved), which adds no cycle: whoever it makes
+//! wait holds only lower shards. A shard with nothing locked costs one thread-local
 //! read per command: single-shard commands keep their fast path.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
-
 use std::time::Instant;
 
-use kv_server::kv::{Command, Route, Session, Split, StepResult, Store};
+use futures_util::future::join_all;
+use kv_server::kv::{Atomic, Command, Route, Session, Split, StepResult, Store};
 use kv_server::resp::Reply;
-use shardloop::{Remote, Runtime};
+use shardloop::{current_shard, Runtime};
 
 use crate::STORE;
 
 thread_local! {
-    /// This shard's lock.
-    static LOCK: ShardLock = const {
-        ShardLock {
-            holder: Cell::new(None),
-            waiters: RefCell::new(Vec::new()),
-        }
-    };
+    /// This shard's locks.
+    static LOCKS: ShardLocks = ShardLocks::default();
 }
 
 /// Transaction ids, unique over all shards.
 static NEXT_TXN: AtomicU64 = AtomicU64::new(1);
 
-struct ShardLock {
-    /// The transaction holding this shard.
-    holder: Cell<Option<u64>>,
-    /// Whoever waits for the shard to be free (woken all at once on release).
+#[derive(Default)]
+struct ShardLocks {
+    /// The transaction holding the whole shard.
+    whole: Cell<Option<u64>>,
+    /// Transactions waiting for the whole shard: key locks wait behind them.
+    whole_waiting: Cell<usize>,
+    /// Locked keys (by [`key_hash`]) and the transaction holding each.
+    keys: RefCell<HashMap<u64, u64>>,
+    /// Whoever waits for a lock to go (woken all at once on each release).
     waiters: RefCell<Vec<Waker>>,
 }
 
-/// Whether a transaction holds this shard: then a command on its keys must wait.
-pub fn is_locked() -> bool {
-    LOCK.with(|l| l.holder.get().is_some())
+/// What a transaction locks on one shard.
+#[derive(Debug)]
+pub enum Claim {
+    /// Every key, for a command that reads or writes the whole keyspace.
+    Whole,
+    /// These keys (by [`key_hash`], sorted, no repeats). Two keys with the same hash
+    /// lock each other: a wait that was not needed, never a torn read.
+    Keys(Vec<u64>),
 }
 
-/// Waits until no transaction but `txn` holds this shard.
-pub async fn unlocked(txn: Option<u64>) {
-    poll_fn(|cx| {
-        LOCK.with(|l| match l.holder.get() {
-            Some(holder) if Some(holder) != txn => {
-                let mut waiters = l.waiters.borrow_mut();
-                // A task polled again while it waits is not queued twice.
-                if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                    waiters.push(cx.waker().clone());
-                }
-                Poll::Pending
+impl Claim {
+    /// What `cmds` (run on one shard) need locked.
+    fn of<'c>(cmds: impl IntoIterator<Item = &'c Command>) -> Claim {
+        let mut hashes = Vec::new();
+        for cmd in cmds {
+            let keys = cmd.keys();
+            if keys.is_empty() {
+                return Claim::Whole;
             }
-            _ => Poll::Ready(()),
-        })
+            hashes.extend(keys.into_iter().map(key_hash));
+        }
+        Claim::Keys(hashes).normalized()
+    }
+
+    fn normalized(self) -> Claim {
+        match self {
+            Claim::Keys(mut hashes) => {
+                hashes.sort_unstable();
+                hashes.dedup();
+                Claim::Keys(hashes)
+            }
+            whole => whole,
+        }
+    }
+
+    /// Both claims at once.
+    fn join(self, other: Claim) -> Claim {
+        match (self, other) {
+            (Claim::Keys(mut a), Claim::Keys(b)) => {
+                a.extend(b);
+                Claim::Keys(a).normalized()
+            }
+            _ => Claim::Whole,
+        }
+    }
+}
+
+/// A key's lock-table hash (FNV-1a: keys are short, and a collision only makes
+/// one command wait for another).
+fn key_hash(key: &[u8]) -> u64 {
+    key.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Whether any transaction holds something on this shard (the fast check before
+/// [`blocks`]).
+pub fn is_locked() -> bool {
+    LOCKS.with(|l| l.whole.get().is_some() || !l.keys.borrow().is_empty())
+}
+
+/// Whether `cmd`, run on this shard by no transaction, must wait: a key of it is
+/// locked, or it reads the whole keyspace and something is locked.
+pub fn blocks(cmd: &Command) -> bool {
+    LOCKS.with(|l| {
+        if l.whole.get().is_some() {
+            return true;
+        }
+        let locked = l.keys.borrow();
+        if locked.is_empty() {
+            return false;
+        }
+        let keys = cmd.keys();
+        keys.is_empty() || keys.into_iter().any(|k| locked.contains_key(&key_hash(k)))
+    })
+}
+
+/// Whether a transaction holds `key` (or its whole shard) on this shard.
+pub fn holds_key(key: &[u8]) -> bool {
+    LOCKS.with(|l| {
+        let locked = l.keys.borrow();
+        l.whole.get().is_some() || (!locked.is_empty() && locked.contains_key(&key_hash(key)))
+    })
+}
+
+/// Waits until `free()` says so, checked again after every release on this shard.
+async fn until(mut free: impl FnMut() -> bool) {
+    poll_fn(|cx| {
+        if free() {
+            return Poll::Ready(());
+        }
+        LOCKS.with(|l| {
+            let mut waiters = l.waiters.borrow_mut();
+            // A task polled again while it waits is not queued twice.
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+        });
+        Poll::Pending
     })
     .await
 }
 
-/// Takes this shard's lock for `txn`, once it is free. If the transaction was
-/// dropped meanwhile (its release may have come before this), gives it back at once:
-/// no lock outlives its transaction.
-async fn acquire(txn: u64, dropped: &AtomicBool) {
-    unlocked(Some(txn)).await;
-    LOCK.with(|l| l.holder.set(Some(txn)));
-    if dropped.load(Ordering::Acquire) {
-        release(txn);
+/// Waits until `free()` (asked only while something on this shard is locked) says
+/// that what the caller runs next need not wait for a transaction.
+pub async fn until_free(mut free: impl FnMut() -> bool) {
+    until(|| !is_locked() || free()).await;
+}
+
+/// Counts a transaction as waiting for the whole shard while it lives.
+struct WaitingForWhole;
+
+impl WaitingForWhole {
+    fn new() -> Self {
+        LOCKS.with(|l| l.whole_waiting.set(l.whole_waiting.get() + 1));
+        WaitingForWhole
     }
 }
 
-fn release(txn: u64) {
-    let waiters = LOCK.with(|l| {
-        if l.holder.get() != Some(txn) {
-            return Vec::new();
+impl Drop for WaitingForWhole {
+    fn drop(&mut self) {
+        LOCKS.with(|l| l.whole_waiting.set(l.whole_waiting.get() - 1));
+        // Key locks that waited behind this one may go now.
+        wake_waiters();
+    }
+}
+
+/// Whether `claim` can be taken on this shard now.
+fn can_take(claim: &Claim) -> bool {
+    LOCKS.with(|l| {
+        if l.whole.get().is_some() {
+            return false;
         }
-        l.holder.set(None);
-        l.waiters.take()
+        let locked = l.keys.borrow();
+        match claim {
+            Claim::Whole => locked.is_empty(),
+            Claim::Keys(keys) => {
+                l.whole_waiting.get() == 0 && keys.iter().all(|k| !locked.contains_key(k))
+            }
+        }
+    })
+}
+
+fn take(txn: u64, claim: &Claim) {
+    LOCKS.with(|l| match claim {
+        Claim::Whole => l.whole.set(Some(txn)),
+        Claim::Keys(keys) => l.keys.borrow_mut().extend(keys.iter().map(|&k| (k, txn))),
+    })
+}
+
+/// Takes `claim` on this shard for `txn`, once it is free.
+async fn acquire(txn: u64, claim: &Claim) {
+    if can_take(claim) {
+        return take(txn, claim);
+    }
+    let _waiting = matches!(claim, Claim::Whole).then(WaitingForWhole::new);
+    until(|| can_take(claim)).await;
+    take(txn, claim);
+}
+
+/// Gives back what `txn` holds on this shard under `claim`.
+fn release(txn: u64, claim: &Claim) {
+    LOCKS.with(|l| match claim {
+        Claim::Whole => {
+            if l.whole.get() == Some(txn) {
+                l.whole.set(None);
+            }
+        }
+        Claim::Keys(keys) => {
+            let mut locked = l.keys.borrow_mut();
+            for k in keys {
+                if locked.get(k) == Some(&txn) {
+                    locked.remove(k);
+                }
+            }
+        }
     });
-    for waker in waiters {
+    wake_waiters();
+}
+
+fn wake_waiters() {
+    for waker in LOCKS.with(|l| l.waiters.take()) {
         waker.wake();
     }
 }
 
-/// A transaction holding some shards; dropping it releases them (also when the
-/// connection that runs it goes away mid-way).
+/// A transaction holding claims on some shards; dropping it releases them (also
+/// when the connection that runs it goes away mid-way).
 pub struct Txn {
     rt: Arc<Runtime>,
     id: u64,
-    /// The shards locked, or asked to lock (a lock still waited for is released too).
-    held: Vec<usize>,
-    /// Set when the transaction is dropped: a lock taken after that is given back.
+    /// What it holds, or asked for (a claim still waited for is released too), on
+    /// which shard.
+    held: Vec<(usize, Arc<Claim>)>,
+    /// Set when the transaction is dropped: a claim taken on another shard after
+    /// that (its release may have come first) is given back at once.
     dropped: Arc<AtomicBool>,
 }
 
@@ -112,111 +261,142 @@ impl Txn {
         }
     }
 
-    /// Locks `shards` (ascending, no repeats), each as soon as it is free.
-    pub async fn lock(rt: &Arc<Runtime>, shards: &[usize]) -> Txn {
-        debug_assert!(shards.windows(2).all(|w| w[0] < w[1]));
-        let mut txn = Txn::begin(rt);
-        for &shard in shards {
-            let (id, dropped) = (txn.id, txn.dropped.clone());
-            // Held before the wait: a transaction dropped while it waits releases it.
-            txn.held.push(shard);
-            // A shard that is shutting down refuses: there is nothing left to protect.
-            let _ = rt
-                .submit_to(shard, move || async move { acquire(id, &dropped).await })
-                .await;
-        }
-        txn
-    }
-
-    /// Locks `shard` (higher than every shard held so far) and runs `f` on its store
-    /// in the same step: one round trip. Strict two-phase locking allows it, as
-    /// nothing is released before the end.
-    pub fn lock_and_run<T, F>(&mut self, shard: usize, f: F) -> OnShard<T>
+    /// Takes `claim` on `shard` (higher than every shard held so far) and runs `f`
+    /// on its store in the same step: on this shard without a message, on another
+    /// in one round trip. Strict two-phase locking allows running at once, as
+    /// nothing is released before the end. `None` if the shard is shutting down.
+    pub async fn lock_and_run<T, F>(&mut self, shard: usize, claim: Claim, f: F) -> Option<T>
     where
         F: FnOnce(&mut Store) -> T + Send + 'static,
         T: Send + 'static,
     {
-        debug_assert!(self.held.last().map_or(true, |&last| last < shard));
-        self.held.push(shard);
-        let (id, dropped) = (self.id, self.dropped.clone());
-        OnShard(self.rt.submit_to(shard, move || async move {
-            acquire(id, &dropped).await;
-            STORE.with(|s| f(&mut s.borrow_mut()))
-        }))
-    }
-
-    /// Sends `f` to run on shard `shard`'s store (a shard this transaction holds);
-    /// the `Remote` gives its result, an error if the shard is shutting down.
-    pub fn on<T, F>(&self, shard: usize, f: F) -> OnShard<T>
-    where
-        F: FnOnce(&mut Store) -> T + Send + 'static,
-        T: Send + 'static,
-    {
-        debug_assert!(self.held.contains(&shard));
+        debug_assert!(self.held.last().map_or(true, |&(last, _)| last < shard));
+        let claim = Arc::new(claim);
+        self.held.push((shard, claim.clone()));
         let id = self.id;
-        OnShard(self.rt.submit_to(shard, move || async move {
-            unlocked(Some(id)).await;
-            STORE.with(|s| f(&mut s.borrow_mut()))
-        }))
+        if current_shard() == Some(shard) {
+            // Dropped while it waits: the claim is not taken, and the release in
+            // `drop` finds nothing of it.
+            acquire(id, &claim).await;
+            return Some(STORE.with(|s| f(&mut s.borrow_mut())));
+        }
+        let dropped = self.dropped.clone();
+        let remote = self.rt.submit_to(shard, move || async move {
+            acquire(id, &claim).await;
+            let out = STORE.with(|s| f(&mut s.borrow_mut()));
+            if dropped.load(Ordering::Acquire) {
+                release(id, &claim);
+            }
+            out
+        });
+        remote.await.ok()
     }
-}
 
-/// The result of [`Txn::on`]: `None` if the shard was shutting down.
-pub struct OnShard<T>(Remote<T>);
+    /// Takes `claims` (ascending shards, no repeats), each as soon as it is free.
+    async fn lock(&mut self, claims: Vec<(usize, Claim)>) {
+        for (shard, claim) in claims {
+            self.lock_and_run(shard, claim, |_| ()).await;
+        }
+    }
 
-impl<T> OnShard<T> {
-    /// Waits for the result.
-    pub async fn get(self) -> Option<T> {
-        self.0.await.ok()
+    /// Runs `f` on shard `shard`'s store (a shard this transaction holds, so it runs
+    /// at once). `None` if the shard is shutting down.
+    pub async fn on<T, F>(&self, shard: usize, f: F) -> Option<T>
+    where
+        F: FnOnce(&mut Store) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        debug_assert!(self.held.iter().any(|&(s, _)| s == shard));
+        if current_shard() == Some(shard) {
+            return Some(STORE.with(|s| f(&mut s.borrow_mut())));
+        }
+        self.rt
+            .submit_to(shard, move || async move {
+                STORE.with(|s| f(&mut s.borrow_mut()))
+            })
+            .await
+            .ok()
     }
 }
 
 impl Drop for Txn {
     fn drop(&mut self) {
         self.dropped.store(true, Ordering::Release);
-        let id = self.id;
-        for &shard in &self.held {
-            // Not awaited: the release runs on its shard whether or not anyone looks.
-            drop(self.rt.submit_to(shard, move || async move { release(id) }));
+        let (id, me) = (self.id, current_shard());
+        for (shard, claim) in self.held.drain(..) {
+            if me == Some(shard) {
+                release(id, &claim);
+            } else {
+                // Not awaited: the release runs on its shard whether or not anyone
+                // looks.
+                drop(
+                    self.rt
+                        .submit_to(shard, move || async move { release(id, &claim) }),
+                );
+            }
         }
     }
 }
 
-/// The shards a routed command touches (none for a keyless one).
-fn shards_of(route: &Route) -> Vec<usize> {
+/// What `route` locks, per shard (nothing for a keyless one).
+fn claims_of(route: &Route, out: &mut Vec<(usize, Claim)>) {
     match route {
-        Route::Shard(shard, _) => vec![*shard],
-        Route::Split(split) => split.parts.iter().map(|(s, _)| *s).collect(),
-        Route::Atomic(atomic) => atomic.shards(),
-        Route::Local(_) | Route::Info(_) => Vec::new(),
+        Route::Shard(shard, cmd) => out.push((*shard, Claim::of([cmd]))),
+        Route::Split(split) => {
+            out.extend(split.parts.iter().map(|(s, c)| (*s, Claim::of([c]))));
+        }
+        Route::Atomic(Atomic::MSetNx(parts)) => out.extend(parts.iter().map(|(s, pairs)| {
+            (
+                *s,
+                Claim::Keys(pairs.iter().map(|(k, _)| key_hash(k)).collect()).normalized(),
+            )
+        })),
+        Route::Atomic(Atomic::Rename { from, to, .. }) => {
+            for (s, key) in [from, to] {
+                out.push((*s, Claim::Keys(vec![key_hash(key)])));
+            }
+        }
+        Route::Local(_) | Route::Info(_) => {}
     }
 }
 
-/// Runs `routes` in order as one atomic step: locks every shard they touch (and the
-/// shards of the `watched` keys), checks that no watched key was written since its
-/// stamp (else `None`: nothing runs), runs each, unlocks. Returns their replies, in
-/// order.
+/// `claims` merged into one per shard, in ascending shard order.
+fn per_shard(mut claims: Vec<(usize, Claim)>) -> Vec<(usize, Claim)> {
+    claims.sort_by_key(|c| c.0);
+    let mut merged: Vec<(usize, Claim)> = Vec::with_capacity(claims.len());
+    for (shard, claim) in claims {
+        match merged.last_mut() {
+            Some((last, held)) if *last == shard => {
+                let previous = std::mem::replace(held, Claim::Whole);
+                *held = previous.join(claim);
+            }
+            _ => merged.push((shard, claim)),
+        }
+    }
+    merged
+}
+
+/// Runs `routes` in order as one atomic step: locks what they touch (and the
+/// `watched` keys), checks that no watched key was written since its stamp (else
+/// `None`: nothing runs), runs each, unlocks. Returns their replies, in order.
 pub async fn run_atomically(
     rt: &Arc<Runtime>,
     session: &mut Session,
     routes: Vec<Route>,
     watched: Vec<(Vec<u8>, u64)>,
 ) -> Option<Vec<Reply>> {
-    if let ([Route::Split(_)], true) = (&routes[..], watched.is_empty()) {
-        let Some(Route::Split(split)) = routes.into_iter().next() else {
-            unreachable!("matched above")
-        };
-        return Some(vec![run_split(rt, split).await]);
+    let mut claims = Vec::new();
+    for route in &routes {
+        claims_of(route, &mut claims);
     }
-    let mut shards: Vec<usize> = routes.iter().flat_map(shards_of).collect();
-    shards.extend(watched.iter().map(|(key, _)| crate::shard_of(rt, key)));
-    shards.sort_unstable();
-    shards.dedup();
-    let txn = Txn::lock(rt, &shards).await;
+    for (key, _) in &watched {
+        claims.push((crate::shard_of(rt, key), Claim::Keys(vec![key_hash(key)])));
+    }
+    let mut txn = Txn::begin(rt);
+    txn.lock(per_shard(claims)).await;
     for (key, stamp) in watched {
         let shard = crate::shard_of(rt, &key);
-        let now = txn.on(shard, move |s| s.stamp(&key)).get().await;
-        if now != Some(stamp) {
+        if txn.on(shard, move |s| s.stamp(&key)).await != Some(stamp) {
             return None;
         }
     }
@@ -238,7 +418,7 @@ pub async fn watch(rt: &Arc<Runtime>, keys: Vec<Vec<u8>>) -> Vec<(Vec<u8>, u64)>
         let k = key.clone();
         let stamp = rt
             .submit_to(shard, move || async move {
-                unlocked(None).await;
+                until(|| !holds_key(&k)).await;
                 STORE.with(|s| s.borrow_mut().watch(&k))
             })
             .await;
@@ -259,29 +439,54 @@ pub fn unwatch(rt: &Arc<Runtime>, keys: Vec<Vec<u8>>) {
     }
 }
 
-/// One command split over several shards (`MSET`, `MGET`, `DEL` ...): each part runs
-/// as its shard is locked, lowest shard first, one round trip per shard.
-async fn run_split(rt: &Arc<Runtime>, split: Split) -> Reply {
+/// Commands split over several shards (`MSET`, `MGET`, `DEL` ...; a pipeline's run
+/// of them together) as one atomic step: on each shard, lowest first, every part
+/// for it runs in request order as soon as its keys are locked, one round trip per
+/// other shard. Returns each command's reply, in order.
+pub async fn run_splits(rt: &Arc<Runtime>, splits: Vec<Split>) -> Vec<Reply> {
+    let mut by_shard: Vec<Vec<(usize, usize, Command)>> = Vec::new();
+    by_shard.resize_with(rt.len(), Vec::new);
+    let mut merges = Vec::with_capacity(splits.len());
+    let mut replies: Vec<Vec<Option<Reply>>> = Vec::with_capacity(splits.len());
+    for (i, split) in splits.into_iter().enumerate() {
+        replies.push(vec![None; split.parts.len()]);
+        for (j, (shard, cmd)) in split.parts.into_iter().enumerate() {
+            by_shard[shard].push((i, j, cmd));
+        }
+        merges.push(split.merge);
+    }
     let mut txn = Txn::begin(rt);
-    let mut parts: Vec<(usize, usize, Command)> = split
-        .parts
-        .into_iter()
-        .enumerate()
-        .map(|(i, (shard, cmd))| (shard, i, cmd))
-        .collect();
-    parts.sort_unstable_by_key(|p| p.0);
-    let mut replies: Vec<Option<Reply>> = vec![None; parts.len()];
-    for (shard, i, cmd) in parts {
-        let reply = txn.lock_and_run(shard, move |s| s.execute(cmd, Instant::now()));
-        replies[i] = Some(reply.get().await.unwrap_or_else(shutting_down));
+    for (shard, parts) in by_shard.into_iter().enumerate() {
+        if parts.is_empty() {
+            continue;
+        }
+        let claim = Claim::of(parts.iter().map(|p| &p.2));
+        let done = txn
+            .lock_and_run(shard, claim, move |s| {
+                let now = Instant::now();
+                parts
+                    .into_iter()
+                    .map(|(i, j, cmd)| (i, j, s.execute(cmd, now)))
+                    .collect::<Vec<_>>()
+            })
+            .await;
+        for (i, j, reply) in done.into_iter().flatten() {
+            replies[i][j] = Some(reply);
+        }
     }
     drop(txn);
-    split.merge.merge(
-        replies
-            .into_iter()
-            .map(|r| r.unwrap_or_else(shutting_down))
-            .collect(),
-    )
+    merges
+        .into_iter()
+        .zip(replies)
+        .map(|(merge, parts)| {
+            merge.merge(
+                parts
+                    .into_iter()
+                    .map(|r| r.unwrap_or_else(shutting_down))
+                    .collect(),
+            )
+        })
+        .collect()
 }
 
 fn shutting_down() -> Reply {
@@ -301,27 +506,26 @@ async fn run_one(
         Route::Local(cmd) => crate::execute_here(cmd, now),
         Route::Shard(shard, cmd) => txn
             .on(shard, move |s| s.execute(cmd, now))
-            .get()
             .await
             .unwrap_or_else(shutting_down),
         Route::Split(split) => {
             // Every part sent at once: the shards run them side by side.
-            let parts: Vec<_> = split
+            let parts = split
                 .parts
                 .into_iter()
-                .map(|(shard, cmd)| txn.on(shard, move |s| s.execute(cmd, now)))
-                .collect();
-            let mut replies = Vec::with_capacity(parts.len());
-            for part in parts {
-                replies.push(part.get().await.unwrap_or_else(shutting_down));
-            }
-            split.merge.merge(replies)
+                .map(|(shard, cmd)| txn.on(shard, move |s| s.execute(cmd, now)));
+            let replies = join_all(parts).await;
+            split.merge.merge(
+                replies
+                    .into_iter()
+                    .map(|r| r.unwrap_or_else(shutting_down))
+                    .collect(),
+            )
         }
         Route::Atomic(atomic) => {
             atomic
-                .run(now, |shard, step| {
-                    let part = txn.on(shard, step);
-                    async move { part.get().await.unwrap_or(StepResult::Refused) }
+                .run(now, |shard, step| async move {
+                    txn.on(shard, step).await.unwrap_or(StepResult::Refused)
                 })
                 .await
         }

@@ -1384,6 +1384,143 @@ fn multi_key_commands_are_atomic_across_shards() {
     assert_eq!(reads, 3 * ROUNDS);
 }
 
+/// Pipelines of multi-key commands across shards (which the server runs together,
+/// locking only their keys): each stays atomic for everyone else, each sees what the
+/// requests before it in its pipeline did, and `DBSIZE` (which needs whole shards)
+/// never counts half of an `MSET` or a `DEL`.
+#[test]
+fn pipelined_multi_key_commands_stay_atomic_and_in_order() {
+    let server = Server::start(None);
+    // Writers write the shared pairs and each has private pairs to check its own
+    // pipeline's order on. Every key is set and deleted with its partner, so the
+    // number of keys is always even.
+    let pairs = cross_shard_pairs(24);
+    let shared = Arc::new(pairs[..8].to_vec());
+    const ROUNDS: usize = 400;
+    let mut threads = Vec::new();
+    for writer in 0..2usize {
+        let mut con = server.client();
+        let shared = shared.clone();
+        let private = pairs[8 + writer * 8..16 + writer * 8].to_vec();
+        threads.push(thread::spawn(move || {
+            let mut rng = Rng(writer as u64 + 1);
+            for round in 0..ROUNDS {
+                let (a, b) = &shared[rng.below(shared.len() as u64) as usize];
+                let (c, d) = &private[rng.below(private.len() as u64) as usize];
+                let v = format!("w{writer}-{round}");
+                let mut pipe = redis::pipe();
+                pipe.cmd("MSET").arg(a).arg(&v).arg(b).arg(&v);
+                pipe.cmd("MSET").arg(c).arg(&v).arg(d).arg(&v);
+                pipe.cmd("MGET").arg(c).arg(d);
+                pipe.cmd("GET").arg(d);
+                pipe.cmd("DEL").arg(c).arg(d);
+                pipe.cmd("EXISTS").arg(c).arg(d);
+                if round % 3 == 0 {
+                    pipe.cmd("DEL").arg(a).arg(b);
+                }
+                let replies: Vec<Value> = pipe.query(&mut con).unwrap();
+                let text = |v: &Value| redis::from_redis_value::<Option<String>>(v).unwrap();
+                let both: Vec<Option<String>> = redis::from_redis_value(&replies[2]).unwrap();
+                assert_eq!(
+                    both,
+                    vec![Some(v.clone()), Some(v.clone())],
+                    "MGET after MSET"
+                );
+                assert_eq!(text(&replies[3]), Some(v.clone()), "GET after MSET");
+                assert_eq!(replies[4], Value::Int(2), "DEL of the two keys just set");
+                assert_eq!(replies[5], Value::Int(0), "EXISTS after DEL");
+            }
+        }));
+    }
+    for reader in 0..2u64 {
+        let mut con = server.client();
+        let shared = shared.clone();
+        threads.push(thread::spawn(move || {
+            let mut rng = Rng(100 + reader);
+            for _ in 0..ROUNDS {
+                let mut pipe = redis::pipe();
+                for _ in 0..3 {
+                    let (a, b) = &shared[rng.below(shared.len() as u64) as usize];
+                    pipe.cmd("MGET").arg(a).arg(b);
+                }
+                pipe.cmd("DBSIZE");
+                let replies: Vec<Value> = pipe.query(&mut con).unwrap();
+                for reply in &replies[..3] {
+                    let (x, y): (Option<String>, Option<String>) =
+                        redis::from_redis_value(reply).unwrap();
+                    assert_eq!(x, y, "a pair seen from different writes");
+                }
+                let keys: i64 = redis::from_redis_value(&replies[3]).unwrap();
+                assert_eq!(keys % 2, 0, "DBSIZE counted half of a pair: {keys}");
+            }
+        }));
+    }
+    for t in threads {
+        t.join().expect("no torn read, every pipeline in order");
+    }
+}
+
+/// A single-key command on a key that a multi-key write in progress has written
+/// waits for the write to finish: a client that overwrites `a` just after a
+/// transaction wrote `vN` there, and then reads `b`, sees `vN` or later, never the
+/// `b` from before it (which would put the transaction both before and after it).
+/// The writer's `MULTI` blocks hold their keys for many steps between `a` and `b`,
+/// and pipelined `MSET`s hold them for a round trip.
+#[test]
+fn single_key_commands_wait_for_a_multi_key_write_in_progress() {
+    let server = Server::start(None);
+    // `a` on the lower shard, so that a transaction writes it first.
+    let on = |shard| {
+        (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| shardloop::shard_index_bytes(k.as_bytes(), 2) == shard)
+            .unwrap()
+    };
+    let (a, b) = (on(0), on(1));
+    let filler = format!("{b}-filler");
+    const WRITES: usize = 3000;
+    let done = Arc::new(AtomicBool::new(false));
+    let mut con = server.client();
+    let (wa, wb, wdone) = (a.clone(), b.clone(), done.clone());
+    let writer = thread::spawn(move || {
+        for i in 0..WRITES {
+            let mut pipe = redis::pipe();
+            if i % 2 == 0 {
+                pipe.atomic().set(&wa, i).ignore();
+                for _ in 0..20 {
+                    pipe.incr(&filler, 1).ignore();
+                }
+                pipe.set(&wb, i).ignore();
+            } else {
+                pipe.cmd("MSET").arg(&wa).arg(i).arg(&wb).arg(i).ignore();
+            }
+            let () = pipe.query(&mut con).unwrap();
+        }
+        wdone.store(true, Ordering::Release);
+    });
+    let mut con = server.client();
+    let mut checked = 0;
+    while !done.load(Ordering::Acquire) {
+        let old: Option<String> = redis::cmd("SET")
+            .arg(&a)
+            .arg("mine")
+            .arg("GET")
+            .query(&mut con)
+            .unwrap();
+        let Some(Ok(written)) = old.map(|v| v.parse::<usize>()) else {
+            continue;
+        };
+        let seen: Option<usize> = con.get(&b).unwrap();
+        assert!(
+            seen >= Some(written),
+            "overwrote write {written}'s {a}, then read {b} from write {seen:?}"
+        );
+        checked += 1;
+    }
+    writer.join().unwrap();
+    assert!(checked > 0, "the check ran at least once");
+}
+
 /// MULTI/EXEC/DISCARD as Redis answers them, over keys of both shards.
 #[test]
 fn multi_exec_and_discard() {

@@ -250,6 +250,11 @@ impl Session {
         }
     }
 
+    /// Whether it is between `MULTI` and `EXEC`/`DISCARD` (queueing commands).
+    pub fn in_multi(&self) -> bool {
+        self.queued.is_some()
+    }
+
     /// The protocol its replies are written in.
     pub fn protocol(&self) -> Protocol {
         self.protocol
