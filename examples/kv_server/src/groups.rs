@@ -63,7 +63,7 @@ impl Groups {
                 (!cmds.is_empty()).then(|| {
                     rt.submit_to(shard, move || async move {
                         // Never half-way through another connection's transaction.
-                        txn::until_free(|| !cmds.iter().any(|(c, _)| txn::blocks(c))).await;
+                        txn::until_free(cmds.iter().map(|(c, _)| c)).await;
                         let now = Instant::now();
                         STORE.with(|s| run_group(&mut s.borrow_mut(), cmds, now))
                     })

@@ -527,7 +527,7 @@ async fn run_routed(rt: &Arc<Runtime>, session: &mut Session, route: Route) -> R
                 return execute_here(cmd, Instant::now());
             }
             rt.submit_to(shard, move || async move {
-                txn::until_free(|| !txn::blocks(&cmd)).await;
+                txn::until_free([&cmd]).await;
                 execute_here(cmd, Instant::now())
             })
             .await

@@ -47,8 +47,9 @@ struct ShardLocks {
     whole_waiting: Cell<usize>,
     /// Locked keys (by [`key_hash`]) and the transaction holding each.
     keys: RefCell<HashMap<u64, u64>>,
-    /// Whoever waits for a lock to go (woken all at once on each release).
-    waiters: RefCell<Vec<Waker>>,
+    /// Whoever waits for a lock to go, and on what (woken by a release that
+    /// overlaps it).
+    waiters: RefCell<Vec<(Waker, Arc<Claim>)>>,
 }
 
 /// What a transaction locks on one shard.
@@ -84,6 +85,22 @@ impl Claim {
             }
             whole => whole,
         }
+    }
+
+    /// Whether the two lock something in common (both sorted: one merge walk).
+    fn overlaps(&self, other: &Claim) -> bool {
+        let (Claim::Keys(a), Claim::Keys(b)) = (self, other) else {
+            return true;
+        };
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() && j < b.len() {
+            match a[i].cmp(&b[j]) {
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Greater => j += 1,
+                std::cmp::Ordering::Equal => return true,
+            }
+        }
+        false
     }
 
     /// Both claims at once.
@@ -136,8 +153,9 @@ pub fn holds_key(key: &[u8]) -> bool {
     })
 }
 
-/// Waits until `free()` says so, checked again after every release on this shard.
-async fn until(mut free: impl FnMut() -> bool) {
+/// Waits until `free()` says so, checked again whenever a lock that `on` overlaps
+/// is released on this shard.
+async fn until(on: &Arc<Claim>, mut free: impl FnMut() -> bool) {
     poll_fn(|cx| {
         if free() {
             return Poll::Ready(());
@@ -145,8 +163,8 @@ async fn until(mut free: impl FnMut() -> bool) {
         LOCKS.with(|l| {
             let mut waiters = l.waiters.borrow_mut();
             // A task polled again while it waits is not queued twice.
-            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                waiters.push(cx.waker().clone());
+            if !waiters.iter().any(|(w, _)| w.will_wake(cx.waker())) {
+                waiters.push((cx.waker().clone(), on.clone()));
             }
         });
         Poll::Pending
@@ -154,10 +172,35 @@ async fn until(mut free: impl FnMut() -> bool) {
     .await
 }
 
-/// Waits until `free()` (asked only while something on this shard is locked) says
-/// that what the caller runs next need not wait for a transaction.
-pub async fn until_free(mut free: impl FnMut() -> bool) {
-    until(|| !is_locked() || free()).await;
+/// Whether no transaction holds anything of `claim` on this shard.
+fn is_free(claim: &Claim) -> bool {
+    LOCKS.with(|l| {
+        if l.whole.get().is_some() {
+            return false;
+        }
+        let locked = l.keys.borrow();
+        match claim {
+            Claim::Whole => locked.is_empty(),
+            Claim::Keys(keys) => keys.iter().all(|k| !locked.contains_key(k)),
+        }
+    })
+}
+
+/// Waits until no transaction holds a key of `cmds` on this shard (or, for a
+/// keyless one, anything on it).
+pub async fn until_free<'c>(cmds: impl IntoIterator<Item = &'c Command>) {
+    if is_locked() {
+        let on = Arc::new(Claim::of(cmds));
+        until(&on, || is_free(&on)).await;
+    }
+}
+
+/// Waits until no transaction holds `key` on this shard.
+async fn until_key_free(key: &[u8]) {
+    if is_locked() {
+        let on = Arc::new(Claim::Keys(vec![key_hash(key)]));
+        until(&on, || is_free(&on)).await;
+    }
 }
 
 /// Counts a transaction as waiting for the whole shard while it lives.
@@ -174,24 +217,13 @@ impl Drop for WaitingForWhole {
     fn drop(&mut self) {
         LOCKS.with(|l| l.whole_waiting.set(l.whole_waiting.get() - 1));
         // Key locks that waited behind this one may go now.
-        wake_waiters();
+        wake_waiters(&Claim::Whole);
     }
 }
 
 /// Whether `claim` can be taken on this shard now.
 fn can_take(claim: &Claim) -> bool {
-    LOCKS.with(|l| {
-        if l.whole.get().is_some() {
-            return false;
-        }
-        let locked = l.keys.borrow();
-        match claim {
-            Claim::Whole => locked.is_empty(),
-            Claim::Keys(keys) => {
-                l.whole_waiting.get() == 0 && keys.iter().all(|k| !locked.contains_key(k))
-            }
-        }
-    })
+    is_free(claim) && (matches!(claim, Claim::Whole) || LOCKS.with(|l| l.whole_waiting.get() == 0))
 }
 
 fn take(txn: u64, claim: &Claim) {
@@ -202,12 +234,12 @@ fn take(txn: u64, claim: &Claim) {
 }
 
 /// Takes `claim` on this shard for `txn`, once it is free.
-async fn acquire(txn: u64, claim: &Claim) {
+async fn acquire(txn: u64, claim: &Arc<Claim>) {
     if can_take(claim) {
         return take(txn, claim);
     }
-    let _waiting = matches!(claim, Claim::Whole).then(WaitingForWhole::new);
-    until(|| can_take(claim)).await;
+    let _waiting = matches!(**claim, Claim::Whole).then(WaitingForWhole::new);
+    until(claim, || can_take(claim)).await;
     take(txn, claim);
 }
 
@@ -228,11 +260,25 @@ fn release(txn: u64, claim: &Claim) {
             }
         }
     });
-    wake_waiters();
+    wake_waiters(claim);
 }
 
-fn wake_waiters() {
-    for waker in LOCKS.with(|l| l.waiters.take()) {
+/// Wakes whoever waits on something `released` overlaps. Each checks again and
+/// waits again if it must: a wakeup too many costs a poll, one too few a hang.
+fn wake_waiters(released: &Claim) {
+    let woken: Vec<Waker> = LOCKS.with(|l| {
+        let mut waiters = l.waiters.borrow_mut();
+        let mut woken = Vec::new();
+        waiters.retain(|(waker, on)| {
+            let overlaps = released.overlaps(on);
+            if overlaps {
+                woken.push(waker.clone());
+            }
+            !overlaps
+        });
+        woken
+    });
+    for waker in woken {
         waker.wake();
     }
 }
@@ -290,6 +336,29 @@ impl Txn {
             out
         });
         remote.await.ok()
+    }
+
+    /// [`lock_and_run`](Self::lock_and_run) for the transaction's last shard: the
+    /// claim is given back as soon as `f` ran, in the same step. Nothing is taken
+    /// after it, so two-phase locking still holds, and no release message follows.
+    pub async fn run_last<T, F>(&mut self, shard: usize, claim: Claim, f: F) -> Option<T>
+    where
+        F: FnOnce(&mut Store) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        debug_assert!(self.held.last().map_or(true, |&(last, _)| last < shard));
+        let claim = Arc::new(claim);
+        let id = self.id;
+        let run = move || async move {
+            acquire(id, &claim).await;
+            let out = STORE.with(|s| f(&mut s.borrow_mut()));
+            release(id, &claim);
+            out
+        };
+        if current_shard() == Some(shard) {
+            return Some(run().await);
+        }
+        self.rt.submit_to(shard, run).await.ok()
     }
 
     /// Takes `claims` (ascending shards, no repeats), each as soon as it is free.
@@ -418,7 +487,7 @@ pub async fn watch(rt: &Arc<Runtime>, keys: Vec<Vec<u8>>) -> Vec<(Vec<u8>, u64)>
         let k = key.clone();
         let stamp = rt
             .submit_to(shard, move || async move {
-                until(|| !holds_key(&k)).await;
+                until_key_free(&k).await;
                 STORE.with(|s| s.borrow_mut().watch(&k))
             })
             .await;
@@ -455,21 +524,25 @@ pub async fn run_splits(rt: &Arc<Runtime>, splits: Vec<Split>) -> Vec<Reply> {
         }
         merges.push(split.merge);
     }
+    let last = by_shard.iter().rposition(|parts| !parts.is_empty());
     let mut txn = Txn::begin(rt);
     for (shard, parts) in by_shard.into_iter().enumerate() {
         if parts.is_empty() {
             continue;
         }
         let claim = Claim::of(parts.iter().map(|p| &p.2));
-        let done = txn
-            .lock_and_run(shard, claim, move |s| {
-                let now = Instant::now();
-                parts
-                    .into_iter()
-                    .map(|(i, j, cmd)| (i, j, s.execute(cmd, now)))
-                    .collect::<Vec<_>>()
-            })
-            .await;
+        let run = move |s: &mut Store| {
+            let now = Instant::now();
+            parts
+                .into_iter()
+                .map(|(i, j, cmd)| (i, j, s.execute(cmd, now)))
+                .collect::<Vec<_>>()
+        };
+        let done = if Some(shard) == last {
+            txn.run_last(shard, claim, run).await
+        } else {
+            txn.lock_and_run(shard, claim, run).await
+        };
         for (i, j, reply) in done.into_iter().flatten() {
             replies[i][j] = Some(reply);
         }
