@@ -58,6 +58,10 @@ mod txn;
 
 use groups::{Groups, Replies};
 
+/// mimalloc, not glibc's malloc: see Cargo.toml (and BENCHMARKS.md for the effect).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 thread_local! {
     /// This shard's part of the keyspace.
     static STORE: RefCell<Store> = RefCell::new(Store::new());
