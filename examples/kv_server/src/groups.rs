@@ -1,5 +1,6 @@
 //! Commands a connection's shard sends to other shards: one group per shard for
-//! each read's worth of pipelined requests, one submit per group, and the replies.
+//! each read's worth of pipelined requests, one submit per target shard for all the
+//! groups posted in a loop iteration, and the replies.
 //!
 //! A reply that goes straight to the client is encoded on the shard that owns the
 //! key, into one buffer per group (`Store::execute_into`: no `Reply` value, no copy
@@ -7,8 +8,12 @@
 //! reply that is merged with others (a part of a split command) comes back as a
 //! `Reply`.
 
+use std::cell::RefCell;
+use std::future::poll_fn;
 use std::ops::Range;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::Instant;
 
 use kv_server::kv::Command;
@@ -52,32 +57,25 @@ impl Groups {
         group.len() - 1
     }
 
-    /// Sends every group to its shard (which runs it once no transaction holds a
-    /// key of it) and waits for the replies.
+    /// Sends every group to its shard and waits for the replies. Groups are not sent
+    /// at once: every group this shard's connections post in one loop iteration goes
+    /// to its shard in one message (see [`post`]), which runs them in order, each
+    /// once no transaction holds a key of it.
     pub async fn send(self, rt: &Arc<Runtime>) -> Replies {
-        let submitted: Vec<_> = self
+        let answers: Vec<Option<Rc<Answer>>> = self
             .per_shard
             .into_iter()
             .enumerate()
-            .map(|(shard, cmds)| {
-                (!cmds.is_empty()).then(|| {
-                    rt.submit_to(shard, move || async move {
-                        // Never half-way through another connection's transaction.
-                        txn::until_free(cmds.iter().map(|(c, _)| c)).await;
-                        let now = Instant::now();
-                        STORE.with(|s| run_group(&mut s.borrow_mut(), cmds, now))
-                    })
-                })
-            })
+            .map(|(shard, cmds)| (!cmds.is_empty()).then(|| post(rt, shard, cmds)))
             .collect();
-        let mut per_shard = Vec::with_capacity(submitted.len());
-        for group in submitted {
-            per_shard.push(match group {
+        let mut per_shard = Vec::with_capacity(answers.len());
+        for answer in answers {
+            per_shard.push(match answer {
                 None => (Vec::new(), Vec::new()),
-                Some(remote) => match remote.await {
-                    Ok((bytes, outs)) => (bytes, outs.into_iter().map(Some).collect()),
+                Some(answer) => match answer.wait().await {
+                    Some((bytes, outs)) => (bytes, outs.into_iter().map(Some).collect()),
                     // The shard is shutting down: each of its replies is an error.
-                    Err(_) => (Vec::new(), Vec::new()),
+                    None => (Vec::new(), Vec::new()),
                 },
             });
         }
@@ -85,11 +83,129 @@ impl Groups {
     }
 }
 
+thread_local! {
+    /// Groups this shard's connections posted that are not sent yet.
+    static OUTBOX: RefCell<Outbox> = RefCell::new(Outbox::default());
+}
+
+/// One group's commands, and where its replies go.
+type Posted = (Vec<(Command, Want)>, Rc<Answer>);
+
+/// A group's replies: the bytes of those that came back encoded, and each reply.
+type GroupReplies = (Vec<u8>, Vec<Out>);
+
+#[derive(Default)]
+struct Outbox {
+    /// Indexed by target shard.
+    per_shard: Vec<Vec<Posted>>,
+    /// A flush is queued on this shard's loop.
+    flush_queued: bool,
+}
+
+/// Queues a group for `shard` and, if none is queued yet, a flush at the end of
+/// this loop iteration (`call_soon`: after the connections already woken in it,
+/// which may post groups too). One message per target shard then carries them all,
+/// instead of one per connection: fewer jobs to box, send and spawn on both sides.
+fn post(rt: &Arc<Runtime>, shard: usize, cmds: Vec<(Command, Want)>) -> Rc<Answer> {
+    let answer = Rc::new(Answer::default());
+    let schedule = OUTBOX.with(|o| {
+        let mut o = o.borrow_mut();
+        if o.per_shard.len() < rt.len() {
+            o.per_shard.resize_with(rt.len(), Vec::new);
+        }
+        o.per_shard[shard].push((cmds, answer.clone()));
+        !std::mem::replace(&mut o.flush_queued, true)
+    });
+    if schedule {
+        let flusher = rt.clone();
+        let queued =
+            shardloop::get_event_loop().and_then(|lp| lp.call_soon(move || flush(&flusher)));
+        if queued.is_err() {
+            // The loop is closing: send now.
+            flush(rt);
+        }
+    }
+    answer
+}
+
+/// Sends every posted group, one message per target shard, and hands each group's
+/// replies to its connection as they come back.
+fn flush(rt: &Arc<Runtime>) {
+    let per_shard = OUTBOX.with(|o| {
+        let mut o = o.borrow_mut();
+        o.flush_queued = false;
+        std::mem::take(&mut o.per_shard)
+    });
+    for (shard, posted) in per_shard.into_iter().enumerate() {
+        if posted.is_empty() {
+            continue;
+        }
+        let (groups, answers): (Vec<_>, Vec<_>) = posted.into_iter().unzip();
+        let remote = rt.submit_to(shard, move || async move {
+            let mut results = Vec::with_capacity(groups.len());
+            for cmds in groups {
+                // Never half-way through another connection's transaction.
+                txn::until_free(cmds.iter().map(|(c, _)| c)).await;
+                let now = Instant::now();
+                results.push(STORE.with(|s| run_group(&mut s.borrow_mut(), cmds, now)));
+            }
+            results
+        });
+        let mut answers = Unanswered(answers);
+        drop(shardloop::spawn(async move {
+            if let Ok(results) = remote.await {
+                for (answer, result) in answers.0.drain(..).zip(results) {
+                    answer.set(Some(result));
+                }
+            }
+        }));
+    }
+}
+
+/// Answers still owed; dropped (also when the task carrying them is cancelled),
+/// each is answered with `None`, so no connection waits forever.
+struct Unanswered(Vec<Rc<Answer>>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        for answer in self.0.drain(..) {
+            answer.set(None);
+        }
+    }
+}
+
+/// One group's replies, once its shard ran it (`None` inside: it could not).
+#[derive(Default)]
+struct Answer {
+    result: RefCell<Option<Option<GroupReplies>>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Answer {
+    fn set(&self, result: Option<GroupReplies>) {
+        *self.result.borrow_mut() = Some(result);
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    async fn wait(&self) -> Option<GroupReplies> {
+        poll_fn(|cx| match self.result.take() {
+            Some(result) => Poll::Ready(result),
+            None => {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
 fn run_group(
     store: &mut kv_server::kv::Store,
     cmds: Vec<(Command, Want)>,
     now: Instant,
-) -> (Vec<u8>, Vec<Out>) {
+) -> GroupReplies {
     let mut bytes = Vec::new();
     let outs = cmds
         .into_iter()
