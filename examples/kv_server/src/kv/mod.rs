@@ -53,8 +53,10 @@
 //! ```
 //!
 //! On a server, a command whose parts are on several shards (a [`Split`] over more
-//! than one shard, or an [`Atomic`]) is atomic only if the server holds every shard
-//! it touches while it runs; `kv_server` does (see its `txn.rs`).
+//! than one shard, or an [`Atomic`]) is atomic only if the server keeps every other
+//! command off what it touches while it runs: the keys of [`Command::keys`], or the
+//! whole shard for a keyless one (`KEYS`, `DBSIZE`, `FLUSHALL`, `SCAN`). `kv_server`
+//! does, with key locks (see its `txn.rs`).
 //!
 //! Expired keys vanish when looked at; call [`Store::expire_some`] from a timer on each
 //! shard to reclaim the rest.
