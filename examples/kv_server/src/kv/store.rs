@@ -60,7 +60,7 @@ pub struct Store {
     /// into its place): what lets `SCAN` walk the keyspace with a plain index.
     /// Hashed with foldhash (seeded per process): SipHash, the standard library's,
     /// cost about a tenth of a `GET`'s instructions.
-    map: IndexMap<Vec<u8>, Entry, foldhash::fast::RandomState>,
+    map: IndexMap<Key, Entry, foldhash::fast::RandomState>,
     /// Deadlines, earliest first. An item is stale when its key is gone or has another
     /// deadline now; stale items are skipped when popped and dropped by `compact`.
     deadlines: BinaryHeap<Reverse<(Instant, Vec<u8>)>>,
@@ -73,6 +73,19 @@ pub struct Store {
     watched: HashMap<Vec<u8>, (usize, u64)>,
     /// The last stamp given.
     stamps: u64,
+}
+
+/// A key as the keyspace holds it: inline up to 24 bytes (see Cargo.toml).
+type Key = smallvec::SmallVec<[u8; 24]>;
+
+/// `key` as the keyspace holds it: short ones copied inline, long ones keep their
+/// allocation.
+fn key_of(key: Vec<u8>) -> Key {
+    if key.len() <= 24 {
+        Key::from_slice(&key)
+    } else {
+        Key::from_vec(key)
+    }
 }
 
 /// Rebuild the deadline heap when it is this much bigger than the live deadlines, so
@@ -140,7 +153,11 @@ impl Store {
             let Some(Reverse((at, key))) = self.deadlines.pop() else {
                 break;
             };
-            if self.map.get(&key).is_some_and(|e| e.expires_at == Some(at)) {
+            if self
+                .map
+                .get(&key[..])
+                .is_some_and(|e| e.expires_at == Some(at))
+            {
                 self.remove(&key);
                 removed += 1;
             }
@@ -252,7 +269,7 @@ impl Store {
     ) -> Result<&mut T, Reply> {
         if self.live(key, now).is_none() {
             self.map.insert(
-                key.to_vec(),
+                Key::from_slice(key),
                 Entry {
                     value: T::empty(),
                     expires_at: None,
@@ -316,14 +333,14 @@ impl Store {
             visited += 1;
             let (key, entry) = self.map.get_index(position).expect("position < len");
             if entry.is_expired(now) {
-                expired.push(key.clone());
+                expired.push(key.to_vec());
                 continue;
             }
             let type_ok = type_name.map_or(true, |t| {
                 t.eq_ignore_ascii_case(entry.value.type_name().as_bytes())
             });
             if type_ok && pattern.map_or(true, |p| glob_match(p, key)) {
-                found.push(key.clone());
+                found.push(key.to_vec());
             }
         }
         // Removing moves keys from the end, which this walk has passed already.
@@ -357,7 +374,7 @@ impl Store {
             self.deadlines.push(Reverse((at, key.clone())));
             self.expires += 1;
         }
-        let old = self.map.insert(key, Entry { value, expires_at });
+        let old = self.map.insert(key_of(key), Entry { value, expires_at });
         if old.is_some_and(|o| o.expires_at.is_some()) {
             self.expires -= 1;
         }
@@ -403,7 +420,7 @@ impl Store {
             self.deadlines = self
                 .map
                 .iter()
-                .filter_map(|(k, e)| e.expires_at.map(|at| Reverse((at, k.clone()))))
+                .filter_map(|(k, e)| e.expires_at.map(|at| Reverse((at, k.to_vec()))))
                 .collect();
         }
     }
