@@ -121,8 +121,12 @@ fn post(rt: &Arc<Runtime>, shard: usize, cmds: Vec<(Command, Want)>) -> Rc<Answe
         let queued =
             shardloop::get_event_loop().and_then(|lp| lp.call_soon(move || flush(&flusher)));
         if queued.is_err() {
-            // The loop is closing: send now.
-            flush(rt);
+            // The loop is closing (no flush, nor the task it needs, can run): what
+            // is posted is answered with "shutting down".
+            let posted = OUTBOX.with(|o| std::mem::take(&mut *o.borrow_mut()));
+            for (_, answer) in posted.per_shard.into_iter().flatten() {
+                answer.set(None);
+            }
         }
     }
     answer
@@ -142,12 +146,26 @@ fn flush(rt: &Arc<Runtime>) {
         }
         let (groups, answers): (Vec<_>, Vec<_>) = posted.into_iter().unzip();
         let remote = rt.submit_to(shard, move || async move {
-            let mut results = Vec::with_capacity(groups.len());
-            for cmds in groups {
-                // Never half-way through another connection's transaction.
+            // The groups are of different connections, so nothing orders them: the
+            // ones a transaction holds no key of run now, the others after, each
+            // once its keys are free (never half-way through a transaction).
+            let mut results: Vec<Option<GroupReplies>> = Vec::with_capacity(groups.len());
+            let mut blocked = Vec::new();
+            let now = Instant::now();
+            for (i, cmds) in groups.into_iter().enumerate() {
+                if cmds.iter().any(|(c, _)| txn::blocks(c)) {
+                    results.push(None);
+                    blocked.push((i, cmds));
+                } else {
+                    results.push(Some(
+                        STORE.with(|s| run_group(&mut s.borrow_mut(), cmds, now)),
+                    ));
+                }
+            }
+            for (i, cmds) in blocked {
                 txn::until_free(cmds.iter().map(|(c, _)| c)).await;
                 let now = Instant::now();
-                results.push(STORE.with(|s| run_group(&mut s.borrow_mut(), cmds, now)));
+                results[i] = Some(STORE.with(|s| run_group(&mut s.borrow_mut(), cmds, now)));
             }
             results
         });
@@ -155,7 +173,7 @@ fn flush(rt: &Arc<Runtime>) {
         drop(shardloop::spawn(async move {
             if let Ok(results) = remote.await {
                 for (answer, result) in answers.0.drain(..).zip(results) {
-                    answer.set(Some(result));
+                    answer.set(result);
                 }
             }
         }));

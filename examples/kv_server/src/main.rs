@@ -255,8 +255,12 @@ struct Batch<'a> {
     /// The connection's, empty between reads: kept so that its room is too. Each
     /// reply is written in the protocol in force when its request was read.
     slots: &'a mut Vec<(Slot, Protocol)>,
-    /// Commands for other shards.
+    /// Commands for other shards (and for this one, while a transaction holds
+    /// their keys).
     groups: Groups,
+    /// A command of this batch for this shard went into its group: every later one
+    /// for this shard goes there too, after it, or it would run first.
+    grouped_here: bool,
     /// Once a request of this batch runs at its turn, after the ones before it
     /// (under locks, or it changes the session), every later one runs at its turn
     /// too, so that it sees what came before.
@@ -280,6 +284,7 @@ impl<'a> Batch<'a> {
             out,
             slots,
             groups: Groups::default(),
+            grouped_here: false,
             order: Order::Free,
         }
     }
@@ -314,9 +319,10 @@ impl<'a> Batch<'a> {
     /// Where a single-shard part of a split request gets its reply (a `Reply`, for
     /// the merge).
     fn place_part(&mut self, shard: usize, cmd: Command) -> Slot {
-        if shard == self.me && !txn::blocks(&cmd) {
+        if shard == self.me && !self.must_wait_here(&cmd) {
             return Slot::Ready(execute_here(cmd, self.now));
         }
+        self.grouped_here |= shard == self.me;
         let idx = self.groups.add(self.rt.len(), shard, cmd, None);
         Slot::Remote { shard, idx }
     }
@@ -326,8 +332,16 @@ impl<'a> Batch<'a> {
     /// reply comes back as bytes.
     fn place(&mut self, shard: usize, cmd: Command) -> Slot {
         let proto = self.session.protocol();
+        self.grouped_here |= shard == self.me;
         let idx = self.groups.add(self.rt.len(), shard, cmd, Some(proto));
         Slot::Remote { shard, idx }
+    }
+
+    /// Whether `cmd`, for this shard, must go into this shard's group rather than
+    /// run now: a transaction holds a key of it, or an earlier command of the batch
+    /// went there (a `DEL j k` waiting for `j`, then a `SET k`, must not run first).
+    fn must_wait_here(&self, cmd: &Command) -> bool {
+        self.grouped_here || txn::blocks(cmd)
     }
 
     /// Adds a request: runs it, queues it for its shard, or (inside `MULTI`) queues it
@@ -390,7 +404,7 @@ impl<'a> Batch<'a> {
         let slot = match route(self.rt, cmd) {
             Route::Shard(shard, cmd) if shard != self.me => self.place(shard, cmd),
             // A transaction holds a key of it: the command waits for it.
-            Route::Shard(_, cmd) if txn::blocks(&cmd) => self.place(self.me, cmd),
+            Route::Shard(_, cmd) if self.must_wait_here(&cmd) => self.place(self.me, cmd),
             Route::Local(cmd) | Route::Shard(_, cmd) => {
                 self.run_here(cmd);
                 return Added::Next;

@@ -163,8 +163,10 @@ async fn until(on: &Arc<Claim>, mut free: impl FnMut() -> bool) {
         LOCKS.with(|l| {
             let mut waiters = l.waiters.borrow_mut();
             // A task polled again while it waits is not queued twice.
-            if !waiters.iter().any(|(w, _)| w.will_wake(cx.waker())) {
-                waiters.push((cx.waker().clone(), on.clone()));
+            match waiters.iter_mut().find(|(w, _)| w.will_wake(cx.waker())) {
+                // The same task waiting again, maybe on something else now.
+                Some(entry) => entry.1 = on.clone(),
+                None => waiters.push((cx.waker().clone(), on.clone())),
             }
         });
         Poll::Pending
@@ -329,6 +331,9 @@ impl Txn {
         let dropped = self.dropped.clone();
         let remote = self.rt.submit_to(shard, move || async move {
             acquire(id, &claim).await;
+            // Run even if the transaction was dropped meanwhile (only a shutdown
+            // cancels one mid-way): its earlier parts ran, and this one too leaves
+            // the command whole rather than half.
             let out = STORE.with(|s| f(&mut s.borrow_mut()));
             if dropped.load(Ordering::Acquire) {
                 release(id, &claim);

@@ -1521,6 +1521,51 @@ fn single_key_commands_wait_for_a_multi_key_write_in_progress() {
     assert!(checked > 0, "the check ran at least once");
 }
 
+/// A pipeline keeps its order on the connection's own shard while a transaction
+/// holds one of its keys: in `DEL j k` then `SET k v`, the `DEL` waits for `j`, and
+/// the `SET` must wait behind it (run first, the `DEL` would delete `k` after it).
+/// Another client keeps `j` locked with long `MULTI` blocks; the pipeline is sent on
+/// several connections, so that some are served by the shard of `j` and `k`.
+#[test]
+fn a_pipeline_keeps_its_order_behind_a_locked_key() {
+    let server = Server::start(None);
+    let on = |shard, skip: usize| {
+        (0..)
+            .map(|i| format!("o{i}"))
+            .filter(|k| shardloop::shard_index_bytes(k.as_bytes(), 2) == shard)
+            .nth(skip)
+            .unwrap()
+    };
+    let (j, k, far) = (on(0, 0), on(0, 1), on(1, 0));
+    let done = Arc::new(AtomicBool::new(false));
+    let mut con = server.client();
+    let (hj, hdone) = (j.clone(), done.clone());
+    let holder = thread::spawn(move || {
+        while !hdone.load(Ordering::Acquire) {
+            let mut pipe = redis::pipe();
+            pipe.atomic().set(&hj, "held").ignore();
+            for _ in 0..50 {
+                pipe.incr(&far, 1).ignore();
+            }
+            let () = pipe.query(&mut con).unwrap();
+        }
+    });
+    for c in 0..8 {
+        let mut con = server.client();
+        for round in 0..60 {
+            let v = format!("c{c}-{round}");
+            let mut pipe = redis::pipe();
+            pipe.cmd("DEL").arg(&j).arg(&k).ignore();
+            pipe.set(&k, &v).ignore();
+            let () = pipe.query(&mut con).unwrap();
+            let got: Option<String> = con.get(&k).unwrap();
+            assert_eq!(got, Some(v), "the SET after the DEL in one pipeline ran first");
+        }
+    }
+    done.store(true, Ordering::Release);
+    holder.join().unwrap();
+}
+
 /// MULTI/EXEC/DISCARD as Redis answers them, over keys of both shards.
 #[test]
 fn multi_exec_and_discard() {
