@@ -1559,7 +1559,11 @@ fn a_pipeline_keeps_its_order_behind_a_locked_key() {
             pipe.set(&k, &v).ignore();
             let () = pipe.query(&mut con).unwrap();
             let got: Option<String> = con.get(&k).unwrap();
-            assert_eq!(got, Some(v), "the SET after the DEL in one pipeline ran first");
+            assert_eq!(
+                got,
+                Some(v),
+                "the SET after the DEL in one pipeline ran first"
+            );
         }
     }
     done.store(true, Ordering::Release);
