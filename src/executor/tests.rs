@@ -266,13 +266,26 @@ fn idle_threads_exit() {
     lp.run_until_complete({
         let lp = lp.clone();
         async move {
+            // A job that holds its thread until the test has seen it: checked after
+            // the jobs end instead, the threads may have timed out already on a slow
+            // machine (valgrind), and the check would fail for no fault.
+            let (release, held) = std::sync::mpsc::channel::<()>();
+            let holder = lp.run_in_executor(move || {
+                let _ = held.recv();
+            });
             let jobs: Vec<_> = (0..8)
                 .map(|_| lp.run_in_executor(|| std::thread::sleep(Duration::from_millis(2))))
                 .collect();
+            let start = Instant::now();
+            while threads(&lp) == 0 {
+                assert!(start.elapsed() < PATIENCE, "no thread started for the jobs");
+                sleep(Duration::from_millis(1)).await;
+            }
+            release.send(()).unwrap();
+            holder.await.unwrap();
             for job in jobs {
                 job.await.unwrap();
             }
-            assert!(threads(&lp) >= 1);
             let start = Instant::now();
             while threads(&lp) > 0 {
                 assert!(start.elapsed() < PATIENCE, "idle threads did not exit");
