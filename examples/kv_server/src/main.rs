@@ -6,8 +6,9 @@
 //! too): each shard owns its own [`Store`] in a thread-local. A connection is served
 //! by the shard that accepted it;
 //! a command for a key another shard owns is sent there with `submit_to` and the reply
-//! awaited. Pipelined commands are parsed together, the remote ones grouped into one
-//! submit per target shard, and the replies written back in order, in the protocol
+//! awaited. Pipelined commands are parsed together, the remote ones grouped per
+//! target shard (one message per target shard for all of a loop iteration's
+//! connections), and the replies written back in order, in the protocol
 //! the connection chose with `HELLO`. Each connection has a [`Session`] (protocol,
 //! name, id) that answers `HELLO`, `CLIENT`, `SELECT`, `QUIT` and `SHUTDOWN`.
 //!
@@ -238,7 +239,8 @@ enum Added {
 }
 
 /// One read's worth of pipelined requests: local ones run at once, remote ones are
-/// grouped per shard and sent in one submit each.
+/// grouped per shard, and each group goes out with the other connections' groups
+/// for that shard in this loop iteration (`groups.rs`).
 ///
 /// Replies go straight into the connection's output buffer, encoded from the
 /// keyspace without an intermediate [`Reply`], for as long as every request so far
