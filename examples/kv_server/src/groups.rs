@@ -20,7 +20,8 @@ use kv_server::kv::Command;
 use kv_server::resp::{Protocol, Reply};
 use shardloop::Runtime;
 
-use crate::{txn, STORE};
+use crate::txn::{self, shutting_down};
+use crate::STORE;
 
 /// Room for this many commands is made for a shard's group at its first command
 /// (a typical pipeline's depth), rather than growing 1, 2, 4, 8, 16.
@@ -242,10 +243,6 @@ fn run_group(
 /// The replies of every group, taken out one by one.
 pub struct Replies {
     per_shard: Vec<(Vec<u8>, Vec<Option<Out>>)>,
-}
-
-fn shutting_down() -> Reply {
-    Reply::error("ERR the shard owning this key is shutting down")
 }
 
 impl Replies {

@@ -551,7 +551,7 @@ async fn run_routed(rt: &Arc<Runtime>, session: &mut Session, route: Route) -> R
                 execute_here(cmd, Instant::now())
             })
             .await
-            .unwrap_or_else(|_| Reply::error("ERR the shard owning this key is shutting down"))
+            .unwrap_or_else(|_| txn::shutting_down())
         }
         Route::Split(split) => txn::run_splits(rt, vec![split])
             .await

@@ -192,17 +192,14 @@ fn is_free(claim: &Claim) -> bool {
 /// keyless one, anything on it).
 pub async fn until_free<'c>(cmds: impl IntoIterator<Item = &'c Command>) {
     if is_locked() {
-        let on = Arc::new(Claim::of(cmds));
-        until(&on, || is_free(&on)).await;
+        until_claim_free(Claim::of(cmds)).await;
     }
 }
 
-/// Waits until no transaction holds `key` on this shard.
-async fn until_key_free(key: &[u8]) {
-    if is_locked() {
-        let on = Arc::new(Claim::Keys(vec![key_hash(key)]));
-        until(&on, || is_free(&on)).await;
-    }
+/// Waits until no transaction holds anything of `claim` on this shard.
+async fn until_claim_free(claim: Claim) {
+    let on = Arc::new(claim);
+    until(&on, || is_free(&on)).await;
 }
 
 /// Counts a transaction as waiting for the whole shard while it lives.
@@ -492,7 +489,9 @@ pub async fn watch(rt: &Arc<Runtime>, keys: Vec<Vec<u8>>) -> Vec<(Vec<u8>, u64)>
         let k = key.clone();
         let stamp = rt
             .submit_to(shard, move || async move {
-                until_key_free(&k).await;
+                if is_locked() {
+                    until_claim_free(Claim::Keys(vec![key_hash(&k)])).await;
+                }
                 STORE.with(|s| s.borrow_mut().watch(&k))
             })
             .await;
@@ -567,7 +566,8 @@ pub async fn run_splits(rt: &Arc<Runtime>, splits: Vec<Split>) -> Vec<Reply> {
         .collect()
 }
 
-fn shutting_down() -> Reply {
+/// The reply for a command whose shard is shutting down (its message refused).
+pub fn shutting_down() -> Reply {
     Reply::error("ERR the shard owning this key is shutting down")
 }
 
