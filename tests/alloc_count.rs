@@ -8,7 +8,9 @@
 //! counted and averaged. Nothing here measures time.
 //!
 //! Bounds the issue requires: spawn + complete a task <= 1, `call_soon` + run <= 1,
-//! a sleep on top of a task <= 1, `LoopHandle::submit(..).wait()` <= 3.
+//! a sleep on top of a task <= 1, `LoopHandle::submit(..).wait()` <= 3. Beyond them:
+//! a `call_soon_threadsafe` whose closure captures a few words allocates nothing (it
+//! travels in place), a larger one allocates its box.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -16,7 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Barrier, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 use std::time::Duration;
@@ -278,6 +280,63 @@ fn submit_from_a_plain_thread_and_wait() {
     );
     handle.stop();
     loop_thread.join().unwrap();
+}
+
+/// Allocations per `call_soon_threadsafe` from a plain thread, the call and its run
+/// together, for closures that capture an `Arc` and `extra` bytes.
+fn threadsafe_calls_from_a_thread<const EXTRA: usize>() -> f64 {
+    let lp = EventLoop::new().unwrap();
+    let handle = lp.handle();
+    let ran = Arc::new(AtomicUsize::new(0));
+    // The sender sends a warm-up batch, then a counted one; the barrier (which does
+    // not allocate) starts each.
+    let go = Arc::new(Barrier::new(2));
+    let sender = {
+        let (ran, go) = (ran.clone(), go.clone());
+        thread::spawn(move || {
+            for counted in [false, true] {
+                go.wait();
+                set_counting(counted);
+                for _ in 0..N {
+                    let (r, bytes) = (ran.clone(), [1u8; EXTRA]);
+                    handle
+                        .call_soon_threadsafe(move || {
+                            r.fetch_add(usize::from(bytes[EXTRA - 1]), Ordering::Relaxed);
+                        })
+                        .unwrap();
+                }
+                set_counting(false);
+            }
+        })
+    };
+    go.wait();
+    run_until(&lp, || ran.load(Ordering::SeqCst) == N);
+    let allocs = count(|| {
+        go.wait();
+        run_until(&lp, || ran.load(Ordering::SeqCst) == 2 * N);
+    });
+    sender.join().unwrap();
+    lp.close().unwrap();
+    per_op(allocs)
+}
+
+#[test]
+fn call_soon_threadsafe_from_a_thread() {
+    let _serial = serial();
+    let small = threadsafe_calls_from_a_thread::<8>();
+    eprintln!("call_soon_threadsafe(16-byte closure) + run: {small} allocations per call");
+    // The closure travels in place; only a queue that has to grow past its warm-up
+    // size allocates, rarely.
+    assert!(
+        small < 0.1,
+        "call_soon_threadsafe(small closure): {small} allocations per call"
+    );
+    let large = threadsafe_calls_from_a_thread::<200>();
+    eprintln!("call_soon_threadsafe(208-byte closure) + run: {large} allocations per call");
+    assert!(
+        (0.9..1.1).contains(&large),
+        "call_soon_threadsafe(large closure): {large} allocations per call (its box)"
+    );
 }
 
 #[test]

@@ -190,6 +190,7 @@ impl LoopBuilder {
                 shared,
                 inbox_batch: RefCell::new(Vec::new()),
                 ready: RefCell::new(VecDeque::new()),
+                mail: RefCell::new(VecDeque::new()),
                 due_wakers: RefCell::new(Vec::new()),
                 timers: RefCell::new(TimerQueue::new()),
                 tasks: RefCell::new(Slab::new()),

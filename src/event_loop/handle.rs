@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::inbox::{Msg, Shared};
+use super::send_call::SendCall;
 use crate::current;
 use crate::Error;
 
@@ -38,7 +39,7 @@ impl LoopHandle {
             return lp.call_soon(f).map(drop);
         }
         self.shared
-            .send(Msg::Call(Box::new(f)))
+            .send(Msg::Call(SendCall::new(f)))
             .map_err(|_| Error::Closed)
     }
 

@@ -4,8 +4,10 @@
 //!
 //! One inbox per loop (a mutex around a `Vec`: a sender pushes under the lock, the
 //! loop swaps the whole batch out under it, once per iteration) plus one
-//! doorbell fd (an eventfd, `io::bell`). A sender writes it only when the loop is
-//! parked ([`Doorbell`], on a cache line of its own). A call made on the loop's own
+//! doorbell fd (an eventfd, `io::bell`). Only the sender that finds the inbox empty
+//! tells the [`Doorbell`] (on a cache line of its own), and it writes the fd only when
+//! the loop is parked. Callbacks travel by value ([`SendCall`]) and wait in the loop's
+//! mail queue, each behind a `Ready::Mail` marker in the ready queue. A call made on the loop's own
 //! thread while that loop runs skips the inbox and goes straight to the ready queue,
 //! so threadsafe and plain calls from the loop thread share one FIFO.
 //!
@@ -21,16 +23,17 @@ use crate::io::bell::Bell;
 use super::doorbell::Doorbell;
 use super::mailbox::Mailbox;
 use super::ready::Ready;
+use super::send_call::SendCall;
 use super::LoopInner;
 use crate::task::TaskRef;
 
 /// What crosses threads into a loop.
 pub(crate) enum Msg {
-    /// A `call_soon_threadsafe` callback.
-    Call(Box<dyn FnOnce() + Send>),
+    /// A `call_soon_threadsafe` callback (or a submitted job).
+    Call(SendCall),
     /// A submitted job holding a permit of a bounded inbox, given back when the loop
     /// takes it out.
-    Submit(Box<dyn FnOnce() + Send>),
+    Submit(SendCall),
     /// A task woken on another thread (or while its loop was not running).
     Wake(TaskRef),
     /// The future of `run_until_complete` was woken on another thread.
@@ -81,11 +84,12 @@ impl Shared {
         }
     }
 
-    /// Puts `msg` in the inbox and wakes the loop if it is parked. Gives the message
-    /// back if the loop has closed its inbox.
+    /// Puts `msg` in the inbox and, if it was empty, tells the loop (waking it if it
+    /// is parked). Gives the message back if the loop has closed its inbox.
     pub(crate) fn send(&self, msg: Msg) -> Result<(), Msg> {
-        self.inbox.send(msg)?;
-        self.ring();
+        if self.inbox.send(msg)? {
+            self.ring();
+        }
         Ok(())
     }
 
@@ -128,12 +132,17 @@ impl LoopInner {
         let mut permits = 0;
         {
             let mut ready = self.ready.borrow_mut();
+            let mut mail = self.mail.borrow_mut();
             for msg in batch.drain(..) {
                 match msg {
-                    Msg::Call(f) => ready.push_back(Ready::Call(f)),
+                    Msg::Call(f) => {
+                        mail.push_back(f);
+                        ready.push_back(Ready::Mail);
+                    }
                     Msg::Submit(f) => {
                         permits += 1;
-                        ready.push_back(Ready::Call(f));
+                        mail.push_back(f);
+                        ready.push_back(Ready::Mail);
                     }
                     Msg::Wake(task) => ready.push_back(Ready::Task(task)),
                     Msg::WakeMain => ready.push_back(Ready::Entry(self.main_marker.clone())),

@@ -32,6 +32,7 @@ mod mailbox;
 mod radix_heap;
 pub(crate) mod ready;
 mod run;
+pub(crate) mod send_call;
 mod spin;
 mod state;
 pub(crate) mod stats;

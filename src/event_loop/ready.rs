@@ -1,8 +1,9 @@
 //! What waits in the ready queue: callbacks (behind a [`Handle`]) and tasks.
 //!
 //! A callback is one `Rc` allocation, erased to `Rc<dyn Runnable>`; a task is a
-//! reference to its own allocation; a threadsafe call is its box. So the ready queue
-//! is a plain `VecDeque` of pointers and running an entry is one indirect call.
+//! reference to its own allocation; a threadsafe call is a marker for the next
+//! callback of the loop's mail queue, where it waits in place. So the ready queue is a
+//! plain `VecDeque` of pointers and running an entry is one indirect call.
 
 use std::cell::Cell;
 use std::fmt;
@@ -30,9 +31,10 @@ pub(crate) enum Ready {
     Entry(Rc<dyn Runnable>),
     /// A task to poll.
     Task(TaskRef),
-    /// A `call_soon_threadsafe` callback from another thread: it has no handle, so it
-    /// runs straight from its box, with no second allocation.
-    Call(Box<dyn FnOnce() + Send>),
+    /// A `call_soon_threadsafe` callback from another thread: the next one in the
+    /// loop's mail queue (`LoopInner::mail`, in the same order as these markers), where
+    /// it waits in place, with no allocation of its own.
+    Mail,
 }
 
 impl Ready {
@@ -40,7 +42,7 @@ impl Ready {
         match self {
             Ready::Entry(entry) => entry.name(),
             Ready::Task(task) => task.type_name(),
-            Ready::Call(_) => "call_soon_threadsafe callback",
+            Ready::Mail => "call_soon_threadsafe callback",
         }
     }
 }

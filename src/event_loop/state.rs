@@ -14,6 +14,7 @@ use slab::Slab;
 
 use super::exception::ExceptionContext;
 use super::inbox::{Msg, Shared};
+use super::send_call::SendCall;
 use super::ready::{Ready, Runnable};
 use super::run::MainWaker;
 use super::stats::StatCounters;
@@ -34,6 +35,8 @@ pub(crate) struct LoopInner {
     /// The inbox's batch is swapped into this (kept to reuse its allocation).
     pub(super) inbox_batch: RefCell<Vec<Msg>>,
     pub(super) ready: RefCell<VecDeque<Ready>>,
+    /// The threadsafe callbacks that `Ready::Mail` markers stand for, in order.
+    pub(super) mail: RefCell<VecDeque<SendCall>>,
     pub(crate) timers: RefCell<TimerQueue>,
     /// The wakers of sleeps that fell due (kept to reuse its allocation).
     pub(super) due_wakers: RefCell<Vec<Waker>>,

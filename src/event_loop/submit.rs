@@ -13,6 +13,7 @@ use std::thread;
 use super::bounded::Permits;
 use super::handle::LoopHandle;
 use super::inbox::Msg;
+use super::send_call::SendCall;
 use crate::current;
 use crate::remote::{self, Remote, State};
 use crate::Error;
@@ -245,7 +246,7 @@ impl LoopHandle {
             return;
         }
         let Some(permits) = &self.shared.permits else {
-            if let Err(msg) = self.shared.send(Msg::Call(Box::new(job))) {
+            if let Err(msg) = self.shared.send(Msg::Call(SendCall::new(job))) {
                 refuse(&state, msg);
             }
             return;
@@ -268,7 +269,7 @@ impl LoopHandle {
     where
         J: FnOnce() + Send + 'static,
     {
-        if let Err(msg) = self.shared.send(Msg::Submit(Box::new(job))) {
+        if let Err(msg) = self.shared.send(Msg::Submit(SendCall::new(job))) {
             refuse(state, msg);
         }
     }

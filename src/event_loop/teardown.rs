@@ -73,17 +73,22 @@ impl LoopInner {
                 Ready::Entry(e) => dropped.callbacks += usize::from(self.cancel_reporting(&e)),
                 // Only a reference: the task itself was cancelled above.
                 Ready::Task(task) => drop(task),
-                Ready::Call(f) => {
+                Ready::Mail => {
+                    let f = self.mail.borrow_mut().pop_front();
+                    let f = f.expect("a mail marker without its callback");
                     dropped.callbacks += 1;
-                    self.drop_reporting("callback destructor", "call_soon_threadsafe callback", f);
+                    self.drop_reporting("callback destructor", f.name(), f);
                 }
             }
         }
         for msg in mail {
-            if let Msg::Call(_) | Msg::Submit(_) = &msg {
-                dropped.callbacks += 1;
+            match msg {
+                Msg::Call(f) | Msg::Submit(f) => {
+                    dropped.callbacks += 1;
+                    self.drop_reporting("callback destructor", f.name(), f);
+                }
+                other => drop(other),
             }
-            self.drop_reporting("callback destructor", "call_soon_threadsafe callback", msg);
         }
         dropped
     }

@@ -53,8 +53,12 @@ impl LoopInner {
                 task.run(self);
                 Ok(())
             }
-            Ready::Call(f) => catch_unwind(AssertUnwindSafe(f))
-                .map_err(|payload| ("call_soon_threadsafe callback", payload)),
+            Ready::Mail => {
+                let f = self.mail.borrow_mut().pop_front();
+                let f = f.expect("a mail marker without its callback");
+                let name = f.name();
+                catch_unwind(AssertUnwindSafe(|| f.call())).map_err(|payload| (name, payload))
+            }
         };
         if let Err((name, payload)) = panicked {
             self.report_panic("callback", name, panic_message(&*payload));
