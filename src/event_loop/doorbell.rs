@@ -5,7 +5,9 @@
 //! One atomic word carries both sides' news, so every step is a read-modify-write on
 //! a single location and the argument needs no fences:
 //!
-//! - sender: `push; prev = fetch_or(NOTIFIED); if prev == SLEEPING { ring }`
+//! - sender: `push; prev = fetch_or(NOTIFIED); if prev == SLEEPING { ring }` (the
+//!   sender that finds the inbox empty, under the inbox's lock; the senders after it,
+//!   until the loop takes the batch, skip this: see `mailbox.rs`)
 //! - loop:   `if compare_exchange(0, SLEEPING) { park; fetch_and(!SLEEPING) }`, and
 //!   drains its inbox whenever it takes NOTIFIED off.
 //!
@@ -13,7 +15,8 @@
 //! whose `fetch_or` comes after that CAS sees SLEEPING and rings; one whose `fetch_or`
 //! came before it left NOTIFIED set, so the CAS fails and the loop drains instead.
 //! Only the first sender after a park rings (later ones see NOTIFIED already set).
-//! The loom model in this file checks every interleaving of that claim.
+//! The loom model in this file checks every interleaving of that claim; the one in
+//! `mailbox.rs` checks it again with only the first sender of a batch notifying.
 
 #[cfg(loom)]
 use loom::sync::atomic::{AtomicU8, Ordering};

@@ -42,8 +42,9 @@ pub(crate) enum Msg {
     Stop,
 }
 
-/// A value alone on its cache line(s): the doorbell is written by every sender and
-/// read by the loop on every iteration, so nothing else should share its line.
+/// A value alone on its cache line(s): the doorbell is written by the first sender
+/// of each batch and read by the loop on every iteration, so nothing else should
+/// share its line.
 #[repr(align(128))]
 pub(crate) struct CachePadded<T>(pub(crate) T);
 
@@ -87,8 +88,8 @@ impl Shared {
     /// Puts `msg` in the inbox and, if it was empty, tells the loop (waking it if it
     /// is parked). Gives the message back if the loop has closed its inbox.
     pub(crate) fn send(&self, msg: Msg) -> Result<(), Msg> {
-        if self.inbox.send(msg)? {
-            self.ring();
+        if self.inbox.send(msg, || self.doorbell.notify())? == Some(true) {
+            self.bell.ring();
         }
         Ok(())
     }
@@ -108,13 +109,6 @@ impl Shared {
     /// How many messages wait.
     pub(crate) fn inbox_len(&self) -> usize {
         self.inbox.len()
-    }
-
-    /// Tells the loop there is news, and wakes it if it is parked.
-    pub(crate) fn ring(&self) {
-        if self.doorbell.notify() {
-            self.bell.ring();
-        }
     }
 }
 

@@ -2,11 +2,17 @@
 //! and that closes under the same lock that senders take.
 //!
 //! Senders push one message per lock; the loop swaps the whole `Vec` out under one
-//! lock per iteration. A send says whether the mailbox was empty: only that sender
-//! must ring the doorbell, which keeps the other senders off its cache line. Because `close` sets the flag and takes what is queued under
-//! the lock, a message is either in the batch that `close` returns or refused: none
-//! can slip in after the loop last looked and stay there unseen. The loom model below
-//! checks that, together with the doorbell, for every interleaving.
+//! lock per iteration. Only the sender that finds the mailbox empty announces it (the
+//! `first` callback of [`Mailbox::send`], which rings the doorbell), and it does so
+//! under the lock: whenever the lock is free, a non-empty mailbox is announced. So a
+//! later sender, which skips the doorbell's cache line, still returns only once its
+//! message is announced (a send that happened before something the loop does is seen
+//! by the loop's next look at the doorbell, which asyncio's one FIFO needs).
+//!
+//! Because `close` sets the flag and takes what is queued under the lock, a message
+//! is either in the batch that `close` returns or refused: none can slip in after the
+//! loop last looked and stay there unseen. The loom models below check these claims,
+//! together with the doorbell, for every interleaving.
 
 #[cfg(not(loom))]
 use parking_lot::{Mutex, MutexGuard};
@@ -50,17 +56,17 @@ impl<M> Mailbox<M> {
         self.queue.lock()
     }
 
-    /// Queues `msg`, or gives it back if the mailbox is closed. `Ok(true)`: the
-    /// mailbox was empty, so this sender must tell the loop (the senders after it,
-    /// until the loop takes the batch, find it non-empty and need not).
-    pub(crate) fn send(&self, msg: M) -> Result<bool, M> {
+    /// Queues `msg`, or gives it back if the mailbox is closed. If the mailbox was
+    /// empty, runs `first` (under the lock: see the module's comment) and returns
+    /// what it returned.
+    pub(crate) fn send<R>(&self, msg: M, first: impl FnOnce() -> R) -> Result<Option<R>, M> {
         let mut queue = self.lock();
         if queue.closed {
             return Err(msg);
         }
         let was_empty = queue.msgs.is_empty();
         queue.msgs.push(msg);
-        Ok(was_empty)
+        Ok(was_empty.then(first))
     }
 
     /// Swaps everything queued so far into `batch` (which must be empty).
@@ -104,11 +110,8 @@ mod loom_tests {
                     let (mailbox, bell, accepted) =
                         (mailbox.clone(), bell.clone(), accepted.clone());
                     thread::spawn(move || {
-                        if let Ok(first) = mailbox.send(i) {
+                        if mailbox.send(i, || bell.notify()).is_ok() {
                             accepted.fetch_add(1, Ordering::Relaxed);
-                            if first {
-                                bell.notify();
-                            }
                         }
                     })
                 })
@@ -147,7 +150,7 @@ mod loom_tests {
                 .map(|i| {
                     let (mailbox, bell, efd_tx) = (mailbox.clone(), bell.clone(), efd_tx.clone());
                     thread::spawn(move || {
-                        if mailbox.send(i) == Ok(true) && bell.notify() {
+                        if mailbox.send(i, || bell.notify()) == Ok(Some(true)) {
                             efd_tx.send(()).unwrap();
                         }
                     })
@@ -167,6 +170,38 @@ mod loom_tests {
             for t in threads {
                 t.join().unwrap();
             }
+        });
+    }
+
+    /// A send that happened before the loop looks (here: a flag the sender sets
+    /// after its send, which the loop reads) is announced by then, even when
+    /// another sender found the mailbox empty first and announces for both: the
+    /// loop's look at the doorbell sees it, so the loop can take the mail before
+    /// what it does next (`drain_inbox_first`).
+    #[test]
+    fn a_send_that_happened_before_is_announced() {
+        loom::model(|| {
+            let mailbox = Arc::new(Mailbox::<usize>::new());
+            let bell = Arc::new(Doorbell::new());
+            let sent = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+            let first = {
+                let (mailbox, bell) = (mailbox.clone(), bell.clone());
+                thread::spawn(move || {
+                    let _ = mailbox.send(1, || bell.notify());
+                })
+            };
+            let second = {
+                let (mailbox, bell, sent) = (mailbox.clone(), bell.clone(), sent.clone());
+                thread::spawn(move || {
+                    let _ = mailbox.send(2, || bell.notify());
+                    sent.store(true, Ordering::Release);
+                })
+            };
+            if sent.load(Ordering::Acquire) {
+                assert!(bell.has_news(), "a message sent before is not announced");
+            }
+            first.join().unwrap();
+            second.join().unwrap();
         });
     }
 

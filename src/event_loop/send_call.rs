@@ -8,6 +8,7 @@
 //! 8-producer benchmark). Stored inline, the closure travels by value through the
 //! inbox's `Vec` and the loop's mail queue instead.
 
+use std::marker::PhantomData;
 use std::mem::{align_of, size_of, ManuallyDrop, MaybeUninit};
 use std::ptr;
 
@@ -29,9 +30,13 @@ struct Vtable {
 pub(crate) struct SendCall {
     vtable: &'static Vtable,
     slot: Slot,
+    /// Not `Send` nor `Sync` by itself (the slot's words say nothing of what they
+    /// hold): `Send` is granted below, for what `new` admits.
+    _erased: PhantomData<*mut ()>,
 }
 
-// SAFETY: `new` only takes `Send` closures, and the slot holds nothing else.
+// SAFETY: `new` only takes `Send` closures, and the slot holds nothing else. (Not
+// `Sync`: nothing needs it.)
 unsafe impl Send for SendCall {}
 
 impl SendCall {
@@ -56,6 +61,7 @@ impl SendCall {
         SendCall {
             vtable: vtable::<F>(),
             slot,
+            _erased: PhantomData,
         }
     }
 
