@@ -431,3 +431,105 @@ fn connections_accepted_after_the_last_turn_are_closed_with_the_loop() {
     }
     drop(listener);
 }
+
+/// Echoes what it receives.
+struct Echo(Option<shardloop::Transport>);
+
+impl shardloop::Protocol for Echo {
+    fn connection_made(&mut self, t: shardloop::Transport) {
+        self.0 = Some(t);
+    }
+    fn data_received(&mut self, data: &[u8]) {
+        if let Some(t) = &self.0 {
+            t.write(data);
+        }
+    }
+}
+
+/// A protocol server on the proactor accepts through the ring: more clients than
+/// one turn accepts are all served, by TCP and by Unix socket, and closing the
+/// server closes the listening socket at once (refused, and the port free again).
+#[test]
+fn a_protocol_server_accepts_through_the_ring_and_closes_at_once() {
+    // More than a turn's accepts (100): the accept task yields and goes on.
+    const CLIENTS: usize = 150;
+    let Some(lp) = proactor().filter(|_| ring_accepts()) else {
+        return;
+    };
+    shardloop::set_event_loop(Some(lp.clone()));
+    let dir = std::env::temp_dir().join(format!("shardloop-ring-proto-{}", std::process::id()));
+    let _ = std::fs::remove_file(&dir);
+    let l = lp.clone();
+    let unix_path = dir.clone();
+    lp.run_until_complete(async move {
+        let server = l.create_server(|| Echo(None), "127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        // The clients run on a thread: they connect all at once, then each sends.
+        let clients = std::thread::spawn(move || {
+            let mut socks: Vec<_> = (0..CLIENTS)
+                .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                .collect();
+            for (i, s) in socks.iter_mut().enumerate() {
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let msg = format!("hello {i}");
+                s.write_all(msg.as_bytes()).unwrap();
+                let mut got = vec![0u8; msg.len()];
+                s.read_exact(&mut got).unwrap();
+                assert_eq!(got, msg.as_bytes());
+            }
+        });
+        while !clients.is_finished() {
+            shardloop::time::sleep(Duration::from_millis(2)).await;
+        }
+        clients.join().unwrap();
+        server.close();
+        assert!(!server.is_serving());
+        assert!(
+            std::net::TcpStream::connect(addr).is_err(),
+            "refused once closed"
+        );
+        drop(TcpListener::bind(addr).expect("the port is free at once"));
+
+        let unix = l
+            .create_unix_server(|| Echo(None), &unix_path)
+            .await
+            .unwrap();
+        let mut c = std::os::unix::net::UnixStream::connect(&unix_path).unwrap();
+        let echo = std::thread::spawn(move || {
+            c.write_all(b"over unix").unwrap();
+            let mut got = [0u8; 9];
+            c.read_exact(&mut got).unwrap();
+            got
+        });
+        while !echo.is_finished() {
+            shardloop::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(&echo.join().unwrap(), b"over unix");
+        unix.close();
+        assert!(std::os::unix::net::UnixStream::connect(&unix_path).is_err());
+    })
+    .unwrap();
+    let _ = std::fs::remove_file(&dir);
+    shardloop::set_event_loop(None);
+}
+
+/// A ring-accepting protocol server whose loop closes is closed with it (as a
+/// readiness one is): it says it no longer serves, and its port is free.
+#[test]
+fn a_ring_accepting_protocol_server_closes_with_its_loop() {
+    let Some(lp) = proactor().filter(|_| ring_accepts()) else {
+        return;
+    };
+    shardloop::set_event_loop(Some(lp.clone()));
+    let l = lp.clone();
+    let server = lp
+        .run_until_complete(async move { l.create_server(|| Echo(None), "127.0.0.1:0").await })
+        .unwrap()
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    assert!(server.is_serving());
+    shardloop::set_event_loop(None);
+    lp.close().unwrap();
+    assert!(!server.is_serving(), "closed with its loop");
+    drop(std::net::TcpListener::bind(addr).expect("the port is free"));
+}

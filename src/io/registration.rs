@@ -65,7 +65,12 @@ impl<S: Source + AsRawFd> Registered<S> {
     /// whose kernel takes multishot accepts, the ring accepts its connections (no
     /// readiness poll for them).
     pub(crate) fn listener(source: S, what: &str) -> io::Result<Self> {
-        Self::register(&current_loop(what)?, source, Kind::Listener)
+        Self::listener_on(&current_loop(what)?, source)
+    }
+
+    /// [`listener`](Self::listener), with `lp`.
+    pub(crate) fn listener_on(lp: &EventLoop, source: S) -> io::Result<Self> {
+        Self::register(lp, source, Kind::Listener)
     }
 
     /// Registers the UDP socket `source` with this thread's loop; on a proactor loop

@@ -4,16 +4,24 @@
 //! Accepting is on the callback path too: a readable edge queues the listener, and
 //! when it runs it accepts up to [`ACCEPTS_PER_TURN`] connections (asyncio's
 //! backlog per event), each made a transport with a fresh protocol from the factory.
+//!
+//! On a proactor loop whose kernel takes multishot accepts, the ring accepts instead
+//! (`io/accepts.rs`: one `IORING_OP_ACCEPT` for the listener's life, no `accept4` of
+//! ours): a task of the server's takes the connections it queued, with the same
+//! factory, per-turn bound and back-off.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
+use std::task::{Poll, Waker};
 
-use mio::{Interest, Token};
+use mio::event::Source;
+use mio::{Interest, Registry, Token};
 
 use super::stream::{Conn, Stream};
 use super::Protocol;
@@ -21,10 +29,11 @@ use crate::error::panic_message;
 use crate::event_loop::ready::{Ready, Runnable};
 use crate::event_loop::LoopInner;
 use crate::io::reactor::{Readiness, ReadyQueue, Sink};
+use crate::io::registration::Registered;
 use crate::net::{connection_gone, out_of_resources, ACCEPT_BACKOFF};
 use crate::sync::Event;
 use crate::task::raw::drop_payload;
-use crate::EventLoop;
+use crate::{EventLoop, Task};
 
 /// Connections accepted per turn before the listener yields to the loop.
 const ACCEPTS_PER_TURN: usize = 100;
@@ -43,13 +52,76 @@ impl Listen {
         match self {
             Listen::Tcp(l) => {
                 let (s, peer) = l.accept()?;
-                // asyncio sets TCP_NODELAY on every TCP transport.
-                if let Err(e) = s.set_nodelay(true) {
-                    log::debug!("setting TCP_NODELAY on an accepted connection failed: {e}");
-                }
-                Ok((Stream::Tcp(s), Some(peer)))
+                Ok((tcp_stream(s), Some(peer)))
             }
             Listen::Unix(l) => Ok((Stream::Unix(l.accept()?.0), None)),
+        }
+    }
+
+    /// A connection the ring accepted (non-blocking and close-on-exec already), with
+    /// its peer's address for a TCP one (the ring does not give it: one
+    /// `getpeername`).
+    fn adopt(&self, fd: OwnedFd) -> io::Result<(Stream, Option<SocketAddr>)> {
+        match self {
+            Listen::Tcp(_) => {
+                let s = mio::net::TcpStream::from_std(std::net::TcpStream::from(fd));
+                let peer = s.peer_addr()?;
+                Ok((tcp_stream(s), Some(peer)))
+            }
+            Listen::Unix(_) => {
+                let s = std::os::unix::net::UnixStream::from(fd);
+                Ok((Stream::Unix(mio::net::UnixStream::from_std(s)), None))
+            }
+        }
+    }
+}
+
+/// An accepted TCP connection, made a transport's stream.
+fn tcp_stream(s: mio::net::TcpStream) -> Stream {
+    // asyncio sets TCP_NODELAY on every TCP transport.
+    if let Err(e) = s.set_nodelay(true) {
+        log::debug!("setting TCP_NODELAY on an accepted connection failed: {e}");
+    }
+    Stream::Tcp(s)
+}
+
+/// A listening socket is registered like any mio source (for the ring's accepts).
+impl Source for Listen {
+    fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
+        match self {
+            Listen::Tcp(l) => l.register(registry, token, interests),
+            Listen::Unix(l) => l.register(registry, token, interests),
+        }
+    }
+
+    fn reregister(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
+        match self {
+            Listen::Tcp(l) => l.reregister(registry, token, interests),
+            Listen::Unix(l) => l.reregister(registry, token, interests),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            Listen::Tcp(l) => l.deregister(registry),
+            Listen::Unix(l) => l.deregister(registry),
+        }
+    }
+}
+
+/// The listening socket, as the loop serves it.
+enum Socket {
+    /// Readiness: the reactor queues the listener, which accepts (`accept_ready`).
+    Readiness(Listen),
+    /// The ring accepts; the server's accept task takes what it queued.
+    Ring(Registered<Listen>),
+}
+
+impl Socket {
+    fn listen(&self) -> &Listen {
+        match self {
+            Socket::Readiness(l) => l,
+            Socket::Ring(r) => r.get_ref(),
         }
     }
 }
@@ -68,8 +140,12 @@ pub(super) struct Listener {
     lp: Weak<LoopInner>,
     me: Weak<Listener>,
     /// None once closed.
-    socket: RefCell<Option<Listen>>,
+    socket: RefCell<Option<Socket>>,
+    /// The readiness registration's token (none for ring accepts).
     token: Cell<Option<Token>>,
+    /// The task that takes the ring's accepts, while it waits for one (ring accepts
+    /// only): `close` wakes it, and it ends.
+    accept_waker: Cell<Option<Waker>>,
     factory: RefCell<Option<Factory>>,
     /// The protocol's type name, for reports and logs.
     name: &'static str,
@@ -111,11 +187,17 @@ impl Listener {
             Listen::Tcp(l) => l.local_addr().ok(),
             Listen::Unix(_) => None,
         };
+        let by_ring = lp.inner.reactor.ring().is_some_and(|ring| ring.accepts_by_ring());
+        let socket = match by_ring {
+            true => Socket::Ring(Registered::listener_on(lp, socket)?),
+            false => Socket::Readiness(socket),
+        };
         let listener = Rc::new_cyclic(|me| Listener {
             lp: Rc::downgrade(&lp.inner),
             me: me.clone(),
             socket: RefCell::new(Some(socket)),
             token: Cell::new(None),
+            accept_waker: Cell::new(None),
             factory: RefCell::new(Some(factory)),
             name,
             local,
@@ -126,11 +208,16 @@ impl Listener {
             closed: Event::new(),
             idle: Event::new(),
         });
-        let token = lp
-            .inner
-            .reactor
-            .register_sink(fd, Interest::READABLE, listener.clone())?;
-        listener.token.set(Some(token));
+        if by_ring {
+            let task: Task<()> = lp.create_task(accept_by_ring(listener.clone()))?;
+            task.detach();
+        } else {
+            let token = lp
+                .inner
+                .reactor
+                .register_sink(fd, Interest::READABLE, listener.clone())?;
+            listener.token.set(Some(token));
+        }
         Ok(Server { listener })
     }
 
@@ -141,7 +228,7 @@ impl Listener {
     fn accept_ready(&self, lp: &EventLoop) {
         for _ in 0..ACCEPTS_PER_TURN {
             let accepted = match self.socket.borrow().as_ref() {
-                Some(l) => l.accept(),
+                Some(s) => s.listen().accept(),
                 None => return,
             };
             match accepted {
@@ -190,15 +277,7 @@ impl Listener {
     /// asyncio's answer to a failing accept: stop accepting for a while (the
     /// connections wait in the backlog), then go on.
     fn back_off(&self, lp: &EventLoop, err: io::Error) {
-        if out_of_resources(&err) {
-            log::warn!(
-                "{}: accept failed: {err}; trying again in {} ms",
-                self.describe(),
-                ACCEPT_BACKOFF.as_millis()
-            );
-        } else {
-            log::error!("{}: accept failed: {err}", self.describe());
-        }
+        self.report_accept_failure(&err);
         let Some(me) = self.me.upgrade() else {
             return;
         };
@@ -210,6 +289,18 @@ impl Listener {
         });
         if retry.is_err() {
             self.backing_off.set(false);
+        }
+    }
+
+    fn report_accept_failure(&self, err: &io::Error) {
+        if out_of_resources(err) {
+            log::warn!(
+                "{}: accept failed: {err}; trying again in {} ms",
+                self.describe(),
+                ACCEPT_BACKOFF.as_millis()
+            );
+        } else {
+            log::error!("{}: accept failed: {err}", self.describe());
         }
     }
 
@@ -237,11 +328,21 @@ impl Listener {
             self.maybe_idle();
         }
         let socket = self.socket.borrow_mut().take();
-        if let (Some(socket), Some(token)) = (socket, self.token.take()) {
-            if let Some(lp) = self.lp.upgrade() {
-                lp.reactor.deregister_fd(socket.as_raw_fd(), token);
+        match (socket, self.token.take()) {
+            (Some(Socket::Readiness(socket)), Some(token)) => {
+                if let Some(lp) = self.lp.upgrade() {
+                    lp.reactor.deregister_fd(socket.as_raw_fd(), token);
+                }
+                drop(socket);
             }
-            drop(socket);
+            // Dropping the registration cancels the ring's accept and closes what it
+            // queued; the accept task, woken, finds no socket and ends.
+            (socket, _) => {
+                drop(socket);
+                if let Some(waker) = self.accept_waker.take() {
+                    waker.wake();
+                }
+            }
         }
         let factory = self.factory.borrow_mut().take();
         if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(factory))) {
@@ -259,6 +360,64 @@ impl Listener {
             Some(a) => format!("server on {a}"),
             None => "unix server".to_string(),
         }
+    }
+}
+
+/// The accept task of a server whose connections the ring accepts: takes them as
+/// they come, [`ACCEPTS_PER_TURN`] per turn of the loop, until the server closes.
+fn accept_by_ring(me: Rc<Listener>) -> impl std::future::Future<Output = ()> {
+    /// The loop closing drops the task (polled or not yet): the server closes with
+    /// it, as a readiness server does when its loop closes (`Sink::on_loop_close`).
+    struct CloseOnDrop(Rc<Listener>);
+    impl Drop for CloseOnDrop {
+        fn drop(&mut self) {
+            self.0.accept_waker.take();
+            self.0.close();
+        }
+    }
+    let guard = CloseOnDrop(me);
+    async move {
+        let me = &guard.0;
+        accept_all(me).await;
+    }
+}
+
+async fn accept_all(me: &Rc<Listener>) {
+    loop {
+        for _ in 0..ACCEPTS_PER_TURN {
+            let next = std::future::poll_fn(|cx| match me.socket.borrow().as_ref() {
+                Some(Socket::Ring(ring)) => {
+                    let next = ring
+                        .poll_accept_ring(cx)
+                        .expect("a listener registered for ring accepts");
+                    if next.is_pending() {
+                        me.accept_waker.set(Some(cx.waker().clone()));
+                    }
+                    next.map(Some)
+                }
+                _ => Poll::Ready(None),
+            })
+            .await;
+            let (Some(accepted), Some(lp)) = (next, me.event_loop()) else {
+                return;
+            };
+            // The borrow ends before `serve`, which runs the factory and
+            // `connection_made` (either may close the server).
+            let adopted = accepted.and_then(|fd| match me.socket.borrow().as_ref() {
+                Some(socket) => socket.listen().adopt(fd).map_err(crate::net::peer_gone),
+                None => Err(io::ErrorKind::NotConnected.into()),
+            });
+            match adopted {
+                Ok((stream, peer)) => me.serve(&lp, stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted || connection_gone(&e) => {}
+                Err(_) if me.socket.borrow().is_none() => return,
+                Err(e) => {
+                    me.report_accept_failure(&e);
+                    crate::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            }
+        }
+        crate::yield_now().await;
     }
 }
 
@@ -391,5 +550,47 @@ impl fmt::Debug for Server {
             .field("local_addr", &self.listener.local)
             .field("serving", &self.is_serving())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Socket;
+    use crate::{EventLoop, Protocol, Transport};
+
+    struct Quiet;
+    impl Protocol for Quiet {
+        fn connection_made(&mut self, _: Transport) {}
+        fn data_received(&mut self, _: &[u8]) {}
+    }
+
+    /// The socket a loop's server listens with: whether the ring accepts for it.
+    fn accepts_by_ring(lp: &EventLoop) -> bool {
+        crate::set_event_loop(Some(lp.clone()));
+        let l = lp.clone();
+        let server = lp
+            .run_until_complete(async move { l.create_server(|| Quiet, "127.0.0.1:0").await })
+            .unwrap()
+            .unwrap();
+        let by_ring = matches!(server.listener.socket.borrow().as_ref(), Some(Socket::Ring(_)));
+        server.close();
+        crate::set_event_loop(None);
+        by_ring
+    }
+
+    /// A proactor whose kernel takes multishot accepts serves through the ring; an
+    /// epoll loop by readiness.
+    #[test]
+    fn a_proactor_server_accepts_through_the_ring() {
+        assert!(!accepts_by_ring(&EventLoop::builder().proactor(false).build().unwrap()));
+        // valgrind cannot follow io_uring (CI runs the lib tests under it).
+        if std::env::var("LD_PRELOAD").is_ok_and(|v| v.contains("vgpreload")) {
+            return;
+        }
+        let Ok(lp) = EventLoop::builder().proactor(true).build() else {
+            return eprintln!("skipped: no io_uring here");
+        };
+        let multishot = lp.inner.reactor.ring().is_some_and(|r| r.accepts_by_ring());
+        assert_eq!(accepts_by_ring(&lp), multishot);
     }
 }
