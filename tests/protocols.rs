@@ -1077,6 +1077,77 @@ fn server_serve_forever_ends_with_close_and_closes_when_cancelled() {
     lp.run_until_complete(other.wait_closed()).unwrap();
 }
 
+/// The server side of every connection made so far, once all `n` are made.
+fn peers(lp: &EventLoop, conns: &Conns, n: usize) -> Vec<(Log, Transport)> {
+    run_until(lp, || {
+        let conns = conns.borrow();
+        conns.len() == n && conns.iter().all(|(_, slot)| slot.borrow().is_some())
+    });
+    let conns = conns.borrow();
+    conns
+        .iter()
+        .map(|(log, slot)| (log.clone(), slot.borrow().clone().unwrap()))
+        .collect()
+}
+
+// test_server.py (3.13): test_close_clients. `close` then `close_clients`: every
+// connection sends what it buffered, then ends (connection_lost once, with no
+// error), and `wait_closed` returns.
+#[test]
+fn close_clients_sends_what_is_buffered_then_closes_every_connection() {
+    let lp = new_loop();
+    let (server, conns) = recording_server(&lp, Rec::new);
+    let addr = server.local_addr().unwrap();
+    let mut clients: Vec<_> = (0..3).map(|_| std_client(addr)).collect();
+    let peers = peers(&lp, &conns, 3);
+    for (_, t) in &peers {
+        t.write(format!("bye {}", t.peer_addr().unwrap().port()).as_bytes());
+    }
+    server.close();
+    server.close_clients();
+    run_until(&lp, || peers.iter().all(|(log, _)| lost_count(log) == 1));
+    for (log, t) in &peers {
+        assert_eq!(log.borrow().last(), Some(&Ev::Lost(None)));
+        assert!(t.is_closing());
+    }
+    lp.run_until_complete(server.wait_closed()).unwrap();
+    for c in &mut clients {
+        let mut got = Vec::new();
+        run_until(&lp, || read_some(c, &mut got));
+        let port = c.local_addr().unwrap().port();
+        assert_eq!(got, format!("bye {port}").as_bytes(), "sent, then the end");
+    }
+    assert!(
+        StdTcpStream::connect(addr).is_err(),
+        "the server was closed first"
+    );
+}
+
+// test_server.py (3.13): test_abort_clients. What the transports buffered is
+// dropped, connection_lost comes once, and the server itself goes on serving.
+#[test]
+fn abort_clients_drops_what_is_buffered_and_the_server_serves_on() {
+    const BIG: usize = 16 << 20;
+    let lp = new_loop();
+    let (server, conns) = recording_server(&lp, Rec::new);
+    let addr = server.local_addr().unwrap();
+    // The client does not read: most of the write stays in the transport.
+    let mut client = std_client(addr);
+    let (log, t) = peers(&lp, &conns, 1).remove(0);
+    t.write(&vec![7u8; BIG]);
+    assert!(t.get_write_buffer_size() > 0, "more than the socket takes");
+    server.abort_clients();
+    run_until(&lp, || lost_count(&log) == 1);
+    assert_eq!(log.borrow().last(), Some(&Ev::Lost(None)));
+    assert_eq!(t.get_write_buffer_size(), 0, "the buffer was dropped");
+    let mut got = Vec::new();
+    run_until(&lp, || read_some(&mut client, &mut got));
+    assert!(got.len() < BIG, "the client got all {BIG} bytes");
+    assert!(server.is_serving());
+    let _again = std_client(addr);
+    assert_eq!(peers(&lp, &conns, 2).len(), 2, "a new client is served");
+}
+
 // ---------------------------------------------------------------------------------------
 // Running out of file descriptors
 // ---------------------------------------------------------------------------------------

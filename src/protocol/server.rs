@@ -21,9 +21,10 @@ use std::rc::{Rc, Weak};
 use std::task::{Poll, Waker};
 
 use mio::event::Source;
+use slab::Slab;
 use mio::{Interest, Registry, Token};
 
-use super::stream::{Conn, Stream};
+use super::stream::{Conn, Stream, Transport};
 use super::Protocol;
 use crate::error::panic_message;
 use crate::event_loop::ready::{Ready, Runnable};
@@ -154,8 +155,9 @@ pub(super) struct Listener {
     queued: Cell<bool>,
     /// Waiting out an accept failure (out of descriptors, say) before trying again.
     backing_off: Cell<bool>,
-    /// Connections accepted whose `connection_lost` is not delivered yet.
-    connections: Cell<usize>,
+    /// Connections accepted whose `connection_lost` is not delivered yet (for
+    /// `close_clients` and `abort_clients`; weak: a connection's life is its own).
+    clients: RefCell<Slab<Weak<Conn>>>,
     /// Set by `close`.
     closed: Event,
     /// Set once closed and every connection is lost.
@@ -164,12 +166,16 @@ pub(super) struct Listener {
 
 /// Counts one accepted connection for its server; dropped when the connection's
 /// `connection_lost` has been delivered.
-pub(super) struct Accepted(Rc<Listener>);
+pub(super) struct Accepted {
+    server: Rc<Listener>,
+    /// Its entry in the server's `clients`.
+    key: usize,
+}
 
 impl Drop for Accepted {
     fn drop(&mut self) {
-        let l = &self.0;
-        l.connections.set(l.connections.get() - 1);
+        let l = &self.server;
+        l.clients.borrow_mut().remove(self.key);
         l.maybe_idle();
     }
 }
@@ -204,7 +210,7 @@ impl Listener {
             readable: Cell::new(false),
             queued: Cell::new(false),
             backing_off: Cell::new(false),
-            connections: Cell::new(0),
+            clients: RefCell::new(Slab::new()),
             closed: Event::new(),
             idle: Event::new(),
         });
@@ -257,9 +263,9 @@ impl Listener {
         match made {
             Ok(protocol) => match Conn::start(lp, stream, peer, protocol, self.name) {
                 Ok(transport) => {
-                    if let Some(me) = self.me.upgrade() {
-                        self.connections.set(self.connections.get() + 1);
-                        transport.count_for(Accepted(me));
+                    if let Some(server) = self.me.upgrade() {
+                        let key = self.clients.borrow_mut().insert(transport.downgrade());
+                        transport.count_for(Accepted { server, key });
                     }
                 }
                 Err(e) => {
@@ -314,9 +320,17 @@ impl Listener {
         }
     }
 
+    /// The transports of its connections still open (taken out before any is
+    /// closed: closing one runs no protocol code now, but the list must not be
+    /// borrowed while transports change).
+    fn open_clients(&self) -> Vec<Transport> {
+        let clients = self.clients.borrow();
+        clients.iter().filter_map(|(_, c)| Transport::upgrade(c)).collect()
+    }
+
     /// Closed, and no connection left: what `wait_closed` waits for.
     fn maybe_idle(&self) {
-        if self.connections.get() == 0 && self.closed.is_set() {
+        if self.clients.borrow().is_empty() && self.closed.is_set() {
             self.idle.set();
         }
     }
@@ -492,6 +506,49 @@ impl Server {
     /// nothing.
     pub fn close(&self) {
         self.listener.close();
+    }
+
+    /// Closes every connection it accepted that is still open: each transport's
+    /// [`close`](Transport::close), so what it buffered is sent first (asyncio
+    /// 3.13's `close_clients`). Call [`close`](Self::close) first, or new clients
+    /// may connect meanwhile.
+    ///
+    /// ```
+    /// # use shardloop::{Protocol, Transport};
+    /// struct Hold;
+    /// impl Protocol for Hold {
+    ///     fn connection_made(&mut self, t: Transport) { t.write(b"hi") }
+    ///     fn data_received(&mut self, _: &[u8]) {}
+    /// }
+    /// shardloop::run(async {
+    ///     let lp = shardloop::get_event_loop()?;
+    ///     let server = lp.create_server(|| Hold, "127.0.0.1:0").await?;
+    ///     let mut client = shardloop::net::TcpStream::connect(server.local_addr()?).await?;
+    ///     let mut hi = [0u8; 2];
+    ///     futures_util::AsyncReadExt::read_exact(&mut client, &mut hi).await?;
+    ///     server.close();
+    ///     server.close_clients();
+    ///     server.wait_closed().await; // every connection is lost now
+    ///     let mut rest = Vec::new();
+    ///     futures_util::AsyncReadExt::read_to_end(&mut client, &mut rest).await?;
+    ///     assert!(rest.is_empty()); // the server side closed
+    ///     Ok::<_, Box<dyn std::error::Error>>(())
+    /// })??;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn close_clients(&self) {
+        for t in self.listener.open_clients() {
+            t.close();
+        }
+    }
+
+    /// Aborts every connection it accepted that is still open: each transport's
+    /// [`abort`](Transport::abort), dropping what it buffered (asyncio 3.13's
+    /// `abort_clients`).
+    pub fn abort_clients(&self) {
+        for t in self.listener.open_clients() {
+            t.abort();
+        }
     }
 
     /// Whether it is still accepting connections.

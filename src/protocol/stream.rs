@@ -394,6 +394,16 @@ pub struct Transport {
 }
 
 impl Transport {
+    /// A reference to the connection that does not keep it alive.
+    pub(super) fn downgrade(&self) -> Weak<Conn> {
+        Rc::downgrade(&self.conn)
+    }
+
+    /// The transport of a connection still alive.
+    pub(super) fn upgrade(conn: &Weak<Conn>) -> Option<Transport> {
+        conn.upgrade().map(|conn| Transport { conn })
+    }
+
     /// Counts this connection for the server that accepted it, until its
     /// `connection_lost` is delivered (at once if it was already).
     pub(super) fn count_for(&self, accepted: Accepted) {
