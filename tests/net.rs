@@ -8,10 +8,9 @@
 //! test asserts how long anything takes.
 
 use std::cell::Cell;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::Shutdown;
 use std::path::PathBuf;
-use std::process::Command;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -22,6 +21,8 @@ use shardloop::spawn;
 
 #[path = "support/bounded.rs"]
 mod bounded;
+#[path = "support/emfile.rs"]
+mod emfile;
 use bounded::{block_on, run_bounded, HANG_LIMIT};
 
 /// Bytes that differ per connection and per position, so that data from the wrong
@@ -587,97 +588,30 @@ fn operations_on_a_closed_loop_fail_instead_of_hanging() {
 // Running out of file descriptors
 // ---------------------------------------------------------------------------------------
 
-/// Set in the child process that the EMFILE test runs itself in.
-const EMFILE_CHILD: &str = "SHARDLOOP_TEST_EMFILE_CHILD";
-const EMFILE_DONE: &str = "emfile child: every client was served";
-
-/// Counts the warnings `accept` logs, so the child can tell it hit EMFILE.
-struct WarnCounter;
-
-static WARNINGS: AtomicUsize = AtomicUsize::new(0);
-
-impl log::Log for WarnCounter {
-    fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= log::Level::Warn
-    }
-    fn log(&self, r: &log::Record) {
-        if r.level() == log::Level::Warn && r.args().to_string().contains("accept failed") {
-            WARNINGS.fetch_add(1, Ordering::SeqCst);
-        }
-        eprintln!("[{}] {}", r.level(), r.args());
-    }
-    fn flush(&self) {}
-}
-
 /// Lowering RLIMIT_NOFILE would starve the whole test process, so the test runs
-/// itself again in a child process (this binary, this test only, with EMFILE_CHILD
-/// set) and checks that the child served every client.
+/// itself again in a child process (`support/emfile.rs`) and checks that the child
+/// served every client.
 #[test]
 fn accept_backs_off_when_out_of_fds_and_keeps_serving() {
-    if std::env::var_os(EMFILE_CHILD).is_some() {
-        emfile_child();
-        return;
+    if emfile::in_child() {
+        return emfile_child();
     }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "accept_backs_off_when_out_of_fds_and_keeps_serving",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(EMFILE_CHILD, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "child failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    assert!(
-        stdout.contains(EMFILE_DONE),
-        "the child did not run the scenario\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    emfile::run_in_child("accept_backs_off_when_out_of_fds_and_keeps_serving");
 }
 
 fn emfile_child() {
     const CLIENTS: usize = 12;
     const FREED: usize = 2;
-    log::set_logger(&WarnCounter).unwrap();
-    log::set_max_level(log::LevelFilter::Warn);
+    emfile::count_accept_warnings();
 
     let lp = shardloop::new_event_loop().unwrap();
     shardloop::set_event_loop(Some(lp.clone()));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
 
-    // Clients connect (the kernel completes the handshakes into the backlog) and
-    // send their byte before the descriptors run out.
-    let mut clients = Vec::new();
-    for i in 0..CLIENTS {
-        let mut c = std::net::TcpStream::connect(addr).unwrap();
-        c.set_read_timeout(Some(HANG_LIMIT)).unwrap();
-        c.write_all(&[i as u8]).unwrap();
-        clients.push(c);
-    }
-
-    // Take every descriptor left under a low limit.
-    let limit = libc::rlimit {
-        rlim_cur: 256,
-        rlim_max: 256,
-    };
-    // SAFETY: setrlimit reads the struct we pass and nothing else.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
-    assert_eq!(rc, 0, "setrlimit: {}", io::Error::last_os_error());
-    let mut hogs = Vec::new();
-    let exhausted = loop {
-        match std::fs::File::open("/dev/null") {
-            Ok(f) => hogs.push(f),
-            Err(e) => break e,
-        }
-    };
-    assert_eq!(exhausted.raw_os_error(), Some(libc::EMFILE));
-    assert!(hogs.len() >= FREED, "too few descriptors to hog");
+    // Clients connect and send their byte before the descriptors run out.
+    let clients = emfile::clients_that_sent_a_byte(addr, CLIENTS, HANG_LIMIT);
+    let mut hogs = emfile::take_every_descriptor(FREED);
 
     // The clients wait for their echo on a thread (no descriptor needed for that).
     let client_thread = std::thread::spawn(move || {
@@ -691,7 +625,7 @@ fn emfile_child() {
     let served = run_bounded(&lp, async move {
         // Frees a few descriptors once accept has reported running out.
         let freer = spawn(async move {
-            while WARNINGS.load(Ordering::SeqCst) == 0 {
+            while emfile::accept_warnings() == 0 {
                 shardloop::time::sleep(Duration::from_millis(10)).await;
             }
             hogs.truncate(hogs.len() - FREED);
@@ -712,10 +646,6 @@ fn emfile_child() {
     });
     client_thread.join().unwrap();
     assert_eq!(served, CLIENTS);
-    assert_eq!(
-        WARNINGS.load(Ordering::SeqCst),
-        1,
-        "logged once per episode"
-    );
-    println!("{EMFILE_DONE}");
+    assert_eq!(emfile::accept_warnings(), 1, "logged once per episode");
+    emfile::child_done();
 }

@@ -16,6 +16,9 @@ use std::time::Duration;
 
 use shardloop::{DatagramProtocol, DatagramTransport, EventLoop, Protocol, Transport};
 
+#[path = "support/emfile.rs"]
+mod emfile;
+
 /// What a protocol was told, in order.
 #[derive(Debug, Clone, PartialEq)]
 enum Ev {
@@ -1152,62 +1155,24 @@ fn abort_clients_drops_what_is_buffered_and_the_server_serves_on() {
 // Running out of file descriptors
 // ---------------------------------------------------------------------------------------
 
-/// Set in the child process that the EMFILE test runs itself in.
-const EMFILE_CHILD: &str = "SHARDLOOP_TEST_PROTOCOL_EMFILE_CHILD";
-const EMFILE_DONE: &str = "emfile child: every connection was served";
-
-/// Counts the warnings a failing accept logs, so the child can tell it hit EMFILE.
-struct WarnCounter;
-
-static ACCEPT_WARNINGS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-impl log::Log for WarnCounter {
-    fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= log::Level::Warn
-    }
-    fn log(&self, r: &log::Record) {
-        if r.level() == log::Level::Warn && r.args().to_string().contains("accept failed") {
-            ACCEPT_WARNINGS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        eprintln!("[{}] {}", r.level(), r.args());
-    }
-    fn flush(&self) {}
-}
-
 /// A protocol server out of file descriptors backs off and keeps serving (asyncio's
 /// answer, and what `TcpListener` does): once descriptors are free again, every
 /// connection that waited in the backlog is served. On both loops: on the proactor
 /// the ring's accept ends with the error and is submitted again after the pause.
-/// Lowering RLIMIT_NOFILE would starve the whole test process, so the test runs
-/// itself again in a child process.
+/// The test runs itself in a child process with a low descriptor limit
+/// (`support/emfile.rs`).
 #[test]
 fn a_server_out_of_descriptors_backs_off_and_keeps_serving() {
-    if std::env::var_os(EMFILE_CHILD).is_some() {
+    if emfile::in_child() {
         return emfile_child();
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "a_server_out_of_descriptors_backs_off_and_keeps_serving",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(EMFILE_CHILD, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains(EMFILE_DONE),
-        "the child failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    emfile::run_in_child("a_server_out_of_descriptors_backs_off_and_keeps_serving");
 }
 
 fn emfile_child() {
     const CLIENTS: usize = 12;
     const FREED: usize = 2;
-    log::set_logger(&WarnCounter).unwrap();
-    log::set_max_level(log::LevelFilter::Warn);
+    emfile::count_accept_warnings();
     let lp = new_loop();
     // Each connection echoes its byte and closes, giving its descriptor back.
     let served = Rc::new(Cell::new(0usize));
@@ -1234,34 +1199,11 @@ fn emfile_child() {
     // The server has not accepted yet: its first turn comes with the loop's next
     // run (on the proactor its accept task, and with it the ring's accept, is first
     // polled then), after the descriptors are gone.
-    let mut clients = Vec::new();
-    for i in 0..CLIENTS {
-        let mut c = StdTcpStream::connect(addr).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        c.write_all(&[i as u8]).unwrap();
-        clients.push(c);
-    }
-    let limit = libc::rlimit {
-        rlim_cur: 256,
-        rlim_max: 256,
-    };
-    // SAFETY: setrlimit reads the struct we pass and nothing else.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
-    assert_eq!(rc, 0, "setrlimit: {}", io::Error::last_os_error());
-    let mut hogs = Vec::new();
-    let exhausted = loop {
-        match std::fs::File::open("/dev/null") {
-            Ok(f) => hogs.push(f),
-            Err(e) => break e,
-        }
-    };
-    assert_eq!(exhausted.raw_os_error(), Some(libc::EMFILE));
-    assert!(hogs.len() >= FREED, "too few descriptors to hog");
+    let clients = emfile::clients_that_sent_a_byte(addr, CLIENTS, Duration::from_secs(30));
+    let mut hogs = emfile::take_every_descriptor(FREED);
     // Nothing can be accepted until the server has said it ran out; then a few
     // descriptors come back, and every client is served through them.
-    run_until(&lp, || {
-        ACCEPT_WARNINGS.load(std::sync::atomic::Ordering::SeqCst) > 0
-    });
+    run_until(&lp, || emfile::accept_warnings() > 0);
     assert_eq!(served.get(), 0, "served with no descriptor free");
     hogs.truncate(hogs.len() - FREED);
     run_until(&lp, || served.get() == CLIENTS);
@@ -1271,5 +1213,5 @@ fn emfile_child() {
         assert_eq!(b[0], i as u8);
     }
     assert!(server.is_serving());
-    println!("{EMFILE_DONE}");
+    emfile::child_done();
 }
