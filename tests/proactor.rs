@@ -514,7 +514,9 @@ fn a_protocol_server_accepts_through_the_ring_and_closes_at_once() {
 }
 
 /// A ring-accepting protocol server whose loop closes is closed with it (as a
-/// readiness one is): it says it no longer serves, and its port is free.
+/// readiness one is): it says it no longer serves, its port is free, and a
+/// connection the kernel accepted after the loop's last turn (nobody took it from
+/// the ring) is closed, so its client sees the end.
 #[test]
 fn a_ring_accepting_protocol_server_closes_with_its_loop() {
     let Some(lp) = proactor().filter(|_| ring_accepts()) else {
@@ -523,13 +525,27 @@ fn a_ring_accepting_protocol_server_closes_with_its_loop() {
     shardloop::set_event_loop(Some(lp.clone()));
     let l = lp.clone();
     let server = lp
-        .run_until_complete(async move { l.create_server(|| Echo(None), "127.0.0.1:0").await })
+        .run_until_complete(async move {
+            let server = l.create_server(|| Echo(None), "127.0.0.1:0").await?;
+            // One echo: the accept task runs, and the ring's accept is live.
+            let mut c = TcpStream::connect(server.local_addr()?).await?;
+            c.write_all(b"ping").await?;
+            let mut got = [0u8; 4];
+            c.read_exact(&mut got).await?;
+            assert_eq!(&got, b"ping");
+            Ok::<_, std::io::Error>(server)
+        })
         .unwrap()
         .unwrap();
     let addr = server.local_addr().unwrap();
     assert!(server.is_serving());
+    // The loop is not running: the kernel accepts this one into the ring.
+    let mut late = std::net::TcpStream::connect(addr).unwrap();
+    late.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     shardloop::set_event_loop(None);
     lp.close().unwrap();
     assert!(!server.is_serving(), "closed with its loop");
+    assert_sees_the_end(&mut late);
     drop(std::net::TcpListener::bind(addr).expect("the port is free"));
 }

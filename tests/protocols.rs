@@ -1094,36 +1094,100 @@ fn peers(lp: &EventLoop, conns: &Conns, n: usize) -> Vec<(Log, Transport)> {
 }
 
 // test_server.py (3.13): test_close_clients. `close` then `close_clients`: every
-// connection sends what it buffered, then ends (connection_lost once, with no
-// error), and `wait_closed` returns.
+// connection sends all it buffered (more than the socket takes: a `close_clients`
+// that aborted would lose it), then ends (connection_lost once, with no error), and
+// `wait_closed` returns.
 #[test]
 fn close_clients_sends_what_is_buffered_then_closes_every_connection() {
+    const BIG: usize = 4 << 20;
     let lp = new_loop();
     let (server, conns) = recording_server(&lp, Rec::new);
     let addr = server.local_addr().unwrap();
     let mut clients: Vec<_> = (0..3).map(|_| std_client(addr)).collect();
     let peers = peers(&lp, &conns, 3);
     for (_, t) in &peers {
-        t.write(format!("bye {}", t.peer_addr().unwrap().port()).as_bytes());
+        let port = t.peer_addr().unwrap().port();
+        t.write(&vec![port as u8; BIG]);
+        assert!(t.get_write_buffer_size() > 0, "more than the socket takes");
     }
     server.close();
     server.close_clients();
-    run_until(&lp, || peers.iter().all(|(log, _)| lost_count(log) == 1));
     for (log, t) in &peers {
-        assert_eq!(log.borrow().last(), Some(&Ev::Lost(None)));
         assert!(t.is_closing());
+        assert_eq!(lost_count(log), 0, "not lost before its buffer is sent");
+    }
+    let mut got = vec![Vec::new(); clients.len()];
+    let mut ended = vec![false; clients.len()];
+    run_until(&lp, || {
+        for (i, c) in clients.iter_mut().enumerate() {
+            ended[i] = ended[i] || read_some(c, &mut got[i]);
+        }
+        ended.iter().all(|e| *e)
+    });
+    for (c, got) in clients.iter().zip(&got) {
+        let port = c.local_addr().unwrap().port();
+        assert_eq!(got.len(), BIG, "all of it, then the end");
+        assert!(got.iter().all(|b| *b == port as u8));
+    }
+    run_until(&lp, || peers.iter().all(|(log, _)| lost_count(log) == 1));
+    for (log, _) in &peers {
+        assert_eq!(log.borrow().last(), Some(&Ev::Lost(None)));
     }
     lp.run_until_complete(server.wait_closed()).unwrap();
-    for c in &mut clients {
-        let mut got = Vec::new();
-        run_until(&lp, || read_some(c, &mut got));
-        let port = c.local_addr().unwrap().port();
-        assert_eq!(got, format!("bye {port}").as_bytes(), "sent, then the end");
-    }
     assert!(
         StdTcpStream::connect(addr).is_err(),
         "the server was closed first"
     );
+}
+
+// A server closed from its own callbacks: by the factory (which asyncio allows: the
+// factory runs with the server open) and, with `close_clients`, by a protocol's
+// `connection_made`. Neither is a panic, and `wait_closed` still waits for the
+// connection being made, which counts from before `connection_made`.
+#[test]
+fn a_server_closed_from_its_own_callbacks_waits_for_that_connection() {
+    let lp = new_loop();
+    let reported = Rc::new(Cell::new(0usize));
+    let r = reported.clone();
+    lp.set_exception_handler(move |_| r.set(r.get() + 1));
+    let server_slot: Rc<RefCell<Option<Rc<shardloop::Server>>>> = Rc::default();
+    let slot = server_slot.clone();
+    let log = Log::default();
+    let made = log.clone();
+    let server = Rc::new(
+        lp.run_until_complete(lp.create_server(
+            move || {
+                if let Some(server) = slot.borrow().as_ref() {
+                    server.close();
+                }
+                Rec {
+                    keep_open_on_eof: false,
+                    ..Rec::new(&made)
+                }
+            },
+            "127.0.0.1:0",
+        ))
+        .unwrap()
+        .unwrap(),
+    );
+    server_slot.replace(Some(server.clone()));
+    let addr = server.local_addr().unwrap();
+    let mut client = std_client(addr);
+    run_until(&lp, || log.borrow().first() == Some(&Ev::Made));
+    assert!(!server.is_serving(), "the factory closed it");
+    assert_eq!(reported.get(), 0, "no panic: {} reported", reported.get());
+    let s = server.clone();
+    let waiting = lp
+        .create_task(async move { s.wait_closed().await })
+        .unwrap();
+    spin(&lp, 5);
+    assert!(!waiting.is_finished(), "a connection is still open");
+    // The client leaves; the connection ends and the server is idle.
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    run_until(&lp, || lost_count(&log) == 1);
+    lp.run_until_complete(waiting).unwrap().unwrap();
+    let _ = read_some(&mut client, &mut Vec::new());
+    server_slot.replace(None);
 }
 
 // test_server.py (3.13): test_abort_clients. What the transports buffered is

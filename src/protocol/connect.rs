@@ -166,7 +166,7 @@ impl EventLoop {
         factory: impl FnOnce() -> P,
     ) -> io::Result<(Transport, Rc<RefCell<P>>)> {
         let protocol = Rc::new(RefCell::new(factory()));
-        let transport = Conn::start(self, socket, peer, protocol.clone(), std::any::type_name::<P>())?;
+        let transport = Conn::start(self, socket, peer, protocol.clone(), std::any::type_name::<P>(), |_| ())?;
         Ok((transport, protocol))
     }
 }

@@ -253,6 +253,14 @@ impl Listener {
     /// Makes the connection's protocol and transport. A factory that panics loses
     /// this connection only (reported to the exception handler).
     fn serve(&self, lp: &EventLoop, stream: Stream, peer: Option<SocketAddr>) {
+        let Some(server) = self.me.upgrade() else {
+            return;
+        };
+        // Counted from before the factory runs: it, or `connection_made`, may close
+        // the server (or its clients), and `wait_closed` must wait for (and
+        // `close_clients` find) this connection. Dropped unattached, it uncounts.
+        let key = self.clients.borrow_mut().insert(Weak::new());
+        let counted = Accepted { server, key };
         let made = {
             let mut factory = self.factory.borrow_mut();
             let Some(factory) = factory.as_mut() else {
@@ -260,18 +268,20 @@ impl Listener {
             };
             catch_unwind(AssertUnwindSafe(factory))
         };
+        // The factory may have closed the server; its drop waited for it to return.
+        if self.closed.is_set() {
+            self.drop_factory();
+        }
+        let attach = |t: &Transport| {
+            self.clients.borrow_mut()[key] = t.downgrade();
+            t.count_for(counted);
+        };
         match made {
-            Ok(protocol) => match Conn::start(lp, stream, peer, protocol, self.name) {
-                Ok(transport) => {
-                    if let Some(server) = self.me.upgrade() {
-                        let key = self.clients.borrow_mut().insert(transport.downgrade());
-                        transport.count_for(Accepted { server, key });
-                    }
-                }
-                Err(e) => {
+            Ok(protocol) => {
+                if let Err(e) = Conn::start(lp, stream, peer, protocol, self.name, attach) {
                     log::error!("{}: cannot serve an accepted connection: {e}", self.describe());
                 }
-            },
+            }
             Err(payload) => {
                 lp.inner
                     .report_panic("protocol factory", self.name, panic_message(&*payload));
@@ -358,7 +368,16 @@ impl Listener {
                 }
             }
         }
-        let factory = self.factory.borrow_mut().take();
+        self.drop_factory();
+    }
+
+    /// Drops the factory, unless it is running (it is a caller of `close` then, and
+    /// `serve` drops it once it returns).
+    fn drop_factory(&self) {
+        let factory = match self.factory.try_borrow_mut() {
+            Ok(mut factory) => factory.take(),
+            Err(_) => return,
+        };
         if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(factory))) {
             let msg = panic_message(&*payload);
             drop_payload(payload);

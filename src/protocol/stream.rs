@@ -116,13 +116,15 @@ enum Read1 {
 impl Conn {
     /// Registers `socket` with `lp` as a connection of `protocol`, and calls
     /// `connection_made`. The transport it returns is already closing if that
-    /// panicked.
+    /// panicked. `attach` sees the transport first (a server counts it there, so
+    /// that `connection_made` finds it counted, as asyncio's `_attach` comes first).
     pub(super) fn start(
         lp: &EventLoop,
         socket: Stream,
         peer: Option<SocketAddr>,
         protocol: Rc<RefCell<dyn Protocol>>,
         name: &'static str,
+        attach: impl FnOnce(&Transport),
     ) -> io::Result<Transport> {
         if lp.is_closed() {
             return Err(Error::Closed.into());
@@ -145,6 +147,7 @@ impl Conn {
         )?;
         conn.core.token.set(Some(token));
         let transport = Transport { conn };
+        attach(&transport);
         let handle = transport.clone();
         transport
             .conn
