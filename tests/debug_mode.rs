@@ -76,6 +76,30 @@ fn debug_mode_logs_slow_callbacks_with_name_and_duration() {
     assert!(lp.stats().longest_callback >= Duration::from_millis(20));
 }
 
+/// A slow callback sent from another thread is named too (it waits in the loop's
+/// mail queue, not behind a handle).
+#[test]
+fn debug_mode_names_a_slow_threadsafe_callback() {
+    recorder();
+    let lp = EventLoop::builder()
+        .name("debug-slow-threadsafe")
+        .debug(true)
+        .slow_callback_duration(Duration::from_millis(5))
+        .build()
+        .unwrap();
+    let handle = lp.handle();
+    std::thread::spawn(move || {
+        handle.call_soon_threadsafe(slow_one).unwrap();
+        handle.stop();
+    })
+    .join()
+    .unwrap();
+    lp.run_forever().unwrap();
+    let lines = logged_by("debug-slow-threadsafe");
+    assert_eq!(lines.len(), 1, "the slow callback is reported: {lines:?}");
+    assert!(lines[0].1.contains("slow_one"), "names it: {}", lines[0].1);
+}
+
 #[test]
 fn without_debug_mode_slow_callbacks_are_not_logged() {
     recorder();

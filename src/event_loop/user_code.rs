@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use super::exception::{default_exception_handler, ExceptionContext};
 use super::ready::{Ready, Runnable};
+use super::send_call::SendCall;
 use super::LoopInner;
 use crate::error::panic_message;
 use crate::task::raw;
@@ -94,7 +95,11 @@ impl LoopInner {
 
     /// Debug mode's `run_entry`: also times the entry and logs it if slow.
     pub(super) fn run_entry_timed(&self, entry: Ready) {
-        let name = entry.name();
+        let name = match entry {
+            // The marker's callback, which it runs: the next of the mail queue.
+            Ready::Mail => self.mail.borrow().front().map_or("call_soon_threadsafe callback", SendCall::name),
+            _ => entry.name(),
+        };
         let started = Instant::now();
         self.run_entry(entry);
         let took = started.elapsed();
