@@ -458,6 +458,86 @@ fn close_sends_the_buffer_then_wait_closed_returns() {
     });
 }
 
+// test_server.py (3.13): test_close_clients, on a streams server. Each handler
+// waits to read to the end; `close_clients` sends what its writer buffered (more
+// than the socket takes), shuts the connection down, the handlers see the end and
+// return, and `wait_closed` returns.
+#[test]
+fn close_clients_sends_what_is_buffered_and_ends_every_handler() {
+    block_on(async {
+        const BIG: usize = 4 << 20;
+        let server = streams::start_server("127.0.0.1:0", move |mut r, mut w| async move {
+            w.write(&pattern(BIG));
+            let rest = r.read_to_eof().await?;
+            assert!(rest.is_empty());
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap();
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            clients.push(streams::open_connection(server.local_addr()).await.unwrap());
+        }
+        settle().await; // the handlers run and buffer their writes
+        server.close();
+        server.close_clients();
+        for (r, _w) in &mut clients {
+            assert_eq!(
+                r.read_to_eof().await.unwrap(),
+                pattern(BIG),
+                "all, then the end"
+            );
+        }
+        server.wait_closed().await;
+    });
+}
+
+// test_server.py (3.13): test_abort_clients, on a streams server: what the writers
+// buffered is dropped, the handlers' readers see the end and their writers say the
+// connection was aborted, and the server serves on.
+#[test]
+fn abort_clients_drops_what_is_buffered_and_the_handlers_hear_of_it() {
+    block_on(async {
+        const BIG: usize = 16 << 20;
+        let drained = Rc::new(RefCell::new(Vec::new()));
+        let server = streams::start_server("127.0.0.1:0", {
+            let drained = drained.clone();
+            move |mut r, mut w| {
+                let drained = drained.clone();
+                async move {
+                    w.write(&pattern(BIG));
+                    // The client does not read: this waits until the abort.
+                    let result = w.drain().await;
+                    drained.borrow_mut().push(result.map_err(|e| kind(&e)));
+                    assert_eq!(r.read(10).await.unwrap(), b"", "the reader is at its end");
+                    Ok::<_, Error>(())
+                }
+            }
+        })
+        .await
+        .unwrap();
+        let (mut r, _w) = streams::open_connection(server.local_addr()).await.unwrap();
+        while drained.borrow().is_empty() {
+            settle().await;
+            server.abort_clients();
+        }
+        assert_eq!(
+            *drained.borrow(),
+            vec![Err(Some(io::ErrorKind::ConnectionAborted))]
+        );
+        let got = r.read_to_eof().await.unwrap_or_default();
+        assert!(got.len() < BIG, "the client got all {BIG} bytes");
+        assert!(
+            server.is_serving(),
+            "aborting the clients does not close the server"
+        );
+        let (mut r2, mut w2) = streams::open_connection(server.local_addr()).await.unwrap();
+        w2.write(b"x");
+        drop(r2.read(1).await);
+        server.close();
+    });
+}
+
 // test_async_writer_api_exception_after_close: drain after close is "connection
 // lost".
 #[test]

@@ -9,8 +9,11 @@ use std::io;
 use std::rc::Rc;
 use std::task::Poll;
 
+use slab::Slab;
+
 use super::socket::sealed::Owner;
 use super::socket::StreamSocket;
+use super::writer::WriterHandle;
 use super::{from_socket, spawn_on, StreamReader, StreamWriter};
 use crate::net::TcpStream;
 use crate::sync::Event;
@@ -76,6 +79,8 @@ struct Inner<S: StreamSocket> {
     addr: S::Addr,
     /// Handlers still running.
     connections: Cell<usize>,
+    /// Their connections' writers (for `close_clients` and `abort_clients`).
+    writers: RefCell<Slab<WriterHandle<S>>>,
     /// Set by `close`.
     closed: Event,
     /// Set once closed and every handler is done.
@@ -99,6 +104,7 @@ impl<S: StreamSocket> Server<S> {
             listener: RefCell::new(Some(listener)),
             addr,
             connections: Cell::new(0),
+            writers: RefCell::new(Slab::new()),
             closed: Event::new(),
             idle: Event::new(),
         });
@@ -116,6 +122,23 @@ impl<S: StreamSocket> Server<S> {
     /// refused). Connections already accepted go on. Idempotent.
     pub fn close(&self) {
         self.inner.close();
+    }
+
+    /// Closes every connection whose handler still runs: its writer's
+    /// [`close`](StreamWriter::close), so what it buffered is sent, then both
+    /// directions are shut down (the handler's reader reads end-of-stream). asyncio
+    /// 3.13's `close_clients`; call [`close`](Self::close) first, or new clients may
+    /// connect meanwhile.
+    pub fn close_clients(&self) {
+        self.inner.writers().iter().for_each(WriterHandle::close);
+    }
+
+    /// Aborts every connection whose handler still runs: what its writer buffered
+    /// is dropped and both directions are shut down now; the handler's reader
+    /// reads end-of-stream, and its writer's `drain` and `wait_closed` give
+    /// `ConnectionAborted`. asyncio 3.13's `abort_clients`.
+    pub fn abort_clients(&self) {
+        self.inner.writers().iter().for_each(WriterHandle::abort);
     }
 
     /// Whether it is accepting connections (not closed).
@@ -166,6 +189,12 @@ impl<S: StreamSocket> Inner<S> {
         self.maybe_idle();
     }
 
+    /// The writers of the running handlers (taken out: closing one must not find
+    /// the table borrowed).
+    fn writers(&self) -> Vec<WriterHandle<S>> {
+        self.writers.borrow().iter().map(|(_, w)| w.clone()).collect()
+    }
+
     fn maybe_idle(&self) {
         if self.connections.get() == 0 && self.closed.is_set() {
             self.idle.set();
@@ -173,13 +202,21 @@ impl<S: StreamSocket> Inner<S> {
     }
 }
 
-/// Counts a running handler; dropped when its task ends, however it ends.
-struct ActiveHandler<S: StreamSocket>(Rc<Inner<S>>);
+/// Counts a running handler, and holds its writer's entry; dropped when its task
+/// ends, however it ends.
+struct ActiveHandler<S: StreamSocket> {
+    inner: Rc<Inner<S>>,
+    writer: Option<usize>,
+}
 
 impl<S: StreamSocket> Drop for ActiveHandler<S> {
     fn drop(&mut self) {
-        self.0.connections.set(self.0.connections.get() - 1);
-        self.0.maybe_idle();
+        let inner = &self.inner;
+        if let Some(key) = self.writer {
+            inner.writers.borrow_mut().remove(key);
+        }
+        inner.connections.set(inner.connections.get() - 1);
+        inner.maybe_idle();
     }
 }
 
@@ -233,14 +270,18 @@ where
 {
     let owner = socket.owner();
     inner.connections.set(inner.connections.get() + 1);
-    let active = ActiveHandler(inner.clone());
+    let mut active = ActiveHandler {
+        inner: inner.clone(),
+        writer: None,
+    };
     let handler = handler.clone();
     let lp = socket.owner();
     // The handler is called inside the task, so that a panic in the call itself
     // ends that task, not the accept loop.
     let spawned = spawn_on(&owner, async move {
-        let _active = active;
         let (reader, writer) = from_socket(socket);
+        active.writer = Some(active.inner.writers.borrow_mut().insert(writer.handle()));
+        let _active = active;
         if let Some(error) = handler(reader, writer).await.into_error() {
             report(&lp, type_name::<F>(), &error);
         }

@@ -12,7 +12,7 @@ use std::fmt;
 use std::future::poll_fn;
 use std::io;
 use std::net::Shutdown;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::task::{Context, Poll};
 
 use super::socket::StreamSocket;
@@ -174,14 +174,12 @@ impl<S: StreamSocket> StreamWriter<S> {
     /// down (the peer and this side's reader read end-of-stream). The socket itself
     /// closes when the reader is dropped too. Idempotent.
     pub fn close(&mut self) {
-        let s = &*self.shared;
-        if s.lost.borrow().is_some() || matches!(s.phase.get(), Phase::CloseWhenFlushed | Phase::Closed) {
-            return;
-        }
-        s.phase.set(Phase::CloseWhenFlushed);
-        if !s.flushing.get() {
-            s.flushed();
-        }
+        self.shared.close();
+    }
+
+    /// The server's hold on this writer (for `Server::close_clients`).
+    pub(super) fn handle(&self) -> WriterHandle<S> {
+        WriterHandle(Rc::downgrade(&self.shared))
     }
 
     /// Whether it is closed or closing (or the connection failed).
@@ -280,7 +278,60 @@ impl<S: StreamSocket> fmt::Debug for StreamWriter<S> {
     }
 }
 
+/// A server's hold on one of its connections' writers: weak, for
+/// `Server::close_clients` and `abort_clients` (nothing if the writer is gone).
+pub(super) struct WriterHandle<S>(Weak<Shared<S>>);
+
+impl<S> Clone for WriterHandle<S> {
+    fn clone(&self) -> Self {
+        WriterHandle(self.0.clone())
+    }
+}
+
+impl<S: StreamSocket> WriterHandle<S> {
+    /// As [`StreamWriter::close`].
+    pub(super) fn close(&self) {
+        if let Some(s) = self.0.upgrade() {
+            s.close();
+        }
+    }
+
+    /// Drops what is buffered and shuts both directions down now: the peer and the
+    /// handler's reader read end-of-stream, and `drain` and `wait_closed` report
+    /// the connection aborted.
+    pub(super) fn abort(&self) {
+        if let Some(s) = self.0.upgrade() {
+            s.abort();
+        }
+    }
+}
+
 impl<S: StreamSocket> Shared<S> {
+    fn close(&self) {
+        if self.lost.borrow().is_some() || matches!(self.phase.get(), Phase::CloseWhenFlushed | Phase::Closed) {
+            return;
+        }
+        self.phase.set(Phase::CloseWhenFlushed);
+        if !self.flushing.get() {
+            self.flushed();
+        }
+    }
+
+    fn abort(&self) {
+        if self.lost.borrow().is_some() || self.phase.get() == Phase::Closed {
+            return;
+        }
+        // Not through `flushed`: a flusher may be waiting for a peer that never
+        // reads. It finds the buffer empty (or the socket shut) when it wakes.
+        let _ = self.conn.socket.shutdown(Shutdown::Both);
+        self.phase.set(Phase::Closed);
+        self.conn.closed.set(true);
+        self.lose(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "the connection was aborted (Server::abort_clients)",
+        ));
+    }
+
     fn write(self: &Rc<Self>, data: &[u8]) {
         if data.is_empty() || self.lost.borrow().is_some() {
             // After a failure the data has nowhere to go; `drain` reports the failure.
