@@ -21,7 +21,9 @@ type Slot = MaybeUninit<[usize; 6]>;
 /// that holds a live closure of this vtable's type; the closure is moved out
 /// (`call`) or dropped (`drop`) there, and the slot must not be used again.
 struct Vtable {
+    /// Moves the closure out of the slot and calls it (SAFETY: the contract above).
     call: unsafe fn(*mut Slot),
+    /// Drops the closure in the slot (SAFETY: the contract above).
     drop: unsafe fn(*mut Slot),
     name: fn() -> &'static str,
 }
