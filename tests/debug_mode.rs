@@ -82,7 +82,7 @@ fn debug_mode_logs_slow_callbacks_with_name_and_duration() {
 fn debug_mode_names_a_slow_threadsafe_callback() {
     recorder();
     let lp = EventLoop::builder()
-        .name("debug-slow-threadsafe")
+        .name("threadsafe-slow")
         .debug(true)
         .slow_callback_duration(Duration::from_millis(5))
         .build()
@@ -95,7 +95,7 @@ fn debug_mode_names_a_slow_threadsafe_callback() {
     .join()
     .unwrap();
     lp.run_forever().unwrap();
-    let lines = logged_by("debug-slow-threadsafe");
+    let lines = logged_by("threadsafe-slow");
     assert_eq!(lines.len(), 1, "the slow callback is reported: {lines:?}");
     assert!(lines[0].1.contains("slow_one"), "names it: {}", lines[0].1);
 }
