@@ -14,9 +14,9 @@ use slab::Slab;
 
 use super::exception::ExceptionContext;
 use super::inbox::{Msg, Shared};
-use super::send_call::SendCall;
 use super::ready::{Ready, Runnable};
 use super::run::MainWaker;
+use super::send_call::SendCall;
 use super::stats::StatCounters;
 use super::timers::TimerQueue;
 use crate::io::reactor::Reactor;

@@ -14,15 +14,14 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::{Rc, Weak};
 use std::task::{Poll, Waker};
 
 use mio::event::Source;
-use slab::Slab;
 use mio::{Interest, Registry, Token};
+use slab::Slab;
 
 use super::stream::{Conn, Stream, Transport};
 use super::Protocol;
