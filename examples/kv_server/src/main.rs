@@ -348,21 +348,20 @@ impl<'a> Batch<'a> {
 
     /// Adds a request: runs it, queues it for its shard, or (inside `MULTI`) queues it
     /// in the session.
-    fn add(&mut self, args: Vec<Vec<u8>>) -> Added {
+    fn add(&mut self, request: Result<Command, Reply>) -> Added {
         match self.order {
             Order::Free => {}
             Order::Routed => {
-                self.add_routed(Command::parse(args));
+                self.add_routed(request);
                 return Added::Next;
             }
             Order::Deferred => {
                 let proto = self.session.protocol();
-                self.slots
-                    .push((Slot::Deferred(Command::parse(args)), proto));
+                self.slots.push((Slot::Deferred(request), proto));
                 return Added::Next;
             }
         }
-        let cmd = match self.session.queue(Command::parse(args)) {
+        let cmd = match self.session.queue(request) {
             Ok(queued) => {
                 self.answer(queued);
                 return Added::Next;
@@ -690,7 +689,7 @@ async fn serve(mut stream: TcpStream, rt: Arc<Runtime>) {
         let mut broken = None;
         loop {
             match decoder.next_request() {
-                Ok(Some(args)) => match batch.add(args) {
+                Ok(Some(args)) => match batch.add(Command::parse_args(args)) {
                     Added::Next => {}
                     Added::Close => {
                         quit = true;

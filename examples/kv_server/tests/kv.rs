@@ -19,7 +19,7 @@ fn serve(store: &mut Store, input: &[u8], now: Instant) -> Vec<u8> {
     loop {
         match decoder.next_request() {
             Ok(Some(args)) => {
-                let (reply, quit) = match Command::parse(args) {
+                let (reply, quit) = match Command::parse_args(args) {
                     Ok(cmd) => {
                         let quit = cmd.is_quit();
                         (store.execute(cmd, now), quit)

@@ -83,7 +83,7 @@ fn parse_whole(input: &[u8], limits: Limits) -> (Vec<Vec<Vec<u8>>>, Option<Proto
             Ok(p) => {
                 pos += p.consumed;
                 match p.request {
-                    Some(r) => requests.push(r),
+                    Some(r) => requests.push(r.to_vecs()),
                     None => return (requests, None),
                 }
             }
@@ -122,8 +122,8 @@ fuzz_target!(|data: &[u8]| {
         loop {
             match decoder.next_request() {
                 Ok(Some(args)) => {
-                    requests.push(args.clone());
-                    let Ok(cmd) = Command::parse(args) else {
+                    requests.push(args.to_vecs());
+                    let Ok(cmd) = Command::parse_args(args) else {
                         continue;
                     };
                     // SPOP picks at random, from each store's own generator: one store

@@ -7,7 +7,7 @@ use super::lists::ListCommand;
 use super::session::{ClientCommand, Hello};
 use super::sets::SetCommand;
 use super::zsets::ZSetCommand;
-use crate::resp::{parse_integer, Reply};
+use crate::resp::{parse_integer, Args, Reply};
 
 /// One parsed command. Everything a command needs is in it (it is `Send`), so it can
 /// run on whichever shard owns its keys.
@@ -345,21 +345,21 @@ pub(super) fn truncated(bytes: &[u8], max: usize) -> String {
 }
 
 /// Redis's reply to an unknown command: the name and the first arguments, quoted.
-fn unknown_command(args: &[Vec<u8>]) -> Reply {
+fn unknown_command(name: &[u8], args: impl Iterator<Item = Vec<u8>>) -> Reply {
     let mut shown = String::new();
-    for arg in &args[1..] {
+    for arg in args {
         if shown.len() >= 128 {
             break;
         }
         // Redis's budget is taken before the opening quote is added.
         let budget = 128 - shown.len();
         shown.push('\'');
-        shown.push_str(&truncated(arg, budget));
+        shown.push_str(&truncated(&arg, budget));
         shown.push_str("' ");
     }
     Reply::error(format!(
         "ERR unknown command '{}', with args beginning with: {shown}",
-        truncated(&args[0], 128)
+        truncated(name, 128)
     ))
 }
 
@@ -402,23 +402,50 @@ impl Command {
     ///     Err(Reply::error("ERR unknown command 'foo', with args beginning with: 'a' 'b' "))
     /// );
     /// ```
-    pub fn parse(mut args: Vec<Vec<u8>>) -> Result<Command, Reply> {
-        let Some(name) = args.first() else {
+    pub fn parse(args: Vec<Vec<u8>>) -> Result<Command, Reply> {
+        let mut args = args.into_iter();
+        let Some(name) = args.next() else {
             return Err(Reply::error("ERR empty command"));
         };
+        // The arguments move into the command, never copied.
+        Command::parse_parts(&name, args)
+    }
+
+    /// Parses a request as the [`Decoder`](crate::resp::Decoder) hands it out: only
+    /// the arguments the command keeps (keys, values) are copied out of the buffer.
+    ///
+    /// ```
+    /// use kv_server::kv::Command;
+    /// use kv_server::resp::{Decoder, Limits};
+    /// let mut decoder = Decoder::new(Limits::default());
+    /// decoder.extend(b"*2\r\n$3\r\nget\r\n$1\r\nk\r\n");
+    /// let args = decoder.next_request()?.unwrap();
+    /// assert_eq!(Command::parse_args(args), Ok(Command::Get(b"k".to_vec())));
+    /// # Ok::<(), kv_server::resp::ProtocolError>(())
+    /// ```
+    pub fn parse_args(args: Args<'_>) -> Result<Command, Reply> {
+        let Some(name) = args.get(0) else {
+            return Err(Reply::error("ERR empty command"));
+        };
+        Command::parse_parts(name, args.iter().skip(1).map(<[u8]>::to_vec))
+    }
+
+    /// Parses the command `name` with the arguments after it, `rest`.
+    fn parse_parts(
+        name: &[u8],
+        mut rest: impl ExactSizeIterator<Item = Vec<u8>>,
+    ) -> Result<Command, Reply> {
         let found = COMMANDS
             .iter()
             .find(|c| c.0.as_bytes().eq_ignore_ascii_case(name));
         let Some(&(name, arity, ..)) = found else {
-            return Err(unknown_command(&args));
+            return Err(unknown_command(name, rest));
         };
-        let argc = args.len() as i64;
+        let argc = rest.len() as i64 + 1;
         let arity = i64::from(arity);
         if (arity > 0 && argc != arity) || argc < -arity {
             return Err(arity_error(name));
         }
-        // Take the arguments out by value: keys and values move, never copy.
-        let mut rest = args.drain(1..);
         let mut next = || rest.next().unwrap_or_default();
         Ok(match name {
             "lpush" | "rpush" | "lpop" | "rpop" | "lrange" | "llen" | "lindex" => {

@@ -1,8 +1,9 @@
 //! A connection's read buffer and parser together.
 
-use super::{Limits, Parsed, Parser, ProtocolError};
+use super::{Args, Limits, Parsed, Parser, ProtocolError};
 
-/// The buffer a small request leaves behind, and the size kept after a big one.
+/// The size kept after a big request, once its bytes are consumed (twice this is
+/// the most that stays behind).
 const KEEP: usize = 16 << 10;
 
 /// Buffers the bytes a connection receives and hands out its requests in order.
@@ -13,7 +14,8 @@ const KEEP: usize = 16 << 10;
 /// request in order. `read_buf` never offers more room than
 /// [`Limits::max_buffer`] allows, so a connection that keeps reading this way holds
 /// at most `max_buffer` bytes ([`held`](Decoder::held)); a request that needs more is a
-/// [`ProtocolError::TooBigRequest`].
+/// [`ProtocolError::TooBigRequest`]. A request's arguments are handed out as slices
+/// of the buffer ([`Args`]), valid until the next call.
 ///
 /// ```
 /// use kv_server::resp::{Decoder, Limits};
@@ -24,7 +26,7 @@ const KEEP: usize = 16 << 10;
 /// decoder.commit(incoming.len());
 /// let mut requests = Vec::new();
 /// while let Some(args) = decoder.next_request()? {
-///     requests.push(args);
+///     requests.push(args.to_vecs());
 /// }
 /// assert_eq!(requests, [vec![b"PING".to_vec()], vec![b"ECHO".to_vec(), b"hi".to_vec()]]);
 /// # Ok::<(), kv_server::resp::ProtocolError>(())
@@ -55,16 +57,11 @@ impl Decoder {
         self.parser.limits()
     }
 
-    /// Bytes received and not yet consumed by the parser.
-    pub fn buffered(&self) -> usize {
-        self.end - self.start
-    }
-
-    /// What the connection holds: buffered bytes plus the part of an unfinished request
-    /// the parser has already taken. Never above [`Limits::max_buffer`] when input comes
-    /// through [`read_buf`](Decoder::read_buf).
+    /// What the connection holds: the bytes received and not yet taken out as
+    /// requests (an unfinished request's among them). Never above
+    /// [`Limits::max_buffer`] when input comes through [`read_buf`](Decoder::read_buf).
     pub fn held(&self) -> usize {
-        self.parser.held() + self.buffered()
+        self.end - self.start
     }
 
     /// Room for the next read: up to `want` bytes, fewer when the buffer limit is near.
@@ -105,18 +102,9 @@ impl Decoder {
     ///
     /// After an error the connection is to be closed: reply with
     /// [`ProtocolError::to_resp`] and drop the decoder.
-    pub fn next_request(&mut self) -> Result<Option<Vec<Vec<u8>>>, ProtocolError> {
+    pub fn next_request(&mut self) -> Result<Option<Args<'_>>, ProtocolError> {
         let Parsed { consumed, request } = self.parser.parse(&self.buf[self.start..self.end])?;
         self.start += consumed;
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-            // One big request should not pin its memory for the connection's life.
-            if self.buf.len() > KEEP && self.parser.held() == 0 {
-                self.buf.truncate(KEEP);
-                self.buf.shrink_to(KEEP);
-            }
-        }
         Ok(request)
     }
 
@@ -126,6 +114,12 @@ impl Decoder {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
+        }
+        // One big request should not pin its memory for the connection's life (the
+        // slack keeps a read that ends mid-request from shrinking and regrowing it).
+        if self.end == 0 && self.buf.len() > 2 * KEEP {
+            self.buf.truncate(KEEP);
+            self.buf.shrink_to(KEEP);
         }
         if self.buf.len() < self.end + n {
             self.buf.resize(self.end + n, 0);

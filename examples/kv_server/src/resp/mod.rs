@@ -25,11 +25,12 @@
 //!
 //! let mut decoder = Decoder::new(Limits::default());
 //! decoder.extend(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\n*1\r\n$4\r\nPI");
-//! assert_eq!(decoder.next_request()?, Some(vec![b"GET".to_vec(), b"k".to_vec()]));
-//! assert_eq!(decoder.next_request()?, Some(vec![b"PING".to_vec()]));
+//! let get = decoder.next_request()?.unwrap();
+//! assert_eq!((get.get(0), get.get(1)), (Some(&b"GET"[..]), Some(&b"k"[..])));
+//! assert_eq!(decoder.next_request()?.unwrap().to_vecs(), [b"PING".to_vec()]);
 //! assert_eq!(decoder.next_request()?, None); // the rest has not arrived yet
 //! decoder.extend(b"NG\r\n");
-//! assert_eq!(decoder.next_request()?, Some(vec![b"PING".to_vec()]));
+//! assert_eq!(decoder.next_request()?.unwrap().to_vecs(), [b"PING".to_vec()]);
 //!
 //! let mut out = Vec::new();
 //! Reply::Bulk(b"v".to_vec()).encode(&mut out);
@@ -50,7 +51,7 @@ pub use encode::{
     write_nil_array, write_null, write_simple, Protocol, Reply,
 };
 pub use error::ProtocolError;
-pub use parse::{parse_integer, Parsed, Parser};
+pub use parse::{parse_integer, Args, Parsed, Parser};
 
 /// Bounds on what one connection may send, checked before memory is spent on it.
 ///
@@ -73,8 +74,8 @@ pub struct Limits {
     /// The longest inline request line, and the longest `*<n>` / `$<n>` header line,
     /// in bytes. Default 64 KiB, Redis's `PROTO_INLINE_MAX_SIZE`.
     pub max_inline_len: usize,
-    /// The most bytes one unfinished request may occupy (its arguments read so far
-    /// plus its bytes still buffered). A request of this size or more is refused.
+    /// The most bytes one unfinished request may occupy in the buffer. A request of
+    /// this size or more is refused.
     /// Default 128 MiB.
     pub max_buffer: usize,
 }

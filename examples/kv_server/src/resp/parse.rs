@@ -1,22 +1,92 @@
-//! The incremental request parser: bytes in, argument lists out.
+//! The incremental request parser: bytes in, argument ranges out.
 //!
-//! The parser keeps what it has taken from earlier calls (the array's remaining count,
-//! the arguments read so far, a bulk header already read) and tells the caller how many
-//! bytes it is done with, so the caller can drop them. It never looks at a byte twice
-//! except while waiting for the end of a line, and never allocates for bytes that have
-//! not arrived: a bulk is copied out only once all of it is there.
+//! A multibulk request's arguments are handed out as ranges of the bytes they arrived
+//! in, so parsing allocates nothing per argument: whoever keeps an argument copies
+//! it. The parser consumes nothing of an unfinished request; it remembers how far it
+//! got (the array's remaining count, the arguments found so far, a bulk header
+//! already read) and resumes there when called again with more bytes appended, so it
+//! never looks at a byte twice except while waiting for the end of a line.
+
+use std::fmt;
+use std::ops::Range;
 
 use super::{Limits, ProtocolError};
 
 /// What one [`Parser::parse`] call found.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Parsed {
-    /// Bytes at the front of the input the parser is done with; the caller drops them
-    /// before the next call (they are taken even when no request is complete yet).
+pub struct Parsed<'a> {
+    /// Bytes at the front of the input the parser is done with: empty requests it
+    /// skipped, and the complete request if there is one. The caller drops them
+    /// before the next call; an unfinished request's bytes are not among them (pass
+    /// them again, with more appended).
     pub consumed: usize,
     /// A complete request's arguments (never empty), or `None` when more input is
     /// needed.
-    pub request: Option<Vec<Vec<u8>>>,
+    pub request: Option<Args<'a>>,
+}
+
+/// A complete request's arguments, borrowed from the bytes they arrived in (or, for
+/// an inline request with quotes, from the parser's copy of them unescaped).
+///
+/// ```
+/// use kv_server::resp::{Limits, Parser};
+/// let mut parser = Parser::new(Limits::default());
+/// let parsed = parser.parse(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")?;
+/// let args = parsed.request.unwrap();
+/// assert_eq!((args.len(), args.get(1)), (2, Some(&b"k"[..])));
+/// assert_eq!(args.to_vecs(), [b"GET".to_vec(), b"k".to_vec()]);
+/// # Ok::<(), kv_server::resp::ProtocolError>(())
+/// ```
+#[derive(Clone, Copy)]
+pub struct Args<'a> {
+    bytes: &'a [u8],
+    ranges: &'a [Range<usize>],
+}
+
+impl<'a> Args<'a> {
+    /// How many arguments (the command's name counts).
+    pub fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// Whether there are none (never, for a request the parser hands out).
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// Argument `i` (0 is the command's name).
+    pub fn get(&self, i: usize) -> Option<&'a [u8]> {
+        let bytes = self.bytes;
+        self.ranges.get(i).map(|r| &bytes[r.clone()])
+    }
+
+    /// The arguments in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + 'a {
+        let bytes = self.bytes;
+        self.ranges.iter().map(move |r| &bytes[r.clone()])
+    }
+
+    /// The arguments copied out.
+    pub fn to_vecs(&self) -> Vec<Vec<u8>> {
+        self.iter().map(<[u8]>::to_vec).collect()
+    }
+}
+
+/// Equal when the arguments are, wherever their bytes are.
+impl PartialEq for Args<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Args<'_> {}
+
+impl fmt::Debug for Args<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(String::from_utf8_lossy))
+            .finish()
+    }
 }
 
 /// An incremental RESP2 request parser (multibulk and inline requests).
@@ -33,12 +103,12 @@ pub struct Parsed {
 /// use kv_server::resp::{Limits, Parser};
 /// let mut parser = Parser::new(Limits::default());
 /// let input = b"*1\r\n$4\r\nPING\r\n";
-/// // The first 9 bytes: the array and bulk headers are taken, the bulk waits.
+/// // The first 9 bytes: the request is unfinished, nothing is consumed.
 /// let first = parser.parse(&input[..9])?;
-/// assert_eq!((first.consumed, first.request), (8, None));
-/// let second = parser.parse(&input[8..])?;
-/// assert_eq!(second.consumed, input.len() - 8);
-/// assert_eq!(second.request, Some(vec![b"PING".to_vec()]));
+/// assert_eq!((first.consumed, first.request), (0, None));
+/// let second = parser.parse(input)?;
+/// assert_eq!(second.consumed, input.len());
+/// assert_eq!(second.request.unwrap().to_vecs(), [b"PING".to_vec()]);
 /// # Ok::<(), kv_server::resp::ProtocolError>(())
 /// ```
 #[derive(Debug)]
@@ -46,12 +116,16 @@ pub struct Parser {
     limits: Limits,
     /// Elements of the current array still to read; 0 between requests.
     remaining: usize,
-    /// Arguments of the current request read so far.
-    args: Vec<Vec<u8>>,
-    /// Bytes of the current request consumed so far (headers and bulks).
-    held: usize,
-    /// The length from a `$<n>` header already consumed, whose data has not arrived.
+    /// Where the arguments of the current request are, counted from its first byte
+    /// (or in `inline`, for an inline request).
+    args: Vec<Range<usize>>,
+    /// Bytes of the unfinished request parsed so far (headers and bulks): where the
+    /// next call goes on. 0 between requests.
+    scanned: usize,
+    /// The length from a `$<n>` header already parsed, whose data has not arrived.
     bulk_len: Option<usize>,
+    /// The last inline request's arguments, unescaped.
+    inline: Vec<u8>,
 }
 
 impl Parser {
@@ -61,8 +135,9 @@ impl Parser {
             limits,
             remaining: 0,
             args: Vec::new(),
-            held: 0,
+            scanned: 0,
             bulk_len: None,
+            inline: Vec::new(),
         }
     }
 
@@ -71,53 +146,108 @@ impl Parser {
         &self.limits
     }
 
-    /// Bytes of the unfinished request already consumed (0 between requests). Together
-    /// with the caller's unconsumed bytes this is what the request occupies, which
-    /// [`Limits::max_buffer`] bounds.
-    pub fn held(&self) -> usize {
-        self.held
-    }
-
     /// Forgets any unfinished request, to start a new stream.
     pub fn reset(&mut self) {
         self.remaining = 0;
         self.args = Vec::new();
-        self.held = 0;
+        self.scanned = 0;
         self.bulk_len = None;
+        self.inline = Vec::new();
     }
 
     /// Parses from the front of `buf` until one request is complete or the input runs
     /// out. Empty requests (`*0`, `*-1`, blank inline lines) are skipped, as Redis does.
-    pub fn parse(&mut self, buf: &[u8]) -> Result<Parsed, ProtocolError> {
+    /// While a request is unfinished, `buf` must start with its bytes each call (the
+    /// ones not consumed), more appended.
+    pub fn parse<'a>(&'a mut self, buf: &'a [u8]) -> Result<Parsed<'a>, ProtocolError> {
         let lim = self.limits;
-        let mut pos = 0;
+        // Where the current request starts: after the empty requests skipped here.
+        let mut start = 0;
+        while self.remaining == 0 {
+            let rest = &buf[start..];
+            let Some(&first) = rest.first() else {
+                return self.incomplete(start, buf.len());
+            };
+            if first == b'*' {
+                let Some((line, used)) = header_line(
+                    &rest[1..],
+                    lim.max_inline_len,
+                    ProtocolError::TooBigMultibulkCount,
+                )?
+                else {
+                    return self.incomplete(start, buf.len());
+                };
+                let count = parse_integer(line)
+                    .filter(|&n| n <= 0 || n as u64 <= lim.max_array_len as u64)
+                    .ok_or(ProtocolError::InvalidMultibulkLength)?;
+                let used = used + 1;
+                if count <= 0 {
+                    start += used;
+                    continue;
+                }
+                if used >= lim.max_buffer {
+                    return Err(ProtocolError::TooBigRequest);
+                }
+                self.remaining = count as usize;
+                self.scanned = used;
+                self.args.clear();
+                // Capacity follows what arrives, not what was declared.
+                self.args.reserve(self.remaining.min(16));
+            } else {
+                let window = &rest[..rest.len().min(lim.max_inline_len + 1)];
+                let Some(nl) = window.iter().position(|&b| b == b'\n') else {
+                    if rest.len() > lim.max_inline_len {
+                        return Err(ProtocolError::TooBigInline);
+                    }
+                    return self.incomplete(start, buf.len());
+                };
+                if nl + 1 >= lim.max_buffer {
+                    return Err(ProtocolError::TooBigRequest);
+                }
+                let line = rest[..nl].strip_suffix(b"\r").unwrap_or(&rest[..nl]);
+                split_inline(line, &mut self.inline, &mut self.args)?;
+                start += nl + 1;
+                if !self.args.is_empty() {
+                    return Ok(Parsed {
+                        consumed: start,
+                        request: Some(Args {
+                            bytes: &self.inline,
+                            ranges: &self.args,
+                        }),
+                    });
+                }
+            }
+        }
+        // Inside a multibulk request, which starts at `buf[start]`.
+        let request = &buf[start..];
         loop {
-            let rest = &buf[pos..];
+            let rest = &request[self.scanned..];
             if let Some(len) = self.bulk_len {
-                // Waiting for a bulk's data: copy it only once all of it is here.
+                // Waiting for a bulk's data.
                 if rest.len() < len + 2 {
-                    return self.incomplete(pos, buf.len());
+                    return self.incomplete(start, buf.len());
                 }
                 if &rest[len..len + 2] != b"\r\n" {
                     return Err(ProtocolError::ExpectedCrlf);
                 }
-                self.args.push(rest[..len].to_vec());
+                self.args.push(self.scanned..self.scanned + len);
                 self.bulk_len = None;
-                self.held += len + 2;
-                pos += len + 2;
+                self.scanned += len + 2;
                 self.remaining -= 1;
                 if self.remaining == 0 {
-                    self.held = 0;
-                    let request = std::mem::take(&mut self.args);
+                    let consumed = start + std::mem::take(&mut self.scanned);
                     return Ok(Parsed {
-                        consumed: pos,
-                        request: Some(request),
+                        consumed,
+                        request: Some(Args {
+                            bytes: request,
+                            ranges: &self.args,
+                        }),
                     });
                 }
-            } else if self.remaining > 0 {
+            } else {
                 // The next element's header: `$<len>\r\n`.
                 let Some(&first) = rest.first() else {
-                    return self.incomplete(pos, buf.len());
+                    return self.incomplete(start, buf.len());
                 };
                 if first != b'$' {
                     return Err(ProtocolError::ExpectedBulk(first));
@@ -128,7 +258,7 @@ impl Parser {
                     ProtocolError::TooBigBulkCount,
                 )?
                 else {
-                    return self.incomplete(pos, buf.len());
+                    return self.incomplete(start, buf.len());
                 };
                 let len = parse_integer(line)
                     .and_then(|n| usize::try_from(n).ok())
@@ -136,74 +266,23 @@ impl Parser {
                     .ok_or(ProtocolError::InvalidBulkLength)?;
                 let used = used + 1;
                 // Refuse now a request that cannot fit, rather than buffer toward it.
-                if self.held + used + len + 2 >= lim.max_buffer {
+                if self.scanned + used + len + 2 >= lim.max_buffer {
                     return Err(ProtocolError::TooBigRequest);
                 }
-                self.held += used;
-                pos += used;
+                self.scanned += used;
                 self.bulk_len = Some(len);
-            } else {
-                // Between requests: an array, or else an inline line.
-                let Some(&first) = rest.first() else {
-                    return self.incomplete(pos, buf.len());
-                };
-                if first == b'*' {
-                    let Some((line, used)) = header_line(
-                        &rest[1..],
-                        lim.max_inline_len,
-                        ProtocolError::TooBigMultibulkCount,
-                    )?
-                    else {
-                        return self.incomplete(pos, buf.len());
-                    };
-                    let count = parse_integer(line)
-                        .filter(|&n| n <= 0 || n as u64 <= lim.max_array_len as u64)
-                        .ok_or(ProtocolError::InvalidMultibulkLength)?;
-                    let used = used + 1;
-                    pos += used;
-                    if count <= 0 {
-                        continue;
-                    }
-                    if used >= lim.max_buffer {
-                        return Err(ProtocolError::TooBigRequest);
-                    }
-                    self.remaining = count as usize;
-                    self.held = used;
-                    // Capacity follows what arrives, not what was declared.
-                    self.args = Vec::with_capacity(self.remaining.min(16));
-                } else {
-                    let window = &rest[..rest.len().min(lim.max_inline_len + 1)];
-                    let Some(nl) = window.iter().position(|&b| b == b'\n') else {
-                        if rest.len() > lim.max_inline_len {
-                            return Err(ProtocolError::TooBigInline);
-                        }
-                        return self.incomplete(pos, buf.len());
-                    };
-                    if nl + 1 >= lim.max_buffer {
-                        return Err(ProtocolError::TooBigRequest);
-                    }
-                    let line = rest[..nl].strip_suffix(b"\r").unwrap_or(&rest[..nl]);
-                    let args = split_inline(line)?;
-                    pos += nl + 1;
-                    if !args.is_empty() {
-                        return Ok(Parsed {
-                            consumed: pos,
-                            request: Some(args),
-                        });
-                    }
-                }
             }
         }
     }
 
-    /// No complete request in `buf[pos..]`: hand back what was consumed, unless the
-    /// unfinished request already reaches the buffer limit.
-    fn incomplete(&self, pos: usize, len: usize) -> Result<Parsed, ProtocolError> {
-        if self.held + (len - pos) >= self.limits.max_buffer {
+    /// No complete request in `buf`: hand back the empty requests before `start`,
+    /// unless the unfinished request from `start` already reaches the buffer limit.
+    fn incomplete<'a>(&self, start: usize, len: usize) -> Result<Parsed<'a>, ProtocolError> {
+        if len - start >= self.limits.max_buffer {
             return Err(ProtocolError::TooBigRequest);
         }
         Ok(Parsed {
-            consumed: pos,
+            consumed: start,
             request: None,
         })
     }
@@ -278,23 +357,30 @@ fn is_space(b: u8) -> bool {
 /// Splits an inline request line into arguments with Redis's `sdssplitargs` rules:
 /// whitespace separates; `"..."` allows `\n \r \t \b \a \\ \"` and `\xHH` escapes;
 /// `'...'` allows `\'`; a closing quote must be followed by whitespace or the end.
-fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
+/// The arguments are written one after another into `out`, and where each is into
+/// `ranges` (both cleared first).
+fn split_inline(
+    line: &[u8],
+    out: &mut Vec<u8>,
+    ranges: &mut Vec<Range<usize>>,
+) -> Result<(), ProtocolError> {
     #[derive(PartialEq)]
     enum Mode {
         Plain,
         Double,
         Single,
     }
-    let mut args = Vec::new();
+    out.clear();
+    ranges.clear();
     let mut i = 0;
     loop {
         while i < line.len() && is_space(line[i]) {
             i += 1;
         }
         if i == line.len() {
-            return Ok(args);
+            return Ok(());
         }
-        let mut arg = Vec::new();
+        let from = out.len();
         let mut mode = Mode::Plain;
         loop {
             let Some(&c) = line.get(i) else {
@@ -308,16 +394,16 @@ fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
                     b' ' | b'\n' | b'\r' | b'\t' | 0 => break,
                     b'"' => mode = Mode::Double,
                     b'\'' => mode = Mode::Single,
-                    _ => arg.push(c),
+                    _ => out.push(c),
                 },
                 Mode::Double => match (c, line.get(i + 1)) {
                     (b'\\', Some(&e)) => match (e, hex_pair(line.get(i + 2..i + 4))) {
                         (b'x', Some(byte)) => {
-                            arg.push(byte);
+                            out.push(byte);
                             i += 3;
                         }
                         _ => {
-                            arg.push(unescape(e));
+                            out.push(unescape(e));
                             i += 1;
                         }
                     },
@@ -328,11 +414,11 @@ fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
                         i += 1;
                         break;
                     }
-                    _ => arg.push(c),
+                    _ => out.push(c),
                 },
                 Mode::Single => match (c, line.get(i + 1)) {
                     (b'\\', Some(b'\'')) => {
-                        arg.push(b'\'');
+                        out.push(b'\'');
                         i += 1;
                     }
                     (b'\'', next) => {
@@ -342,12 +428,12 @@ fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
                         i += 1;
                         break;
                     }
-                    _ => arg.push(c),
+                    _ => out.push(c),
                 },
             }
             i += 1;
         }
-        args.push(arg);
+        ranges.push(from..out.len());
     }
 }
 
@@ -376,7 +462,9 @@ mod tests {
     use super::*;
 
     fn split(s: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
-        split_inline(s)
+        let (mut out, mut ranges) = (Vec::new(), Vec::new());
+        split_inline(s, &mut out, &mut ranges)?;
+        Ok(ranges.into_iter().map(|r| out[r].to_vec()).collect())
     }
 
     fn strs(v: &[&str]) -> Vec<Vec<u8>> {
@@ -452,11 +540,26 @@ mod tests {
     fn state_resets_between_requests() {
         let mut p = Parser::new(Limits::default());
         let r = p.parse(b"*2\r\n$1\r\na\r\n").unwrap();
-        assert_eq!(r.request, None);
-        assert!(p.held() > 0);
+        assert_eq!((r.consumed, r.request), (0, None));
+        assert!(p.scanned > 0);
         p.reset();
-        assert_eq!(p.held(), 0);
+        assert_eq!(p.scanned, 0);
         let r = p.parse(b"PING\r\n").unwrap();
-        assert_eq!(r.request, Some(strs(&["PING"])));
+        assert_eq!(r.request.unwrap().to_vecs(), strs(&["PING"]));
+    }
+
+    #[test]
+    fn an_unfinished_request_resumes_where_it_stopped() {
+        let input = b"*0\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nvalue\r\n";
+        let mut p = Parser::new(Limits::default());
+        // The empty request before it is consumed; the unfinished one is not.
+        let r = p.parse(&input[..20]).unwrap();
+        assert_eq!((r.consumed, r.request), (4, None));
+        let r = p.parse(&input[4..30]).unwrap();
+        assert_eq!((r.consumed, r.request), (0, None));
+        let r = p.parse(&input[4..]).unwrap();
+        assert_eq!(r.consumed, input.len() - 4);
+        assert_eq!(r.request.unwrap().to_vecs(), strs(&["SET", "k", "value"]));
+        assert_eq!(p.scanned, 0);
     }
 }
