@@ -21,6 +21,13 @@
 //! reply) if another write touched a watched key first: each shard stamps its
 //! watched keys on every write, and `EXEC` compares the stamps under its locks.
 //!
+//! What is weaker than Redis: a pipeline's commands run in request order on each
+//! shard, but the shards run their parts independently, so another client may see
+//! the effect of a later command on one shard before that of an earlier one on
+//! another (Redis, with one thread, never shows that). Ordering them would make every
+//! pipeline that spans shards a transaction; a client that needs it sends `MULTI` /
+//! `EXEC`.
+//!
 //! ```text
 //! cargo run --release -p kv_server -- --port 6379 --shards 4 --placement dispatch
 //! redis-cli -p 6379 set greeting hello && redis-cli -p 6379 get greeting
