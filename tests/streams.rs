@@ -14,7 +14,7 @@ mod bounded;
 #[path = "support/example.rs"]
 mod example;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::{self, Read};
 use std::rc::Rc;
 use std::time::Duration;
@@ -490,6 +490,50 @@ fn close_clients_sends_what_is_buffered_and_ends_every_handler() {
         }
         server.wait_closed().await;
     });
+}
+
+// A handler that dropped its writer and only reads is still a client of the server:
+// `close_clients` and `abort_clients` end its reader too (asyncio closes the
+// transport, whoever holds the writer).
+#[test]
+fn close_and_abort_clients_reach_a_handler_that_dropped_its_writer() {
+    for abort in [false, true] {
+        block_on(async move {
+            let ended = Rc::new(Cell::new(0));
+            let server = streams::start_server("127.0.0.1:0", {
+                let ended = ended.clone();
+                move |mut r, w| {
+                    let ended = ended.clone();
+                    async move {
+                        drop(w);
+                        let rest = r.read_to_eof().await?;
+                        assert!(rest.is_empty());
+                        ended.set(ended.get() + 1);
+                        Ok::<_, Error>(())
+                    }
+                }
+            })
+            .await
+            .unwrap();
+            let mut clients = Vec::new();
+            for _ in 0..3 {
+                clients.push(streams::open_connection(server.local_addr()).await.unwrap());
+            }
+            for (r, _w) in &mut clients {
+                // The handler's dropped writer half-closed: it has started.
+                assert_eq!(r.read_to_eof().await.unwrap(), b"");
+            }
+            server.close();
+            assert_eq!(ended.get(), 0, "the handlers wait for their clients");
+            if abort {
+                server.abort_clients();
+            } else {
+                server.close_clients();
+            }
+            server.wait_closed().await;
+            assert_eq!(ended.get(), 3, "abort: {abort}");
+        });
+    }
 }
 
 // test_server.py (3.13): test_abort_clients, on a streams server: what the writers

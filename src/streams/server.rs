@@ -126,9 +126,10 @@ impl<S: StreamSocket> Server<S> {
 
     /// Closes every connection whose handler still runs: its writer's
     /// [`close`](StreamWriter::close), so what it buffered is sent, then both
-    /// directions are shut down (the handler's reader reads end-of-stream). asyncio
-    /// 3.13's `close_clients`; call [`close`](Self::close) first, or new clients may
-    /// connect meanwhile.
+    /// directions are shut down (the handler's reader reads end-of-stream; a handler
+    /// that dropped its writer has its socket shut down, so its reader does too).
+    /// asyncio 3.13's `close_clients`; call [`close`](Self::close) first, or new
+    /// clients may connect meanwhile.
     pub fn close_clients(&self) {
         self.inner.writers().iter().for_each(WriterHandle::close);
     }

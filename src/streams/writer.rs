@@ -179,7 +179,10 @@ impl<S: StreamSocket> StreamWriter<S> {
 
     /// The server's hold on this writer (for `Server::close_clients`).
     pub(super) fn handle(&self) -> WriterHandle<S> {
-        WriterHandle(Rc::downgrade(&self.shared))
+        WriterHandle {
+            writer: Rc::downgrade(&self.shared),
+            conn: Rc::downgrade(&self.shared.conn),
+        }
     }
 
     /// Whether it is closed or closing (or the connection failed).
@@ -278,21 +281,29 @@ impl<S: StreamSocket> fmt::Debug for StreamWriter<S> {
     }
 }
 
-/// A server's hold on one of its connections' writers: weak, for
-/// `Server::close_clients` and `abort_clients` (nothing if the writer is gone).
-pub(super) struct WriterHandle<S>(Weak<Shared<S>>);
+/// A server's hold on one of its connections: weak, for `Server::close_clients`
+/// and `abort_clients` (nothing if the connection is gone).
+pub(super) struct WriterHandle<S> {
+    writer: Weak<Shared<S>>,
+    /// The socket, which the reader keeps once the handler dropped its writer.
+    conn: Weak<Connection<S>>,
+}
 
 impl<S> Clone for WriterHandle<S> {
     fn clone(&self) -> Self {
-        WriterHandle(self.0.clone())
+        WriterHandle {
+            writer: self.writer.clone(),
+            conn: self.conn.clone(),
+        }
     }
 }
 
 impl<S: StreamSocket> WriterHandle<S> {
     /// As [`StreamWriter::close`].
     pub(super) fn close(&self) {
-        if let Some(s) = self.0.upgrade() {
-            s.close();
+        match self.writer.upgrade() {
+            Some(s) => s.close(),
+            None => self.shut_reader(),
         }
     }
 
@@ -300,8 +311,18 @@ impl<S: StreamSocket> WriterHandle<S> {
     /// handler's reader read end-of-stream, and `drain` and `wait_closed` report
     /// the connection aborted.
     pub(super) fn abort(&self) {
-        if let Some(s) = self.0.upgrade() {
-            s.abort();
+        match self.writer.upgrade() {
+            Some(s) => s.abort(),
+            None => self.shut_reader(),
+        }
+    }
+
+    /// The writer is gone, so it sent its buffer and half-closed: what is left of
+    /// the connection is the handler's reader, which now reads end-of-stream.
+    fn shut_reader(&self) {
+        if let Some(conn) = self.conn.upgrade() {
+            let _ = conn.socket.shutdown(Shutdown::Both);
+            conn.closed.set(true);
         }
     }
 }
