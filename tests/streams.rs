@@ -39,6 +39,15 @@ fn pair() -> (Unix, Unix) {
     (streams::from_socket(a), streams::from_socket(b))
 }
 
+/// `n` clients connected to `server`.
+async fn connect(server: &streams::Server, n: usize) -> Vec<(StreamReader, StreamWriter)> {
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        clients.push(streams::open_connection(server.local_addr()).await.unwrap());
+    }
+    clients
+}
+
 /// Bytes that differ by position, so that reordered or lost data is caught.
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
@@ -474,10 +483,7 @@ fn close_clients_sends_what_is_buffered_and_ends_every_handler() {
         })
         .await
         .unwrap();
-        let mut clients = Vec::new();
-        for _ in 0..3 {
-            clients.push(streams::open_connection(server.local_addr()).await.unwrap());
-        }
+        let mut clients = connect(&server, 3).await;
         settle().await; // the handlers run and buffer their writes
         server.close();
         server.close_clients();
@@ -515,10 +521,7 @@ fn close_and_abort_clients_reach_a_handler_that_dropped_its_writer() {
             })
             .await
             .unwrap();
-            let mut clients = Vec::new();
-            for _ in 0..3 {
-                clients.push(streams::open_connection(server.local_addr()).await.unwrap());
-            }
+            let mut clients = connect(&server, 3).await;
             for (r, _w) in &mut clients {
                 // The handler's dropped writer half-closed: it has started.
                 assert_eq!(r.read_to_eof().await.unwrap(), b"");

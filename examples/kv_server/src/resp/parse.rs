@@ -169,18 +169,13 @@ impl Parser {
                 return self.incomplete(start, buf.len());
             };
             if first == b'*' {
-                let Some((line, used)) = header_line(
-                    &rest[1..],
-                    lim.max_inline_len,
-                    ProtocolError::TooBigMultibulkCount,
-                )?
-                else {
+                let too_big = ProtocolError::TooBigMultibulkCount;
+                let Some((count, used)) = header(rest, lim.max_inline_len, too_big)? else {
                     return self.incomplete(start, buf.len());
                 };
-                let count = parse_integer(line)
+                let count = count
                     .filter(|&n| n <= 0 || n as u64 <= lim.max_array_len as u64)
                     .ok_or(ProtocolError::InvalidMultibulkLength)?;
-                let used = used + 1;
                 if count <= 0 {
                     start += used;
                     continue;
@@ -252,19 +247,14 @@ impl Parser {
                 if first != b'$' {
                     return Err(ProtocolError::ExpectedBulk(first));
                 }
-                let Some((line, used)) = header_line(
-                    &rest[1..],
-                    lim.max_inline_len,
-                    ProtocolError::TooBigBulkCount,
-                )?
-                else {
+                let too_big = ProtocolError::TooBigBulkCount;
+                let Some((len, used)) = header(rest, lim.max_inline_len, too_big)? else {
                     return self.incomplete(start, buf.len());
                 };
-                let len = parse_integer(line)
+                let len = len
                     .and_then(|n| usize::try_from(n).ok())
                     .filter(|&n| n <= lim.max_bulk_len)
                     .ok_or(ProtocolError::InvalidBulkLength)?;
-                let used = used + 1;
                 // Refuse now a request that cannot fit, rather than buffer toward it.
                 if self.scanned + used + len + 2 >= lim.max_buffer {
                     return Err(ProtocolError::TooBigRequest);
@@ -286,6 +276,17 @@ impl Parser {
             request: None,
         })
     }
+}
+
+/// A `*<n>` or `$<n>` header at the front of `bytes`: its number (`None` if it is
+/// not a valid integer) and the bytes it takes, sigil and `\r\n` included; `None`
+/// when its end has not arrived.
+fn header(
+    bytes: &[u8],
+    max: usize,
+    too_big: ProtocolError,
+) -> Result<Option<(Option<i64>, usize)>, ProtocolError> {
+    Ok(header_line(&bytes[1..], max, too_big)?.map(|(line, used)| (parse_integer(line), used + 1)))
 }
 
 /// A header line's content and the bytes it takes with its `\r\n`, `None` when its end
