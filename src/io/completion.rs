@@ -82,8 +82,16 @@ impl ReadState {
     /// turn of the loop for a receive it would only submit then (the request after a
     /// reply usually arrives while the reply is being written). A failure to submit
     /// is left for that next call to meet.
+    ///
+    /// The buffer lent for it is small ([`MIN_RECV`]): the kernel holds it for as long
+    /// as the peer is quiet, which on a server is most connections most of the time.
+    /// A message bigger than it fills it (`full`), and the reader's next call takes
+    /// the rest at once with `recv(2)`, into a buffer as big as that reader asks for.
     fn read_ahead(&mut self, ring: &UringPoller, fd: RawFd) {
         let mut buf = std::mem::take(&mut self.ahead);
+        if buf.capacity() > 2 * MIN_RECV {
+            buf = Vec::with_capacity(MIN_RECV);
+        }
         buf.clear();
         self.pos = 0;
         match submit_recv(ring, fd, buf) {
@@ -345,5 +353,57 @@ impl RingReads {
         }
         let st = self.state.borrow();
         st.ahead.len() - st.pos
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::{AsyncReadExt, AsyncWriteExt};
+
+    use super::MIN_RECV;
+    use crate::net::{TcpListener, TcpStream};
+
+    /// After a big read, a stream that waits for its peer lends the kernel a small
+    /// buffer, not one as big as that read: an idle connection costs [`MIN_RECV`].
+    #[test]
+    fn an_idle_stream_lends_the_kernel_a_small_buffer() {
+        // Valgrind (CI runs the unit tests under memcheck) cannot follow io_uring.
+        if std::env::var("LD_PRELOAD").is_ok_and(|v| v.contains("vgpreload")) {
+            return;
+        }
+        let Ok(lp) = crate::EventLoop::builder().proactor(true).build() else {
+            return; // No io_uring here: nothing to test.
+        };
+        crate::set_event_loop(Some(lp.clone()));
+        let lent = || lp.inner.reactor.ring().expect("a proactor").lent();
+        lp.run_until_complete(async {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+            let (mut server, _) = listener.accept().await.unwrap();
+            let big = vec![7u8; 1 << 20];
+            let writer = crate::spawn(async move {
+                client.write_all(&big).await.unwrap();
+                client
+            });
+            let mut got = vec![0u8; 1 << 20];
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut n = 0;
+            while n < got.len() {
+                let k = server.read(&mut buf).await.unwrap();
+                got[n..n + k].copy_from_slice(&buf[..k]);
+                n += k;
+            }
+            assert!(got.iter().all(|&b| b == 7));
+            let mut client = writer.await.unwrap();
+            client.write_all(b"ping").await.unwrap();
+            let mut small = [0u8; 4];
+            server.read_exact(&mut small).await.unwrap();
+            assert_eq!(&small, b"ping");
+            // The read-ahead for the next message is in the kernel now.
+            assert!(lent() > 0, "a receive waits for the next message");
+            assert!(lent() <= 2 * MIN_RECV, "{} bytes lent while idle", lent());
+        })
+        .unwrap();
+        crate::set_event_loop(None);
     }
 }

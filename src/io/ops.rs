@@ -241,6 +241,16 @@ impl Ops {
             .count()
     }
 
+    /// The bytes of buffer the kernel holds for operations still in flight.
+    #[cfg(test)]
+    pub(crate) fn lent(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|(_, s)| !matches!(s.state, State::Done(_)))
+            .map(|(_, s)| s.buf.capacity())
+            .sum()
+    }
+
     /// Gives up on the operations still in the kernel without freeing their buffers:
     /// for a ring being torn down whose kernel side did not answer every cancel. A leak
     /// is safe; freeing memory the kernel may still write is not.

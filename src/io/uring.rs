@@ -477,6 +477,12 @@ impl UringPoller {
         self.ops.borrow_mut().poll(key, cx)
     }
 
+    /// The bytes of buffer lent to the kernel by operations in flight.
+    #[cfg(test)]
+    pub(crate) fn lent(&self) -> usize {
+        self.ops.borrow().lent()
+    }
+
     /// The loop is closing: every task waiting for an operation is woken, to find
     /// its stream closed.
     pub(crate) fn wake_all_ops(&self) {
