@@ -675,6 +675,29 @@ impl Drop for Busy {
     }
 }
 
+/// A reply buffer bigger than this after a write is freed, not kept for the next.
+const OUT_KEEP: usize = 64 * 1024;
+
+/// How much a connection reads at a time: little at first, so that an idle
+/// connection holds little (Redis keeps about 10 KiB per idle client); twice as
+/// much after a read that filled it (a deep pipeline, a big value), half after one
+/// that used under an eighth.
+struct ReadSize(usize);
+
+impl ReadSize {
+    const MIN: usize = 1024;
+    const MAX: usize = 64 * 1024;
+
+    /// A read of `room` bytes brought `n`.
+    fn after(&mut self, n: usize, room: usize) {
+        if n == room && self.0 < Self::MAX {
+            self.0 *= 2;
+        } else if n < self.0 / 8 && self.0 > Self::MIN {
+            self.0 /= 2;
+        }
+    }
+}
+
 /// Serves one client until it quits, disconnects or breaks the protocol.
 async fn serve(mut stream: TcpStream, rt: Arc<Runtime>) {
     CLIENTS.fetch_add(1, Ordering::Relaxed);
@@ -682,8 +705,9 @@ async fn serve(mut stream: TcpStream, rt: Arc<Runtime>) {
     let me = current_shard().expect("connections are served on shards");
     let mut decoder = Decoder::new(Limits::default());
     let mut session = Session::new(CLIENT_IDS.fetch_add(1, Ordering::Relaxed) + 1);
-    let mut out = Vec::with_capacity(16 * 1024);
+    let mut out = Vec::new();
     let mut slots = Vec::new();
+    let mut read_size = ReadSize(ReadSize::MIN);
     'conn: loop {
         // No await between this check and `Busy::new`: a stop that set DRAINING on
         // this shard either sees this request as busy or this connection closes.
@@ -714,6 +738,9 @@ async fn serve(mut stream: TcpStream, rt: Arc<Runtime>) {
             quit |= batch.finish().await;
             let written = stream.write_all(&out).await;
             out.clear();
+            if out.capacity() > OUT_KEEP {
+                out = Vec::new();
+            }
             if written.is_err() {
                 break 'conn;
             }
@@ -727,9 +754,14 @@ async fn serve(mut stream: TcpStream, rt: Arc<Runtime>) {
         if quit {
             break;
         }
-        match stream.read(decoder.read_buf(16 * 1024)).await {
+        let room = decoder.read_buf(read_size.0);
+        let asked = room.len();
+        match stream.read(room).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => decoder.commit(n),
+            Ok(n) => {
+                decoder.commit(n);
+                read_size.after(n, asked);
+            }
         }
     }
     txn::unwatch(
@@ -890,4 +922,28 @@ fn main() {
     lp.run_forever().expect("wait for a signal");
     eprintln!("kv_server: signal or SHUTDOWN received, stopping");
     stop(&rt, args.grace);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReadSize;
+
+    #[test]
+    fn the_read_size_follows_what_the_reads_bring() {
+        let mut size = ReadSize(ReadSize::MIN);
+        // Reads that fill it: it doubles, up to the most.
+        for _ in 0..10 {
+            let room = size.0;
+            size.after(room, room);
+        }
+        assert_eq!(size.0, ReadSize::MAX);
+        // A short read of a full room (the buffer limit) is not a small read.
+        size.after(ReadSize::MAX / 2, ReadSize::MAX / 2);
+        assert_eq!(size.0, ReadSize::MAX);
+        // Reads of a few bytes: it halves, down to the least.
+        for _ in 0..10 {
+            size.after(10, size.0);
+        }
+        assert_eq!(size.0, ReadSize::MIN);
+    }
 }

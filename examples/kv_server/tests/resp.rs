@@ -232,6 +232,37 @@ fn a_request_reaching_the_buffer_limit_is_refused() {
     assert_eq!(count, 100);
 }
 
+/// A connection that sent one big request and went quiet does not keep its memory:
+/// once the request is taken out, the buffer shrinks to what the next read asks for.
+#[test]
+fn an_emptied_buffer_shrinks_to_the_next_read() {
+    let value = vec![b'x'; 1 << 20];
+    let mut input = format!("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n", value.len()).into_bytes();
+    input.extend_from_slice(&value);
+    input.extend_from_slice(b"\r\n");
+    let mut decoder = Decoder::new(Limits::default());
+    let mut fed = 0;
+    let mut got = None;
+    while fed < input.len() {
+        let room = decoder.read_buf(64 * 1024);
+        let n = room.len().min(input.len() - fed);
+        room[..n].copy_from_slice(&input[fed..fed + n]);
+        decoder.commit(n);
+        fed += n;
+        if let Some(r) = decoder.next_request().unwrap() {
+            got = Some(r.len());
+        }
+    }
+    assert_eq!(got, Some(3));
+    assert!(decoder.capacity() >= 1 << 20);
+    assert_eq!(decoder.read_buf(1024).len(), 1024);
+    assert!(
+        decoder.capacity() <= 2048,
+        "{} bytes kept",
+        decoder.capacity()
+    );
+}
+
 #[test]
 fn a_declared_terabyte_is_never_allocated() {
     // Default limits: refused at once.

@@ -2,10 +2,6 @@
 
 use super::{Args, Limits, Parsed, Parser, ProtocolError};
 
-/// The size kept after a big request, once its bytes are consumed (twice this is
-/// the most that stays behind).
-const KEEP: usize = 16 << 10;
-
 /// Buffers the bytes a connection receives and hands out its requests in order.
 ///
 /// Read straight into it with [`read_buf`](Decoder::read_buf) and
@@ -64,6 +60,11 @@ impl Decoder {
         self.end - self.start
     }
 
+    /// The bytes its buffer takes in memory (what it holds, and room for reads).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Room for the next read: up to `want` bytes, fewer when the buffer limit is near.
     /// Write the received bytes at its front and [`commit`](Decoder::commit) how many.
     ///
@@ -115,11 +116,13 @@ impl Decoder {
             self.end -= self.start;
             self.start = 0;
         }
-        // One big request should not pin its memory for the connection's life (the
-        // slack keeps a read that ends mid-request from shrinking and regrowing it).
-        if self.end == 0 && self.buf.len() > 2 * KEEP {
-            self.buf.truncate(KEEP);
-            self.buf.shrink_to(KEEP);
+        // A big request, or reads that asked for more, should not pin memory for the
+        // connection's life: an emptied buffer shrinks to what this read asks for,
+        // once it is over twice that (the slack keeps reads of varying sizes from
+        // shrinking and regrowing it).
+        if self.end == 0 && self.buf.len() > 2 * n {
+            self.buf.truncate(n);
+            self.buf.shrink_to(n);
         }
         if self.buf.len() < self.end + n {
             self.buf.resize(self.end + n, 0);
