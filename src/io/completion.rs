@@ -77,22 +77,19 @@ impl ReadState {
         landed
     }
 
-    /// All received bytes are handed out: receive the next ones now, into the same
-    /// buffer, so that the reader's next call finds them there instead of waiting a
-    /// turn of the loop for a receive it would only submit then (the request after a
-    /// reply usually arrives while the reply is being written). A failure to submit
-    /// is left for that next call to meet.
+    /// All received bytes are handed out: receive the next ones now, so that the
+    /// reader's next call finds them here instead of waiting a turn of the loop for a
+    /// receive it would only submit then (the request after a reply usually arrives
+    /// while the reply is being written). A failure to submit is left for that next
+    /// call to meet.
     ///
-    /// The buffer lent for it is small ([`MIN_RECV`]): the kernel holds it for as long
-    /// as the peer is quiet, which on a server is most connections most of the time.
-    /// A message bigger than it fills it (`full`), and the reader's next call takes
-    /// the rest at once with `recv(2)`, into a buffer as big as that reader asks for.
+    /// The buffer lent for it is small ([`waiting_buffer`]): the kernel holds it for
+    /// as long as the peer is quiet, which on a server is most connections most of
+    /// the time. A message bigger than it fills it (`full`), and the reader's next
+    /// call takes the rest at once with `recv(2)`, into a buffer as big as that reader
+    /// asks for.
     fn read_ahead(&mut self, ring: &UringPoller, fd: RawFd) {
-        let mut buf = std::mem::take(&mut self.ahead);
-        if buf.capacity() > 2 * MIN_RECV {
-            buf = Vec::with_capacity(MIN_RECV);
-        }
-        buf.clear();
+        let buf = waiting_buffer(std::mem::take(&mut self.ahead));
         self.pos = 0;
         match submit_recv(ring, fd, buf) {
             Ok(key) => self.in_flight = Some(key),
@@ -105,6 +102,18 @@ impl ReadState {
     fn take_waiters(&mut self) -> Vec<Waker> {
         std::mem::take(&mut self.waiters)
     }
+}
+
+/// `buf`, emptied, for a receive that waits for the next message: [`MIN_RECV`]
+/// bytes, whatever a bulk transfer before made it (the kernel holds it for as long
+/// as the peer is quiet).
+fn waiting_buffer(mut buf: Vec<u8>) -> Vec<u8> {
+    if buf.capacity() > 2 * MIN_RECV {
+        return Vec::with_capacity(MIN_RECV);
+    }
+    buf.clear();
+    buf.reserve(MIN_RECV);
+    buf
 }
 
 /// `recv(2)` into `buf`'s spare capacity, without waiting; appends what came.
@@ -216,8 +225,8 @@ impl RingReads {
             let mut buf = std::mem::take(&mut st.ahead);
             buf.clear();
             st.pos = 0;
-            buf.reserve(want.clamp(MIN_RECV, MAX_RECV));
             if st.full {
+                buf.reserve(want.clamp(MIN_RECV, MAX_RECV));
                 match recv_now(fd, &mut buf) {
                     Ok(n) => {
                         st.full = n > 0 && buf.len() == buf.capacity();
@@ -239,7 +248,8 @@ impl RingReads {
                     }
                 }
             }
-            match submit_recv(ring, fd, buf) {
+            // Nothing is waiting in the socket: the receive waits for the next message.
+            match submit_recv(ring, fd, waiting_buffer(buf)) {
                 Ok(key) => st.in_flight = Some(key),
                 Err((e, buf)) => {
                     st.ahead = buf;
@@ -358,6 +368,8 @@ impl RingReads {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+
     use futures_util::{AsyncReadExt, AsyncWriteExt};
 
     use super::MIN_RECV;
@@ -380,13 +392,23 @@ mod tests {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
             let (mut server, _) = listener.accept().await.unwrap();
+            // A big read that has to wait lends the kernel little.
+            let mut buf = vec![0u8; 256 * 1024];
+            {
+                let mut first = std::pin::pin!(server.read(&mut buf));
+                std::future::poll_fn(|cx| {
+                    assert!(first.as_mut().poll(cx).is_pending(), "nothing was sent yet");
+                    std::task::Poll::Ready(())
+                })
+                .await;
+                assert!(lent() > 0 && lent() <= 2 * MIN_RECV, "{} bytes lent", lent());
+            }
             let big = vec![7u8; 1 << 20];
             let writer = crate::spawn(async move {
                 client.write_all(&big).await.unwrap();
                 client
             });
             let mut got = vec![0u8; 1 << 20];
-            let mut buf = vec![0u8; 256 * 1024];
             let mut n = 0;
             while n < got.len() {
                 let k = server.read(&mut buf).await.unwrap();

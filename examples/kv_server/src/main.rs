@@ -681,12 +681,15 @@ const OUT_KEEP: usize = 64 * 1024;
 /// How much a connection reads at a time: little at first, so that an idle
 /// connection holds little (Redis keeps about 10 KiB per idle client); twice as
 /// much after a read that filled it (a deep pipeline, a big value), half after one
-/// that used under an eighth.
+/// that used under an eighth. A read waits with this room in the decoder's buffer,
+/// which shrinks with it.
 struct ReadSize(usize);
 
 impl ReadSize {
     const MIN: usize = 1024;
-    const MAX: usize = 64 * 1024;
+    /// What every read asked for before reads were sized: a big request (a pipeline,
+    /// a value) takes as many reads as then, and keeps no more memory.
+    const MAX: usize = 16 * 1024;
 
     /// A read of `room` bytes brought `n`.
     fn after(&mut self, n: usize, room: usize) {
