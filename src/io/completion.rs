@@ -379,16 +379,8 @@ mod tests {
     /// buffer, not one as big as that read: an idle connection costs [`MIN_RECV`].
     #[test]
     fn an_idle_stream_lends_the_kernel_a_small_buffer() {
-        // Valgrind (CI runs the unit tests under memcheck) cannot follow io_uring.
-        if std::env::var("LD_PRELOAD").is_ok_and(|v| v.contains("vgpreload")) {
-            return;
-        }
-        let Ok(lp) = crate::EventLoop::builder().proactor(true).build() else {
-            return; // No io_uring here: nothing to test.
-        };
-        crate::set_event_loop(Some(lp.clone()));
-        let lent = || lp.inner.reactor.ring().expect("a proactor").lent();
-        lp.run_until_complete(async {
+        crate::io::on_test_proactor(|lp| async move {
+            let lent = || lp.inner.reactor.ring().expect("a proactor").lent();
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
             let (mut server, _) = listener.accept().await.unwrap();
@@ -424,8 +416,6 @@ mod tests {
             // The read-ahead for the next message is in the kernel now.
             assert!(lent() > 0, "a receive waits for the next message");
             assert!(lent() <= 2 * MIN_RECV, "{} bytes lent while idle", lent());
-        })
-        .unwrap();
-        crate::set_event_loop(None);
+        });
     }
 }

@@ -14,3 +14,26 @@ pub(crate) mod reactor;
 pub(crate) mod registration;
 mod timerfd;
 pub(crate) mod uring;
+
+/// A proactor loop for a unit test, or `None` where the test cannot run one: no
+/// io_uring here, or under valgrind (CI runs the unit tests under memcheck), which
+/// cannot follow io_uring; it preloads its own libraries, which says it is there.
+#[cfg(test)]
+pub(crate) fn test_proactor() -> Option<crate::EventLoop> {
+    if std::env::var("LD_PRELOAD").is_ok_and(|v| v.contains("vgpreload")) {
+        return None;
+    }
+    crate::EventLoop::builder().proactor(true).build().ok()
+}
+
+/// Runs the test `body` on a proactor loop set as this thread's (see
+/// [`test_proactor`]); does nothing where there is none.
+#[cfg(test)]
+pub(crate) fn on_test_proactor<F: std::future::Future>(body: impl FnOnce(crate::EventLoop) -> F) {
+    let Some(lp) = test_proactor() else {
+        return;
+    };
+    crate::set_event_loop(Some(lp.clone()));
+    lp.run_until_complete(body(lp.clone())).unwrap();
+    crate::set_event_loop(None);
+}

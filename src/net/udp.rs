@@ -172,16 +172,7 @@ mod tests {
     /// is full): to an address, and to the connected peer, whole, from this socket.
     #[test]
     fn a_send_through_the_ring_arrives_whole_from_its_socket() {
-        // Valgrind (CI runs the unit tests under memcheck) cannot follow io_uring:
-        // it preloads its own libraries, which says it is there.
-        if std::env::var("LD_PRELOAD").is_ok_and(|v| v.contains("vgpreload")) {
-            return;
-        }
-        let Ok(lp) = crate::EventLoop::builder().proactor(true).build() else {
-            return; // No io_uring here: nothing to test.
-        };
-        crate::set_event_loop(Some(lp.clone()));
-        lp.run_until_complete(async {
+        crate::io::on_test_proactor(|_| async {
             let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
             let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
             let to = rx.local_addr().unwrap();
@@ -199,8 +190,6 @@ mod tests {
             let mut buf = [0u8; 32];
             let (n, _) = rx.recv_from(&mut buf).await.unwrap();
             assert_eq!(&buf[..n], b"to the peer");
-        })
-        .unwrap();
-        crate::set_event_loop(None);
+        });
     }
 }

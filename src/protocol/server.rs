@@ -658,11 +658,7 @@ mod tests {
     #[test]
     fn a_proactor_server_accepts_through_the_ring() {
         assert!(!accepts_by_ring(&EventLoop::builder().proactor(false).build().unwrap()));
-        // valgrind cannot follow io_uring (CI runs the lib tests under it).
-        if std::env::var("LD_PRELOAD").is_ok_and(|v| v.contains("vgpreload")) {
-            return;
-        }
-        let Ok(lp) = EventLoop::builder().proactor(true).build() else {
+        let Some(lp) = crate::io::test_proactor() else {
             return eprintln!("skipped: no io_uring here");
         };
         let multishot = lp.inner.reactor.ring().is_some_and(|r| r.accepts_by_ring());
