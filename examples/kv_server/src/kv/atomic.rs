@@ -122,23 +122,27 @@ impl Atomic {
             }
             Atomic::Rename { from, to, nx } => {
                 if nx {
-                    let key = to.1.clone();
-                    let step: Step =
-                        Box::new(move |store| StepResult::Exists(store.contains(&key, now)));
-                    let exists = on_shard(to.0, step).await;
-                    if let StepResult::Refused = exists {
-                        return refused();
-                    }
-                    if let StepResult::Exists(true) = exists {
-                        // RENAMENX with a missing source is still "no such key".
-                        let key = from.1.clone();
+                    // In Redis's order, as one store checks: the source first (a
+                    // missing one is "no such key" whatever the destination), then
+                    // the destination. (Each check may remove a key past its
+                    // deadline, which DBSIZE then no longer counts.)
+                    for (shard, key, stop_if_exists) in
+                        [(from.0, &from.1, false), (to.0, &to.1, true)]
+                    {
+                        let key = key.clone();
                         let step: Step =
                             Box::new(move |store| StepResult::Exists(store.contains(&key, now)));
-                        return match on_shard(from.0, step).await {
-                            StepResult::Exists(true) => Reply::Integer(0),
-                            StepResult::Refused => refused(),
-                            _ => Reply::error("ERR no such key"),
-                        };
+                        match on_shard(shard, step).await {
+                            StepResult::Refused => return refused(),
+                            StepResult::Exists(exists) if exists == stop_if_exists => {
+                                return if stop_if_exists {
+                                    Reply::Integer(0)
+                                } else {
+                                    Reply::error("ERR no such key")
+                                };
+                            }
+                            _ => {}
+                        }
                     }
                 }
                 let key = from.1;
