@@ -132,9 +132,11 @@ impl LoopBuilder {
     /// asyncio's `ProactorEventLoop`: the loop waits on an io_uring instead of
     /// epoll. One `io_uring_enter` per iteration submits everything queued since the
     /// last and waits, with the nearest timer as its timeout. TCP and Unix streams'
-    /// reads are the kernel's (`IORING_OP_RECV` into buffers the stream owns; with
-    /// `read_owned`, into the caller's); every other fd's readiness comes from a
-    /// multishot poll on the ring. Everything else (the
+    /// reads are the kernel's (`IORING_OP_RECV` into a ring of buffers the loop
+    /// provides, from Linux 5.19, so that a stream waiting for its peer lends the
+    /// kernel no memory; before, into buffers the stream owns; with `read_owned`,
+    /// into the caller's); every other fd's readiness comes from a multishot poll on
+    /// the ring. Everything else (the
     /// types, the traits, the semantics) is the same on both loops. Defaults to off,
     /// or on with `SHARDLOOP_PROACTOR=1` in the environment. Where the kernel
     /// refuses io_uring (`ENOSYS`, `EPERM`, `kernel.io_uring_disabled`), or lacks

@@ -1,9 +1,16 @@
-//! A stream's reads on a proactor loop: the kernel receives into a buffer the stream
-//! owns (`IORING_OP_RECV`), one receive in flight at a time, and readers take the
-//! bytes from there. No readiness poll and no `recv(2)` call of ours: the loop's one
-//! `io_uring_enter` per iteration submits the receive and reaps its completion.
+//! A stream's reads on a proactor loop. No readiness poll and no `recv(2)` call of
+//! ours: the loop's one `io_uring_enter` per iteration submits receives and reaps
+//! their completions.
 //!
-//! Once a reader has taken every byte received, the next receive is submitted at
+//! Where the kernel takes provided-buffer rings (see [`UringPoller::new_recv`]), a
+//! stream's receives wait in the kernel with no buffer of the stream's, and the
+//! bytes land in one the ring provides, copied into the stream's queue at once (see
+//! [`super::recvs`]): a stream waiting for its peer lends the kernel no memory. Its
+//! `read_owned` calls (below) still lend their own buffers until then.
+//!
+//! Elsewhere the kernel receives into a buffer the stream owns (`IORING_OP_RECV`),
+//! one receive in flight at a time, and readers take the bytes from there. Once a
+//! reader has taken every byte received, the next receive is submitted at
 //! once (read-ahead): in a request-reply exchange the next request's bytes are then
 //! waiting when the reader comes back, with no turn of the loop lost. A reader that
 //! gives up (its future dropped) leaves the receive to the stream too: the bytes it
@@ -23,12 +30,13 @@ use std::task::{Context, Poll, Waker};
 use io_uring::{opcode, types};
 
 use super::ops::OpKey;
+use super::recvs::RecvKey;
 use super::uring::UringPoller;
 
 /// The least a receive asks for (a reader with a small buffer still gets a whole
 /// message in one completion), and the most.
-const MIN_RECV: usize = 4096;
-const MAX_RECV: usize = 256 * 1024;
+pub(super) const MIN_RECV: usize = 4096;
+pub(super) const MAX_RECV: usize = 256 * 1024;
 
 #[derive(Default)]
 struct ReadState {
@@ -38,6 +46,10 @@ struct ReadState {
     owned: bool,
     /// Readers that wait while a `read_owned` future owns the receive.
     waiters: Vec<Waker>,
+    /// The stream's slot for receives into the ring's buffers, once it has one: every
+    /// read goes through it from then on (no other receive of the stream is ever
+    /// submitted, so bytes never come out of order).
+    ring_recv: Option<RecvKey>,
     /// Bytes received and not handed out yet: `ahead[pos..]`.
     ahead: Vec<u8>,
     pos: usize,
@@ -117,7 +129,7 @@ fn waiting_buffer(mut buf: Vec<u8>) -> Vec<u8> {
 }
 
 /// `recv(2)` into `buf`'s spare capacity, without waiting; appends what came.
-fn recv_now(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
+pub(super) fn recv_now(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<usize> {
     let spare = buf.spare_capacity_mut();
     // SAFETY: `spare` is valid for writes of `spare.len()` bytes for the call, and
     // `recv(2)` writes at most that many, reading none.
@@ -191,7 +203,7 @@ impl RingReads {
                 let take = take.take().expect("data is handed out once");
                 let n = take(&st.ahead[st.pos..]);
                 st.pos += n;
-                if submit && st.pos == st.ahead.len() && st.in_flight.is_none() && !st.full {
+                if submit && st.pos == st.ahead.len() && st.in_flight.is_none() && !st.full && !ring.receives_into_ring_buffers() {
                     st.read_ahead(ring, fd);
                 }
                 return Poll::Ready(Some(Ok(n)));
@@ -218,6 +230,13 @@ impl RingReads {
                     }
                     Landed::End(r) => return Poll::Ready(Some(r)),
                 }
+            }
+            if st.ring_recv.is_none() && submit {
+                st.ring_recv = ring.new_recv();
+            }
+            if let Some(key) = st.ring_recv {
+                let mut take = |bytes: &[u8]| take.take().expect("data is handed out once")(bytes);
+                return ring.poll_recv(key, fd, cx, want, &mut take).map(Some);
             }
             if !submit {
                 return Poll::Ready(None);
@@ -344,9 +363,15 @@ impl RingReads {
 
     /// The stream goes away: cancel the receive in flight, if any.
     pub(crate) fn cancel(&self, ring: &UringPoller) {
-        let key = self.state.borrow_mut().in_flight.take();
+        let (key, ring_recv) = {
+            let mut st = self.state.borrow_mut();
+            (st.in_flight.take(), st.ring_recv.take())
+        };
         if let Some(key) = key {
             ring.cancel_op(key);
+        }
+        if let Some(key) = ring_recv {
+            ring.stop_recv(key);
         }
     }
 
@@ -361,8 +386,10 @@ impl RingReads {
                 let _ = self.state.borrow_mut().land(result, buf);
             }
         }
+        let ring_recv = self.state.borrow_mut().ring_recv.take();
+        let unread = ring_recv.map_or(0, |key| ring.detach_recv(key));
         let st = self.state.borrow();
-        st.ahead.len() - st.pos
+        st.ahead.len() - st.pos + unread
     }
 }
 
@@ -373,17 +400,60 @@ mod tests {
     use futures_util::{AsyncReadExt, AsyncWriteExt};
 
     use super::MIN_RECV;
+    use crate::io::buf_ring::{BUFFERS, BUFFER_SIZE};
+    use crate::io::uring::UringPoller;
     use crate::net::{TcpListener, TcpStream};
+    use crate::EventLoop;
 
-    /// After a big read, a stream that waits for its peer lends the kernel a small
-    /// buffer, not one as big as that read: an idle connection costs [`MIN_RECV`].
+    /// Runs `body` on a proactor whose streams receive into the ring's buffers (where
+    /// this kernel takes them), then on one whose streams lend the kernel their own;
+    /// `body` is told which.
+    fn on_both_ways<F: Future<Output = ()>>(body: impl Fn(EventLoop, bool) -> F) {
+        for ring_buffers in [true, false] {
+            crate::io::on_test_proactor(|lp| {
+                let ring = lp.inner.reactor.ring().expect("a proactor");
+                if !ring_buffers {
+                    ring.disable_ring_buffers();
+                }
+                let ring_buffers = ring.receives_into_ring_buffers();
+                body(lp, ring_buffers)
+            });
+        }
+    }
+
+    fn ring(lp: &EventLoop) -> &UringPoller {
+        lp.inner.reactor.ring().expect("a proactor")
+    }
+
+    /// A connected pair: (client, server side).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    /// Byte `i` of the test pattern of stream `n`.
+    fn pattern(n: usize, i: usize) -> u8 {
+        (i.wrapping_mul(31) ^ n.wrapping_mul(7) ^ (i >> 12)) as u8
+    }
+
+    /// After a big read, a stream that waits for its peer lends the kernel little:
+    /// nothing at all with the ring's buffers (shared by every stream), else
+    /// [`MIN_RECV`], not a buffer as big as that read.
     #[test]
-    fn an_idle_stream_lends_the_kernel_a_small_buffer() {
-        crate::io::on_test_proactor(|lp| async move {
-            let lent = || lp.inner.reactor.ring().expect("a proactor").lent();
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-            let (mut server, _) = listener.accept().await.unwrap();
+    fn an_idle_stream_lends_the_kernel_little() {
+        on_both_ways(|lp, ring_buffers| async move {
+            let lent = || ring(&lp).lent();
+            let (mut client, mut server) = pair().await;
+            let idle = || {
+                if ring_buffers {
+                    assert_eq!(lent(), 0, "a receive into the ring's buffers lends nothing of the stream's");
+                    assert_eq!(ring(&lp).queued_by_recvs(), 0);
+                } else {
+                    assert!(lent() > 0 && lent() <= 2 * MIN_RECV, "{} bytes lent", lent());
+                }
+            };
             // A big read that has to wait lends the kernel little.
             let mut buf = vec![0u8; 256 * 1024];
             {
@@ -393,7 +463,7 @@ mod tests {
                     std::task::Poll::Ready(())
                 })
                 .await;
-                assert!(lent() > 0 && lent() <= 2 * MIN_RECV, "{} bytes lent", lent());
+                idle();
             }
             let big = vec![7u8; 1 << 20];
             let writer = crate::spawn(async move {
@@ -413,9 +483,112 @@ mod tests {
             let mut small = [0u8; 4];
             server.read_exact(&mut small).await.unwrap();
             assert_eq!(&small, b"ping");
-            // The read-ahead for the next message is in the kernel now.
-            assert!(lent() > 0, "a receive waits for the next message");
-            assert!(lent() <= 2 * MIN_RECV, "{} bytes lent while idle", lent());
+            // The receive for the next message is in the kernel now.
+            if ring_buffers {
+                assert_eq!(ring(&lp).receives(), 1);
+            } else {
+                assert!(lent() > 0, "a receive waits for the next message");
+            }
+            idle();
+        });
+    }
+
+    /// A peer that sends far more than the stream reads: what the ring holds for the
+    /// stream stays one receive's worth (the rest waits in the socket), and every
+    /// byte still comes, in order, once it reads: through full buffers taken on with
+    /// `recv(2)`, and receives submitted again.
+    #[test]
+    fn a_stream_that_does_not_read_holds_one_receive_and_loses_nothing() {
+        on_both_ways(|lp, ring_buffers| async move {
+            const TOTAL: usize = 8 << 20;
+            let (mut client, mut server) = pair().await;
+            let writer = crate::spawn(async move {
+                let data: Vec<u8> = (0..TOTAL).map(|i| pattern(1, i)).collect();
+                client.write_all(&data).await.unwrap();
+                client.close().await.unwrap();
+            });
+            let mut buf = vec![0u8; 1000];
+            let mut got = Vec::with_capacity(TOTAL);
+            let n = server.read(&mut buf).await.unwrap();
+            got.extend_from_slice(&buf[..n]);
+            // The writer fills the socket while nobody reads.
+            for _ in 0..50 {
+                crate::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            // What the last read left of a `recv(2)` of `MIN_RECV`, or one receive.
+            let held = ring(&lp).queued_by_recvs();
+            assert!(held <= MIN_RECV.max(BUFFER_SIZE), "{held} bytes queued");
+            if ring_buffers {
+                assert_eq!(ring(&lp).lent(), 0);
+            } else {
+                assert!(ring(&lp).lent() <= MIN_RECV);
+            }
+            loop {
+                let n = server.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            writer.await.unwrap();
+            assert_eq!(got.len(), TOTAL);
+            assert!(got.iter().enumerate().all(|(i, &b)| b == pattern(1, i)), "bytes out of order");
+        });
+    }
+
+    /// More streams receive at once than the ring has buffers: the receives that find
+    /// it empty fail (`ENOBUFS`) and are submitted again, and every stream gets its
+    /// own bytes, whole.
+    #[test]
+    fn more_streams_than_buffers_each_get_their_own_bytes() {
+        on_both_ways(|lp, _| async move {
+            // Each stream has one receive in the kernel: more of them than buffers.
+            const STREAMS: usize = BUFFERS as usize + 44;
+            const EACH: usize = 2 * BUFFER_SIZE;
+            let mut clients = Vec::new();
+            let mut readers = Vec::new();
+            for _ in 0..STREAMS {
+                let (client, mut server) = pair().await;
+                clients.push(client);
+                readers.push(crate::spawn(async move {
+                    let mut got = vec![0u8; EACH];
+                    server.read_exact(&mut got).await.unwrap();
+                    got
+                }));
+            }
+            // Every reader waits in its receive before any byte is sent.
+            crate::time::sleep(std::time::Duration::from_millis(10)).await;
+            for (n, client) in clients.iter_mut().enumerate() {
+                let data: Vec<u8> = (0..EACH).map(|i| pattern(n, i)).collect();
+                client.write_all(&data).await.unwrap();
+            }
+            for (n, reader) in readers.into_iter().enumerate() {
+                let got = reader.await.unwrap();
+                assert!(got.iter().enumerate().all(|(i, &b)| b == pattern(n, i)), "stream {n}");
+            }
+            drop(clients);
+            assert_eq!(ring(&lp).queued_by_recvs(), 0);
+        });
+    }
+
+    /// A stream dropped while its receive is in the kernel, with bytes queued: the
+    /// receive is cancelled and answered at once (no slot is left), and the peer sees
+    /// the connection closed.
+    #[test]
+    fn a_dropped_stream_leaves_no_receive_behind() {
+        on_both_ways(|lp, _| async move {
+            let (mut client, mut server) = pair().await;
+            client.write_all(b"first").await.unwrap();
+            let mut buf = [0u8; 1];
+            server.read_exact(&mut buf).await.unwrap();
+            // "irst" is queued, and the receive waits for more.
+            drop(server);
+            assert_eq!(ring(&lp).receives(), 0, "the cancel was answered");
+            assert_eq!(ring(&lp).queued_by_recvs(), 0);
+            assert_eq!(ring(&lp).lent(), 0);
+            let mut rest = Vec::new();
+            // The peer sees the end (a reset: bytes were left unread).
+            let _ = client.read_to_end(&mut rest).await;
         });
     }
 }

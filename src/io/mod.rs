@@ -3,6 +3,7 @@
 
 pub(crate) mod bell;
 mod accepts;
+mod buf_ring;
 mod completion;
 pub(crate) mod datagrams;
 mod epoll;
@@ -11,6 +12,7 @@ mod ops;
 pub(crate) mod owned;
 pub(crate) mod poller;
 pub(crate) mod reactor;
+mod recvs;
 pub(crate) mod registration;
 mod timerfd;
 pub(crate) mod uring;

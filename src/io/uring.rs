@@ -12,7 +12,8 @@
 //! Reads and writes the kernel does for us (the proactor's own way of doing I/O) are
 //! the other kind of entry: their buffers live in the [`Ops`] table until their
 //! completions arrive (see [`super::ops`]). Listeners' multishot accepts are the
-//! third (see [`super::accepts`]).
+//! third (see [`super::accepts`]), and streams' receives into buffers the kernel
+//! picks from the loop's [`BufRing`] the fourth (see [`super::recvs`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -25,17 +26,19 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use mio::{Interest, Token};
 
 use super::accepts::{AcceptKey, Accepts, Next};
+use super::buf_ring::{self, BufRing};
 use super::ops::{MsgBox, OpKey, Ops, Wakers};
 use super::poller::Readiness;
+use super::recvs::{self, RecvKey, Recvs};
 
 /// The doorbell's token inside the ring (registered tokens are slab keys, far below).
 const BELL: u32 = u32::MAX;
 /// The bit that marks a `POLL_REMOVE`'s `user_data` (the rest is the `user_data` of
 /// the poll it removes, whose arm numbers stay below it).
 const REMOVAL: u64 = 1 << 63;
-/// The arm numbers: 28 bits, so that a poll's `user_data` (number << 32 | token)
-/// never has a bit of [`REMOVAL`], [`OP`], [`CANCEL`] or [`ACCEPT`].
-const ARM_ID_MASK: u32 = u32::MAX >> 4;
+/// The arm numbers: 27 bits, so that a poll's `user_data` (number << 32 | token)
+/// never has a bit of [`REMOVAL`], [`OP`], [`CANCEL`], [`ACCEPT`] or [`RECV`].
+const ARM_ID_MASK: u32 = u32::MAX >> 5;
 /// The bit that marks an operation's `user_data` (the rest is its key in [`Ops`]).
 const OP: u64 = 1 << 62;
 /// The `user_data` of an `ASYNC_CANCEL`: its own completion says nothing we need (the
@@ -44,6 +47,9 @@ const CANCEL: u64 = 1 << 61;
 /// The bit that marks a multishot accept's `user_data` (the rest is its key in
 /// [`Accepts`]).
 const ACCEPT: u64 = 1 << 60;
+/// The bit that marks the `user_data` of a receive into the ring's buffers (the
+/// rest is its key in [`Recvs`]).
+const RECV: u64 = 1 << 59;
 /// How many waits a teardown spends on the answers to its cancels (each at most
 /// [`TEARDOWN_WAIT`]) before it leaks the buffers still in the kernel.
 const TEARDOWN_TRIES: usize = 50;
@@ -94,6 +100,12 @@ pub(crate) struct UringPoller {
     accepts: RefCell<Accepts>,
     /// The kernel takes multishot accepts (Linux 5.19, as the setup flags below).
     multishot_accept: bool,
+    /// Streams' receives into the ring's buffers, and what they received.
+    recvs: RefCell<Recvs>,
+    /// Those buffers, registered at the first receive.
+    bufs: RefCell<Option<BufRing>>,
+    /// Streams receive into the ring's buffers (see [`Self::new_recv`]).
+    ring_buffers: Cell<bool>,
     /// Set by `drop`: completions reaped then wake no task.
     tearing_down: Cell<bool>,
 }
@@ -173,6 +185,10 @@ impl UringPoller {
             ops: RefCell::new(Ops::default()),
             accepts: RefCell::new(Accepts::default()),
             multishot_accept: modern,
+            recvs: RefCell::new(Recvs::default()),
+            bufs: RefCell::new(None),
+            // Provided-buffer rings came in 5.19, as the setup flags above.
+            ring_buffers: Cell::new(modern),
             tearing_down: Cell::new(false),
         };
         poller.arm(BELL, bell, libc::POLLIN as u32)?;
@@ -374,6 +390,10 @@ impl UringPoller {
                 self.accepted(user_data, result, flags, true);
                 continue;
             }
+            if user_data & RECV != 0 {
+                self.received(user_data, result, flags, true);
+                continue;
+            }
             if user_data & REMOVAL != 0 {
                 if result == -libc::EALREADY {
                     // The poll was firing when the removal came: remove it again.
@@ -490,6 +510,8 @@ impl UringPoller {
         wakers.into_iter().for_each(Wakers::wake);
         let waiters = self.accepts.borrow_mut().take_wakers();
         waiters.into_iter().for_each(std::task::Waker::wake);
+        let waiters = self.recvs.borrow_mut().take_wakers();
+        waiters.into_iter().for_each(std::task::Waker::wake);
     }
 
     /// Nobody will collect operation `key`: cancel it, and wait for the kernel to
@@ -584,6 +606,8 @@ impl UringPoller {
                 }
             } else if c.0 & ACCEPT != 0 {
                 self.accepted(c.0, c.1, c.2, !self.tearing_down.get());
+            } else if c.0 & RECV != 0 {
+                self.received(c.0, c.1, c.2, !self.tearing_down.get());
             } else {
                 self.early.borrow_mut().push(c);
             }
@@ -663,17 +687,177 @@ impl UringPoller {
     }
 }
 
+/// Streams' receives into the ring's buffers (see [`super::recvs`]).
+impl UringPoller {
+    /// A slot for a stream's receives into the ring's buffers; `None` where this ring
+    /// has none (a kernel before 5.19, or the buffer ring could not be registered:
+    /// the stream then lends the kernel a buffer of its own, see
+    /// [`super::completion`]).
+    pub(crate) fn new_recv(&self) -> Option<RecvKey> {
+        if !self.ring_buffers.get() {
+            return None;
+        }
+        if self.bufs.borrow().is_none() {
+            match BufRing::register(&self.ring.borrow().submitter()) {
+                Ok(bufs) => *self.bufs.borrow_mut() = Some(bufs),
+                Err(e) => {
+                    log::debug!("io_uring: no provided-buffer ring ({e}): streams lend the kernel their own buffers");
+                    self.ring_buffers.set(false);
+                    return None;
+                }
+            }
+        }
+        Some(self.recvs.borrow_mut().insert())
+    }
+
+    /// Whether streams receive into the ring's buffers (so far: the buffer ring may
+    /// yet fail to register at the first).
+    pub(crate) fn receives_into_ring_buffers(&self) -> bool {
+        self.ring_buffers.get()
+    }
+
+    /// Submits stream `fd`'s next receive, in slot `key`.
+    fn push_recv(&self, fd: RawFd, key: RecvKey) -> io::Result<()> {
+        // No buffer: the kernel picks one from the group when bytes arrive.
+        let entry = opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), buf_ring::BUFFER_SIZE as u32)
+            .buf_group(buf_ring::GROUP)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT)
+            .user_data(RECV | key as u64);
+        self.recvs.borrow_mut().set_live(key, true);
+        let pushed = self.push(entry);
+        if pushed.is_err() {
+            self.recvs.borrow_mut().set_live(key, false);
+        }
+        pushed
+    }
+
+    /// Hands what stream `fd` received to `take` (see [`Recvs::poll`]): `Ok(n)` bytes
+    /// taken, `Ok(0)` the end of the stream (or `want == 0`), or the stream's error;
+    /// else `cx` is woken when something comes. Submits the receive it needs.
+    pub(crate) fn poll_recv(
+        &self,
+        key: RecvKey,
+        fd: RawFd,
+        cx: &mut Context<'_>,
+        want: usize,
+        take: &mut dyn FnMut(&[u8]) -> usize,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let (next, read_ahead) = self.recvs.borrow_mut().poll(key, fd, cx, want, &mut *take);
+            match next {
+                recvs::Next::Ready(r) => {
+                    // A failure to submit is left for the next read to meet.
+                    if read_ahead {
+                        let _ = self.push_recv(fd, key);
+                    }
+                    return Poll::Ready(r);
+                }
+                recvs::Next::Submit => self.push_recv(fd, key)?,
+                recvs::Next::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// The stream goes away: what it queued is dropped, its receive is cancelled and
+    /// the kernel's answer awaited (briefly), so that the ring lets go of the socket
+    /// when its owner closes it.
+    pub(crate) fn stop_recv(&self, key: RecvKey) {
+        let (live, waiters) = self.recvs.borrow_mut().orphan(key);
+        drop(waiters);
+        if live {
+            self.cancel_and_wait(RECV | key as u64, || !self.recvs.borrow().contains(key));
+        }
+    }
+
+    /// The stream leaves this loop: its receive is cancelled and its completion
+    /// awaited, so that no receive of this ring takes the new owner's bytes. Returns
+    /// the bytes received and never read (which the new owner will not see).
+    pub(crate) fn detach_recv(&self, key: RecvKey) -> usize {
+        let target = RECV | key as u64;
+        if self.recvs.borrow().is_live(key)
+            && self.push(opcode::AsyncCancel::new(target).build().user_data(CANCEL)).is_ok()
+        {
+            for _ in 0..DETACH_TRIES {
+                if !self.recvs.borrow().is_live(key) || self.wait_briefly(CANCEL_WAIT).is_err() {
+                    break;
+                }
+                self.reap_early(CANCEL);
+            }
+        }
+        let unread = self.recvs.borrow().queued(key);
+        self.stop_recv(key);
+        unread
+    }
+
+    /// Files a receive's completion, and wakes the stream's readers if `wake`.
+    fn received(&self, user_data: u64, result: i32, flags: u32, wake: bool) {
+        let key = (user_data & !RECV) as RecvKey;
+        let wakers = {
+            let mut bufs = self.bufs.borrow_mut();
+            let bufs = bufs.as_mut().expect("a receive's buffers are registered");
+            self.recvs.borrow_mut().complete(key, result, flags, bufs)
+        };
+        if wake {
+            wakers.into_iter().for_each(std::task::Waker::wake);
+        }
+    }
+
+    /// Bytes received and not read, over all streams (for tests).
+    #[cfg(test)]
+    pub(crate) fn queued_by_recvs(&self) -> usize {
+        self.recvs.borrow().queued_total()
+    }
+
+    /// Streams with a slot for receives into the ring's buffers (for tests).
+    #[cfg(test)]
+    pub(crate) fn receives(&self) -> usize {
+        self.recvs.borrow().len()
+    }
+
+    /// Makes this ring's streams lend the kernel their own buffers (for the tests of
+    /// that path, which older kernels take).
+    #[cfg(test)]
+    pub(crate) fn disable_ring_buffers(&self) {
+        self.ring_buffers.set(false);
+    }
+}
+
 impl Drop for UringPoller {
     /// The ring goes away with its loop: every operation still in the kernel is
     /// cancelled and its completion awaited before the buffers are freed. Whatever the
     /// kernel does not answer in time keeps its buffer, leaked (and logged): the
     /// kernel tears a closed ring down asynchronously, and may still use it.
     fn drop(&mut self) {
+        self.cancel_everything();
+        // The receive buffers go last: freed only once no receive is in the kernel
+        // (which could still pick one), else leaked.
+        if let Some(bufs) = self.bufs.borrow_mut().take() {
+            if self.recvs.borrow().is_empty() {
+                bufs.unregister(&self.ring.borrow().submitter());
+            } else {
+                bufs.leak();
+                log::error!(
+                    "io_uring teardown: receives did not answer their cancel; \
+                     the receive buffers are leaked rather than freed under the kernel"
+                );
+            }
+        }
+    }
+}
+
+impl UringPoller {
+    /// Cancels every operation, accept and receive still in the kernel and waits
+    /// (a bounded while) for their answers.
+    fn cancel_everything(&self) {
         // Accepts still going (a listener that outlived its loop) are orphaned: what
         // they queued is closed, and so is every connection whose completion comes
-        // from here on (the kernel put each in our fd table already).
+        // from here on (the kernel put each in our fd table already). Receives still
+        // in the kernel drop what they bring.
         let accepts = self.accepts.borrow_mut().orphan_all();
-        if self.ops.borrow().in_flight() == 0 && accepts.is_empty() {
+        let recvs = self.recvs.borrow_mut().orphan_all();
+        let idle = || self.ops.borrow().in_flight() == 0 && self.accepts.borrow().is_empty() && self.recvs.borrow().is_empty();
+        if idle() {
             return;
         }
         // No task is woken from here on: their loop is going away.
@@ -685,6 +869,7 @@ impl Drop for UringPoller {
             .into_iter()
             .map(|key| OP | key as u64)
             .chain(accepts.into_iter().map(|key| ACCEPT | key as u64))
+            .chain(recvs.into_iter().map(|key| RECV | key as u64))
             .try_for_each(|target| self.push(opcode::AsyncCancel::new(target).build().user_data(CANCEL)));
         if cancelled.is_ok() {
             for _ in 0..TEARDOWN_TRIES {
@@ -694,7 +879,7 @@ impl Drop for UringPoller {
                 // A waker still in a slot belongs to a task of this loop, which is
                 // closed: it is dropped, not woken.
                 self.reap_early(CANCEL);
-                if self.ops.borrow().in_flight() == 0 && self.accepts.borrow().is_empty() {
+                if idle() {
                     return;
                 }
             }
@@ -722,7 +907,7 @@ mod tests {
         };
         for token in [0, 1, u32::MAX - 1, BELL] {
             let user_data = arm.user_data(token);
-            assert_eq!(user_data & (REMOVAL | OP | CANCEL | ACCEPT), 0, "token {token}");
+            assert_eq!(user_data & (REMOVAL | OP | CANCEL | ACCEPT | RECV), 0, "token {token}");
             assert_ne!(user_data, CANCEL);
         }
     }

@@ -1,0 +1,243 @@
+//! Streams' receives on a proactor loop whose kernel takes provided-buffer rings:
+//! each receive (`IORING_OP_RECV` with `IOSQE_BUFFER_SELECT`) waits in the kernel
+//! with no buffer of the stream's; when bytes arrive the kernel picks a buffer from
+//! the loop's [`BufRing`], and as the completion is read the bytes are copied into
+//! the stream's queue here and the buffer goes back on the ring. A stream whose peer
+//! is quiet so holds no receive buffer at all, in the kernel or here.
+//!
+//! One receive of a stream is in the kernel at a time, submitted again once the
+//! stream's reader has taken every byte of the last (read-ahead: the next message
+//! then finds a receive waiting, with no turn of the loop lost), so bytes never come
+//! out of order and the queue holds one receive's bytes. A receive that filled its
+//! buffer says more are likely in the socket: the next read takes them with
+//! `recv(2)` at once, into the queue, as many as the reader asks for (a bulk
+//! transfer would get one buffer per turn otherwise).
+//!
+//! A multishot receive (one submission for every message) was tried instead and
+//! measured slower on the echo benchmarks (BENCHMARKS.md, "Receives into the ring's
+//! buffers").
+
+use std::io;
+use std::os::fd::RawFd;
+use std::task::{Context, Waker};
+
+use io_uring::cqueue;
+use slab::Slab;
+
+use super::buf_ring::{BufRing, BUFFER_SIZE};
+use super::completion::{recv_now, MAX_RECV, MIN_RECV};
+
+/// A queue emptied with more capacity than this lets it go (an idle stream keeps
+/// less).
+const KEPT_CAPACITY: usize = 1024;
+
+/// A key into the table: the receive's `user_data` is built from it.
+pub(crate) type RecvKey = usize;
+
+#[derive(Default)]
+struct Receiving {
+    /// Bytes received and not handed out yet: `queue[pos..]`.
+    queue: Vec<u8>,
+    pos: usize,
+    /// What follows those bytes: the end of the stream (0) or an error (a negative
+    /// errno), handed out once.
+    end: Option<i32>,
+    /// The tasks to wake when the receive completes (nearly always one).
+    waiters: Vec<Waker>,
+    /// The receive is in the kernel.
+    live: bool,
+    /// The last receive filled its buffer: more bytes are likely in the socket.
+    full: bool,
+    /// The stream went away: the slot is freed when the receive completes.
+    orphaned: bool,
+}
+
+/// What [`Recvs::poll`] asks of the ring.
+pub(crate) enum Next {
+    /// Bytes were taken (this many), or the end of the stream (`Ok(0)`) or an error.
+    Ready(io::Result<usize>),
+    /// Nothing is queued and no receive is in the kernel: submit one.
+    Submit,
+    /// Waiting for the receive in the kernel; `cx` is woken when it completes.
+    Pending,
+}
+
+/// The receives of one ring.
+#[derive(Default)]
+pub(crate) struct Recvs {
+    slots: Slab<Receiving>,
+}
+
+impl Recvs {
+    /// A new stream's slot, with no receive in the kernel yet.
+    pub(crate) fn insert(&mut self) -> RecvKey {
+        self.slots.insert(Receiving::default())
+    }
+
+    /// A receive is about to be submitted (`true`), or could not be (`false`).
+    pub(crate) fn set_live(&mut self, key: RecvKey, live: bool) {
+        self.slots[key].live = live;
+    }
+
+    /// Hands the bytes queued to `take` (which returns how many it took, never 0 for
+    /// data), or the end that follows them; with the socket likely not empty, takes
+    /// up to `want` bytes from stream `fd` first with `recv(2)`. Else says whether a
+    /// receive must be submitted or one is waited for.
+    ///
+    /// `Ready` with bytes says `true` beside it when the queue is drained and a
+    /// receive should be submitted now (read-ahead).
+    pub(crate) fn poll(
+        &mut self,
+        key: RecvKey,
+        fd: RawFd,
+        cx: &mut Context<'_>,
+        want: usize,
+        take: &mut dyn FnMut(&[u8]) -> usize,
+    ) -> (Next, bool) {
+        let slot = &mut self.slots[key];
+        loop {
+            if slot.pos < slot.queue.len() {
+                let n = take(&slot.queue[slot.pos..]);
+                slot.pos += n;
+                let drained = slot.pos == slot.queue.len();
+                if drained {
+                    slot.pos = 0;
+                    slot.queue.clear();
+                    if slot.queue.capacity() > KEPT_CAPACITY {
+                        slot.queue = Vec::new();
+                    }
+                }
+                let read_ahead = drained && !slot.live && !slot.full && slot.end.is_none();
+                return (Next::Ready(Ok(n)), read_ahead);
+            }
+            if want == 0 {
+                return (Next::Ready(Ok(0)), false);
+            }
+            if let Some(end) = slot.end.take() {
+                let r = if end == 0 { Ok(0) } else { Err(io::Error::from_raw_os_error(-end)) };
+                return (Next::Ready(r), false);
+            }
+            if slot.live {
+                if !slot.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    slot.waiters.push(cx.waker().clone());
+                }
+                return (Next::Pending, false);
+            }
+            if !slot.full {
+                return (Next::Submit, false);
+            }
+            slot.queue.reserve(want.clamp(MIN_RECV, MAX_RECV));
+            match recv_now(fd, &mut slot.queue) {
+                Ok(0) => {
+                    slot.full = false;
+                    return (Next::Ready(Ok(0)), false);
+                }
+                Ok(_) => slot.full = slot.queue.len() == slot.queue.capacity(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => slot.full = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    slot.full = false;
+                    return (Next::Ready(Err(e)), false);
+                }
+            }
+        }
+    }
+
+    /// The bytes queued and not read.
+    pub(crate) fn queued(&self, key: RecvKey) -> usize {
+        let slot = &self.slots[key];
+        slot.queue.len() - slot.pos
+    }
+
+    /// Whether receive `key` is in the kernel.
+    pub(crate) fn is_live(&self, key: RecvKey) -> bool {
+        self.slots.get(key).is_some_and(|s| s.live)
+    }
+
+    /// The kernel answered receive `key` with `result` and `flags`: the bytes of the
+    /// buffer it picked are queued and the buffer given back to `bufs`. The tasks to
+    /// wake, once the table is no longer borrowed.
+    pub(crate) fn complete(&mut self, key: RecvKey, result: i32, flags: u32, bufs: &mut BufRing) -> Vec<Waker> {
+        let bid = cqueue::buffer_select(flags);
+        let Some(slot) = self.slots.get_mut(key) else {
+            // Not ours any more (cannot happen: a slot outlives its receive); the
+            // buffer still goes back.
+            if let Some(bid) = bid {
+                bufs.give(bid);
+            }
+            return Vec::new();
+        };
+        if let Some(bid) = bid {
+            if result > 0 && !slot.orphaned {
+                slot.queue.extend_from_slice(bufs.bytes(bid, result as usize));
+            }
+            bufs.give(bid);
+        }
+        slot.live = false;
+        if slot.orphaned {
+            self.slots.remove(key);
+            return Vec::new();
+        }
+        slot.full = result == BUFFER_SIZE as i32;
+        // The end of the stream, or an error of the socket. A cancel (the stream
+        // moving to another loop) and an empty buffer ring (`ENOBUFS`) are not the
+        // stream's: the next read submits again.
+        if result == 0 || (result < 0 && !matches!(-result, libc::ECANCELED | libc::ENOBUFS)) {
+            slot.end = Some(result);
+        }
+        std::mem::take(&mut slot.waiters)
+    }
+
+    /// The stream goes away: what it queued is dropped. Returns whether its receive
+    /// is in the kernel (the caller cancels it; the slot stays until it completes),
+    /// and the waiters, to be dropped once the table is no longer borrowed.
+    pub(crate) fn orphan(&mut self, key: RecvKey) -> (bool, Vec<Waker>) {
+        let slot = &mut self.slots[key];
+        let waiters = std::mem::take(&mut slot.waiters);
+        if !slot.live {
+            self.slots.remove(key);
+            return (false, waiters);
+        }
+        slot.queue = Vec::new();
+        slot.pos = 0;
+        slot.orphaned = true;
+        (true, waiters)
+    }
+
+    /// Orphans every stream's slot, for a ring being torn down; the keys of the
+    /// receives still in the kernel, to cancel.
+    pub(crate) fn orphan_all(&mut self) -> Vec<RecvKey> {
+        let keys: Vec<_> = self.slots.iter().map(|(key, _)| key).collect();
+        keys.into_iter().filter(|&key| self.orphan(key).0).collect()
+    }
+
+    /// Whether `key` is still in the table.
+    pub(crate) fn contains(&self, key: RecvKey) -> bool {
+        self.slots.contains(key)
+    }
+
+    /// Whether no slot is left (no receive in the kernel).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The slots in the table (for tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The bytes queued and not read, over all streams (for tests).
+    #[cfg(test)]
+    pub(crate) fn queued_total(&self) -> usize {
+        self.slots.iter().map(|(_, s)| s.queue.len() - s.pos).sum()
+    }
+
+    /// The wakers of every receive waited for, taken out (for a loop closing).
+    pub(crate) fn take_wakers(&mut self) -> Vec<Waker> {
+        self.slots
+            .iter_mut()
+            .flat_map(|(_, s)| std::mem::take(&mut s.waiters))
+            .collect()
+    }
+}
