@@ -1,6 +1,6 @@
 //! A ring of provided buffers (`IORING_REGISTER_PBUF_RING`): memory the kernel picks
-//! from when a multishot receive has bytes to deliver, so that no socket lends the
-//! kernel a buffer of its own while it waits (see [`super::recvs`]). A completion
+//! from when a receive has bytes to deliver, so that no socket lends the kernel a
+//! buffer of its own while it waits (see [`super::recvs`]). A completion
 //! names the buffer it used; its bytes are copied out at once and the buffer goes
 //! back on the ring.
 //!
@@ -16,9 +16,9 @@ use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::Submitter;
 
-/// Buffers on the ring (a power of two): enough that every connection of a busy loop
-/// can receive once per turn before the ring runs dry (a receive that finds it empty
-/// ends with `ENOBUFS` and is submitted again).
+/// Buffers on the ring (a power of two): as many streams can receive in one turn of
+/// the loop before the ring runs dry (a receive that finds it empty fails with
+/// `ENOBUFS`, and the stream's next read submits it again); 1 MiB in all.
 pub(crate) const BUFFERS: u16 = 256;
 const _: () = assert!(BUFFERS.is_power_of_two());
 /// The bytes of each: a request or a reply usually fits; a bulk transfer takes one
@@ -27,7 +27,12 @@ pub(crate) const BUFFER_SIZE: usize = 4096;
 /// The group id of a loop's one ring (its own io_uring: no other ring shares it).
 pub(crate) const GROUP: u16 = 0;
 
-const PAGE: usize = 4096;
+/// The kernel wants the ring page-aligned.
+fn page_size() -> usize {
+    // SAFETY: sysconf reads a system constant; no memory of ours is involved.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(page).ok().filter(|p| p.is_power_of_two()).unwrap_or(4096)
+}
 
 /// One entry of the ring, as the kernel reads it (`struct io_uring_buf`). The first
 /// entry's last field is not an entry's but the ring's tail: so entries are written
@@ -54,12 +59,12 @@ pub(crate) struct BufRing {
 }
 
 fn entries_layout() -> Layout {
-    Layout::from_size_align(BUFFERS as usize * std::mem::size_of::<Entry>(), PAGE)
+    Layout::from_size_align(BUFFERS as usize * std::mem::size_of::<Entry>(), page_size())
         .expect("a valid layout")
 }
 
 fn buffers_layout() -> Layout {
-    Layout::from_size_align(BUFFERS as usize * BUFFER_SIZE, PAGE).expect("a valid layout")
+    Layout::from_size_align(BUFFERS as usize * BUFFER_SIZE, page_size()).expect("a valid layout")
 }
 
 impl BufRing {

@@ -1,12 +1,14 @@
-//! A stream's reads on a proactor loop. No readiness poll and no `recv(2)` call of
-//! ours: the loop's one `io_uring_enter` per iteration submits receives and reaps
-//! their completions.
+//! A stream's reads on a proactor loop. No readiness poll: the loop's one
+//! `io_uring_enter` per iteration submits receives and reaps their completions (a
+//! `recv(2)` of ours comes only after a receive that filled its buffer, below).
 //!
 //! Where the kernel takes provided-buffer rings (see [`UringPoller::new_recv`]), a
 //! stream's receives wait in the kernel with no buffer of the stream's, and the
 //! bytes land in one the ring provides, copied into the stream's queue at once (see
-//! [`super::recvs`]): a stream waiting for its peer lends the kernel no memory. Its
-//! `read_owned` calls (below) still lend their own buffers until then.
+//! [`super::recvs`]): a stream waiting for its peer lends the kernel no memory. A
+//! `read_owned` (below) lends its own buffer whenever nothing is queued there and no
+//! such receive is in the kernel; otherwise (after an `AsyncRead` read, whose
+//! read-ahead keeps one in the kernel) it takes from that receive, copied.
 //!
 //! Elsewhere the kernel receives into a buffer the stream owns (`IORING_OP_RECV`),
 //! one receive in flight at a time, and readers take the bytes from there. Once a
@@ -19,7 +21,8 @@
 //! answers before the buffer is freed.
 //!
 //! [`read_owned`](RingReads::poll_read_owned) lends the caller's own buffer to the
-//! kernel instead (no copy). Its receive belongs to its future while the future lives
+//! kernel instead (no copy), when no receive of the stream's is in flight and
+//! nothing is ahead. Its receive belongs to its future while the future lives
 //! and is the stream's after: dropping the future loses nothing either.
 
 use std::cell::RefCell;
@@ -186,7 +189,8 @@ impl RingReads {
     /// Hands the bytes received to `take` (which returns how many it took, at most
     /// `want`, never 0 for data): those already here, or the receive in flight's,
     /// or, with `submit`, a new receive's. `Ok(0)` is the end of the stream (or
-    /// `want == 0`); `Ready(None)` when there is nothing to take and not `submit`.
+    /// `want == 0`); `Ready(None)` when there is nothing to take, no receive is in
+    /// flight and not `submit` (the caller, `read_owned`, lends its own buffer).
     pub(crate) fn poll_ahead(
         &self,
         ring: &UringPoller,
@@ -234,7 +238,7 @@ impl RingReads {
             if st.ring_recv.is_none() && submit {
                 st.ring_recv = ring.new_recv();
             }
-            if let Some(key) = st.ring_recv {
+            if let Some(key) = st.ring_recv.filter(|&key| submit || !ring.recv_is_idle(key)) {
                 let mut take = |bytes: &[u8]| take.take().expect("data is handed out once")(bytes);
                 return ring.poll_recv(key, fd, cx, want, &mut take).map(Some);
             }

@@ -1,7 +1,8 @@
 //! Reads and writes with buffers the caller hands over and gets back
 //! (`read_owned`, `write_all_owned`): on a proactor loop the kernel works on the
-//! caller's buffer itself, with no copy; on an epoll loop they are plain reads and
-//! writes. Either way the buffer comes back with the result, but for one case: the
+//! caller's buffer itself, with no copy (but a read on a stream also read through
+//! `AsyncRead` takes from the receive those keep in flight, copied); on an epoll
+//! loop they are plain reads and writes. Either way the buffer comes back with the result, but for one case: the
 //! loop closed while the buffer was in the kernel, where it stays until the kernel
 //! lets it go (the result is then `Err(Closed)`, with an empty buffer).
 

@@ -3,15 +3,19 @@
 //! with no buffer of the stream's; when bytes arrive the kernel picks a buffer from
 //! the loop's [`BufRing`], and as the completion is read the bytes are copied into
 //! the stream's queue here and the buffer goes back on the ring. A stream whose peer
-//! is quiet so holds no receive buffer at all, in the kernel or here.
+//! is quiet so lends the kernel no buffer, and keeps a queue of at most
+//! `KEPT_CAPACITY` bytes here.
 //!
 //! One receive of a stream is in the kernel at a time, submitted again once the
 //! stream's reader has taken every byte of the last (read-ahead: the next message
 //! then finds a receive waiting, with no turn of the loop lost), so bytes never come
-//! out of order and the queue holds one receive's bytes. A receive that filled its
-//! buffer says more are likely in the socket: the next read takes them with
-//! `recv(2)` at once, into the queue, as many as the reader asks for (a bulk
-//! transfer would get one buffer per turn otherwise).
+//! out of order and the queue holds one receive's bytes while nobody reads. A
+//! receive that filled its buffer says more are likely in the socket: the next read
+//! takes them with `recv(2)` at once, into the queue, as many as the reader asks for
+//! (up to `MAX_RECV`; a bulk transfer would get one buffer per turn otherwise).
+//!
+//! A receive that finds the ring empty fails with `ENOBUFS` (more streams received
+//! in one turn than the ring has buffers); the stream's next read submits it again.
 //!
 //! A multishot receive (one submission for every message) was tried instead and
 //! measured slower on the echo benchmarks (BENCHMARKS.md, "Receives into the ring's
@@ -149,6 +153,13 @@ impl Recvs {
         slot.queue.len() - slot.pos
     }
 
+    /// Whether stream `key` has nothing here and no receive in the kernel (so a
+    /// receive of its own would take its next bytes, in order).
+    pub(crate) fn is_idle(&self, key: RecvKey) -> bool {
+        let slot = &self.slots[key];
+        !slot.live && !slot.full && slot.end.is_none() && slot.pos == slot.queue.len()
+    }
+
     /// Whether receive `key` is in the kernel.
     pub(crate) fn is_live(&self, key: RecvKey) -> bool {
         self.slots.get(key).is_some_and(|s| s.live)
@@ -180,9 +191,9 @@ impl Recvs {
         }
         slot.full = result == BUFFER_SIZE as i32;
         // The end of the stream, or an error of the socket. A cancel (the stream
-        // moving to another loop) and an empty buffer ring (`ENOBUFS`) are not the
-        // stream's: the next read submits again.
-        if result == 0 || (result < 0 && !matches!(-result, libc::ECANCELED | libc::ENOBUFS)) {
+        // moving to another loop), an empty buffer ring (`ENOBUFS`) and a signal
+        // (`EINTR`) are not the stream's: the next read submits again.
+        if result == 0 || (result < 0 && !matches!(-result, libc::ECANCELED | libc::ENOBUFS | libc::EINTR)) {
             slot.end = Some(result);
         }
         std::mem::take(&mut slot.waiters)

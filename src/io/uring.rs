@@ -224,8 +224,10 @@ impl UringPoller {
                 // of ours (an fd and numbers); an operation's entry refers only into
                 // the buffer (and a message operation's header, iovec and address)
                 // that the ops table owns until its completion (the contracts of
-                // `start_op` and `start_msg_op`). So everything an entry points to
-                // outlives the kernel's use of it.
+                // `start_op` and `start_msg_op`); a receive into the ring's buffers
+                // names only its group, whose memory `BufRing` keeps until no
+                // receive is in the kernel (the teardown in `drop`). So everything
+                // an entry points to outlives the kernel's use of it.
                 if unsafe { ring.submission().push(&entry) }.is_ok() {
                     return Ok(());
                 }
@@ -241,8 +243,8 @@ impl UringPoller {
 
     /// Starts a multishot poll of `fd` for `mask` under `token`, replacing none.
     fn arm(&self, token: u32, fd: RawFd, mask: u32) -> io::Result<()> {
-        // 28 bits: with the token below them they fill bits 0-59 of `user_data`,
-        // clear of the four kind bits above (REMOVAL, OP, CANCEL, ACCEPT).
+        // 27 bits: with the token below them they fill bits 0-58 of `user_data`,
+        // clear of the five kind bits above (REMOVAL, OP, CANCEL, ACCEPT, RECV).
         let id = self.next_id.get().wrapping_add(1) & ARM_ID_MASK;
         self.next_id.set(id);
         let arm = Arm { fd, mask, id };
@@ -708,6 +710,12 @@ impl UringPoller {
             }
         }
         Some(self.recvs.borrow_mut().insert())
+    }
+
+    /// Whether stream `key` has no bytes queued and no receive in the kernel (see
+    /// [`Recvs::is_idle`]).
+    pub(crate) fn recv_is_idle(&self, key: RecvKey) -> bool {
+        self.recvs.borrow().is_idle(key)
     }
 
     /// Whether streams receive into the ring's buffers (so far: the buffer ring may

@@ -310,8 +310,11 @@ macro_rules! impl_owned_io {
             /// the end of the stream, or a buffer with no spare capacity.
             ///
             /// On a proactor loop the kernel receives straight into `buf`, with no
-            /// copy (what tokio-uring and monoio call an owned-buffer read); on an
-            /// epoll loop it is a `recv(2)` into it. Dropping the future before it
+            /// copy (what tokio-uring and monoio call an owned-buffer read). A stream
+            /// also read through `AsyncRead` keeps a receive of its own in flight
+            /// (read-ahead, into the loop's buffers): its `read_owned` calls then
+            /// take from that receive, copied into `buf`. On an epoll loop it is a
+            /// `recv(2)` into it. Dropping the future before it
             /// completes loses no byte: a receive already in the kernel finishes into
             /// the stream, whose next read hands its bytes out.
             ///
