@@ -78,10 +78,15 @@ impl Drop for MsgBox {
     }
 }
 
-/// The tasks waiting for a completion, taken out of the table to be woken.
+/// The tasks waiting for a completion, taken out of the table to be woken: the
+/// first apart, so that the usual one allocates nothing.
 pub(crate) struct Wakers(Option<Waker>, Vec<Waker>);
 
 impl Wakers {
+    pub(crate) fn new(first: Option<Waker>, more: Vec<Waker>) -> Wakers {
+        Wakers(first, more)
+    }
+
     pub(crate) fn wake(self) {
         if let Some(w) = self.0 {
             w.wake();

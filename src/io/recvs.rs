@@ -30,6 +30,7 @@ use slab::Slab;
 
 use super::buf_ring::{BufRing, BUFFER_SIZE};
 use super::completion::{recv_now, MAX_RECV, MIN_RECV};
+use super::ops::Wakers;
 
 /// A queue emptied with more capacity than this lets it go (an idle stream keeps
 /// less).
@@ -46,14 +47,34 @@ struct Receiving {
     /// What follows those bytes: the end of the stream (0) or an error (a negative
     /// errno), handed out once.
     end: Option<i32>,
-    /// The tasks to wake when the receive completes (nearly always one).
-    waiters: Vec<Waker>,
+    /// The task to wake when the receive completes, and any other (kept apart so
+    /// that waiting allocates nothing in the usual case of one reader).
+    waiter: Option<Waker>,
+    more: Vec<Waker>,
     /// The receive is in the kernel.
     live: bool,
     /// The last receive filled its buffer: more bytes are likely in the socket.
     full: bool,
     /// The stream went away: the slot is freed when the receive completes.
     orphaned: bool,
+}
+
+impl Receiving {
+    /// `waker` is woken when the receive completes.
+    fn wait(&mut self, waker: &Waker) {
+        match &self.waiter {
+            None => self.waiter = Some(waker.clone()),
+            Some(w) if w.will_wake(waker) => {}
+            Some(_) if self.more.iter().any(|w| w.will_wake(waker)) => {}
+            Some(_) => self.more.push(waker.clone()),
+        }
+    }
+
+    /// The tasks waiting, taken out (to be woken, or dropped, once the table is no
+    /// longer borrowed).
+    fn take_wakers(&mut self) -> Wakers {
+        Wakers::new(self.waiter.take(), std::mem::take(&mut self.more))
+    }
 }
 
 /// What [`Recvs::poll`] asks of the ring.
@@ -122,9 +143,7 @@ impl Recvs {
                 return (Next::Ready(r), false);
             }
             if slot.live {
-                if !slot.waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                    slot.waiters.push(cx.waker().clone());
-                }
+                slot.wait(cx.waker());
                 return (Next::Pending, false);
             }
             if !slot.full {
@@ -168,7 +187,7 @@ impl Recvs {
     /// The kernel answered receive `key` with `result` and `flags`: the bytes of the
     /// buffer it picked are queued and the buffer given back to `bufs`. The tasks to
     /// wake, once the table is no longer borrowed.
-    pub(crate) fn complete(&mut self, key: RecvKey, result: i32, flags: u32, bufs: &mut BufRing) -> Vec<Waker> {
+    pub(crate) fn complete(&mut self, key: RecvKey, result: i32, flags: u32, bufs: &mut BufRing) -> Wakers {
         let bid = cqueue::buffer_select(flags);
         let Some(slot) = self.slots.get_mut(key) else {
             // Not ours any more (cannot happen: a slot outlives its receive); the
@@ -176,7 +195,7 @@ impl Recvs {
             if let Some(bid) = bid {
                 bufs.give(bid);
             }
-            return Vec::new();
+            return Wakers::new(None, Vec::new());
         };
         if let Some(bid) = bid {
             if result > 0 && !slot.orphaned {
@@ -187,7 +206,7 @@ impl Recvs {
         slot.live = false;
         if slot.orphaned {
             self.slots.remove(key);
-            return Vec::new();
+            return Wakers::new(None, Vec::new());
         }
         slot.full = result == BUFFER_SIZE as i32;
         // The end of the stream, or an error of the socket. A cancel (the stream
@@ -196,15 +215,15 @@ impl Recvs {
         if result == 0 || (result < 0 && !matches!(-result, libc::ECANCELED | libc::ENOBUFS | libc::EINTR)) {
             slot.end = Some(result);
         }
-        std::mem::take(&mut slot.waiters)
+        slot.take_wakers()
     }
 
     /// The stream goes away: what it queued is dropped. Returns whether its receive
     /// is in the kernel (the caller cancels it; the slot stays until it completes),
     /// and the waiters, to be dropped once the table is no longer borrowed.
-    pub(crate) fn orphan(&mut self, key: RecvKey) -> (bool, Vec<Waker>) {
+    pub(crate) fn orphan(&mut self, key: RecvKey) -> (bool, Wakers) {
         let slot = &mut self.slots[key];
-        let waiters = std::mem::take(&mut slot.waiters);
+        let waiters = slot.take_wakers();
         if !slot.live {
             self.slots.remove(key);
             return (false, waiters);
@@ -245,10 +264,7 @@ impl Recvs {
     }
 
     /// The wakers of every receive waited for, taken out (for a loop closing).
-    pub(crate) fn take_wakers(&mut self) -> Vec<Waker> {
-        self.slots
-            .iter_mut()
-            .flat_map(|(_, s)| std::mem::take(&mut s.waiters))
-            .collect()
+    pub(crate) fn take_wakers(&mut self) -> Vec<Wakers> {
+        self.slots.iter_mut().map(|(_, s)| s.take_wakers()).collect()
     }
 }

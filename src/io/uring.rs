@@ -513,7 +513,7 @@ impl UringPoller {
         let waiters = self.accepts.borrow_mut().take_wakers();
         waiters.into_iter().for_each(std::task::Waker::wake);
         let waiters = self.recvs.borrow_mut().take_wakers();
-        waiters.into_iter().for_each(std::task::Waker::wake);
+        waiters.into_iter().for_each(Wakers::wake);
     }
 
     /// Nobody will collect operation `key`: cancel it, and wait for the kernel to
@@ -807,7 +807,7 @@ impl UringPoller {
             self.recvs.borrow_mut().complete(key, result, flags, bufs)
         };
         if wake {
-            wakers.into_iter().for_each(std::task::Waker::wake);
+            wakers.wake();
         }
     }
 
