@@ -657,6 +657,28 @@ impl Command {
     /// ```
     pub fn keys(&self) -> Vec<&[u8]> {
         match self {
+            Command::Del(keys) | Command::Exists(keys) | Command::MGet(keys) => {
+                keys.iter().map(Vec::as_slice).collect()
+            }
+            Command::MSet(pairs) | Command::MSetNx(pairs) => {
+                pairs.iter().map(|(k, _)| k.as_slice()).collect()
+            }
+            Command::Rename { from, to, .. } => vec![from, to],
+            _ => self.single_key().into_iter().collect(),
+        }
+    }
+
+    /// The key of a command that touches exactly one: what [`keys`](Self::keys)
+    /// would list alone, without building the list (routing asks it of every
+    /// command).
+    ///
+    /// ```
+    /// use kv_server::kv::Command;
+    /// assert_eq!(Command::Get(b"a".to_vec()).single_key(), Some(&b"a"[..]));
+    /// assert_eq!(Command::Del(vec![b"a".to_vec(), b"b".to_vec()]).single_key(), None);
+    /// ```
+    pub fn single_key(&self) -> Option<&[u8]> {
+        match self {
             Command::Set { key, .. }
             | Command::SetNx(key, _)
             | Command::Get(key)
@@ -669,19 +691,20 @@ impl Command {
             | Command::IncrBy { key, .. }
             | Command::Expire { key, .. }
             | Command::Ttl(key)
-            | Command::Pttl(key) => vec![key],
-            Command::Lists(c) => vec![c.key()],
-            Command::Hashes(c) => vec![c.key()],
-            Command::Sets(c) => vec![c.key()],
-            Command::SortedSets(c) => vec![c.key()],
-            Command::Del(keys) | Command::Exists(keys) | Command::MGet(keys) => {
-                keys.iter().map(Vec::as_slice).collect()
-            }
-            Command::MSet(pairs) | Command::MSetNx(pairs) => {
-                pairs.iter().map(|(k, _)| k.as_slice()).collect()
-            }
-            Command::Rename { from, to, .. } => vec![from, to],
-            _ => Vec::new(),
+            | Command::Pttl(key) => Some(key),
+            Command::Lists(c) => Some(c.key()),
+            Command::Hashes(c) => Some(c.key()),
+            Command::Sets(c) => Some(c.key()),
+            Command::SortedSets(c) => Some(c.key()),
+            Command::Del(keys) | Command::Exists(keys) | Command::MGet(keys) => match &keys[..] {
+                [key] => Some(key),
+                _ => None,
+            },
+            Command::MSet(pairs) | Command::MSetNx(pairs) => match &pairs[..] {
+                [(key, _)] => Some(key),
+                _ => None,
+            },
+            _ => None,
         }
     }
 

@@ -182,7 +182,7 @@ impl Command {
             assert!(s < shards, "shard_of gave shard {s} of {shards}");
             s
         };
-        if let [key] = self.keys()[..] {
+        if let Some(key) = self.single_key() {
             if !matches!(
                 self,
                 Command::Del(_) | Command::Exists(_) | Command::MGet(_) | Command::MSet(_)
