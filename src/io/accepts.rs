@@ -24,11 +24,12 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use slab::Slab;
 
 use super::uring::UringPoller;
+use super::wakers::{WaitList, Wakers};
 
 /// Connections accepted and not taken yet, past which the kernel is asked to stop.
 pub(crate) const QUEUE_BOUND: usize = 64;
@@ -41,7 +42,7 @@ struct Accepting {
     /// errnos), in order.
     queue: VecDeque<i32>,
     /// The tasks to wake when something comes (usually one).
-    waiters: Vec<Waker>,
+    waiters: WaitList,
     /// The kernel's accept is still going: more completions will come.
     live: bool,
     /// The kernel's accept brought a connection already.
@@ -64,7 +65,7 @@ pub(crate) enum Next {
 /// What the ring must do after a completion.
 pub(crate) struct Completed {
     /// The tasks to wake, once the table is no longer borrowed.
-    pub(crate) wake: Vec<Waker>,
+    pub(crate) wake: Wakers,
     /// The queue is at its bound: cancel the accept.
     pub(crate) cancel: bool,
 }
@@ -80,7 +81,7 @@ impl Accepts {
     pub(crate) fn insert(&mut self) -> AcceptKey {
         self.slots.insert(Accepting {
             queue: VecDeque::new(),
-            waiters: Vec::new(),
+            waiters: WaitList::default(),
             live: true,
             accepted_any: false,
             cancelled: false,
@@ -103,10 +104,10 @@ impl Accepts {
 
     /// A re-armed accept could not be submitted: it is ended again (the next poll
     /// tries once more). The waiters, to wake once the table is no longer borrowed.
-    pub(crate) fn unarm(&mut self, key: AcceptKey) -> Vec<Waker> {
+    pub(crate) fn unarm(&mut self, key: AcceptKey) -> Wakers {
         let slot = &mut self.slots[key];
         slot.live = false;
-        std::mem::take(&mut slot.waiters)
+        slot.waiters.take()
     }
 
     /// Orphans every accept still in the kernel, for a ring being torn down (what
@@ -133,16 +134,14 @@ impl Accepts {
         if !slot.live {
             return Poll::Ready(Next::Ended);
         }
-        if !slot.waiters.iter().any(|w| w.will_wake(cx.waker())) {
-            slot.waiters.push(cx.waker().clone());
-        }
+        slot.waiters.add(cx.waker());
         Poll::Pending
     }
 
     /// The kernel answered accept `key` with `result`; `more` says whether it goes on.
     pub(crate) fn complete(&mut self, key: AcceptKey, result: i32, more: bool) -> Completed {
         let none = Completed {
-            wake: Vec::new(),
+            wake: Wakers::default(),
             cancel: false,
         };
         let Some(slot) = self.slots.get_mut(key) else {
@@ -181,7 +180,7 @@ impl Accepts {
             slot.cancelled = true;
         }
         Completed {
-            wake: std::mem::take(&mut slot.waiters),
+            wake: slot.waiters.take(),
             cancel,
         }
     }
@@ -190,10 +189,10 @@ impl Accepts {
     /// kernel's accept is still going (the caller cancels it; the slot stays until its
     /// last completion), and the waiters, to be dropped once the table is no longer
     /// borrowed.
-    pub(crate) fn orphan(&mut self, key: AcceptKey) -> (bool, Vec<Waker>) {
+    pub(crate) fn orphan(&mut self, key: AcceptKey) -> (bool, Wakers) {
         let slot = &mut self.slots[key];
         slot.queue.drain(..).for_each(close_accepted);
-        let waiters = std::mem::take(&mut slot.waiters);
+        let waiters = slot.waiters.take();
         if !slot.live {
             self.slots.remove(key);
             return (false, waiters);
@@ -209,10 +208,10 @@ impl Accepts {
     }
 
     /// The wakers of every accept waited for, taken out (for a loop closing).
-    pub(crate) fn take_wakers(&mut self) -> Vec<Waker> {
+    pub(crate) fn take_wakers(&mut self) -> Vec<Wakers> {
         self.slots
             .iter_mut()
-            .flat_map(|(_, s)| std::mem::take(&mut s.waiters))
+            .map(|(_, s)| s.waiters.take())
             .collect()
     }
 }

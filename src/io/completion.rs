@@ -28,13 +28,14 @@
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::RawFd;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use io_uring::{opcode, types};
 
 use super::ops::OpKey;
 use super::recvs::RecvKey;
 use super::uring::UringPoller;
+use super::wakers::{WaitList, Wakers};
 
 /// The least a receive asks for (a reader with a small buffer still gets a whole
 /// message in one completion), and the most.
@@ -48,7 +49,7 @@ struct ReadState {
     /// Its buffer is a `read_owned` future's, which collects it.
     owned: bool,
     /// Readers that wait while a `read_owned` future owns the receive.
-    waiters: Vec<Waker>,
+    waiters: WaitList,
     /// The stream's slot for receives into the ring's buffers, once it has one: every
     /// read goes through it from then on (no other receive of the stream is ever
     /// submitted, so bytes never come out of order).
@@ -114,8 +115,8 @@ impl ReadState {
 
     /// The readers that waited on a `read_owned`'s receive, to wake once the state
     /// is no longer borrowed.
-    fn take_waiters(&mut self) -> Vec<Waker> {
-        std::mem::take(&mut self.waiters)
+    fn take_waiters(&mut self) -> Wakers {
+        self.waiters.take()
     }
 }
 
@@ -217,9 +218,7 @@ impl RingReads {
             }
             if let Some(key) = st.in_flight {
                 if st.owned {
-                    if !st.waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                        st.waiters.push(cx.waker().clone());
-                    }
+                    st.waiters.add(cx.waker());
                     return Poll::Pending;
                 }
                 let Poll::Ready((result, buf)) = ring.poll_op(key, cx) else {
@@ -304,7 +303,7 @@ impl RingReads {
                 st.owned = false;
                 st.take_waiters()
             };
-            waiters.into_iter().for_each(Waker::wake);
+            waiters.wake();
             let r = match result {
                 r if r < 0 => Err(io::Error::from_raw_os_error(-r)),
                 r => {
@@ -362,7 +361,7 @@ impl RingReads {
             st.owned = false;
             st.take_waiters()
         };
-        waiters.into_iter().for_each(Waker::wake);
+        waiters.wake();
     }
 
     /// The stream goes away: cancel the receive in flight, if any.

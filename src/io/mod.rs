@@ -16,6 +16,7 @@ mod recvs;
 pub(crate) mod registration;
 mod timerfd;
 pub(crate) mod uring;
+mod wakers;
 
 /// A proactor loop for a unit test, or `None` where the test cannot run one: no
 /// io_uring here, or under valgrind (CI runs the unit tests under memcheck), which

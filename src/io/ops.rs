@@ -10,15 +10,17 @@
 //! writes into, or reads from, memory that was freed or reused.
 
 use std::ptr::NonNull;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use slab::Slab;
+
+use super::wakers::{WaitList, Wakers};
 
 /// Where an operation is.
 enum State {
     /// In the kernel; the tasks to wake when it completes (nearly always one: a
     /// second waits only when two tasks read one stream).
-    Waiting(Option<Waker>, Vec<Waker>),
+    Waiting(WaitList),
     /// Completed with this result (bytes, or a negative errno), not yet collected.
     Done(i32),
     /// In the kernel, but nobody waits for it any more: freed when it completes.
@@ -78,25 +80,6 @@ impl Drop for MsgBox {
     }
 }
 
-/// The tasks waiting for a completion, taken out of the table to be woken: the
-/// first apart, so that the usual one allocates nothing.
-pub(crate) struct Wakers(Option<Waker>, Vec<Waker>);
-
-impl Wakers {
-    pub(crate) fn new(first: Option<Waker>, more: Vec<Waker>) -> Wakers {
-        Wakers(first, more)
-    }
-
-    pub(crate) fn wake(self) {
-        if let Some(w) = self.0 {
-            w.wake();
-        }
-        for w in self.1 {
-            w.wake();
-        }
-    }
-}
-
 /// A key into the table: the operation's `user_data` is built from it.
 pub(crate) type OpKey = usize;
 
@@ -109,7 +92,7 @@ impl Ops {
     /// Records an operation about to be submitted, owning `buf`; its key.
     pub(crate) fn insert(&mut self, buf: Vec<u8>) -> OpKey {
         self.slots.insert(Slot {
-            state: State::Waiting(None, Vec::new()),
+            state: State::Waiting(WaitList::default()),
             buf,
             msg: None,
         })
@@ -119,7 +102,7 @@ impl Ops {
     /// `msg`; its key.
     pub(crate) fn insert_msg(&mut self, buf: Vec<u8>, msg: MsgBox) -> OpKey {
         self.slots.insert(Slot {
-            state: State::Waiting(None, Vec::new()),
+            state: State::Waiting(WaitList::default()),
             buf,
             msg: Some(msg),
         })
@@ -157,14 +140,8 @@ impl Ops {
                 let slot = self.slots.remove(key);
                 Poll::Ready((result, slot.buf, slot.msg))
             }
-            State::Waiting(first, more) => {
-                let new = cx.waker();
-                match first {
-                    None => *first = Some(new.clone()),
-                    Some(w) if w.will_wake(new) => {}
-                    Some(_) if more.iter().any(|w| w.will_wake(new)) => {}
-                    Some(_) => more.push(new.clone()),
-                }
+            State::Waiting(waiting) => {
+                waiting.add(cx.waker());
                 Poll::Pending
             }
             State::Orphaned => unreachable!("an orphaned operation has no future to poll it"),
@@ -181,11 +158,11 @@ impl Ops {
         let slot = self.slots.get_mut(key).expect("a live operation");
         if let State::Done(_) = slot.state {
             self.slots.remove(key);
-            return (false, Wakers(None, Vec::new()));
+            return (false, Wakers::default());
         }
         match std::mem::replace(&mut slot.state, State::Orphaned) {
-            State::Waiting(first, more) => (true, Wakers(first, more)),
-            _ => (true, Wakers(None, Vec::new())),
+            State::Waiting(mut waiting) => (true, waiting.take()),
+            _ => (true, Wakers::default()),
         }
     }
 
@@ -211,7 +188,7 @@ impl Ops {
         self.slots
             .iter_mut()
             .filter_map(|(_, s)| match &mut s.state {
-                State::Waiting(first, more) => Some(Wakers(first.take(), std::mem::take(more))),
+                State::Waiting(waiting) => Some(waiting.take()),
                 _ => None,
             })
             .collect()
@@ -226,13 +203,13 @@ impl Ops {
     /// to be woken once no borrow of the table is held. An orphan is freed now.
     pub(crate) fn complete(&mut self, key: OpKey, result: i32) -> Wakers {
         let Some(slot) = self.slots.get_mut(key) else {
-            return Wakers(None, Vec::new());
+            return Wakers::default();
         };
         match std::mem::replace(&mut slot.state, State::Done(result)) {
-            State::Waiting(first, more) => Wakers(first, more),
+            State::Waiting(mut waiting) => waiting.take(),
             State::Orphaned => {
                 self.slots.remove(key);
-                Wakers(None, Vec::new())
+                Wakers::default()
             }
             State::Done(_) => unreachable!("an operation completes once"),
         }

@@ -23,14 +23,14 @@
 
 use std::io;
 use std::os::fd::RawFd;
-use std::task::{Context, Waker};
+use std::task::Context;
 
 use io_uring::cqueue;
 use slab::Slab;
 
 use super::buf_ring::{BufRing, BUFFER_SIZE};
 use super::completion::{recv_now, MAX_RECV, MIN_RECV};
-use super::ops::Wakers;
+use super::wakers::{WaitList, Wakers};
 
 /// A queue emptied with more capacity than this lets it go (an idle stream keeps
 /// less).
@@ -47,34 +47,14 @@ struct Receiving {
     /// What follows those bytes: the end of the stream (0) or an error (a negative
     /// errno), handed out once.
     end: Option<i32>,
-    /// The task to wake when the receive completes, and any other (kept apart so
-    /// that waiting allocates nothing in the usual case of one reader).
-    waiter: Option<Waker>,
-    more: Vec<Waker>,
+    /// The tasks to wake when the receive completes (nearly always one).
+    waiters: WaitList,
     /// The receive is in the kernel.
     live: bool,
     /// The last receive filled its buffer: more bytes are likely in the socket.
     full: bool,
     /// The stream went away: the slot is freed when the receive completes.
     orphaned: bool,
-}
-
-impl Receiving {
-    /// `waker` is woken when the receive completes.
-    fn wait(&mut self, waker: &Waker) {
-        match &self.waiter {
-            None => self.waiter = Some(waker.clone()),
-            Some(w) if w.will_wake(waker) => {}
-            Some(_) if self.more.iter().any(|w| w.will_wake(waker)) => {}
-            Some(_) => self.more.push(waker.clone()),
-        }
-    }
-
-    /// The tasks waiting, taken out (to be woken, or dropped, once the table is no
-    /// longer borrowed).
-    fn take_wakers(&mut self) -> Wakers {
-        Wakers::new(self.waiter.take(), std::mem::take(&mut self.more))
-    }
 }
 
 /// What [`Recvs::poll`] asks of the ring.
@@ -143,7 +123,7 @@ impl Recvs {
                 return (Next::Ready(r), false);
             }
             if slot.live {
-                slot.wait(cx.waker());
+                slot.waiters.add(cx.waker());
                 return (Next::Pending, false);
             }
             if !slot.full {
@@ -195,7 +175,7 @@ impl Recvs {
             if let Some(bid) = bid {
                 bufs.give(bid);
             }
-            return Wakers::new(None, Vec::new());
+            return Wakers::default();
         };
         if let Some(bid) = bid {
             if result > 0 && !slot.orphaned {
@@ -206,7 +186,7 @@ impl Recvs {
         slot.live = false;
         if slot.orphaned {
             self.slots.remove(key);
-            return Wakers::new(None, Vec::new());
+            return Wakers::default();
         }
         slot.full = result == BUFFER_SIZE as i32;
         // The end of the stream, or an error of the socket. A cancel (the stream
@@ -215,7 +195,7 @@ impl Recvs {
         if result == 0 || (result < 0 && !matches!(-result, libc::ECANCELED | libc::ENOBUFS | libc::EINTR)) {
             slot.end = Some(result);
         }
-        slot.take_wakers()
+        slot.waiters.take()
     }
 
     /// The stream goes away: what it queued is dropped. Returns whether its receive
@@ -223,7 +203,7 @@ impl Recvs {
     /// and the waiters, to be dropped once the table is no longer borrowed.
     pub(crate) fn orphan(&mut self, key: RecvKey) -> (bool, Wakers) {
         let slot = &mut self.slots[key];
-        let waiters = slot.take_wakers();
+        let waiters = slot.waiters.take();
         if !slot.live {
             self.slots.remove(key);
             return (false, waiters);
@@ -265,6 +245,6 @@ impl Recvs {
 
     /// The wakers of every receive waited for, taken out (for a loop closing).
     pub(crate) fn take_wakers(&mut self) -> Vec<Wakers> {
-        self.slots.iter_mut().map(|(_, s)| s.take_wakers()).collect()
+        self.slots.iter_mut().map(|(_, s)| s.waiters.take()).collect()
     }
 }

@@ -27,9 +27,10 @@ use mio::{Interest, Token};
 
 use super::accepts::{AcceptKey, Accepts, Next};
 use super::buf_ring::{self, BufRing};
-use super::ops::{MsgBox, OpKey, Ops, Wakers};
+use super::ops::{MsgBox, OpKey, Ops};
 use super::poller::Readiness;
 use super::recvs::{self, RecvKey, Recvs};
+use super::wakers::Wakers;
 
 /// The doorbell's token inside the ring (registered tokens are slab keys, far below).
 const BELL: u32 = u32::MAX;
@@ -511,7 +512,7 @@ impl UringPoller {
         let wakers = self.ops.borrow_mut().take_wakers();
         wakers.into_iter().for_each(Wakers::wake);
         let waiters = self.accepts.borrow_mut().take_wakers();
-        waiters.into_iter().for_each(std::task::Waker::wake);
+        waiters.into_iter().for_each(Wakers::wake);
         let waiters = self.recvs.borrow_mut().take_wakers();
         waiters.into_iter().for_each(Wakers::wake);
     }
@@ -646,7 +647,7 @@ impl UringPoller {
                 // Ended, as before: the next poll submits again. Other tasks waiting on
                 // the listener try too.
                 let waiters = self.accepts.borrow_mut().unarm(key);
-                waiters.into_iter().for_each(std::task::Waker::wake);
+                waiters.wake();
             }
             return Err(e);
         }
@@ -684,7 +685,7 @@ impl UringPoller {
             requeue(self.push_accept_cancel(key));
         }
         if wake {
-            done.wake.into_iter().for_each(std::task::Waker::wake);
+            done.wake.wake();
         }
     }
 }

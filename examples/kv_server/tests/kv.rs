@@ -576,7 +576,11 @@ fn shard_of(key: &[u8]) -> usize {
 /// `single_key` (which routing asks) agrees with `keys`.
 fn run_sharded(stores: &mut [Store], cmd: Command, now: Instant) -> Reply {
     let keys = cmd.keys();
-    assert_eq!(cmd.single_key(), (keys.len() == 1).then(|| keys[0]), "{cmd:?}");
+    assert_eq!(
+        cmd.single_key(),
+        (keys.len() == 1).then(|| keys[0]),
+        "{cmd:?}"
+    );
     match cmd.route(stores.len(), shard_of) {
         Route::Atomic(atomic) => futures_util::FutureExt::now_or_never(
             atomic.run(now, |i, step| std::future::ready(step(&mut stores[i]))),
