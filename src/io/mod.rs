@@ -12,11 +12,15 @@ mod ops;
 pub(crate) mod owned;
 pub(crate) mod poller;
 pub(crate) mod reactor;
-mod recvs;
+pub(crate) mod recvs;
 pub(crate) mod registration;
 mod timerfd;
 pub(crate) mod uring;
 mod wakers;
+
+/// The size of one of the ring's receive buffers (for tests of what is held).
+#[cfg(test)]
+pub(crate) use buf_ring::BUFFER_SIZE;
 
 /// A proactor loop for a unit test, or `None` where the test cannot run one: no
 /// io_uring here, or under valgrind (CI runs the unit tests under memcheck), which

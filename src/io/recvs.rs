@@ -20,12 +20,17 @@
 //! A multishot receive (one submission for every message) was tried instead and
 //! measured slower on the echo benchmarks (BENCHMARKS.md, "Receives into the ring's
 //! buffers").
+//!
+//! A protocol transport's slot names its sink instead of waking tasks: a completion
+//! reports the sink readable, and the transport takes the bytes when it runs, with
+//! no waker (`cx` is `None`).
 
 use std::io;
 use std::os::fd::RawFd;
 use std::task::Context;
 
 use io_uring::cqueue;
+use mio::Token;
 use slab::Slab;
 
 use super::buf_ring::{BufRing, BUFFER_SIZE};
@@ -55,6 +60,9 @@ struct Receiving {
     full: bool,
     /// The stream went away: the slot is freed when the receive completes.
     orphaned: bool,
+    /// The transport told of a completion (as readiness of this token), for a
+    /// protocol's connection; none for a stream's tasks, which `waiters` holds.
+    sink: Option<Token>,
 }
 
 /// What [`Recvs::poll`] asks of the ring.
@@ -79,6 +87,17 @@ impl Recvs {
         self.slots.insert(Receiving::default())
     }
 
+    /// Stream `key`'s completions are reported as readiness of `sink`, a transport.
+    pub(crate) fn set_sink(&mut self, key: RecvKey, sink: Token) {
+        self.slots[key].sink = Some(sink);
+    }
+
+    /// Whether `sink` is still the transport of slot `key` (a report filed before
+    /// its slot went away is dropped, not sent to a token given out again).
+    pub(crate) fn reports_to(&self, key: RecvKey, sink: Token) -> bool {
+        self.slots.get(key).is_some_and(|s| !s.orphaned && s.sink == Some(sink))
+    }
+
     /// A receive is about to be submitted (`true`), or could not be (`false`).
     pub(crate) fn set_live(&mut self, key: RecvKey, live: bool) {
         self.slots[key].live = live;
@@ -87,7 +106,8 @@ impl Recvs {
     /// Hands the bytes queued to `take` (which returns how many it took, never 0 for
     /// data), or the end that follows them; with the socket likely not empty, takes
     /// up to `want` bytes from stream `fd` first with `recv(2)`. Else says whether a
-    /// receive must be submitted or one is waited for.
+    /// receive must be submitted or one is waited for (by `cx`, woken when it
+    /// completes; with no `cx`, by the slot's sink).
     ///
     /// `Ready` with bytes says `true` beside it when the queue is drained and a
     /// receive should be submitted now (read-ahead).
@@ -95,7 +115,7 @@ impl Recvs {
         &mut self,
         key: RecvKey,
         fd: RawFd,
-        cx: &mut Context<'_>,
+        cx: Option<&mut Context<'_>>,
         want: usize,
         take: &mut dyn FnMut(&[u8]) -> usize,
     ) -> (Next, bool) {
@@ -123,7 +143,9 @@ impl Recvs {
                 return (Next::Ready(r), false);
             }
             if slot.live {
-                slot.waiters.add(cx.waker());
+                if let Some(cx) = cx {
+                    slot.waiters.add(cx.waker());
+                }
                 return (Next::Pending, false);
             }
             if !slot.full {
@@ -166,8 +188,14 @@ impl Recvs {
 
     /// The kernel answered receive `key` with `result` and `flags`: the bytes of the
     /// buffer it picked are queued and the buffer given back to `bufs`. The tasks to
-    /// wake, once the table is no longer borrowed.
-    pub(crate) fn complete(&mut self, key: RecvKey, result: i32, flags: u32, bufs: &mut BufRing) -> Wakers {
+    /// wake, once the table is no longer borrowed, and the sink to tell.
+    pub(crate) fn complete(
+        &mut self,
+        key: RecvKey,
+        result: i32,
+        flags: u32,
+        bufs: &mut BufRing,
+    ) -> (Wakers, Option<Token>) {
         let bid = cqueue::buffer_select(flags);
         let Some(slot) = self.slots.get_mut(key) else {
             // Not ours any more (cannot happen: a slot outlives its receive); the
@@ -175,7 +203,7 @@ impl Recvs {
             if let Some(bid) = bid {
                 bufs.give(bid);
             }
-            return Wakers::default();
+            return (Wakers::default(), None);
         };
         if let Some(bid) = bid {
             if result > 0 && !slot.orphaned {
@@ -186,7 +214,7 @@ impl Recvs {
         slot.live = false;
         if slot.orphaned {
             self.slots.remove(key);
-            return Wakers::default();
+            return (Wakers::default(), None);
         }
         slot.full = result == BUFFER_SIZE as i32;
         // The end of the stream, or an error of the socket. A cancel (the stream
@@ -195,7 +223,7 @@ impl Recvs {
         if result == 0 || (result < 0 && !matches!(-result, libc::ECANCELED | libc::ENOBUFS | libc::EINTR)) {
             slot.end = Some(result);
         }
-        slot.waiters.take()
+        (slot.waiters.take(), slot.sink)
     }
 
     /// The stream goes away: what it queued is dropped. Returns whether its receive

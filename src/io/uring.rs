@@ -105,6 +105,9 @@ pub(crate) struct UringPoller {
     recvs: RefCell<Recvs>,
     /// Those buffers, registered at the first receive.
     bufs: RefCell<Option<BufRing>>,
+    /// Transports (by token) whose receive (by key) completed, to report readable
+    /// at the end of the next `handle`.
+    received_by_sinks: RefCell<Vec<(Token, RecvKey)>>,
     /// Streams receive into the ring's buffers (see [`Self::new_recv`]).
     ring_buffers: Cell<bool>,
     /// Set by `drop`: completions reaped then wake no task.
@@ -188,6 +191,7 @@ impl UringPoller {
             multishot_accept: modern,
             recvs: RefCell::new(Recvs::default()),
             bufs: RefCell::new(None),
+            received_by_sinks: RefCell::new(Vec::new()),
             // Provided-buffer rings came in 5.19, as the setup flags above.
             ring_buffers: Cell::new(modern),
             tearing_down: Cell::new(false),
@@ -327,7 +331,7 @@ impl UringPoller {
         f: &mut dyn FnMut(Token, Readiness),
     ) -> io::Result<()> {
         // Completions `delete` reaped are events already here: no waiting for more.
-        let block = block && self.early.borrow().is_empty();
+        let block = block && self.early.borrow().is_empty() && self.received_by_sinks.borrow().is_empty();
         let idle = {
             let mut ring = self.ring.borrow_mut();
             let sq = ring.submission();
@@ -431,6 +435,27 @@ impl UringPoller {
                 continue;
             }
             f(Token(token as usize), Readiness::from_poll_mask(result as u32));
+        }
+        self.report_receiving_sinks(f);
+    }
+
+    /// Tells the transports whose receive completed (here or in a `reap_early`)
+    /// that they are readable.
+    fn report_receiving_sinks(&self, f: &mut dyn FnMut(Token, Readiness)) {
+        if self.received_by_sinks.borrow().is_empty() {
+            return;
+        }
+        let sinks = std::mem::take(&mut *self.received_by_sinks.borrow_mut());
+        for &(token, key) in &sinks {
+            // Not once its slot is gone: the token may be another source's by now.
+            if self.recvs.borrow().reports_to(key, token) {
+                f(token, Readiness { readable: true, writable: false, read_closed: false });
+            }
+        }
+        let mut kept = self.received_by_sinks.borrow_mut();
+        if kept.is_empty() {
+            *kept = sinks;
+            kept.clear();
         }
     }
 }
@@ -713,6 +738,12 @@ impl UringPoller {
         Some(self.recvs.borrow_mut().insert())
     }
 
+    /// Reports receive slot `key`'s completions as readiness of transport `sink`
+    /// (see [`Recvs::set_sink`]).
+    pub(crate) fn set_recv_sink(&self, key: RecvKey, sink: Token) {
+        self.recvs.borrow_mut().set_sink(key, sink);
+    }
+
     /// Whether stream `key` has no bytes queued and no receive in the kernel (see
     /// [`Recvs::is_idle`]).
     pub(crate) fn recv_is_idle(&self, key: RecvKey) -> bool {
@@ -752,8 +783,34 @@ impl UringPoller {
         want: usize,
         take: &mut dyn FnMut(&[u8]) -> usize,
     ) -> Poll<io::Result<usize>> {
+        self.poll_recv_by(key, fd, Some(cx), want, take)
+    }
+
+    /// [`poll_recv`](Self::poll_recv) for a transport, which its sink's readiness
+    /// tells when a receive completes: `None` while one is in the kernel.
+    pub(crate) fn take_recv(
+        &self,
+        key: RecvKey,
+        fd: RawFd,
+        want: usize,
+        take: &mut dyn FnMut(&[u8]) -> usize,
+    ) -> Option<io::Result<usize>> {
+        match self.poll_recv_by(key, fd, None, want, take) {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => None,
+        }
+    }
+
+    fn poll_recv_by(
+        &self,
+        key: RecvKey,
+        fd: RawFd,
+        mut cx: Option<&mut Context<'_>>,
+        want: usize,
+        take: &mut dyn FnMut(&[u8]) -> usize,
+    ) -> Poll<io::Result<usize>> {
         loop {
-            let (next, read_ahead) = self.recvs.borrow_mut().poll(key, fd, cx, want, &mut *take);
+            let (next, read_ahead) = self.recvs.borrow_mut().poll(key, fd, cx.as_deref_mut(), want, &mut *take);
             match next {
                 recvs::Next::Ready(r) => {
                     // A failure to submit is left for the next read to meet.
@@ -807,6 +864,10 @@ impl UringPoller {
             let bufs = bufs.as_mut().expect("a receive's buffers are registered");
             self.recvs.borrow_mut().complete(key, result, flags, bufs)
         };
+        let (wakers, sink) = wakers;
+        if let Some(sink) = sink {
+            self.received_by_sinks.borrow_mut().push((sink, key));
+        }
         if wake {
             wakers.wake();
         }

@@ -5,6 +5,13 @@
 //! writable and queues it in the ready queue; when it runs, it flushes its write
 //! buffer if the socket can take more, then reads into the thread's read buffer and
 //! calls `data_received` with what came, up to [`READS_PER_TURN`] times.
+//!
+//! On a proactor loop whose kernel takes provided-buffer rings, the connection
+//! receives through the ring instead (see `crate::io::recvs`): one receive waits in
+//! the kernel with no buffer of the connection's, its completion marks the
+//! connection readable, and its turn hands the bytes to `data_received` and submits
+//! the next receive. The socket is then polled for writing only, and no `recv(2)`
+//! is made per message.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -15,9 +22,10 @@ use std::rc::{Rc, Weak};
 
 use mio::Interest;
 
-use super::server::Accepted;
 use super::endpoint::{with_read_buffer, Core, Endpoint};
+use super::server::Accepted;
 use super::Protocol;
+use crate::io::recvs::RecvKey;
 use crate::{Error, EventLoop};
 
 /// Reads per turn before the connection yields to the rest of the loop (the
@@ -100,6 +108,9 @@ pub(super) struct Conn {
     eof_seen: Cell<bool>,
     /// `write_eof` was called: shut the write side down once the buffer drains.
     eof_wanted: Cell<bool>,
+    /// The connection's slot for receives through the ring, on a proactor loop
+    /// that has them (else it reads when the socket polls readable).
+    ring_recv: Cell<Option<RecvKey>>,
 }
 
 /// What one read came to.
@@ -130,6 +141,8 @@ impl Conn {
             return Err(Error::Closed.into());
         }
         let fd = socket.as_raw_fd();
+        let ring = lp.inner.reactor.ring();
+        let ring_recv = ring.and_then(|ring| ring.new_recv());
         let conn = Rc::new_cyclic(|me| Conn {
             core: Core::new(lp, protocol, name),
             me: me.clone(),
@@ -139,20 +152,97 @@ impl Conn {
             sent: Cell::new(0),
             eof_seen: Cell::new(false),
             eof_wanted: Cell::new(false),
+            ring_recv: Cell::new(ring_recv),
         });
-        let token = lp.inner.reactor.register_sink(
-            fd,
-            Interest::READABLE | Interest::WRITABLE,
-            conn.clone(),
-        )?;
+        let interest = match ring_recv {
+            Some(_) => Interest::WRITABLE,
+            None => Interest::READABLE | Interest::WRITABLE,
+        };
+        let token = match lp.inner.reactor.register_sink(fd, interest, conn.clone()) {
+            Ok(token) => token,
+            Err(e) => {
+                conn.stop_receiving();
+                return Err(e);
+            }
+        };
         conn.core.token.set(Some(token));
+        if let (Some(ring), Some(key)) = (ring, ring_recv) {
+            ring.set_recv_sink(key, token);
+            // The first turn submits the first receive.
+            conn.core.readable.set(true);
+        }
         let transport = Transport { conn };
         attach(&transport);
         let handle = transport.clone();
         transport
             .conn
             .call("connection_made", |p| p.connection_made(handle));
+        if ring_recv.is_some() && transport.conn.reading() {
+            transport.conn.requeue();
+        }
         Ok(transport)
+    }
+
+    /// Gives the connection's receive slot back to the ring, its receive cancelled.
+    fn stop_receiving(&self) {
+        let Some(key) = self.ring_recv.take() else {
+            return;
+        };
+        if let Some(lp) = self.core.event_loop() {
+            if let Some(ring) = lp.inner.reactor.ring() {
+                ring.stop_recv(key);
+            }
+        }
+    }
+
+    /// Hands what the ring received to `data_received`, up to the turn's budget;
+    /// requeues itself if the budget runs out first.
+    fn receive_and_deliver(&self, key: RecvKey) {
+        let Some(lp) = self.core.event_loop() else {
+            return;
+        };
+        let Some(ring) = lp.inner.reactor.ring() else {
+            return;
+        };
+        for _ in 0..READS_PER_TURN {
+            if !self.reading() {
+                return;
+            }
+            let Some(fd) = self.socket.borrow().as_ref().map(|s| s.as_raw_fd()) else {
+                return;
+            };
+            let step = with_read_buffer(|buf| {
+                let mut got = 0;
+                let taken = ring.take_recv(key, fd, buf.len(), &mut |bytes| {
+                    got = bytes.len().min(buf.len());
+                    buf[..got].copy_from_slice(&bytes[..got]);
+                    got
+                });
+                match taken {
+                    None => Read1::Drained,
+                    Some(Ok(0)) => Read1::Eof,
+                    Some(Ok(n)) => {
+                        // No borrow of the ring is held: the protocol may write or close.
+                        self.call("data_received", |p| p.data_received(&buf[..n]));
+                        Read1::More
+                    }
+                    Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => Read1::More,
+                    Some(Err(e)) => Read1::Failed(e),
+                }
+            });
+            match step {
+                Read1::More => {}
+                Read1::Short | Read1::Drained => {
+                    self.core.readable.set(false);
+                    return;
+                }
+                Read1::Eof => return self.on_eof(),
+                Read1::Failed(e) => return self.fatal(e),
+            }
+        }
+        if self.reading() && self.core.readable.get() {
+            self.requeue();
+        }
     }
 
     fn read_once(&self, buf: &mut [u8]) -> Read1 {
@@ -341,6 +431,14 @@ impl Conn {
 
 }
 
+impl Drop for Conn {
+    /// A connection dropped without closing its socket (its registration failed)
+    /// still gives its receive slot back.
+    fn drop(&mut self) {
+        self.stop_receiving();
+    }
+}
+
 impl Endpoint for Conn {
     type Proto = dyn Protocol;
 
@@ -366,6 +464,8 @@ impl Endpoint for Conn {
     }
 
     fn take_socket(&self) -> Option<Box<dyn AsRawFd>> {
+        // The receive goes first: the ring lets go of the socket before it closes.
+        self.stop_receiving();
         let socket = self.socket.borrow_mut().take()?;
         Some(Box::new(socket))
     }
@@ -379,7 +479,10 @@ impl Endpoint for Conn {
     }
 
     fn read_ready(&self) {
-        self.read_and_deliver();
+        match self.ring_recv.get() {
+            Some(key) => self.receive_and_deliver(key),
+            None => self.read_and_deliver(),
+        }
     }
 }
 
@@ -575,5 +678,128 @@ impl fmt::Debug for Transport {
             .field("closing", &self.is_closing())
             .field("buffered", &self.get_write_buffer_size())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::io::Write;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use crate::io::{on_test_proactor, BUFFER_SIZE};
+    use crate::{EventLoop, Protocol, Transport};
+
+    /// Keeps what it receives; echoes it if `echo`; pauses reading at once if
+    /// `paused`.
+    #[derive(Default)]
+    struct Keep {
+        got: Rc<RefCell<Vec<u8>>>,
+        transport: Rc<RefCell<Option<Transport>>>,
+        echo: bool,
+        paused: bool,
+    }
+
+    impl Protocol for Keep {
+        fn connection_made(&mut self, t: Transport) {
+            if self.paused {
+                t.pause_reading();
+            }
+            *self.transport.borrow_mut() = Some(t);
+        }
+        fn data_received(&mut self, data: &[u8]) {
+            self.got.borrow_mut().extend_from_slice(data);
+            if self.echo {
+                self.transport.borrow().as_ref().unwrap().write(data);
+            }
+        }
+    }
+
+    /// Sleeps a millisecond at a time until `done`, for at most 20 s.
+    async fn until(done: impl Fn() -> bool) {
+        for _ in 0..20_000 {
+            if done() {
+                return;
+            }
+            crate::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("the condition did not come true in 20 s");
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    fn ring_receives(lp: &EventLoop) -> Option<usize> {
+        let ring = lp.inner.reactor.ring()?;
+        ring.receives_into_ring_buffers().then(|| ring.receives())
+    }
+
+    /// On a proactor, both ends of a connection receive through the ring (a slot
+    /// each, given back when the connection is lost), and a megabyte echoed there
+    /// and back arrives whole and in order: buffers filled to the brim are followed
+    /// by `recv(2)`s into the transport's read buffer.
+    #[test]
+    fn a_proactor_transport_receives_through_the_ring_in_order() {
+        on_test_proactor(|lp| async move {
+            if ring_receives(&lp).is_none() {
+                return eprintln!("skipped: no provided-buffer rings here");
+            }
+            let before = ring_receives(&lp).unwrap();
+            let server = lp.create_server(|| Keep { echo: true, ..Keep::default() }, "127.0.0.1:0").await.unwrap();
+            let got = Rc::new(RefCell::new(Vec::new()));
+            let keep = Keep { got: got.clone(), ..Keep::default() };
+            let (client, _) = lp.create_connection(move || keep, server.local_addr().unwrap()).await.unwrap();
+            until(|| ring_receives(&lp) == Some(before + 2)).await;
+            let sent = pattern(1 << 20);
+            for chunk in sent.chunks(100_000) {
+                client.write(chunk);
+            }
+            until(|| got.borrow().len() >= sent.len()).await;
+            assert!(*got.borrow() == sent, "the echo came back out of order or changed");
+            client.close();
+            server.close();
+            server.wait_closed().await;
+            until(|| ring_receives(&lp) == Some(before)).await;
+        });
+    }
+
+    /// A transport paused from `connection_made` delivers nothing while a peer
+    /// writes 4 MiB, and holds at most one ring buffer's bytes meanwhile (the rest
+    /// waits in the kernel, held back by TCP); resumed, it delivers all of it in
+    /// order.
+    #[test]
+    fn a_paused_proactor_transport_holds_one_buffer_and_resumes_in_order() {
+        on_test_proactor(|lp| async move {
+            if ring_receives(&lp).is_none() {
+                return eprintln!("skipped: no provided-buffer rings here");
+            }
+            let got = Rc::new(RefCell::new(Vec::new()));
+            let transport = Rc::new(RefCell::new(None));
+            let (g, t) = (got.clone(), transport.clone());
+            let keep = move || Keep { got: g.clone(), transport: t.clone(), paused: true, ..Keep::default() };
+            let server = lp.create_server(keep, "127.0.0.1:0").await.unwrap();
+            let addr = server.local_addr().unwrap();
+            let sent = pattern(4 << 20);
+            let to_send = sent.clone();
+            let writer = std::thread::spawn(move || {
+                let mut peer = std::net::TcpStream::connect(addr).unwrap();
+                peer.write_all(&to_send).unwrap();
+            });
+            until(|| transport.borrow().is_some()).await;
+            assert_eq!(ring_receives(&lp), Some(1), "the transport has no receive slot");
+            for _ in 0..50 {
+                crate::time::sleep(Duration::from_millis(2)).await;
+                let queued = lp.inner.reactor.ring().unwrap().queued_by_recvs();
+                assert!(queued <= BUFFER_SIZE, "{queued} bytes queued for a paused transport");
+            }
+            assert!(got.borrow().is_empty(), "data_received was called while paused");
+            transport.borrow().as_ref().unwrap().resume_reading();
+            until(|| got.borrow().len() >= sent.len()).await;
+            writer.join().unwrap();
+            assert!(*got.borrow() == sent, "the bytes came out of order or changed");
+            server.close();
+        });
     }
 }
