@@ -300,7 +300,8 @@ fn large_write_is_buffered_then_fully_delivered() {
         data_len(&log) == payload.len()
     });
     assert_eq!(data_of(peer_conn.as_ref().unwrap()), payload);
-    assert_eq!(transport.get_write_buffer_size(), 0);
+    // On the proactor the send's completion may still be on its way.
+    run_until(&lp, || transport.get_write_buffer_size() == 0);
     server.close();
     lp.close().unwrap();
 }
@@ -558,12 +559,19 @@ fn write_buffer_size_and_limits() {
     assert_eq!(transport.get_write_buffer_limits(), (100, 1000));
     assert_eq!(transport.get_write_buffer_size(), 0);
     transport.write(b"small");
-    assert_eq!(transport.get_write_buffer_size(), 0, "sent at once");
+    // The selector loop sends at once; the proactor counts a send in the kernel as
+    // buffered until it completes, as asyncio's proactor loop does.
+    let size = transport.get_write_buffer_size();
+    assert!(
+        size == 0 || (lp.is_proactor() && size == 5),
+        "sent at once, or in flight: {size}"
+    );
+    run_until(&lp, || transport.get_write_buffer_size() == 0);
     first_peer(&lp, &conns).1.pause_reading();
     let big = vec![0u8; 32 << 20];
     transport.write(&big);
     let left = transport.get_write_buffer_size();
-    assert!(left > 0 && left < big.len());
+    assert!(left > 0 && left <= big.len());
     transport.write(b"more");
     assert_eq!(transport.get_write_buffer_size(), left + 4);
     assert!(transport.peer_addr().unwrap() == server.local_addr().unwrap());

@@ -142,7 +142,10 @@ fn transports_and_protocols() {
         assert!(!transport.is_closing());
         transport.pause_reading();
         transport.resume_reading();
-        assert_eq!(transport.get_write_buffer_size(), 0);
+        // Written at once on the selector loop; on the proactor the bytes count
+        // until their send completes, as in asyncio's proactor transports.
+        let in_flight = if lp.is_proactor() { 2 } else { 0 };
+        assert_eq!(transport.get_write_buffer_size(), in_flight);
         let (high, low) = (1 << 16, 1 << 14);
         transport.set_write_buffer_limits(high, low).unwrap();
         assert_eq!(transport.peer_addr()?, addr);
@@ -153,6 +156,11 @@ fn transports_and_protocols() {
             shardloop::time::sleep(Duration::from_millis(1)).await;
         }
         assert_eq!(proto.borrow().got, b"..", "echoed by the Protocol server");
+        assert_eq!(
+            transport.get_write_buffer_size(),
+            0,
+            "sent by the time it came back"
+        );
         transport.close();
         assert!(transport.is_closing());
         transport.abort();

@@ -80,6 +80,9 @@ struct RunningGuard<'a> {
 
 impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
+        if let Some(ring) = self.lp.inner.reactor.ring() {
+            ring.submit_queued();
+        }
         self.lp.inner.running.set(false);
         self.lp.inner.stopping.set(false);
         current::leave_running();

@@ -31,6 +31,7 @@ use std::os::fd::RawFd;
 use std::task::{Context, Poll};
 
 use io_uring::{opcode, types};
+use mio::Token;
 
 use super::ops::OpKey;
 use super::recvs::RecvKey;
@@ -160,12 +161,14 @@ fn submit_recv(ring: &UringPoller, fd: RawFd, mut buf: Vec<u8>) -> Result<OpKey,
     unsafe { ring.start_op(entry, buf) }
 }
 
-/// Queues a send of `buf[from..]`, done when every byte is sent or it fails.
+/// Queues a send of `buf[from..]`, done when every byte is sent or it fails; its
+/// completion is reported to transport `sink` if there is one.
 pub(crate) fn submit_send(
     ring: &UringPoller,
     fd: RawFd,
     buf: Vec<u8>,
     from: usize,
+    sink: Option<Token>,
 ) -> Result<OpKey, (io::Error, Vec<u8>)> {
     let rest = &buf[from..];
     let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
@@ -177,7 +180,7 @@ pub(crate) fn submit_send(
     // SAFETY: the entry's only pointer is into `buf`'s initialized bytes (`len` of
     // them from `from`), inside the heap block that the ops table keeps, unmoved,
     // until the completion.
-    unsafe { ring.start_op(entry, buf) }
+    unsafe { ring.start_op_for(entry, buf, sink) }
 }
 
 /// The ring side of a stream's reads (see the module's comment).

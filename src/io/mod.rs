@@ -18,6 +18,9 @@ mod timerfd;
 pub(crate) mod uring;
 mod wakers;
 
+pub(crate) use completion::submit_send;
+pub(crate) use ops::OpKey;
+
 /// The size of one of the ring's receive buffers (for tests of what is held).
 #[cfg(test)]
 pub(crate) use buf_ring::BUFFER_SIZE;

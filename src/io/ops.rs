@@ -12,6 +12,7 @@
 use std::ptr::NonNull;
 use std::task::{Context, Poll};
 
+use mio::Token;
 use slab::Slab;
 
 use super::wakers::{WaitList, Wakers};
@@ -34,6 +35,9 @@ struct Slot {
     buf: Vec<u8>,
     /// A `RECVMSG`'s or `SENDMSG`'s header, iovec and address, kept as the buffer is.
     msg: Option<MsgBox>,
+    /// The transport told of the completion (as readiness of this token), for a
+    /// protocol's send; none for a task's operation, which its waiters are.
+    sink: Option<Token>,
 }
 
 /// What a `RECVMSG` or `SENDMSG` points to besides its bytes: the message header,
@@ -90,11 +94,12 @@ pub(crate) struct Ops {
 
 impl Ops {
     /// Records an operation about to be submitted, owning `buf`; its key.
-    pub(crate) fn insert(&mut self, buf: Vec<u8>) -> OpKey {
+    pub(crate) fn insert(&mut self, buf: Vec<u8>, sink: Option<Token>) -> OpKey {
         self.slots.insert(Slot {
             state: State::Waiting(WaitList::default()),
             buf,
             msg: None,
+            sink,
         })
     }
 
@@ -105,6 +110,7 @@ impl Ops {
             state: State::Waiting(WaitList::default()),
             buf,
             msg: Some(msg),
+            sink: None,
         })
     }
 
@@ -199,17 +205,26 @@ impl Ops {
         self.slots.contains(key)
     }
 
+    /// Whether operation `key` completed and is still `sink`'s to collect (a report
+    /// filed before it was collected or orphaned is dropped).
+    pub(crate) fn reports_to(&self, key: OpKey, sink: Token) -> bool {
+        self.slots
+            .get(key)
+            .is_some_and(|s| matches!(s.state, State::Done(_)) && s.sink == Some(sink))
+    }
+
     /// The kernel completed operation `key` with `result`: the wakers of its tasks,
-    /// to be woken once no borrow of the table is held. An orphan is freed now.
-    pub(crate) fn complete(&mut self, key: OpKey, result: i32) -> Wakers {
+    /// to be woken once no borrow of the table is held, and the sink to tell. An
+    /// orphan is freed now.
+    pub(crate) fn complete(&mut self, key: OpKey, result: i32) -> (Wakers, Option<Token>) {
         let Some(slot) = self.slots.get_mut(key) else {
-            return Wakers::default();
+            return (Wakers::default(), None);
         };
         match std::mem::replace(&mut slot.state, State::Done(result)) {
-            State::Waiting(mut waiting) => waiting.take(),
+            State::Waiting(mut waiting) => (waiting.take(), slot.sink),
             State::Orphaned => {
                 self.slots.remove(key);
-                Wakers::default()
+                (Wakers::default(), None)
             }
             State::Done(_) => unreachable!("an operation completes once"),
         }

@@ -150,7 +150,7 @@ impl<'a, S: Source + AsRawFd> WriteAllOwned<'a, S> {
             if *sent == whole.len() {
                 return Poll::Ready(Ok(()));
             }
-            match submit_send(ring, io.fd(), buf.take().expect("checked"), *sent) {
+            match submit_send(ring, io.fd(), buf.take().expect("checked"), *sent, None) {
                 Ok(k) => *key = Some(k),
                 Err((e, back)) => {
                     *buf = Some(back);

@@ -286,15 +286,16 @@ impl Reactor {
         self.poller.uring()
     }
 
-    /// Registers the raw fd `fd` for `interest`, its events going to `sink`. Undo
-    /// with [`deregister_fd`](Self::deregister_fd).
+    /// Registers the raw fd `fd` for `interest`, its events going to `sink` (none:
+    /// the ring does all its I/O and reports it to `sink`). Undo with
+    /// [`deregister_fd`](Self::deregister_fd).
     pub(crate) fn register_sink(
         &self,
         fd: RawFd,
-        interest: Interest,
+        interest: Option<Interest>,
         sink: Rc<dyn Sink>,
     ) -> io::Result<Token> {
-        self.insert(fd, Some(interest), true, |_| Entry::Sink(sink))
+        self.insert(fd, interest, true, |_| Entry::Sink(sink))
     }
 
     /// Forgets the source `fd`; its waiters are woken so that they see it gone.

@@ -105,13 +105,25 @@ pub(crate) struct UringPoller {
     recvs: RefCell<Recvs>,
     /// Those buffers, registered at the first receive.
     bufs: RefCell<Option<BufRing>>,
-    /// Transports (by token) whose receive (by key) completed, to report readable
-    /// at the end of the next `handle`.
-    received_by_sinks: RefCell<Vec<(Token, RecvKey)>>,
+    /// Transports (by token) whose receive or send completed, to report readable
+    /// or writable at the end of the next `handle`.
+    sink_reports: RefCell<Vec<(Token, SinkReport)>>,
     /// Streams receive into the ring's buffers (see [`Self::new_recv`]).
     ring_buffers: Cell<bool>,
+    /// A transport's send is queued and not yet submitted (see
+    /// [`Self::submit_queued`]).
+    sends_queued: Cell<bool>,
     /// Set by `drop`: completions reaped then wake no task.
     tearing_down: Cell<bool>,
+}
+
+/// What completed for a transport, to report to it.
+#[derive(Clone, Copy)]
+enum SinkReport {
+    /// Its receive, in this slot of `recvs`: it is readable.
+    Received(RecvKey),
+    /// Its send, this operation of `ops`: it is writable.
+    Sent(OpKey),
 }
 
 /// Reports a failure to queue an entry while completions are being handled; the
@@ -191,9 +203,10 @@ impl UringPoller {
             multishot_accept: modern,
             recvs: RefCell::new(Recvs::default()),
             bufs: RefCell::new(None),
-            received_by_sinks: RefCell::new(Vec::new()),
+            sink_reports: RefCell::new(Vec::new()),
             // Provided-buffer rings came in 5.19, as the setup flags above.
             ring_buffers: Cell::new(modern),
+            sends_queued: Cell::new(false),
             tearing_down: Cell::new(false),
         };
         poller.arm(BELL, bell, libc::POLLIN as u32)?;
@@ -322,6 +335,20 @@ impl UringPoller {
         }
     }
 
+    /// Submits what is queued if a transport's send is among it, without waiting:
+    /// for a loop that stops running, so that the bytes its last turn wrote go out
+    /// while it does not run, not when it next runs. (Only then: a level-triggered
+    /// reader's poll submitted now would report what is true now, not when the loop
+    /// runs again.)
+    pub(crate) fn submit_queued(&self) {
+        if !self.sends_queued.replace(false) {
+            return;
+        }
+        if let Err(e) = self.ring.borrow().submitter().submit() {
+            log::debug!("io_uring: submitting as the loop stops failed ({e}): the next run submits");
+        }
+    }
+
     /// Submits what is queued and waits for completions (not at all unless `block`;
     /// until `deadline` if there is one), handing each fd's readiness to `f`.
     pub(crate) fn wait(
@@ -331,7 +358,8 @@ impl UringPoller {
         f: &mut dyn FnMut(Token, Readiness),
     ) -> io::Result<()> {
         // Completions `delete` reaped are events already here: no waiting for more.
-        let block = block && self.early.borrow().is_empty() && self.received_by_sinks.borrow().is_empty();
+        let block = block && self.early.borrow().is_empty() && self.sink_reports.borrow().is_empty();
+        self.sends_queued.set(false);
         let idle = {
             let mut ring = self.ring.borrow_mut();
             let sq = ring.submission();
@@ -386,8 +414,7 @@ impl UringPoller {
     fn handle(&self, completed: &[(u64, i32, u32)], f: &mut dyn FnMut(Token, Readiness)) {
         for &(user_data, result, flags) in completed {
             if user_data & OP != 0 {
-                let wakers = self.ops.borrow_mut().complete(op_key(user_data), result);
-                wakers.wake();
+                self.op_completed(user_data, result, true);
                 continue;
             }
             if user_data == CANCEL {
@@ -436,23 +463,27 @@ impl UringPoller {
             }
             f(Token(token as usize), Readiness::from_poll_mask(result as u32));
         }
-        self.report_receiving_sinks(f);
+        self.report_to_sinks(f);
     }
 
-    /// Tells the transports whose receive completed (here or in a `reap_early`)
-    /// that they are readable.
-    fn report_receiving_sinks(&self, f: &mut dyn FnMut(Token, Readiness)) {
-        if self.received_by_sinks.borrow().is_empty() {
+    /// Tells the transports whose receive or send completed (here or in a
+    /// `reap_early`) that they are readable or writable.
+    fn report_to_sinks(&self, f: &mut dyn FnMut(Token, Readiness)) {
+        if self.sink_reports.borrow().is_empty() {
             return;
         }
-        let sinks = std::mem::take(&mut *self.received_by_sinks.borrow_mut());
-        for &(token, key) in &sinks {
+        let sinks = std::mem::take(&mut *self.sink_reports.borrow_mut());
+        for &(token, report) in &sinks {
             // Not once its slot is gone: the token may be another source's by now.
-            if self.recvs.borrow().reports_to(key, token) {
-                f(token, Readiness { readable: true, writable: false, read_closed: false });
+            let (live, readable) = match report {
+                SinkReport::Received(key) => (self.recvs.borrow().reports_to(key, token), true),
+                SinkReport::Sent(key) => (self.ops.borrow().reports_to(key, token), false),
+            };
+            if live {
+                f(token, Readiness { readable, writable: !readable, read_closed: false });
             }
         }
-        let mut kept = self.received_by_sinks.borrow_mut();
+        let mut kept = self.sink_reports.borrow_mut();
         if kept.is_empty() {
             *kept = sinks;
             kept.clear();
@@ -467,6 +498,24 @@ fn op_key(user_data: u64) -> OpKey {
 
 /// The operations: reads and writes the kernel does into buffers we own.
 impl UringPoller {
+    /// Files operation `user_data`'s completion; wakes its tasks if `wake`, or
+    /// reports it to its transport.
+    fn op_completed(&self, user_data: u64, result: i32, wake: bool) {
+        let key = op_key(user_data);
+        let (wakers, sink) = self.ops.borrow_mut().complete(key, result);
+        if let Some(sink) = sink {
+            self.sink_reports.borrow_mut().push((sink, SinkReport::Sent(key)));
+        }
+        if wake {
+            wakers.wake();
+        }
+    }
+
+    /// The result and buffer of operation `key`, if it completed.
+    pub(crate) fn take_done_op(&self, key: OpKey) -> Option<(i32, Vec<u8>)> {
+        self.ops.borrow_mut().take_done(key)
+    }
+
     /// Queues `entry` (a read or a write) for the next submit, its buffer `buf` kept
     /// in the ops table until its completion arrives; the key to poll it by. On
     /// failure the buffer comes back.
@@ -480,9 +529,28 @@ impl UringPoller {
         entry: squeue::Entry,
         buf: Vec<u8>,
     ) -> Result<OpKey, (io::Error, Vec<u8>)> {
-        let key = self.ops.borrow_mut().insert(buf);
+        // SAFETY: the caller keeps this function's contract.
+        unsafe { self.start_op_for(entry, buf, None) }
+    }
+
+    /// [`start_op`](Self::start_op), with the completion reported to transport
+    /// `sink` (as readiness for writing; it collects the result with
+    /// [`take_done_op`](Self::take_done_op)) if there is one.
+    ///
+    /// # Safety
+    /// As for [`start_op`](Self::start_op).
+    pub(crate) unsafe fn start_op_for(
+        &self,
+        entry: squeue::Entry,
+        buf: Vec<u8>,
+        sink: Option<Token>,
+    ) -> Result<OpKey, (io::Error, Vec<u8>)> {
+        let key = self.ops.borrow_mut().insert(buf, sink);
         match self.push(entry.user_data(OP | key as u64)) {
-            Ok(()) => Ok(key),
+            Ok(()) => {
+                self.sends_queued.set(self.sends_queued.get() || sink.is_some());
+                Ok(key)
+            }
             Err(e) => Err((e, self.ops.borrow_mut().remove_unsubmitted(key))),
         }
     }
@@ -628,10 +696,7 @@ impl UringPoller {
             if c.0 == want {
                 answer = Some(c.1);
             } else if c.0 & OP != 0 {
-                let wakers = self.ops.borrow_mut().complete(op_key(c.0), c.1);
-                if !self.tearing_down.get() {
-                    wakers.wake();
-                }
+                self.op_completed(c.0, c.1, !self.tearing_down.get());
             } else if c.0 & ACCEPT != 0 {
                 self.accepted(c.0, c.1, c.2, !self.tearing_down.get());
             } else if c.0 & RECV != 0 {
@@ -866,7 +931,7 @@ impl UringPoller {
         };
         let (wakers, sink) = wakers;
         if let Some(sink) = sink {
-            self.received_by_sinks.borrow_mut().push((sink, key));
+            self.sink_reports.borrow_mut().push((sink, SinkReport::Received(key)));
         }
         if wake {
             wakers.wake();

@@ -56,7 +56,7 @@ impl Dgram {
         });
         let token = lp.inner.reactor.register_sink(
             fd,
-            Interest::READABLE | Interest::WRITABLE,
+            Some(Interest::READABLE | Interest::WRITABLE),
             ep.clone(),
         )?;
         ep.core.token.set(Some(token));

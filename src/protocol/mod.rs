@@ -7,7 +7,10 @@
 //! [`Transport`], a cheap `Clone` handle whose `write` sends at once when it can and
 //! buffers the rest. Read readiness goes from the reactor straight to a ready-queue
 //! entry that reads the socket into a reused buffer and calls `data_received`: no
-//! task, no waker, no future.
+//! task, no waker, no future. On a proactor loop (Linux 5.19 and later) the ring
+//! does a stream transport's I/O instead: a completed receive hands its bytes to
+//! `data_received`, and writes go out as ring sends with the loop's next batch
+//! (they count in `get_write_buffer_size` until they complete).
 //!
 //! Servers come from [`EventLoop::create_server`](crate::EventLoop::create_server)
 //! (one protocol per accepted connection, made by a factory), clients from

@@ -220,7 +220,7 @@ impl Listener {
             let token = lp
                 .inner
                 .reactor
-                .register_sink(fd, Interest::READABLE, listener.clone())?;
+                .register_sink(fd, Some(Interest::READABLE), listener.clone())?;
             listener.token.set(Some(token));
         }
         Ok(Server { listener })

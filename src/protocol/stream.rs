@@ -10,8 +10,10 @@
 //! receives through the ring instead (see `crate::io::recvs`): one receive waits in
 //! the kernel with no buffer of the connection's, its completion marks the
 //! connection readable, and its turn hands the bytes to `data_received` and submits
-//! the next receive. The socket is then polled for writing only, and no `recv(2)`
-//! is made per message.
+//! the next receive. Writes go through the ring too: what `write` buffers is sent
+//! by one `IORING_OP_SEND` at a time, which owns its bytes until its completion
+//! (writes meanwhile gather behind it, for the next). The socket is not polled at
+//! all then, and a message costs no system call of its own.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -26,6 +28,8 @@ use super::endpoint::{with_read_buffer, Core, Endpoint};
 use super::server::Accepted;
 use super::Protocol;
 use crate::io::recvs::RecvKey;
+use crate::io::submit_send;
+use crate::io::OpKey;
 use crate::{Error, EventLoop};
 
 /// Reads per turn before the connection yields to the rest of the loop (the
@@ -111,6 +115,12 @@ pub(super) struct Conn {
     /// The connection's slot for receives through the ring, on a proactor loop
     /// that has them (else it reads when the socket polls readable).
     ring_recv: Cell<Option<RecvKey>>,
+    /// The connection sends through the ring (it receives through it too).
+    by_ring: bool,
+    /// The send in the kernel, and how many bytes it has (they count as buffered).
+    sending: Cell<Option<(OpKey, usize)>>,
+    /// The buffer the last send gave back, for the next writes.
+    spare: RefCell<Vec<u8>>,
 }
 
 /// What one read came to.
@@ -153,10 +163,14 @@ impl Conn {
             eof_seen: Cell::new(false),
             eof_wanted: Cell::new(false),
             ring_recv: Cell::new(ring_recv),
+            by_ring: ring_recv.is_some(),
+            sending: Cell::new(None),
+            spare: RefCell::new(Vec::new()),
         });
+        // Through the ring, errors come as the receive's or the send's result.
         let interest = match ring_recv {
-            Some(_) => Interest::WRITABLE,
-            None => Interest::READABLE | Interest::WRITABLE,
+            Some(_) => None,
+            None => Some(Interest::READABLE | Interest::WRITABLE),
         };
         let token = match lp.inner.reactor.register_sink(fd, interest, conn.clone()) {
             Ok(token) => token,
@@ -191,6 +205,19 @@ impl Conn {
         if let Some(lp) = self.core.event_loop() {
             if let Some(ring) = lp.inner.reactor.ring() {
                 ring.stop_recv(key);
+            }
+        }
+    }
+
+    /// Cancels the ring's send in the kernel, if there is one (an abort: what it
+    /// did not send is dropped). Its buffer is freed once the kernel answers.
+    fn cancel_send(&self) {
+        let Some((key, _)) = self.sending.take() else {
+            return;
+        };
+        if let Some(lp) = self.core.event_loop() {
+            if let Some(ring) = lp.inner.reactor.ring() {
+                ring.cancel_op(key);
             }
         }
     }
@@ -340,6 +367,17 @@ impl Conn {
             self.core.write_after_lost();
             return;
         }
+        if self.by_ring {
+            let mut out = self.out.borrow_mut();
+            for chunk in chunks {
+                out.extend_from_slice(chunk);
+            }
+            drop(out);
+            if let Err(e) = self.send_by_ring() {
+                return self.fatal(e);
+            }
+            return self.maybe_pause();
+        }
         let mut skip = 0;
         if self.buffered() == 0 {
             match self.send_now(chunks) {
@@ -379,7 +417,72 @@ impl Conn {
         }
     }
 
+    /// Sends what `out` holds with one ring send, unless one is in the kernel
+    /// already (its completion sends what gathered meanwhile).
+    fn send_by_ring(&self) -> io::Result<()> {
+        if self.sending.get().is_some() || self.out.borrow().is_empty() {
+            return Ok(());
+        }
+        let (Some(lp), Some(token)) = (self.core.event_loop(), self.core.token.get()) else {
+            return Ok(());
+        };
+        let Some(fd) = self.socket.borrow().as_ref().map(|s| s.as_raw_fd()) else {
+            return Ok(());
+        };
+        let ring = lp.inner.reactor.ring().expect("a ring transport is on a proactor loop");
+        let spare = self.spare.take();
+        let buf = std::mem::replace(&mut *self.out.borrow_mut(), spare);
+        let len = buf.len();
+        match submit_send(ring, fd, buf, 0, Some(token)) {
+            Ok(key) => {
+                self.sending.set(Some((key, len)));
+                Ok(())
+            }
+            Err((e, buf)) => {
+                *self.out.borrow_mut() = buf;
+                Err(e)
+            }
+        }
+    }
+
+    /// The ring's send completed (or not yet: nothing): the bytes it did not send
+    /// go out again first, then what gathered behind it.
+    fn sent_by_ring(&self) -> io::Result<()> {
+        let Some((key, len)) = self.sending.get() else {
+            return Ok(());
+        };
+        let Some(lp) = self.core.event_loop() else {
+            return Ok(());
+        };
+        let ring = lp.inner.reactor.ring().expect("a ring transport is on a proactor loop");
+        let Some((result, mut buf)) = ring.take_done_op(key) else {
+            // Its completion reports the transport writable again.
+            self.core.writable.set(false);
+            return Ok(());
+        };
+        self.sending.set(None);
+        if result < 0 {
+            return Err(io::Error::from_raw_os_error(-result));
+        }
+        let sent = (result as usize).min(len);
+        if sent < len {
+            // Short (only past u32::MAX bytes, with MSG_WAITALL): the rest first.
+            buf.drain(..sent);
+            buf.append(&mut self.out.borrow_mut());
+            *self.out.borrow_mut() = buf;
+        } else {
+            buf.clear();
+            if buf.capacity() < KEPT_BUFFER_CAPACITY {
+                *self.spare.borrow_mut() = buf;
+            }
+        }
+        self.send_by_ring()
+    }
+
     fn write_buffered(&self) -> io::Result<()> {
+        if self.by_ring {
+            return self.sent_by_ring();
+        }
         let socket = self.socket.borrow();
         let Some(s) = socket.as_ref() else {
             return Ok(());
@@ -433,9 +536,10 @@ impl Conn {
 
 impl Drop for Conn {
     /// A connection dropped without closing its socket (its registration failed)
-    /// still gives its receive slot back.
+    /// still gives its receive slot and its send back.
     fn drop(&mut self) {
         self.stop_receiving();
+        self.cancel_send();
     }
 }
 
@@ -451,7 +555,8 @@ impl Endpoint for Conn {
     }
 
     fn buffered(&self) -> usize {
-        self.out.borrow().len() - self.sent.get()
+        let sending = self.sending.get().map_or(0, |(_, len)| len);
+        self.out.borrow().len() - self.sent.get() + sending
     }
 
     fn has_pending_writes(&self) -> bool {
@@ -461,11 +566,14 @@ impl Endpoint for Conn {
     fn discard_buffer(&self) {
         *self.out.borrow_mut() = Vec::new();
         self.sent.set(0);
+        self.cancel_send();
     }
 
     fn take_socket(&self) -> Option<Box<dyn AsRawFd>> {
-        // The receive goes first: the ring lets go of the socket before it closes.
+        // The ring's operations go first: it lets go of the socket before it
+        // closes.
         self.stop_receiving();
+        self.cancel_send();
         let socket = self.socket.borrow_mut().take()?;
         Some(Box::new(socket))
     }
@@ -492,7 +600,11 @@ impl Endpoint for Conn {
 /// `write` sends at once when nothing is buffered and buffers what the socket did
 /// not take; the buffer drains as the socket becomes writable, and its size drives
 /// the protocol's `pause_writing` / `resume_writing`
-/// ([`set_write_buffer_limits`](Self::set_write_buffer_limits)). See the
+/// ([`set_write_buffer_limits`](Self::set_write_buffer_limits)). On a proactor
+/// loop, `write` hands the bytes to a send through the ring, submitted with the
+/// loop's next batch; until it completes they count in
+/// [`get_write_buffer_size`](Self::get_write_buffer_size), as in asyncio's
+/// proactor transports. See the
 /// [module docs](crate::protocol) for an example and the rules.
 #[derive(Clone)]
 pub struct Transport {
@@ -609,7 +721,8 @@ impl Transport {
         self.conn.reading()
     }
 
-    /// Bytes written but not sent yet.
+    /// Bytes written but not sent yet (on a proactor, those of the send in the
+    /// kernel too).
     pub fn get_write_buffer_size(&self) -> usize {
         self.conn.buffered()
     }
@@ -799,6 +912,92 @@ mod tests {
             until(|| got.borrow().len() >= sent.len()).await;
             writer.join().unwrap();
             assert!(*got.borrow() == sent, "the bytes came out of order or changed");
+            server.close();
+        });
+    }
+
+    /// The bytes the ring holds for sends in the kernel.
+    fn lent(lp: &EventLoop) -> usize {
+        lp.inner.reactor.ring().unwrap().lent()
+    }
+
+    /// Connects a peer from a thread, which reads nothing until `go` says so, then
+    /// reads to EOF and returns what it read (nothing if `go` is dropped instead).
+    fn slow_peer(addr: std::net::SocketAddr) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<Vec<u8>>) {
+        let (go, wait) = std::sync::mpsc::channel();
+        let peer = std::thread::spawn(move || {
+            let mut peer = std::net::TcpStream::connect(addr).unwrap();
+            let mut got = Vec::new();
+            if wait.recv().is_ok() {
+                std::io::Read::read_to_end(&mut peer, &mut got).unwrap();
+            }
+            got
+        });
+        (go, peer)
+    }
+
+    /// On a proactor with ring receives, a transport's writes go to the kernel as
+    /// ring sends: none is written at once, so all of it counts as buffered
+    /// (asyncio's proactor transports count bytes in flight too); while a send is in
+    /// the kernel the writes gather behind it; the peer gets every byte in order,
+    /// and the buffer is empty once the sends complete.
+    #[test]
+    fn a_proactor_transport_sends_through_the_ring_in_order() {
+        on_test_proactor(|lp| async move {
+            if ring_receives(&lp).is_none() {
+                return eprintln!("skipped: no provided-buffer rings here");
+            }
+            let transport = Rc::new(RefCell::new(None));
+            let t = transport.clone();
+            let keep = move || Keep { transport: t.clone(), ..Keep::default() };
+            let server = lp.create_server(keep, "127.0.0.1:0").await.unwrap();
+            let (go, peer) = slow_peer(server.local_addr().unwrap());
+            until(|| transport.borrow().is_some()).await;
+            let t = transport.borrow().clone().unwrap();
+            let sent = pattern(4 << 20);
+            for chunk in sent.chunks(64 << 10) {
+                t.write(chunk);
+            }
+            assert_eq!(t.get_write_buffer_size(), sent.len(), "a ring transport wrote at once");
+            until(|| lent(&lp) > 0).await;
+            assert!(lent(&lp) < sent.len(), "more than the first send is in the kernel at once");
+            go.send(()).unwrap();
+            until(|| t.get_write_buffer_size() == 0).await;
+            assert_eq!(lent(&lp), 0, "a completed send still holds its buffer");
+            t.close();
+            until(|| peer.is_finished()).await;
+            assert!(peer.join().unwrap() == sent, "the peer got the bytes out of order or changed");
+            server.close();
+        });
+    }
+
+    /// Aborting a transport whose send waits in the kernel (the peer reads
+    /// nothing) cancels it: the ring frees the send's buffer, and the transport is
+    /// closed.
+    #[test]
+    fn aborting_a_proactor_transport_cancels_its_send_in_the_kernel() {
+        on_test_proactor(|lp| async move {
+            if ring_receives(&lp).is_none() {
+                return eprintln!("skipped: no provided-buffer rings here");
+            }
+            let transport = Rc::new(RefCell::new(None));
+            let t = transport.clone();
+            let keep = move || Keep { transport: t.clone(), ..Keep::default() };
+            let server = lp.create_server(keep, "127.0.0.1:0").await.unwrap();
+            let (go, peer) = slow_peer(server.local_addr().unwrap());
+            until(|| transport.borrow().is_some()).await;
+            let t = transport.borrow().clone().unwrap();
+            t.write(&[1; 100]);
+            t.write(&pattern(16 << 20));
+            // The second send, which the socket's buffer cannot take, is in the kernel.
+            until(|| lent(&lp) >= 1 << 20).await;
+            t.abort();
+            assert!(t.is_closing());
+            assert_eq!(t.get_write_buffer_size(), 0, "an abort keeps what was not sent");
+            until(|| lent(&lp) == 0).await;
+            drop(go);
+            until(|| peer.is_finished()).await;
+            assert!(peer.join().unwrap().is_empty());
             server.close();
         });
     }
