@@ -336,10 +336,13 @@ impl UringPoller {
     }
 
     /// Submits what is queued if a transport's send is among it, without waiting:
-    /// for a loop that stops running, so that the bytes its last turn wrote go out
-    /// while it does not run, not when it next runs. (Only then: a level-triggered
-    /// reader's poll submitted now would report what is true now, not when the loop
-    /// runs again.)
+    /// for a loop that stops running (or a write made while it does not run), so
+    /// that a send starts now, not when the loop next runs. What the socket takes
+    /// at once goes out; the rest of a large send waits for the loop's next entry
+    /// into the kernel, as the rest of a large write waits on epoll. Everything
+    /// queued goes with it, a level-triggered reader's poll too, which then reports
+    /// what is true now rather than when the loop runs again: so only when a send
+    /// is queued.
     pub(crate) fn submit_queued(&self) {
         if !self.sends_queued.replace(false) {
             return;
@@ -347,6 +350,15 @@ impl UringPoller {
         if let Err(e) = self.ring.borrow().submitter().submit() {
             log::debug!("io_uring: submitting as the loop stops failed ({e}): the next run submits");
         }
+    }
+
+    /// Submits what is queued and files the completions there are, without waiting
+    /// (a closing loop's transports settling their sends).
+    pub(crate) fn reap_completions(&self) {
+        if let Err(e) = self.ring.borrow().submitter().submit() {
+            log::debug!("io_uring: submitting to read completions failed ({e})");
+        }
+        self.reap_early(CANCEL);
     }
 
     /// Submits what is queued and waits for completions (not at all unless `block`;

@@ -229,6 +229,9 @@ pub(super) trait Endpoint: Sized + 'static {
     fn has_pending_writes(&self) -> bool;
     /// Drops what waits in the write buffer (an abort).
     fn discard_buffer(&self);
+    /// The loop is closing: writes the kernel finished, whose completions are not
+    /// read yet, count as done (a ring send; nothing for the others).
+    fn settle_writes(&self) {}
     /// Takes the socket out (None if it is gone already), to close it.
     fn take_socket(&self) -> Option<Box<dyn AsRawFd>>;
     /// Whether reading is on (for a stream, also: the end was not reached).
@@ -387,10 +390,17 @@ pub(super) trait Endpoint: Sized + 'static {
         if core.delivered.get() {
             return;
         }
+        if !core.lost.get() {
+            self.settle_writes();
+        }
         if !core.lost.replace(true) {
-            self.discard_buffer();
-            core.closing.set(true);
-            *core.lost_with.borrow_mut() = Some(Error::Closed.into());
+            // A transport closed after its last bytes went out ends as it would have
+            // without the loop's close: `connection_lost(None)`.
+            if !core.closing.get() || self.has_pending_writes() {
+                self.discard_buffer();
+                core.closing.set(true);
+                *core.lost_with.borrow_mut() = Some(Error::Closed.into());
+            }
         }
         self.deliver_lost();
     }

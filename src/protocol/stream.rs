@@ -373,7 +373,9 @@ impl Conn {
                 out.extend_from_slice(chunk);
             }
             drop(out);
-            if let Err(e) = self.send_by_ring() {
+            let running = self.core.event_loop().is_some_and(|lp| lp.is_running());
+            let sent = if running { self.send_by_ring() } else { self.settle_sends() };
+            if let Err(e) = sent {
                 return self.fatal(e);
             }
             return self.maybe_pause();
@@ -436,11 +438,44 @@ impl Conn {
         match submit_send(ring, fd, buf, 0, Some(token)) {
             Ok(key) => {
                 self.sending.set(Some((key, len)));
+                if !lp.is_running() {
+                    // No turn of the loop's is coming to submit it: a write made
+                    // outside the loop goes out now, as one on epoll does.
+                    ring.submit_queued();
+                }
                 Ok(())
             }
             Err((e, buf)) => {
                 *self.out.borrow_mut() = buf;
                 Err(e)
+            }
+        }
+    }
+
+    /// Sends what `out` holds while the loop does not run (a write from outside it,
+    /// or the loop closing), where no turn of the loop's will collect what the kernel
+    /// finished: each send is submitted at once and collected as soon as it is done,
+    /// until all is sent or a send stays in the kernel.
+    fn settle_sends(&self) -> io::Result<()> {
+        let Some(lp) = self.core.event_loop() else {
+            return Ok(());
+        };
+        let Some(ring) = lp.inner.reactor.ring() else {
+            return Ok(());
+        };
+        loop {
+            let before = self.buffered();
+            if self.sending.get().is_none() {
+                self.send_by_ring()?;
+                if self.sending.get().is_none() {
+                    return Ok(());
+                }
+            }
+            ring.reap_completions();
+            self.sent_by_ring()?;
+            // Each round sends something, or stops.
+            if self.buffered() == before {
+                return Ok(());
             }
         }
     }
@@ -466,7 +501,8 @@ impl Conn {
         }
         let sent = (result as usize).min(len);
         if sent < len {
-            // Short (only past u32::MAX bytes, with MSG_WAITALL): the rest first.
+            // Short (past u32::MAX bytes, or a send that MSG_WAITALL could not
+            // finish: a signal, an error after some bytes): the rest first.
             buf.drain(..sent);
             buf.append(&mut self.out.borrow_mut());
             *self.out.borrow_mut() = buf;
@@ -561,6 +597,14 @@ impl Endpoint for Conn {
 
     fn has_pending_writes(&self) -> bool {
         self.buffered() > 0
+    }
+
+    fn settle_writes(&self) {
+        if self.by_ring {
+            if let Err(e) = self.settle_sends() {
+                self.fatal(e);
+            }
+        }
     }
 
     fn discard_buffer(&self) {
@@ -1000,5 +1044,51 @@ mod tests {
             assert!(peer.join().unwrap().is_empty());
             server.close();
         });
+    }
+
+    /// Records how its connection ended.
+    struct Ends(Rc<RefCell<Option<Option<String>>>>);
+
+    impl Protocol for Ends {
+        fn connection_made(&mut self, _: Transport) {}
+        fn data_received(&mut self, _: &[u8]) {}
+        fn connection_lost(&mut self, err: Option<std::io::Error>) {
+            *self.0.borrow_mut() = Some(err.map(|e| e.to_string()));
+        }
+    }
+
+    /// A ring transport written to while its loop does not run sends at once (the
+    /// peer, a blocking socket on this thread, reads it with the loop stopped), and
+    /// one closed after its last write ends with `connection_lost(None)` when the
+    /// loop then closes, not with the loop's error: that send completed, its
+    /// completion unread.
+    #[test]
+    fn a_proactor_transport_used_outside_its_loop_sends_and_ends_cleanly() {
+        let Some(lp) = crate::io::test_proactor() else {
+            return;
+        };
+        if ring_receives(&lp).is_none() {
+            return eprintln!("skipped: no provided-buffer rings here");
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ended = Rc::new(RefCell::new(None));
+        let e = ended.clone();
+        let connect = lp.create_connection(move || Ends(e), listener.local_addr().unwrap());
+        let (t, _) = lp.run_until_complete(connect).unwrap().unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        t.write(b"outside");
+        let mut got = [0; 7];
+        std::io::Read::read_exact(&mut peer, &mut got).expect("the write did not go out");
+        assert_eq!(&got, b"outside");
+        // Twice, so that the second write finds the first's send done but not read.
+        t.write(b"by");
+        t.write(b"e");
+        t.close();
+        lp.close().unwrap();
+        assert_eq!(*ended.borrow(), Some(None), "connection_lost was not called with None");
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut peer, &mut rest).unwrap();
+        assert_eq!(rest, b"bye");
     }
 }
