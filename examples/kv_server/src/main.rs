@@ -711,6 +711,7 @@ async fn serve(mut stream: TcpStream, rt: Arc<Runtime>) {
     let mut out = Vec::new();
     let mut slots = Vec::new();
     let mut read_size = ReadSize(ReadSize::MIN);
+    let by_ring = shardloop::get_running_loop().is_ok_and(|lp| lp.is_proactor());
     'conn: loop {
         // No await between this check and `Busy::new`: a stop that set DRAINING on
         // this shard either sees this request as busy or this connection closes.
@@ -739,7 +740,15 @@ async fn serve(mut stream: TcpStream, rt: Arc<Runtime>) {
         }
         if batch.has_replies() {
             quit |= batch.finish().await;
-            let written = stream.write_all(&out).await;
+            // On a proactor the reply goes out as a ring send, in the loop's next
+            // batch with every other connection's, not a send(2) of its own.
+            let written = if by_ring {
+                let (written, sent) = stream.write_all_owned(std::mem::take(&mut out)).await;
+                out = sent;
+                written
+            } else {
+                stream.write_all(&out).await
+            };
             out.clear();
             if out.capacity() > OUT_KEEP {
                 out = Vec::new();
