@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# A/B of two kv_server builds, side by side: A (the binary in $A, e.g. built from an
+# earlier commit in a git worktree) and B ($B, default this tree's release build),
+# both started with $KV_ARGS (default --proactor; KV_ARGS= for the epoll loop).
+# ROUNDS rounds (default 6), alternating which goes first, each running
+# redis-benchmark -t set,get -n N -c 50 -P 1 and -P 16 -r 100000 against both.
+# Prints each test's median requests/s for A and B and the ratio B / A.
+#
+# Usage: A=/tmp/before-target/release/kv_server bench/kv_ab.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+A=${A:?set A to the kv_server binary to compare against}
+B=${B:-target/release/kv_server}
+ROUNDS=${ROUNDS:-6}
+N=${N:-200000}
+KV_ARGS=${KV_ARGS---proactor}
+WORK=$(mktemp -d)
+# shellcheck disable=SC2086
+"$A" --port 7021 $KV_ARGS >/dev/null 2>&1 & SA=$!
+# shellcheck disable=SC2086
+"$B" --port 7022 $KV_ARGS >/dev/null 2>&1 & SB=$!
+trap 'kill $SA $SB 2>/dev/null; rm -rf "$WORK"' EXIT
+sleep 0.7
+for r in $(seq "$ROUNDS"); do
+  if (( r % 2 )); then order="A B"; else order="B A"; fi
+  for n in $order; do
+    port=7021; [[ $n == B ]] && port=7022
+    for p in 1 16; do
+      redis-benchmark -p $port -t set,get -n "$N" -c 50 -P $p -r 100000 --csv 2>/dev/null |
+        tr -d '"' | awk -F, -v n=$n -v p=$p '/^(SET|GET)/ {print n, "-P" p, $1, $2}' >> "$WORK/rows"
+    done
+  done
+done
+echo "| test | A req/s | B req/s | B / A |"
+echo "|---|---:|---:|---:|"
+for p in -P1 -P16; do
+  for t in SET GET; do
+    med() { awk -v n="$1" -v p=$p -v t=$t '$1 == n && $2 == p && $3 == t {print $4}' "$WORK/rows" |
+      sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+    a=$(med A); b=$(med B)
+    awk -v t="$t $p" -v a="$a" -v b="$b" 'BEGIN {printf "| %s | %.0f | %.0f | %.2fx |\n", t, a, b, b / a}'
+  done
+done
