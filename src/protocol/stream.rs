@@ -231,14 +231,11 @@ impl Conn {
         let Some(ring) = lp.inner.reactor.ring() else {
             return;
         };
-        for _ in 0..READS_PER_TURN {
-            if !self.reading() {
-                return;
-            }
+        self.deliver_for_a_turn(|| {
             let Some(fd) = self.socket.borrow().as_ref().map(|s| s.as_raw_fd()) else {
-                return;
+                return Read1::Drained;
             };
-            let step = with_read_buffer(|buf| {
+            with_read_buffer(|buf| {
                 let mut got = 0;
                 let taken = ring.take_recv(key, fd, buf.len(), &mut |bytes| {
                     got = bytes.len().min(buf.len());
@@ -256,20 +253,8 @@ impl Conn {
                     Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => Read1::More,
                     Some(Err(e)) => Read1::Failed(e),
                 }
-            });
-            match step {
-                Read1::More => {}
-                Read1::Short | Read1::Drained => {
-                    self.core.readable.set(false);
-                    return;
-                }
-                Read1::Eof => return self.on_eof(),
-                Read1::Failed(e) => return self.fatal(e),
-            }
-        }
-        if self.reading() && self.core.readable.get() {
-            self.requeue();
-        }
+            })
+        });
     }
 
     fn read_once(&self, buf: &mut [u8]) -> Read1 {
@@ -297,11 +282,17 @@ impl Conn {
     /// Reads and delivers, up to the turn's budget; requeues itself if the socket
     /// may still have data when the budget runs out.
     fn read_and_deliver(&self) {
+        self.deliver_for_a_turn(|| with_read_buffer(|buf| self.read_once(buf)));
+    }
+
+    /// Reads with `read_one` and delivers, up to the turn's budget; requeues itself
+    /// if there may be more when the budget runs out.
+    fn deliver_for_a_turn(&self, mut read_one: impl FnMut() -> Read1) {
         for _ in 0..READS_PER_TURN {
             if !self.reading() {
                 return;
             }
-            match with_read_buffer(|buf| self.read_once(buf)) {
+            match read_one() {
                 Read1::More => {}
                 // Past the peer's shutdown no edge would come: read on to the end.
                 Read1::Short if self.core.read_closed.get() => {}
@@ -965,9 +956,12 @@ mod tests {
         lp.inner.reactor.ring().unwrap().lent()
     }
 
+    /// A [`slow_peer`]'s `go` and thread.
+    type SlowPeer = (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<Vec<u8>>);
+
     /// Connects a peer from a thread, which reads nothing until `go` says so, then
     /// reads to EOF and returns what it read (nothing if `go` is dropped instead).
-    fn slow_peer(addr: std::net::SocketAddr) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<Vec<u8>>) {
+    fn slow_peer(addr: std::net::SocketAddr) -> SlowPeer {
         let (go, wait) = std::sync::mpsc::channel();
         let peer = std::thread::spawn(move || {
             let mut peer = std::net::TcpStream::connect(addr).unwrap();
@@ -980,6 +974,20 @@ mod tests {
         (go, peer)
     }
 
+    /// A server's transport to a [`slow_peer`], with the server, the peer's `go` and
+    /// the peer; none where the ring has no provided buffers (no ring sends).
+    async fn transport_to_slow_peer(lp: &EventLoop) -> Option<(crate::Server, Transport, SlowPeer)> {
+        ring_receives(lp)?;
+        let transport = Rc::new(RefCell::new(None));
+        let t = transport.clone();
+        let keep = move || Keep { transport: t.clone(), ..Keep::default() };
+        let server = lp.create_server(keep, "127.0.0.1:0").await.unwrap();
+        let peer = slow_peer(server.local_addr().unwrap());
+        until(|| transport.borrow().is_some()).await;
+        let t = transport.borrow().clone().unwrap();
+        Some((server, t, peer))
+    }
+
     /// On a proactor with ring receives, a transport's writes go to the kernel as
     /// ring sends: none is written at once, so all of it counts as buffered
     /// (asyncio's proactor transports count bytes in flight too); while a send is in
@@ -988,16 +996,9 @@ mod tests {
     #[test]
     fn a_proactor_transport_sends_through_the_ring_in_order() {
         on_test_proactor(|lp| async move {
-            if ring_receives(&lp).is_none() {
+            let Some((server, t, (go, peer))) = transport_to_slow_peer(&lp).await else {
                 return eprintln!("skipped: no provided-buffer rings here");
-            }
-            let transport = Rc::new(RefCell::new(None));
-            let t = transport.clone();
-            let keep = move || Keep { transport: t.clone(), ..Keep::default() };
-            let server = lp.create_server(keep, "127.0.0.1:0").await.unwrap();
-            let (go, peer) = slow_peer(server.local_addr().unwrap());
-            until(|| transport.borrow().is_some()).await;
-            let t = transport.borrow().clone().unwrap();
+            };
             let sent = pattern(4 << 20);
             for chunk in sent.chunks(64 << 10) {
                 t.write(chunk);
@@ -1021,16 +1022,9 @@ mod tests {
     #[test]
     fn aborting_a_proactor_transport_cancels_its_send_in_the_kernel() {
         on_test_proactor(|lp| async move {
-            if ring_receives(&lp).is_none() {
+            let Some((server, t, (go, peer))) = transport_to_slow_peer(&lp).await else {
                 return eprintln!("skipped: no provided-buffer rings here");
-            }
-            let transport = Rc::new(RefCell::new(None));
-            let t = transport.clone();
-            let keep = move || Keep { transport: t.clone(), ..Keep::default() };
-            let server = lp.create_server(keep, "127.0.0.1:0").await.unwrap();
-            let (go, peer) = slow_peer(server.local_addr().unwrap());
-            until(|| transport.borrow().is_some()).await;
-            let t = transport.borrow().clone().unwrap();
+            };
             t.write(&[1; 100]);
             t.write(&pattern(16 << 20));
             // The second send, which the socket's buffer cannot take, is in the kernel.
