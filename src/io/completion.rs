@@ -158,7 +158,7 @@ fn submit_recv(ring: &UringPoller, fd: RawFd, mut buf: Vec<u8>) -> Result<OpKey,
     // SAFETY: the entry's only pointer is `at`, the start of `buf`'s spare capacity,
     // with `len` bytes of it: inside the heap block that the ops table keeps, unmoved,
     // until the completion.
-    unsafe { ring.start_op(entry, buf) }
+    unsafe { ring.start_op(entry, buf, None) }
 }
 
 /// Queues a send of `buf[from..]`, done when every byte is sent or it fails; its
@@ -180,7 +180,7 @@ pub(crate) fn submit_send(
     // SAFETY: the entry's only pointer is into `buf`'s initialized bytes (`len` of
     // them from `from`), inside the heap block that the ops table keeps, unmoved,
     // until the completion.
-    unsafe { ring.start_op_for(entry, buf, sink) }
+    unsafe { ring.start_op(entry, buf, sink) }
 }
 
 /// The ring side of a stream's reads (see the module's comment).

@@ -530,28 +530,16 @@ impl UringPoller {
 
     /// Queues `entry` (a read or a write) for the next submit, its buffer `buf` kept
     /// in the ops table until its completion arrives; the key to poll it by. On
-    /// failure the buffer comes back.
+    /// failure the buffer comes back. With a `sink`, the completion is reported to
+    /// that transport (as readiness for writing; it collects the result with
+    /// [`take_done_op`](Self::take_done_op)); without one, the tasks polling the
+    /// key are woken.
     ///
     /// # Safety
     /// Every pointer in `entry` points into `buf`'s heap block (within its capacity),
     /// and nothing else: the kernel may use that memory until the completion, and the
     /// table keeps `buf` alive, unmoved, until then.
     pub(crate) unsafe fn start_op(
-        &self,
-        entry: squeue::Entry,
-        buf: Vec<u8>,
-    ) -> Result<OpKey, (io::Error, Vec<u8>)> {
-        // SAFETY: the caller keeps this function's contract.
-        unsafe { self.start_op_for(entry, buf, None) }
-    }
-
-    /// [`start_op`](Self::start_op), with the completion reported to transport
-    /// `sink` (as readiness for writing; it collects the result with
-    /// [`take_done_op`](Self::take_done_op)) if there is one.
-    ///
-    /// # Safety
-    /// As for [`start_op`](Self::start_op).
-    pub(crate) unsafe fn start_op_for(
         &self,
         entry: squeue::Entry,
         buf: Vec<u8>,
