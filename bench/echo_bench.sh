@@ -15,6 +15,9 @@
 # accept-heavy load; msgs/s is then connections served a second; INFLIGHT must be 1).
 #
 # SERVERS="tokio shardloop-protocol" runs a subset (by name, in that order).
+# EXTRA="name|command;..." adds servers to the table, for an A/B against another
+# build: EXTRA="before|env SHARDLOOP_PROACTOR=1 /tmp/old/echo_streams" SERVERS="before
+# shardloop-streams-proactor".
 # A quick smoke run: SECS=1 ROUNDS=1 WARMUP=0 bench/echo_bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,9 +50,15 @@ SERVER_TABLE=(
   "shardloop-owned|$BIN/echo_server --mode owned"
   "shardloop-owned-proactor|$BIN/echo_server --mode owned --proactor"
   "shardloop-streams|$BIN/echo_streams"
+  "shardloop-streams-proactor|$BIN/echo_streams --proactor"
   "tokio|$BIN/echo_server_tokio"
   "monoio|$BIN/echo_server_monoio"
 )
+
+if [[ -n ${EXTRA:-} ]]; then
+  IFS=';' read -r -a MORE <<<"$EXTRA"
+  SERVER_TABLE+=("${MORE[@]}")
+fi
 
 declare -A COMMAND
 ALL=()

@@ -50,10 +50,7 @@ fn parse_args() -> Args {
             "--port N".to_string(),
             "port to listen on (default 9000, 0 = any free port)".to_string(),
         ),
-        (
-            "--proactor".to_string(),
-            "run the loop on io_uring (the proactor loop) instead of epoll".to_string(),
-        ),
+        cli::proactor_option("the loop"),
     ];
     let usage = cli::usage(
         "echo_server",

@@ -4,7 +4,7 @@
 //! for flow control. For the echo benchmarks, next to asyncio's own streams server.
 //!
 //! ```text
-//! cargo run --release --example echo_streams -- --port 7000
+//! cargo run --release --example echo_streams -- --port 7000 [--proactor]
 //! ```
 //!
 //! It prints `listening on 127.0.0.1:PORT` once it listens (`--port 0`, the
@@ -19,12 +19,17 @@ use shardloop::streams::{self, StreamReader, StreamWriter};
 const CHUNK: usize = 64 * 1024;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let port = cli::port_only(
+    let (port, proactor) = cli::port_and_proactor(
         "echo_streams",
         "A TCP echo server written with shardloop::streams, on 127.0.0.1.",
         0,
     );
-    let lp = shardloop::get_event_loop()?;
+    let mut builder = shardloop::EventLoop::builder();
+    if proactor {
+        builder = builder.proactor(true);
+    }
+    let lp = builder.build()?;
+    shardloop::set_event_loop(Some(lp.clone()));
     for sig in [libc::SIGINT, libc::SIGTERM] {
         let stopper = lp.clone();
         lp.add_signal_handler(sig, move || stopper.stop())?;

@@ -85,6 +85,44 @@ pub fn port_only(program: &str, about: &str, default: u16) -> u16 {
     })
 }
 
+/// The `--port N` and `--proactor` of a single-loop shardloop server: the port
+/// (`default`, and 0 for any free port) and whether its loop runs on io_uring;
+/// `--help` prints `about`.
+#[allow(dead_code)] // for the single-loop shardloop servers only
+pub fn port_and_proactor(program: &str, about: &str, default: u16) -> (u16, bool) {
+    use lexopt::prelude::*;
+    let options = [
+        (
+            "--port N".to_string(),
+            format!("port to listen on (default {default}, 0 = any free port)"),
+        ),
+        proactor_option("the loop"),
+    ];
+    let usage = usage(program, about, &options);
+    parse_or_exit(program, &usage, |p| {
+        let (mut port, mut proactor) = (default, false);
+        while let Some(arg) = p.next()? {
+            match arg {
+                Long("port") => port = value(p, "--port")?,
+                Long("proactor") => proactor = true,
+                Short('h') | Long("help") => return Ok(None),
+                _ => return Err(arg.unexpected()),
+            }
+        }
+        Ok(Some((port, proactor)))
+    })
+}
+
+/// The `--proactor` option of a shardloop server, as `usage` takes it; `what` runs
+/// on io_uring with it ("the loop", "every shard").
+#[allow(dead_code)] // not every example is a shardloop server
+pub fn proactor_option(what: &str) -> (String, String) {
+    (
+        "--proactor".to_string(),
+        format!("run {what} on io_uring (the proactor loop) instead of epoll"),
+    )
+}
+
 /// The value of `option`, the option just read, parsed as a `T`; the error names
 /// the option and the value.
 pub fn value<T>(parser: &mut Parser, option: &str) -> Result<T, Error>

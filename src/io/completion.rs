@@ -180,7 +180,9 @@ pub(crate) fn submit_send(
     // SAFETY: the entry's only pointer is into `buf`'s initialized bytes (`len` of
     // them from `from`), inside the heap block that the ops table keeps, unmoved,
     // until the completion.
-    unsafe { ring.start_op(entry, buf, sink) }
+    let key = unsafe { ring.start_op(entry, buf, sink) }?;
+    ring.note_send_queued();
+    Ok(key)
 }
 
 /// The ring side of a stream's reads (see the module's comment).

@@ -47,3 +47,28 @@ pub(crate) fn on_test_proactor<F: std::future::Future>(body: impl FnOnce(crate::
     lp.run_until_complete(body(lp.clone())).unwrap();
     crate::set_event_loop(None);
 }
+
+/// Sleeps a millisecond at a time until `done`, for at most 20 s: a ring test's
+/// wait for the kernel.
+#[cfg(test)]
+pub(crate) async fn until(done: impl Fn() -> bool) {
+    for _ in 0..20_000 {
+        if done() {
+            return;
+        }
+        crate::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    panic!("the condition did not come true in 20 s");
+}
+
+/// `len` bytes in a pattern that shows bytes reordered or changed.
+#[cfg(test)]
+pub(crate) fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// The bytes of buffer that `lp`'s ring lends the kernel for operations in flight.
+#[cfg(test)]
+pub(crate) fn lent(lp: &crate::EventLoop) -> usize {
+    lp.inner.reactor.ring().unwrap().lent()
+}

@@ -205,11 +205,7 @@ impl<S: Source + AsRawFd> Drop for WriteAllOwned<'_, S> {
     /// done with it.
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            if let Some(lp) = self.io.event_loop() {
-                if let Some(ring) = lp.inner.reactor.ring() {
-                    ring.cancel_op(key);
-                }
-            }
+            self.io.cancel_ring_send(key);
         }
     }
 }

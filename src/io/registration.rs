@@ -11,8 +11,9 @@ use mio::event::Source;
 use mio::{Interest, Token};
 
 use super::accepts::RingAccept;
-use super::completion::RingReads;
+use super::completion::{submit_send, RingReads};
 use super::datagrams::RingDatagrams;
+use super::ops::OpKey;
 use super::reactor::{Direction, IoState};
 use super::uring::UringPoller;
 use crate::current;
@@ -227,8 +228,7 @@ impl<S: Source> Registered<S> {
         let Some(lp) = self.lp.upgrade() else {
             return Poll::Ready(Err(Error::Closed.into()));
         };
-        let ring = lp.reactor.ring().expect("a source with ring reads is on a proactor loop");
-        f(ring, cx)
+        f(Self::ring_of(&lp), cx)
     }
 
     /// The stream's ring reads, if the ring does them.
@@ -237,6 +237,55 @@ impl<S: Source> Registered<S> {
             RingWork::Reads(reads) => Some(reads),
             _ => None,
         }
+    }
+
+    /// Whether a write now can be a ring send: the ring does this stream's reads,
+    /// and its loop is the one running on this thread. Outside its running loop no
+    /// turn of the loop's would collect the send, so the caller writes at once.
+    pub(crate) fn sends_by_ring_now(&self) -> bool {
+        self.reads_by_ring() && !self.state.is_closed() && current::running_loop_ptr() == self.lp.as_ptr()
+    }
+
+    /// Queues a ring send of `buf[from..]` for the loop's next submit, done when
+    /// every byte is out or it fails; the key to poll it by. On failure `buf` comes
+    /// back. Only where [`sends_by_ring_now`](Self::sends_by_ring_now) said so.
+    pub(crate) fn start_ring_send(&self, buf: Vec<u8>, from: usize) -> Result<OpKey, (io::Error, Vec<u8>)> {
+        match self.lp.upgrade() {
+            Some(lp) => submit_send(Self::ring_of(&lp), self.fd, buf, from, None),
+            None => Err((Error::Closed.into(), buf)),
+        }
+    }
+
+    /// The outcome of ring send `key`: how many bytes it sent, and its buffer.
+    pub(crate) fn poll_ring_send(&self, key: OpKey, cx: &mut Context<'_>) -> Poll<(io::Result<usize>, Vec<u8>)> {
+        let Some(lp) = self.lp.upgrade() else {
+            // The loop, and with it the send's buffer, is gone.
+            return Poll::Ready((Err(Error::Closed.into()), Vec::new()));
+        };
+        Self::ring_of(&lp).poll_op(key, cx).map(send_outcome)
+    }
+
+    /// [`poll_ring_send`](Self::poll_ring_send) without waiting: `None` while the
+    /// send is in the kernel (or its completion is not read yet).
+    pub(crate) fn take_ring_send(&self, key: OpKey) -> Option<(io::Result<usize>, Vec<u8>)> {
+        let Some(lp) = self.lp.upgrade() else {
+            return Some((Err(Error::Closed.into()), Vec::new()));
+        };
+        Self::ring_of(&lp).take_done_op(key).map(send_outcome)
+    }
+
+    /// Cancels ring send `key` in the kernel: how much of it went out is unknown,
+    /// and its buffer is freed once the kernel is done with it. A task that polled
+    /// it is woken, to find it gone (a spurious wakeup where that task is the one
+    /// cancelling).
+    pub(crate) fn cancel_ring_send(&self, key: OpKey) {
+        if let Some(lp) = self.lp.upgrade() {
+            Self::ring_of(&lp).cancel_op_and_wake(key);
+        }
+    }
+
+    fn ring_of(lp: &LoopInner) -> &UringPoller {
+        lp.reactor.ring().expect("a source with ring reads is on a proactor loop")
     }
 
     /// The source's fd.
@@ -327,5 +376,13 @@ pub(crate) fn current_loop(what: &str) -> io::Result<EventLoop> {
 impl<S: Source> Drop for Registered<S> {
     fn drop(&mut self) {
         self.release();
+    }
+}
+
+/// A send's completion as bytes sent or the error, with its buffer.
+fn send_outcome((result, buf): (i32, Vec<u8>)) -> (io::Result<usize>, Vec<u8>) {
+    match result {
+        r if r < 0 => (Err(io::Error::from_raw_os_error(-r)), buf),
+        r => (Ok(r as usize), buf),
     }
 }

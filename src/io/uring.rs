@@ -110,7 +110,7 @@ pub(crate) struct UringPoller {
     sink_reports: RefCell<Vec<(Token, SinkReport)>>,
     /// Streams receive into the ring's buffers (see [`Self::new_recv`]).
     ring_buffers: Cell<bool>,
-    /// A transport's send is queued and not yet submitted (see
+    /// A send is queued and not yet submitted (see
     /// [`Self::submit_queued`]).
     sends_queued: Cell<bool>,
     /// Set by `drop`: completions reaped then wake no task.
@@ -335,7 +335,7 @@ impl UringPoller {
         }
     }
 
-    /// Submits what is queued if a transport's send is among it, without waiting:
+    /// Submits what is queued if a send is among it, without waiting:
     /// for a loop that stops running (or a write made while it does not run), so
     /// that a send starts now, not when the loop next runs. What the socket takes
     /// at once goes out; the rest of a large send waits for the loop's next entry
@@ -350,6 +350,11 @@ impl UringPoller {
         if let Err(e) = self.ring.borrow().submitter().submit() {
             log::debug!("io_uring: submitting as the loop stops failed ({e}): the next run submits");
         }
+    }
+
+    /// A send was queued: [`submit_queued`](Self::submit_queued) submits.
+    pub(crate) fn note_send_queued(&self) {
+        self.sends_queued.set(true);
     }
 
     /// Submits what is queued and files the completions there are, without waiting
@@ -547,10 +552,7 @@ impl UringPoller {
     ) -> Result<OpKey, (io::Error, Vec<u8>)> {
         let key = self.ops.borrow_mut().insert(buf, sink);
         match self.push(entry.user_data(OP | key as u64)) {
-            Ok(()) => {
-                self.sends_queued.set(self.sends_queued.get() || sink.is_some());
-                Ok(key)
-            }
+            Ok(()) => Ok(key),
             Err(e) => Err((e, self.ops.borrow_mut().remove_unsubmitted(key))),
         }
     }
@@ -616,14 +618,26 @@ impl UringPoller {
     /// reaped meanwhile are handled as `reap_early` says. The buffer is freed when
     /// the completion arrives: here, or later if the kernel is slow to answer.
     pub(crate) fn cancel_op(&self, key: OpKey) {
+        // Dropped, not woken: the caller was the one waiting for it.
+        drop(self.orphan_op(key));
+    }
+
+    /// [`cancel_op`](Self::cancel_op) for an operation that another task waits for
+    /// (a stream writer's flusher, when the writer is aborted): that task is woken,
+    /// to find the operation gone.
+    pub(crate) fn cancel_op_and_wake(&self, key: OpKey) {
+        self.orphan_op(key).wake();
+    }
+
+    /// Cancels operation `key` and waits for the kernel's answer; the wakers of the
+    /// tasks that polled it, to drop or wake with no borrow held.
+    fn orphan_op(&self, key: OpKey) -> Wakers {
         let (in_kernel, wakers) = self.ops.borrow_mut().orphan(key);
-        // Dropped, not woken (nobody waits for an orphan), with no borrow held.
-        drop(wakers);
-        if !in_kernel {
-            return;
+        if in_kernel {
+            // The orphan's completion, reaped now or by an earlier call, frees it.
+            self.cancel_and_wait(OP | key as u64, || !self.ops.borrow().contains(key));
         }
-        // The orphan's completion, reaped now or by an earlier call, frees it.
-        self.cancel_and_wait(OP | key as u64, || !self.ops.borrow().contains(key));
+        wakers
     }
 
     /// Cancels the entry whose `user_data` is `target` and waits, a bounded while,

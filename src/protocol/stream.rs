@@ -836,7 +836,7 @@ mod tests {
     use std::rc::Rc;
     use std::time::Duration;
 
-    use crate::io::{on_test_proactor, BUFFER_SIZE};
+    use crate::io::{lent, on_test_proactor, pattern, until, BUFFER_SIZE};
     use crate::{EventLoop, Protocol, Transport};
 
     /// Keeps what it receives; echoes it if `echo`; pauses reading at once if
@@ -862,21 +862,6 @@ mod tests {
                 self.transport.borrow().as_ref().unwrap().write(data);
             }
         }
-    }
-
-    /// Sleeps a millisecond at a time until `done`, for at most 20 s.
-    async fn until(done: impl Fn() -> bool) {
-        for _ in 0..20_000 {
-            if done() {
-                return;
-            }
-            crate::time::sleep(Duration::from_millis(1)).await;
-        }
-        panic!("the condition did not come true in 20 s");
-    }
-
-    fn pattern(len: usize) -> Vec<u8> {
-        (0..len).map(|i| (i % 251) as u8).collect()
     }
 
     fn ring_receives(lp: &EventLoop) -> Option<usize> {
@@ -949,11 +934,6 @@ mod tests {
             assert!(*got.borrow() == sent, "the bytes came out of order or changed");
             server.close();
         });
-    }
-
-    /// The bytes the ring holds for sends in the kernel.
-    fn lent(lp: &EventLoop) -> usize {
-        lp.inner.reactor.ring().unwrap().lent()
     }
 
     /// A [`slow_peer`]'s `go` and thread.

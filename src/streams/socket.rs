@@ -7,6 +7,7 @@ use std::rc::Weak;
 use std::task::{Context, Poll};
 
 use crate::event_loop::LoopInner;
+use crate::io::OpKey;
 use crate::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 /// A connected stream socket that a [`StreamReader`](super::StreamReader) and a
@@ -46,6 +47,22 @@ pub(crate) mod sealed {
         /// Writes what the socket takes now, outside any task.
         fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
 
+        /// Whether a write now can be a ring send: on a proactor that receives its
+        /// bytes through the ring, from its running loop.
+        fn sends_by_ring_now(&self) -> bool;
+
+        /// Queues a ring send of `buf[from..]`, done when all of it is out.
+        fn start_ring_send(&self, buf: Vec<u8>, from: usize) -> Result<OpKey, (io::Error, Vec<u8>)>;
+
+        /// How many bytes ring send `key` sent, and its buffer, once it completed.
+        fn poll_ring_send(&self, key: OpKey, cx: &mut Context<'_>) -> Poll<(io::Result<usize>, Vec<u8>)>;
+
+        /// Ring send `key`'s outcome if it completed, without waiting.
+        fn take_ring_send(&self, key: OpKey) -> Option<(io::Result<usize>, Vec<u8>)>;
+
+        /// Cancels ring send `key` in the kernel, waking the task that polled it.
+        fn cancel_ring_send(&self, key: OpKey);
+
         /// Shuts one or both directions down.
         fn shutdown(&self, how: Shutdown) -> io::Result<()>;
 
@@ -76,6 +93,26 @@ macro_rules! stream_socket {
 
             fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
                 crate::net::try_write(&self.io, buf)
+            }
+
+            fn sends_by_ring_now(&self) -> bool {
+                self.io.sends_by_ring_now()
+            }
+
+            fn start_ring_send(&self, buf: Vec<u8>, from: usize) -> Result<OpKey, (io::Error, Vec<u8>)> {
+                self.io.start_ring_send(buf, from)
+            }
+
+            fn poll_ring_send(&self, key: OpKey, cx: &mut Context<'_>) -> Poll<(io::Result<usize>, Vec<u8>)> {
+                self.io.poll_ring_send(key, cx)
+            }
+
+            fn take_ring_send(&self, key: OpKey) -> Option<(io::Result<usize>, Vec<u8>)> {
+                self.io.take_ring_send(key)
+            }
+
+            fn cancel_ring_send(&self, key: OpKey) {
+                self.io.cancel_ring_send(key)
             }
 
             fn shutdown(&self, how: Shutdown) -> io::Result<()> {

@@ -6,6 +6,15 @@
 //! transport does from its writer callback. `drain` only waits for the flusher to
 //! bring the buffer down (asyncio's `FlowControlMixin`). Closing and half-closing
 //! happen once the buffer is out.
+//!
+//! On a proactor whose ring receives the stream's bytes, a write from the running
+//! loop is not sent at once: it starts a ring send of the buffer, which the loop
+//! submits with its next batch (one `io_uring_enter` for every connection, where
+//! epoll makes a `send(2)` each). The bytes in the kernel count as buffered, as in
+//! asyncio's proactor transports. A lone send needs no task: the next write (or
+//! `drain`, or a look at the buffer's size) collects its completion. A flusher is
+//! spawned only for what must wait for one: writes that gather behind a send still
+//! in the kernel, a paused writer, a close.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -17,6 +26,7 @@ use std::task::{Context, Poll};
 
 use super::socket::StreamSocket;
 use super::{spawn_on, Connection};
+use crate::io::OpKey;
 use crate::net::TcpStream;
 use crate::sync::Event;
 use crate::Error;
@@ -95,12 +105,15 @@ enum Phase {
 }
 
 /// What the writer and its flusher task share.
-struct Shared<S> {
+struct Shared<S: StreamSocket> {
     conn: Rc<Connection<S>>,
     buffer: RefCell<WriteBuffer>,
     phase: Cell<Phase>,
-    /// A flusher task exists. It does exactly while the buffer is not empty.
+    /// A flusher task exists. It does while the buffer is not empty, and on a
+    /// proactor while the writer is paused or a close waits for its ring send.
     flushing: Cell<bool>,
+    /// The ring send in the kernel, on a proactor.
+    sending: Cell<Option<RingSend>>,
     high: Cell<usize>,
     low: Cell<usize>,
     /// Above the high-water mark, and not back down to the low one yet.
@@ -125,6 +138,7 @@ impl<S: StreamSocket> StreamWriter<S> {
                 buffer: RefCell::new(WriteBuffer::default()),
                 phase: Cell::new(Phase::Open),
                 flushing: Cell::new(false),
+                sending: Cell::new(None),
                 high: Cell::new(DEFAULT_HIGH_WATER),
                 low: Cell::new(DEFAULT_LOW_WATER),
                 paused: Cell::new(false),
@@ -156,6 +170,7 @@ impl<S: StreamSocket> StreamWriter<S> {
     /// or a `BrokenPipe` error if writes were refused after `close` or `write_eof`.
     pub async fn drain(&mut self) -> Result<(), Error> {
         let s = &*self.shared;
+        s.collect_send();
         if s.phase.get() == Phase::Closed && s.lost.borrow().is_none() {
             return Err(Error::Io(io::Error::new(
                 io::ErrorKind::ConnectionReset,
@@ -195,7 +210,12 @@ impl<S: StreamSocket> StreamWriter<S> {
     /// down, or the connection failed (then the error). Without a `close`, it waits
     /// for a failure.
     pub async fn wait_closed(&self) -> Result<(), Error> {
-        self.shared.done.wait().await;
+        let s = &self.shared;
+        if !s.flushing.get() && s.sending.get().is_some() {
+            // A failed send must wake this: a flusher waits for its completion.
+            s.start_flusher();
+        }
+        s.done.wait().await;
         match lost_error(&self.shared.lost) {
             Some(e) => Err(Error::Io(e)),
             None => Ok(()),
@@ -212,20 +232,20 @@ impl<S: StreamSocket> StreamWriter<S> {
     /// so the peer reads end-of-stream; this side can still read. Further writes
     /// are refused.
     pub fn write_eof(&mut self) {
-        let s = &*self.shared;
+        let s = &self.shared;
         if s.phase.get() != Phase::Open || s.lost.borrow().is_some() {
             return;
         }
         s.phase.set(Phase::ShutWriteWhenFlushed);
-        if !s.flushing.get() {
-            s.flushed();
-        }
+        self.shared.shut_when_flushed();
     }
 
     /// How many bytes are buffered, not sent yet (asyncio's
-    /// `transport.get_write_buffer_size()`).
+    /// `transport.get_write_buffer_size()`); on a proactor, those in the kernel's
+    /// ring send too.
     pub fn get_write_buffer_size(&self) -> usize {
-        self.shared.buffer.borrow().len()
+        self.shared.collect_send();
+        self.shared.buffered()
     }
 
     /// Sets the high- and low-water marks that [`drain`](Self::drain) goes by
@@ -273,7 +293,7 @@ impl<S: StreamSocket> fmt::Debug for StreamWriter<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &*self.shared;
         f.debug_struct("StreamWriter")
-            .field("buffered", &s.buffer.borrow().len())
+            .field("buffered", &s.buffered())
             .field("phase", &s.phase.get())
             .field("paused", &s.paused.get())
             .field("lost", &*s.lost.borrow())
@@ -283,13 +303,13 @@ impl<S: StreamSocket> fmt::Debug for StreamWriter<S> {
 
 /// A server's hold on one of its connections: weak, for `Server::close_clients`
 /// and `abort_clients` (nothing if the connection is gone).
-pub(super) struct WriterHandle<S> {
+pub(super) struct WriterHandle<S: StreamSocket> {
     writer: Weak<Shared<S>>,
     /// The socket, which the reader keeps once the handler dropped its writer.
     conn: Weak<Connection<S>>,
 }
 
-impl<S> Clone for WriterHandle<S> {
+impl<S: StreamSocket> Clone for WriterHandle<S> {
     fn clone(&self) -> Self {
         WriterHandle {
             writer: self.writer.clone(),
@@ -328,13 +348,24 @@ impl<S: StreamSocket> WriterHandle<S> {
 }
 
 impl<S: StreamSocket> Shared<S> {
-    fn close(&self) {
+    fn close(self: &Rc<Self>) {
         if self.lost.borrow().is_some() || matches!(self.phase.get(), Phase::CloseWhenFlushed | Phase::Closed) {
             return;
         }
         self.phase.set(Phase::CloseWhenFlushed);
-        if !self.flushing.get() {
+        self.shut_when_flushed();
+    }
+
+    /// A close or a half-close waits for the bytes not sent yet: the flusher's,
+    /// a ring send's (a flusher then waits for it), or none (it happens now).
+    fn shut_when_flushed(self: &Rc<Self>) {
+        if self.flushing.get() {
+            return;
+        }
+        if self.collect_send() {
             self.flushed();
+        } else {
+            self.start_flusher();
         }
     }
 
@@ -366,6 +397,9 @@ impl<S: StreamSocket> Shared<S> {
             );
             return;
         }
+        if self.sending.get().is_some() || (!self.flushing.get() && self.conn.socket.sends_by_ring_now()) {
+            return self.write_by_ring(data);
+        }
         let mut rest = data;
         if !self.flushing.get() {
             // Nothing is buffered: try the socket first, as asyncio's transport does.
@@ -381,6 +415,26 @@ impl<S: StreamSocket> Shared<S> {
         self.buffer.borrow_mut().extend(rest);
         self.maybe_pause();
         if !self.flushing.get() {
+            self.start_flusher();
+        }
+    }
+
+    /// A write on a proactor: a ring send of the buffer starts now, unless one is
+    /// in the kernel still (then the bytes gather behind it, and a flusher sends
+    /// them once it completes). Started here, not in a task: a loop that stops at
+    /// the end of this turn still submits it.
+    fn write_by_ring(self: &Rc<Self>, data: &[u8]) {
+        self.buffer.borrow_mut().extend(data);
+        if self.collect_send() && !self.flushing.get() {
+            if let Err(e) = self.send_buffer() {
+                return self.lose(e);
+            }
+        }
+        if self.lost.borrow().is_some() {
+            return;
+        }
+        self.maybe_pause();
+        if !self.flushing.get() && (self.paused.get() || self.buffer.borrow().len() > 0) {
             self.start_flusher();
         }
     }
@@ -404,6 +458,9 @@ impl<S: StreamSocket> Shared<S> {
 
     /// Sends the buffer until it is empty.
     fn poll_send(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.sending.get().is_some() || self.conn.socket.sends_by_ring_now() {
+            return self.poll_send_by_ring(cx);
+        }
         loop {
             let sent = {
                 let buffer = self.buffer.borrow();
@@ -421,6 +478,90 @@ impl<S: StreamSocket> Shared<S> {
             self.buffer.borrow_mut().advance(sent);
             self.maybe_resume();
         }
+    }
+
+    /// Sends the buffer through the ring until it is empty: one send at a time,
+    /// each of all that gathered while the one before it was in the kernel.
+    fn poll_send_by_ring(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let Some(send) = self.sending.get() else {
+                if self.buffer.borrow().len() == 0 {
+                    return Poll::Ready(Ok(()));
+                }
+                if let Err(e) = self.send_buffer() {
+                    return Poll::Ready(Err(e));
+                }
+                continue;
+            };
+            let Poll::Ready((sent, buf)) = self.conn.socket.poll_ring_send(send.key, cx) else {
+                return Poll::Pending;
+            };
+            if let Err(e) = self.sent(send, sent, buf) {
+                return Poll::Ready(Err(e));
+            }
+        }
+    }
+
+    /// Collects the ring send if it completed, with nobody waiting for it (a
+    /// failure loses the connection); whether no send is in the kernel now.
+    fn collect_send(&self) -> bool {
+        let Some(send) = self.sending.get() else {
+            return true;
+        };
+        let Some((sent, buf)) = self.conn.socket.take_ring_send(send.key) else {
+            return false;
+        };
+        if let Err(e) = self.sent(send, sent, buf) {
+            self.lose(e);
+        }
+        self.sending.get().is_none()
+    }
+
+    /// Ring send `send` completed, having sent `sent` of `buf`: the rest of a
+    /// short send (a signal, or more than a send's `u32` of bytes) goes again,
+    /// first; a whole one gives its buffer back for the next writes.
+    fn sent(&self, send: RingSend, sent: io::Result<usize>, buf: Vec<u8>) -> io::Result<()> {
+        self.sending.set(None);
+        let done = match sent? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => send.from + n,
+        };
+        if done < buf.len() {
+            return self.start_send(buf, done);
+        }
+        self.buffer.borrow_mut().recycle(buf);
+        self.maybe_resume();
+        Ok(())
+    }
+
+    /// Hands all that is buffered to one ring send (none is in the kernel).
+    fn send_buffer(&self) -> io::Result<()> {
+        let buf = self.buffer.borrow_mut().take_all();
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.start_send(buf, 0)
+    }
+
+    /// Starts the ring send of `buf[from..]`.
+    fn start_send(&self, buf: Vec<u8>, from: usize) -> io::Result<()> {
+        let bytes = buf.len() - from;
+        let key = self.conn.socket.start_ring_send(buf, from).map_err(|(e, _)| e)?;
+        self.sending.set(Some(RingSend { key, from, bytes }));
+        Ok(())
+    }
+
+    /// Cancels the ring send in the kernel, if there is one; the flusher waiting
+    /// for it wakes and finds it gone.
+    fn cancel_send(&self) {
+        if let Some(send) = self.sending.take() {
+            self.conn.socket.cancel_ring_send(send.key);
+        }
+    }
+
+    /// The bytes not sent yet: those buffered, and those of the ring send.
+    fn buffered(&self) -> usize {
+        self.buffer.borrow().len() + self.sending.get().map_or(0, |send| send.bytes)
     }
 
     /// The buffer is empty: does the shutdown that waited for it.
@@ -447,6 +588,7 @@ impl<S: StreamSocket> Shared<S> {
     fn lose(&self, e: io::Error) {
         log::debug!("stream writer: connection lost: {e}");
         self.lost.borrow_mut().get_or_insert(e);
+        self.cancel_send();
         self.buffer.borrow_mut().clear();
         self.paused.set(false);
         self.resumed.set();
@@ -468,18 +610,37 @@ impl<S: StreamSocket> Shared<S> {
     }
 
     fn maybe_pause(&self) {
-        if !self.paused.get() && self.buffer.borrow().len() > self.high.get() {
+        if !self.paused.get() && self.buffered() > self.high.get() {
             self.paused.set(true);
             self.resumed.clear();
         }
     }
 
     fn maybe_resume(&self) {
-        if self.paused.get() && self.buffer.borrow().len() <= self.low.get() {
+        if self.paused.get() && self.buffered() <= self.low.get() {
             self.paused.set(false);
             self.resumed.set();
         }
     }
+}
+
+impl<S: StreamSocket> Drop for Shared<S> {
+    /// Writer and flusher are gone with a send in the kernel (its loop closed, which
+    /// dropped the flusher): it is cancelled, and its buffer freed once the kernel
+    /// answers.
+    fn drop(&mut self) {
+        if let Some(send) = self.sending.take() {
+            self.conn.socket.cancel_ring_send(send.key);
+        }
+    }
+}
+
+/// A ring send in the kernel: of its buffer's bytes from `from`, `bytes` of them.
+#[derive(Clone, Copy)]
+struct RingSend {
+    key: OpKey,
+    from: usize,
+    bytes: usize,
 }
 
 /// A copy of the stored error, for each caller that asks (`io::Error` is not
@@ -496,6 +657,8 @@ fn lost_error(lost: &RefCell<Option<io::Error>>) -> Option<io::Error> {
 struct WriteBuffer {
     data: Vec<u8>,
     sent: usize,
+    /// A ring send's buffer, given back, for the writes after the next send.
+    spare: Vec<u8>,
 }
 
 impl WriteBuffer {
@@ -517,6 +680,23 @@ impl WriteBuffer {
         self.data.extend_from_slice(more);
     }
 
+    /// All the unsent bytes, for one ring send; the spare buffer takes the next
+    /// writes.
+    fn take_all(&mut self) -> Vec<u8> {
+        let mut all = std::mem::replace(&mut self.data, std::mem::take(&mut self.spare));
+        all.drain(..self.sent);
+        self.sent = 0;
+        all
+    }
+
+    /// A sent buffer back, kept for [`take_all`](Self::take_all) unless it is large.
+    fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.spare.capacity() == 0 && buf.capacity() <= KEEP_AT_MOST {
+            buf.clear();
+            self.spare = buf;
+        }
+    }
+
     fn advance(&mut self, n: usize) {
         self.sent += n;
         if self.sent == self.data.len() {
@@ -531,5 +711,211 @@ impl WriteBuffer {
         } else {
             self.data.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::rc::Rc;
+    use std::sync::mpsc;
+    use std::thread::JoinHandle;
+    use std::time::Duration;
+
+    use super::StreamWriter;
+    use crate::io::{lent, on_test_proactor, pattern, until};
+    use crate::streams::{open_connection, StreamReader};
+
+    /// A peer on a thread that reads nothing until `go` says so, then reads to
+    /// EOF and returns what it read (nothing if `go` is dropped instead).
+    type SlowPeer = (mpsc::Sender<()>, JoinHandle<Vec<u8>>);
+
+    /// A connection to a [`SlowPeer`].
+    async fn stream_to_slow_peer() -> (StreamReader, StreamWriter, SlowPeer) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (go, wait) = mpsc::channel();
+        let peer = std::thread::spawn(move || {
+            let (mut peer, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            if wait.recv().is_ok() {
+                peer.read_to_end(&mut got).unwrap();
+            }
+            got
+        });
+        let (r, w) = open_connection(addr).await.unwrap();
+        (r, w, (go, peer))
+    }
+
+    /// On a proactor, a writer's writes from its running loop go to the kernel as
+    /// ring sends: none is written at once, so all of it counts as buffered; while
+    /// a send is in the kernel the writes gather behind it; `drain` waits for the
+    /// sends, the peer gets every byte in order, and the buffers come back.
+    #[test]
+    fn a_proactor_stream_writer_sends_through_the_ring_in_order() {
+        on_test_proactor(|lp| async move {
+            let (_r, mut w, (go, peer)) = stream_to_slow_peer().await;
+            let sent = pattern(4 << 20);
+            for chunk in sent.chunks(64 << 10) {
+                w.write(chunk);
+            }
+            assert_eq!(w.get_write_buffer_size(), sent.len(), "a ring writer wrote at once");
+            let first = lent(&lp);
+            assert!(first > 0, "no send is in the kernel");
+            assert!(first <= 64 << 10, "more than the first write went to the kernel at once");
+            go.send(()).unwrap();
+            w.drain().await.unwrap();
+            until(|| w.get_write_buffer_size() == 0).await;
+            assert_eq!(lent(&lp), 0, "a completed send still holds its buffer");
+            w.close();
+            w.wait_closed().await.unwrap();
+            until(|| peer.is_finished()).await;
+            assert!(peer.join().unwrap() == sent, "the peer got the bytes out of order or changed");
+        });
+    }
+
+    /// A lone ring send needs no task: after a small write nothing but the writer
+    /// holds its state (no flusher was spawned), the next write collects the
+    /// completed send and reuses its buffer, and a look at the buffer's size
+    /// collects the last one.
+    #[test]
+    fn a_lone_proactor_ring_send_is_collected_without_a_task() {
+        on_test_proactor(|lp| async move {
+            let (_r, mut w, (go, peer)) = stream_to_slow_peer().await;
+            go.send(()).unwrap();
+            let mut sent = Vec::new();
+            for i in 0..100u8 {
+                let message = [i; 100];
+                w.write(&message);
+                sent.extend_from_slice(&message);
+                assert_eq!(Rc::strong_count(&w.shared), 1, "a flusher was spawned for a lone send");
+                w.drain().await.unwrap();
+                crate::time::sleep(Duration::from_millis(1)).await;
+            }
+            until(|| w.get_write_buffer_size() == 0).await;
+            assert_eq!(lent(&lp), 0, "the last send was not collected");
+            drop(w);
+            until(|| peer.is_finished()).await;
+            assert!(peer.join().unwrap() == sent, "the peer got the bytes out of order or changed");
+        });
+    }
+
+    /// A ring send that fails (the peer reset the connection), collected with
+    /// nobody waiting for it, fails the connection: `drain` reports it.
+    #[test]
+    fn a_failed_proactor_ring_send_is_reported_by_drain() {
+        on_test_proactor(|_lp| async move {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let (_r, mut w) = open_connection(listener.local_addr().unwrap()).await.unwrap();
+            let (peer, _) = listener.accept().unwrap();
+            // SO_LINGER 0: the close resets the connection.
+            socket2::SockRef::from(&peer).set_linger(Some(Duration::ZERO)).unwrap();
+            drop(peer);
+            for _ in 0..5_000 {
+                w.write(b"after the reset");
+                if let Err(e) = w.drain().await {
+                    let e = e.to_string();
+                    assert!(e.contains("reset") || e.contains("pipe"), "{e}");
+                    assert!(w.wait_closed().await.is_err());
+                    return;
+                }
+                crate::time::sleep(Duration::from_millis(1)).await;
+            }
+            panic!("writes to a reset connection never failed");
+        });
+    }
+
+    /// Aborting a writer whose send waits in the kernel (the peer reads nothing)
+    /// cancels it: the ring frees its buffer, nothing counts as buffered, the
+    /// flusher that waited for it ends (it held the writer's state), and
+    /// `wait_closed` reports the abort.
+    #[test]
+    fn aborting_a_proactor_stream_writer_cancels_its_send_and_ends_its_flusher() {
+        on_test_proactor(|lp| async move {
+            let (_r, mut w, (go, peer)) = stream_to_slow_peer().await;
+            w.write(&[1; 100]);
+            crate::task::yield_now().await;
+            w.write(&pattern(16 << 20));
+            // The second send, which the socket's buffer cannot take, is in the kernel.
+            until(|| lent(&lp) >= 1 << 20).await;
+            w.shared.abort();
+            assert!(w.is_closing());
+            assert_eq!(w.get_write_buffer_size(), 0, "an abort keeps what was not sent");
+            until(|| lent(&lp) == 0).await;
+            until(|| Rc::strong_count(&w.shared) == 1).await;
+            let e = w.wait_closed().await.unwrap_err();
+            assert!(e.to_string().contains("aborted"), "{e}");
+            drop(go);
+            until(|| peer.is_finished()).await;
+            assert!(peer.join().unwrap().is_empty());
+        });
+    }
+
+    /// A proactor writer written to while its loop does not run sends at once (the
+    /// peer, a blocking socket on this thread, reads it with the loop stopped). The
+    /// send of a write in the loop's last turn is submitted as the loop stops; a
+    /// write behind it waits for the loop's next run, which collects the send, as
+    /// in asyncio's proactor. Closed then, the peer reads the rest and EOF.
+    #[test]
+    fn a_proactor_stream_writer_sends_outside_its_loop_and_as_it_stops() {
+        let Some(lp) = crate::io::test_proactor() else {
+            return;
+        };
+        crate::set_event_loop(Some(lp.clone()));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (r, mut w) = lp.run_until_complete(open_connection(listener.local_addr().unwrap())).unwrap().unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        w.write(b"outside");
+        let mut got = [0; 7];
+        peer.read_exact(&mut got).expect("the write outside the loop did not go out");
+        assert_eq!(&got, b"outside");
+        let w = lp
+            .run_until_complete(async move {
+                w.write(b"last ");
+                w.write(b"turn");
+                w
+            })
+            .unwrap();
+        // The second write gathered behind the first's send, for the next turn.
+        let mut got = [0; 5];
+        peer.read_exact(&mut got).expect("the last turn's send was not submitted");
+        assert_eq!(&got, b"last ");
+        let mut w = w;
+        w.close();
+        lp.run_until_complete(w.wait_closed()).unwrap().unwrap();
+        let mut rest = Vec::new();
+        peer.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"turn");
+        drop((r, w));
+        lp.close().unwrap();
+        crate::set_event_loop(None);
+    }
+
+    /// A loop closed while a writer's send waits in the kernel drops the flusher;
+    /// the writer dropped after that cancels the send, and the ring gets its
+    /// buffer back.
+    #[test]
+    fn a_proactor_stream_writer_dropped_after_its_loop_closed_gives_its_send_back() {
+        let Some(lp) = crate::io::test_proactor() else {
+            return;
+        };
+        crate::set_event_loop(Some(lp.clone()));
+        let (r, w, (go, peer)) = lp
+            .run_until_complete(async {
+                let (r, mut w, peer) = stream_to_slow_peer().await;
+                w.write(&pattern(16 << 20));
+                until(|| lent(&crate::get_running_loop().unwrap()) > 0).await;
+                (r, w, peer)
+            })
+            .unwrap();
+        lp.close().unwrap();
+        assert!(lent(&lp) > 0, "the send left the kernel with no one reading");
+        drop((r, w));
+        assert_eq!(lent(&lp), 0, "the dropped writer's send kept its buffer");
+        drop(go);
+        peer.join().unwrap();
+        crate::set_event_loop(None);
     }
 }

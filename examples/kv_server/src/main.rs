@@ -136,10 +136,7 @@ fn parse_args() -> Args {
                 defaults.grace.as_millis()
             ),
         ),
-        (
-            "--proactor".to_string(),
-            "run every shard on io_uring (the proactor loop) instead of epoll".to_string(),
-        ),
+        cli::proactor_option("every shard"),
         (
             "--no-pin".to_string(),
             "leave the shards to the scheduler instead of one per CPU".to_string(),
