@@ -6,6 +6,7 @@ use super::hashes::HashCommand;
 use super::lists::ListCommand;
 use super::session::{ClientCommand, Hello};
 use super::sets::SetCommand;
+use super::store::{IntoKey, Key};
 use super::zsets::ZSetCommand;
 use crate::resp::{parse_integer, Args, Reply};
 
@@ -26,7 +27,7 @@ pub enum Command {
     /// [GET]`.
     Set {
         /// The key.
-        key: Vec<u8>,
+        key: Key,
         /// The value.
         value: Vec<u8>,
         /// What happens to the key's time to live.
@@ -39,7 +40,7 @@ pub enum Command {
     /// `SETNX key value`: 1 if set, 0 if the key existed.
     SetNx(Vec<u8>, Vec<u8>),
     /// `GET key`.
-    Get(Vec<u8>),
+    Get(Key),
     /// `GETDEL key`: the value, and the key is gone.
     GetDel(Vec<u8>),
     /// `GETEX key [EX | PX | EXAT | PXAT | PERSIST]`: the value, with a new expiry.
@@ -392,7 +393,7 @@ impl Command {
     /// use kv_server::kv::Command;
     /// use kv_server::resp::Reply;
     /// let args = |s: &str| s.split(' ').map(|a| a.as_bytes().to_vec()).collect::<Vec<_>>();
-    /// assert_eq!(Command::parse(args("get k")), Ok(Command::Get(b"k".to_vec())));
+    /// assert_eq!(Command::parse(args("get k")), Ok(Command::Get(b"k"[..].into())));
     /// assert_eq!(
     ///     Command::parse(args("GET")),
     ///     Err(Reply::error("ERR wrong number of arguments for 'get' command"))
@@ -420,32 +421,44 @@ impl Command {
     /// let mut decoder = Decoder::new(Limits::default());
     /// decoder.extend(b"*2\r\n$3\r\nget\r\n$1\r\nk\r\n");
     /// let args = decoder.next_request()?.unwrap();
-    /// assert_eq!(Command::parse_args(args), Ok(Command::Get(b"k".to_vec())));
+    /// assert_eq!(Command::parse_args(args), Ok(Command::Get(b"k"[..].into())));
     /// # Ok::<(), kv_server::resp::ProtocolError>(())
     /// ```
     pub fn parse_args(args: Args<'_>) -> Result<Command, Reply> {
         let Some(name) = args.get(0) else {
             return Err(Reply::error("ERR empty command"));
         };
-        Command::parse_parts(name, args.iter().skip(1).map(<[u8]>::to_vec))
+        Command::parse_parts(name, args.iter().skip(1))
     }
 
     /// Parses the command `name` with the arguments after it, `rest`.
-    fn parse_parts(
+    fn parse_parts<A: Arg>(
         name: &[u8],
-        mut rest: impl ExactSizeIterator<Item = Vec<u8>>,
+        rest: impl ExactSizeIterator<Item = A>,
     ) -> Result<Command, Reply> {
         let found = COMMANDS
             .iter()
             .find(|c| c.0.as_bytes().eq_ignore_ascii_case(name));
         let Some(&(name, arity, ..)) = found else {
-            return Err(unknown_command(name, rest));
+            return Err(unknown_command(name, rest.map(A::into_vec)));
         };
         let argc = rest.len() as i64 + 1;
         let arity = i64::from(arity);
         if (arity > 0 && argc != arity) || argc < -arity {
             return Err(arity_error(name));
         }
+        let mut rest = rest;
+        // Most of the traffic: the key goes inline, with no allocation of its own.
+        match name {
+            "get" => return Ok(Command::Get(rest.next().map_or_else(Key::new, A::into_key))),
+            "set" => {
+                let key = rest.next().map_or_else(Key::new, A::into_key);
+                let value = rest.next().map(A::into_vec).unwrap_or_default();
+                return parse_set(key, value, rest.map(A::into_vec).collect());
+            }
+            _ => {}
+        }
+        let mut rest = rest.map(A::into_vec);
         let mut next = || rest.next().unwrap_or_default();
         Ok(match name {
             "lpush" | "rpush" | "lpop" | "rpop" | "lrange" | "llen" | "lindex" => {
@@ -461,7 +474,6 @@ impl Command {
             "zadd" | "zincrby" | "zpopmin" | "zpopmax" | "zrange" | "zscore" | "zrem" | "zcard" => {
                 Command::SortedSets(ZSetCommand::parse(name, rest.collect())?)
             }
-            "get" => Command::Get(next()),
             "getdel" => Command::GetDel(next()),
             "getex" => {
                 let key = next();
@@ -541,11 +553,6 @@ impl Command {
             "unwatch" => Command::Unwatch,
             "exec" => Command::Exec,
             "discard" => Command::Discard,
-            "set" => {
-                let key = next();
-                let value = next();
-                parse_set(key, value, rest.collect())?
-            }
             "expire" | "pexpire" | "expireat" | "pexpireat" => {
                 let key = next();
                 let unit = if name.starts_with('p') { 1 } else { 1000 };
@@ -674,14 +681,13 @@ impl Command {
     ///
     /// ```
     /// use kv_server::kv::Command;
-    /// assert_eq!(Command::Get(b"a".to_vec()).single_key(), Some(&b"a"[..]));
+    /// assert_eq!(Command::Get(b"a"[..].into()).single_key(), Some(&b"a"[..]));
     /// assert_eq!(Command::Del(vec![b"a".to_vec(), b"b".to_vec()]).single_key(), None);
     /// ```
     pub fn single_key(&self) -> Option<&[u8]> {
         match self {
-            Command::Set { key, .. }
-            | Command::SetNx(key, _)
-            | Command::Get(key)
+            Command::Set { key, .. } | Command::Get(key) => Some(key),
+            Command::SetNx(key, _)
             | Command::GetDel(key)
             | Command::GetEx(key, _)
             | Command::Append(key, _)
@@ -780,7 +786,7 @@ impl Command {
     }
 }
 
-fn parse_set(key: Vec<u8>, value: Vec<u8>, opts: Vec<Vec<u8>>) -> Result<Command, Reply> {
+fn parse_set(key: Key, value: Vec<u8>, opts: Vec<Vec<u8>>) -> Result<Command, Reply> {
     let mut condition = None;
     let mut keep_ttl = false;
     let mut get = false;
@@ -957,4 +963,31 @@ fn parse_command_query(args: Vec<Vec<u8>>) -> Result<Command, Reply> {
         _ => return Err(unknown_subcommand(sub, "COMMAND")),
     };
     Ok(Command::Command(query))
+}
+
+/// A request's argument as the parser takes it: owned (from [`Command::parse`]) or
+/// borrowed from the read buffer (from [`Command::parse_args`]).
+trait Arg: AsRef<[u8]> {
+    fn into_vec(self) -> Vec<u8>;
+    fn into_key(self) -> Key;
+}
+
+impl Arg for Vec<u8> {
+    fn into_vec(self) -> Vec<u8> {
+        self
+    }
+
+    fn into_key(self) -> Key {
+        IntoKey::into_key(self)
+    }
+}
+
+impl Arg for &[u8] {
+    fn into_vec(self) -> Vec<u8> {
+        self.to_vec()
+    }
+
+    fn into_key(self) -> Key {
+        Key::from_slice(self)
+    }
 }

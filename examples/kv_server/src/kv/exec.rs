@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::command::{CommandQuery, SetTtl, COMMANDS, NOT_AN_INTEGER};
-use super::store::Entry;
+use super::store::{Entry, IntoKey};
 use super::value::{Value, WRONGTYPE};
 use super::{Command, Condition, Deadline, GetExTtl, Info, Session, Store};
 use crate::resp::{
@@ -327,7 +327,7 @@ impl Store {
 
     fn set(
         &mut self,
-        key: Vec<u8>,
+        key: impl IntoKey,
         value: Vec<u8>,
         ttl: SetTtl,
         condition: Option<Condition>,
@@ -338,7 +338,7 @@ impl Store {
         let old = match (condition, ttl, get) {
             (None, SetTtl::Clear | SetTtl::After(_) | SetTtl::AtUnixMillis(_), false) => None,
             _ => Some(
-                self.live(&key, now)
+                self.live(key.as_ref(), now)
                     .map(|e| (e.expires_at, e.value.clone())),
             ),
         };
@@ -366,7 +366,7 @@ impl Store {
                 Ok(Some(at)) => Some(at),
                 // A deadline already past: the key is set and gone at once, as in Redis.
                 Ok(None) => {
-                    self.remove(&key);
+                    self.remove(key.as_ref());
                     return done;
                 }
                 Err(e) => return e,

@@ -85,5 +85,5 @@ pub use lists::ListCommand;
 pub use route::{Merge, Route, Split};
 pub use session::{After, ClientCommand, Hello, Session, MAX_QUEUED, REDIS_VERSION};
 pub use sets::SetCommand;
-pub use store::{ShardStats, Store};
+pub use store::{IntoKey, Key, ShardStats, Store};
 pub use zsets::{ScoreBound, ZAddFlags, ZSetCommand};

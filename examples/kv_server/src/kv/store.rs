@@ -75,16 +75,31 @@ pub struct Store {
     stamps: u64,
 }
 
-/// A key as the keyspace holds it: inline up to 24 bytes (see Cargo.toml).
-type Key = smallvec::SmallVec<[u8; 24]>;
+/// A key as the keyspace holds it: inline up to 24 bytes (see Cargo.toml). `GET`
+/// and `SET` carry theirs in this form from the parser on, so that a short key is
+/// never a heap allocation of its own.
+pub type Key = smallvec::SmallVec<[u8; 24]>;
 
-/// `key` as the keyspace holds it: short ones copied inline, long ones keep their
-/// allocation.
-fn key_of(key: Vec<u8>) -> Key {
-    if key.len() <= 24 {
-        Key::from_slice(&key)
-    } else {
-        Key::from_vec(key)
+/// A key in a form the keyspace can take: a [`Key`], or a `Vec` (copied inline if
+/// short, its allocation kept if long).
+pub trait IntoKey: AsRef<[u8]> {
+    /// The key as the keyspace holds it.
+    fn into_key(self) -> Key;
+}
+
+impl IntoKey for Key {
+    fn into_key(self) -> Key {
+        self
+    }
+}
+
+impl IntoKey for Vec<u8> {
+    fn into_key(self) -> Key {
+        if self.len() <= 24 {
+            Key::from_slice(&self)
+        } else {
+            Key::from_vec(self)
+        }
     }
 }
 
@@ -367,14 +382,14 @@ impl Store {
     }
 
     /// Sets `key` to `value` with deadline `expires_at`, replacing what was there.
-    pub(super) fn insert(&mut self, key: Vec<u8>, value: Value, expires_at: Option<Instant>) {
+    pub(super) fn insert(&mut self, key: impl IntoKey, value: Value, expires_at: Option<Instant>) {
         // A write, for WATCH (cross-shard RENAME and MSETNX write through here).
-        self.touch(&key);
+        self.touch(key.as_ref());
         if let Some(at) = expires_at {
-            self.deadlines.push(Reverse((at, key.clone())));
+            self.deadlines.push(Reverse((at, key.as_ref().to_vec())));
             self.expires += 1;
         }
-        let old = self.map.insert(key_of(key), Entry { value, expires_at });
+        let old = self.map.insert(key.into_key(), Entry { value, expires_at });
         if old.is_some_and(|o| o.expires_at.is_some()) {
             self.expires -= 1;
         }
