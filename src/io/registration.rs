@@ -246,14 +246,21 @@ impl<S: Source> Registered<S> {
         self.reads_by_ring() && !self.state.is_closed() && current::running_loop_ptr() == self.lp.as_ptr()
     }
 
-    /// Queues a ring send of `buf[from..]` for the loop's next submit, done when
-    /// every byte is out or it fails; the key to poll it by. On failure `buf` comes
-    /// back. Only where [`sends_by_ring_now`](Self::sends_by_ring_now) said so.
+    /// Starts a ring send of `buf[from..]`, done when every byte is out or it
+    /// fails; the key to poll it by. On failure `buf` comes back. From the running
+    /// loop it is queued for the loop's next submit; from outside it (the send after
+    /// one the loop finished, for a writer used while its loop does not run) it is
+    /// submitted at once, since no turn of the loop's is coming to.
     pub(crate) fn start_ring_send(&self, buf: Vec<u8>, from: usize) -> Result<OpKey, (io::Error, Vec<u8>)> {
-        match self.lp.upgrade() {
-            Some(lp) => submit_send(Self::ring_of(&lp), self.fd, buf, from, None),
-            None => Err((Error::Closed.into(), buf)),
+        let Some(lp) = self.lp.upgrade() else {
+            return Err((Error::Closed.into(), buf));
+        };
+        let ring = Self::ring_of(&lp);
+        let key = submit_send(ring, self.fd, buf, from, None)?;
+        if current::running_loop_ptr() != self.lp.as_ptr() {
+            ring.submit_queued();
         }
+        Ok(key)
     }
 
     /// The outcome of ring send `key`: how many bytes it sent, and its buffer.

@@ -110,7 +110,7 @@ pub(crate) struct UringPoller {
     sink_reports: RefCell<Vec<(Token, SinkReport)>>,
     /// Streams receive into the ring's buffers (see [`Self::new_recv`]).
     ring_buffers: Cell<bool>,
-    /// A send is queued and not yet submitted (see
+    /// A stream's send (`submit_send`) is queued and not yet submitted (see
     /// [`Self::submit_queued`]).
     sends_queued: Cell<bool>,
     /// Set by `drop`: completions reaped then wake no task.
@@ -335,8 +335,8 @@ impl UringPoller {
         }
     }
 
-    /// Submits what is queued if a send is among it, without waiting:
-    /// for a loop that stops running (or a write made while it does not run), so
+    /// Submits what is queued if a stream's send is among it, without waiting:
+    /// for a loop that stops running (or a send started while it does not run), so
     /// that a send starts now, not when the loop next runs. What the socket takes
     /// at once goes out; the rest of a large send waits for the loop's next entry
     /// into the kernel, as the rest of a large write waits on epoll. Everything

@@ -1,7 +1,7 @@
 //! [`StreamWriter`]: asyncio's `StreamWriter`, over the write side of a socket.
 //!
-//! The writer is its own transport: `write` sends what the socket takes at once
-//! and buffers the rest, and a flusher task (spawned when there is a rest, gone
+//! The writer is its own transport: on an epoll loop `write` sends what the socket
+//! takes at once and buffers the rest, and a flusher task (spawned when there is a rest, gone
 //! once the buffer is empty) sends the buffer in the background, as asyncio's
 //! transport does from its writer callback. `drain` only waits for the flusher to
 //! bring the buffer down (asyncio's `FlowControlMixin`). Closing and half-closing
@@ -14,7 +14,9 @@
 //! asyncio's proactor transports. A lone send needs no task: the next write (or
 //! `drain`, or a look at the buffer's size) collects its completion. A flusher is
 //! spawned only for what must wait for one: writes that gather behind a send still
-//! in the kernel, a paused writer, a close.
+//! in the kernel, a paused writer, a close. Outside its running loop a write is a
+//! `send(2)` as on epoll, or, behind a ring send, gathers behind it (a send
+//! started then is submitted at once).
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -44,7 +46,9 @@ const KEEP_AT_MOST: usize = 1024 * 1024;
 ///
 /// - [`write`](Self::write) never waits: it sends what the socket takes now and
 ///   buffers the rest, which goes out in the background whether or not anyone
-///   calls [`drain`](Self::drain).
+///   calls [`drain`](Self::drain). (On a proactor it hands the bytes to a ring
+///   send instead, which the loop submits with its next batch; they count as
+///   buffered until it completes.)
 /// - [`drain`](Self::drain) is the flow control: it waits while the buffer is
 ///   above the high-water mark (default [`DEFAULT_HIGH_WATER`], 64 KiB), until the
 ///   flusher brings it down to the low-water mark (default [`DEFAULT_LOW_WATER`],
@@ -110,7 +114,8 @@ struct Shared<S: StreamSocket> {
     buffer: RefCell<WriteBuffer>,
     phase: Cell<Phase>,
     /// A flusher task exists. It does while the buffer is not empty, and on a
-    /// proactor while the writer is paused or a close waits for its ring send.
+    /// proactor while the writer is paused, a close waits for its ring send, or
+    /// `wait_closed` waits for one.
     flushing: Cell<bool>,
     /// The ring send in the kernel, on a proactor.
     sending: Cell<Option<RingSend>>,
@@ -151,8 +156,9 @@ impl<S: StreamSocket> StreamWriter<S> {
     }
 
     /// Sends `data`: what the socket takes now goes at once (when nothing is
-    /// buffered before it), the rest is buffered and sent in the background.
-    /// Never waits; [`drain`](Self::drain) is the flow control.
+    /// buffered before it), the rest is buffered and sent in the background; on a
+    /// proactor, from its running loop, a ring send takes it (see the type's
+    /// docs). Never waits; [`drain`](Self::drain) is the flow control.
     pub fn write(&mut self, data: &[u8]) {
         self.shared.write(data);
     }
@@ -263,6 +269,11 @@ impl<S: StreamSocket> StreamWriter<S> {
         s.low.set(low);
         s.maybe_pause();
         s.maybe_resume();
+        if s.paused.get() && !s.flushing.get() {
+            // A lone ring send is above the new mark: a flusher must collect it
+            // for `drain` to wake.
+            self.shared.start_flusher();
+        }
         Ok(())
     }
 
@@ -717,7 +728,7 @@ impl WriteBuffer {
 #[cfg(test)]
 mod tests {
     use std::io::Read;
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
     use std::rc::Rc;
     use std::sync::mpsc;
     use std::thread::JoinHandle;
@@ -726,6 +737,7 @@ mod tests {
     use super::StreamWriter;
     use crate::io::{lent, on_test_proactor, pattern, until};
     use crate::streams::{open_connection, StreamReader};
+    use crate::EventLoop;
 
     /// A peer on a thread that reads nothing until `go` says so, then reads to
     /// EOF and returns what it read (nothing if `go` is dropped instead).
@@ -789,12 +801,15 @@ mod tests {
                 let message = [i; 100];
                 w.write(&message);
                 sent.extend_from_slice(&message);
+                assert!(lent(&lp) > 0, "the write was not a ring send");
                 assert_eq!(Rc::strong_count(&w.shared), 1, "a flusher was spawned for a lone send");
                 w.drain().await.unwrap();
                 crate::time::sleep(Duration::from_millis(1)).await;
             }
             until(|| w.get_write_buffer_size() == 0).await;
             assert_eq!(lent(&lp), 0, "the last send was not collected");
+            let kept = w.shared.buffer.borrow().data.capacity() + w.shared.buffer.borrow().spare.capacity();
+            assert!(kept >= 100, "the sends' buffers were not kept for the next writes");
             drop(w);
             until(|| peer.is_finished()).await;
             assert!(peer.join().unwrap() == sent, "the peer got the bytes out of order or changed");
@@ -805,13 +820,15 @@ mod tests {
     /// nobody waiting for it, fails the connection: `drain` reports it.
     #[test]
     fn a_failed_proactor_ring_send_is_reported_by_drain() {
-        on_test_proactor(|_lp| async move {
+        on_test_proactor(|lp| async move {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let (_r, mut w) = open_connection(listener.local_addr().unwrap()).await.unwrap();
             let (peer, _) = listener.accept().unwrap();
             // SO_LINGER 0: the close resets the connection.
             socket2::SockRef::from(&peer).set_linger(Some(Duration::ZERO)).unwrap();
             drop(peer);
+            w.write(b"after the reset");
+            assert!(lent(&lp) > 0, "the write was not a ring send");
             for _ in 0..5_000 {
                 w.write(b"after the reset");
                 if let Err(e) = w.drain().await {
@@ -852,6 +869,18 @@ mod tests {
         });
     }
 
+    /// A proactor loop set as this thread's, not running, with a stream connected
+    /// to a blocking peer on this thread (reads time out after 20 s).
+    fn connected_on_a_stopped_proactor() -> Option<(EventLoop, StreamReader, StreamWriter, TcpStream)> {
+        let lp = crate::io::test_proactor()?;
+        crate::set_event_loop(Some(lp.clone()));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (r, w) = lp.run_until_complete(open_connection(listener.local_addr().unwrap())).unwrap().unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Some((lp, r, w, peer))
+    }
+
     /// A proactor writer written to while its loop does not run sends at once (the
     /// peer, a blocking socket on this thread, reads it with the loop stopped). The
     /// send of a write in the loop's last turn is submitted as the loop stops; a
@@ -859,14 +888,9 @@ mod tests {
     /// in asyncio's proactor. Closed then, the peer reads the rest and EOF.
     #[test]
     fn a_proactor_stream_writer_sends_outside_its_loop_and_as_it_stops() {
-        let Some(lp) = crate::io::test_proactor() else {
+        let Some((lp, r, mut w, mut peer)) = connected_on_a_stopped_proactor() else {
             return;
         };
-        crate::set_event_loop(Some(lp.clone()));
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let (r, mut w) = lp.run_until_complete(open_connection(listener.local_addr().unwrap())).unwrap().unwrap();
-        let (mut peer, _) = listener.accept().unwrap();
-        peer.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         w.write(b"outside");
         let mut got = [0; 7];
         peer.read_exact(&mut got).expect("the write outside the loop did not go out");
@@ -875,6 +899,7 @@ mod tests {
             .run_until_complete(async move {
                 w.write(b"last ");
                 w.write(b"turn");
+                assert_eq!(w.get_write_buffer_size(), 9, "the writes were not ring sends");
                 w
             })
             .unwrap();
@@ -891,6 +916,57 @@ mod tests {
         drop((r, w));
         lp.close().unwrap();
         crate::set_event_loop(None);
+    }
+
+    /// A write made outside the loop, after the loop read (but nobody collected)
+    /// the completion of the writer's last ring send, goes out at once: its send is
+    /// submitted then, with no turn of the loop's to wait for.
+    #[test]
+    fn a_proactor_stream_writer_sends_outside_its_loop_after_a_completed_ring_send() {
+        let Some((lp, r, w, mut peer)) = connected_on_a_stopped_proactor() else {
+            return;
+        };
+        let mut w = lp
+            .run_until_complete(async move {
+                let mut w = w;
+                w.write(b"first");
+                crate::time::sleep(Duration::from_millis(20)).await;
+                w
+            })
+            .unwrap();
+        let mut got = [0; 5];
+        peer.read_exact(&mut got).unwrap();
+        assert!(w.shared.sending.get().is_some(), "the first send was collected already");
+        w.write(b"second");
+        let mut got = [0; 6];
+        peer.read_exact(&mut got).expect("the write made outside the loop was not sent");
+        assert_eq!(&got, b"second");
+        drop((r, w));
+        lp.close().unwrap();
+        crate::set_event_loop(None);
+    }
+
+    /// Lowering the high-water mark below a lone ring send's bytes pauses the
+    /// writer, and a flusher then sees to it: `drain` returns once the peer reads.
+    #[test]
+    fn lowering_the_limits_under_a_lone_proactor_ring_send_leaves_drain_working() {
+        on_test_proactor(|lp| async move {
+            let (_r, mut w, (go, peer)) = stream_to_slow_peer().await;
+            w.set_write_buffer_limits(64 << 20, 16 << 20).unwrap();
+            let sent = pattern(16 << 20);
+            w.write(&sent);
+            until(|| lent(&lp) > 0).await;
+            assert_eq!(Rc::strong_count(&w.shared), 1, "a flusher was spawned for a lone send");
+            w.set_write_buffer_limits(1024, 0).unwrap();
+            go.send(()).unwrap();
+            let drained = crate::time::timeout(Duration::from_secs(20), w.drain()).await;
+            assert!(drained.is_ok(), "drain hung with no flusher alive");
+            w.close();
+            w.wait_closed().await.unwrap();
+            drop(w);
+            until(|| peer.is_finished()).await;
+            assert!(peer.join().unwrap() == sent);
+        });
     }
 
     /// A loop closed while a writer's send waits in the kernel drops the flusher;
