@@ -61,6 +61,19 @@ pub(crate) async fn until(done: impl Fn() -> bool) {
     panic!("the condition did not come true in 20 s");
 }
 
+/// `n` pseudo-random numbers from `seed` (xorshift): a ring test's rounds, a fixed
+/// and varied sequence of sizes and points to stop at.
+#[cfg(test)]
+pub(crate) fn rounds(mut seed: u32, n: usize) -> impl Iterator<Item = u32> {
+    std::iter::repeat_with(move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        seed
+    })
+    .take(n)
+}
+
 /// `len` bytes in a pattern that shows bytes reordered or changed.
 #[cfg(test)]
 pub(crate) fn pattern(len: usize) -> Vec<u8> {

@@ -836,7 +836,7 @@ mod tests {
     use std::rc::Rc;
     use std::time::Duration;
 
-    use crate::io::{lent, on_test_proactor, pattern, until, BUFFER_SIZE};
+    use crate::io::{lent, on_test_proactor, pattern, rounds, until, BUFFER_SIZE};
     use crate::{EventLoop, Protocol, Transport};
 
     /// Keeps what it receives; echoes it if `echo`; pauses reading at once if
@@ -1033,12 +1033,7 @@ mod tests {
             let server = lp.create_server(|| Keep { echo: true, ..Keep::default() }, "127.0.0.1:0").await.unwrap();
             let addr = server.local_addr().unwrap();
             let mut ends = Vec::new();
-            let mut seed = 0x9e37_79b9_u32;
-            for _ in 0..200 {
-                // xorshift: a fixed, varied sequence of sizes and abort points.
-                seed ^= seed << 13;
-                seed ^= seed >> 17;
-                seed ^= seed << 5;
+            for seed in rounds(0x9e37_79b9, 200) {
                 let end = Rc::new(RefCell::new(None));
                 let e = end.clone();
                 let (t, _) = lp.create_connection(move || Ends(e), addr).await.unwrap();

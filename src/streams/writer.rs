@@ -735,7 +735,7 @@ mod tests {
     use std::time::Duration;
 
     use super::StreamWriter;
-    use crate::io::{lent, on_test_proactor, pattern, until};
+    use crate::io::{lent, on_test_proactor, pattern, rounds, until};
     use crate::streams::{open_connection, StreamReader};
     use crate::EventLoop;
 
@@ -997,12 +997,7 @@ mod tests {
             let addr = server.local_addr();
             let (mut closed, mut aborted, mut dropped, mut readers) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let mut closed_bytes = Vec::new();
-            let mut seed = 0x2545_f491_u32;
-            for _ in 0..200 {
-                // xorshift: a fixed, varied sequence of sizes and end points.
-                seed ^= seed << 13;
-                seed ^= seed >> 17;
-                seed ^= seed << 5;
+            for seed in rounds(0x2545_f491, 200) {
                 let (r, mut w) = open_connection(addr).await.unwrap();
                 let len = 1 + seed as usize % (1 << 20);
                 w.write(&pattern(len));
