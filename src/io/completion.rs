@@ -155,9 +155,9 @@ fn submit_recv(ring: &UringPoller, fd: RawFd, mut buf: Vec<u8>) -> Result<OpKey,
     // the end of) the allocation.
     let at = unsafe { buf.as_mut_ptr().add(buf.len()) };
     let entry = opcode::Recv::new(types::Fd(fd), at, len).build();
-    // SAFETY: the entry's only pointer is `at`, the start of `buf`'s spare capacity,
-    // with `len` bytes of it: inside the heap block that the ops table keeps, unmoved,
-    // until the completion.
+    // SAFETY: `start_op`'s contract holds: the entry's only pointer is `at`, the start
+    // of `buf`'s spare capacity, with `len` bytes of it, all inside `buf`'s heap block,
+    // which the ops table keeps, unmoved, until the completion.
     unsafe { ring.start_op(entry, buf, None) }
 }
 
@@ -177,9 +177,9 @@ pub(crate) fn submit_send(
     let entry = opcode::Send::new(types::Fd(fd), rest.as_ptr(), len)
         .flags(libc::MSG_WAITALL | libc::MSG_NOSIGNAL)
         .build();
-    // SAFETY: the entry's only pointer is into `buf`'s initialized bytes (`len` of
-    // them from `from`), inside the heap block that the ops table keeps, unmoved,
-    // until the completion.
+    // SAFETY: `start_op`'s contract holds: the entry's only pointer is into `buf`'s
+    // initialized bytes (`len` of them from `from`), all inside `buf`'s heap block,
+    // which the ops table keeps, unmoved, until the completion.
     let key = unsafe { ring.start_op(entry, buf, sink) }?;
     ring.note_send_queued();
     Ok(key)
