@@ -640,9 +640,7 @@ impl<S: StreamSocket> Drop for Shared<S> {
     /// dropped the flusher): it is cancelled, and its buffer freed once the kernel
     /// answers.
     fn drop(&mut self) {
-        if let Some(send) = self.sending.take() {
-            self.conn.socket.cancel_ring_send(send.key);
-        }
+        self.cancel_send();
     }
 }
 
