@@ -432,33 +432,32 @@ impl Command {
     }
 
     /// Parses the command `name` with the arguments after it, `rest`.
-    fn parse_parts<A: Arg>(
+    fn parse_parts<A: IntoKey + Into<Vec<u8>>>(
         name: &[u8],
-        rest: impl ExactSizeIterator<Item = A>,
+        mut rest: impl ExactSizeIterator<Item = A>,
     ) -> Result<Command, Reply> {
         let found = COMMANDS
             .iter()
             .find(|c| c.0.as_bytes().eq_ignore_ascii_case(name));
         let Some(&(name, arity, ..)) = found else {
-            return Err(unknown_command(name, rest.map(A::into_vec)));
+            return Err(unknown_command(name, rest.map(A::into)));
         };
         let argc = rest.len() as i64 + 1;
         let arity = i64::from(arity);
         if (arity > 0 && argc != arity) || argc < -arity {
             return Err(arity_error(name));
         }
-        let mut rest = rest;
         // Most of the traffic: the key goes inline, with no allocation of its own.
         match name {
             "get" => return Ok(Command::Get(rest.next().map_or_else(Key::new, A::into_key))),
             "set" => {
                 let key = rest.next().map_or_else(Key::new, A::into_key);
-                let value = rest.next().map(A::into_vec).unwrap_or_default();
-                return parse_set(key, value, rest.map(A::into_vec).collect());
+                let value = rest.next().map(A::into).unwrap_or_default();
+                return parse_set(key, value, rest.map(A::into).collect());
             }
             _ => {}
         }
-        let mut rest = rest.map(A::into_vec);
+        let mut rest = rest.map(A::into);
         let mut next = || rest.next().unwrap_or_default();
         Ok(match name {
             "lpush" | "rpush" | "lpop" | "rpop" | "lrange" | "llen" | "lindex" => {
@@ -963,31 +962,4 @@ fn parse_command_query(args: Vec<Vec<u8>>) -> Result<Command, Reply> {
         _ => return Err(unknown_subcommand(sub, "COMMAND")),
     };
     Ok(Command::Command(query))
-}
-
-/// A request's argument as the parser takes it: owned (from [`Command::parse`]) or
-/// borrowed from the read buffer (from [`Command::parse_args`]).
-trait Arg: AsRef<[u8]> {
-    fn into_vec(self) -> Vec<u8>;
-    fn into_key(self) -> Key;
-}
-
-impl Arg for Vec<u8> {
-    fn into_vec(self) -> Vec<u8> {
-        self
-    }
-
-    fn into_key(self) -> Key {
-        IntoKey::into_key(self)
-    }
-}
-
-impl Arg for &[u8] {
-    fn into_vec(self) -> Vec<u8> {
-        self.to_vec()
-    }
-
-    fn into_key(self) -> Key {
-        Key::from_slice(self)
-    }
 }

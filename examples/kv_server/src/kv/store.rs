@@ -80,8 +80,8 @@ pub struct Store {
 /// never a heap allocation of its own.
 pub type Key = smallvec::SmallVec<[u8; 24]>;
 
-/// A key in a form the keyspace can take: a [`Key`], or a `Vec` (copied inline if
-/// short, its allocation kept if long).
+/// A key in a form the keyspace can take: a [`Key`], a slice of a request (copied),
+/// or a `Vec` (copied inline if short, its allocation kept if long).
 pub trait IntoKey: AsRef<[u8]> {
     /// The key as the keyspace holds it.
     fn into_key(self) -> Key;
@@ -90,6 +90,12 @@ pub trait IntoKey: AsRef<[u8]> {
 impl IntoKey for Key {
     fn into_key(self) -> Key {
         self
+    }
+}
+
+impl IntoKey for &[u8] {
+    fn into_key(self) -> Key {
+        Key::from_slice(self)
     }
 }
 
