@@ -18,6 +18,8 @@ use shardloop::{DatagramProtocol, DatagramTransport, EventLoop, Protocol, Transp
 
 #[path = "support/emfile.rs"]
 mod emfile;
+#[path = "support/listening.rs"]
+mod listening;
 
 /// What a protocol was told, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -753,6 +755,79 @@ fn unix_server_and_connection() {
         ]
     );
     server.close();
+    lp.close().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// asyncio's Server.sockets: the listening socket while the server serves (its
+// address, its descriptor), none once it is closed; a handle kept from before the
+// close has no descriptor then.
+#[test]
+fn a_servers_sockets_are_its_listening_socket_until_it_closes() {
+    let lp = new_loop();
+    let log = Log::default();
+    let server = lp
+        .run_until_complete(lp.create_server(
+            {
+                let log = log.clone();
+                move || Rec::echo(&log)
+            },
+            "127.0.0.1:0",
+        ))
+        .unwrap()
+        .unwrap();
+    let sockets = server.sockets();
+    assert_eq!(sockets.len(), 1);
+    let socket = sockets[0].clone();
+    assert_eq!(socket.local_addr().unwrap(), server.local_addr().unwrap());
+    let no_path = socket.unix_local_addr().unwrap_err();
+    assert_eq!(no_path.kind(), io::ErrorKind::InvalidInput);
+    let fd = socket.raw_fd().unwrap();
+    assert!(
+        listening::is_listening(fd),
+        "fd {fd} is not a listening socket"
+    );
+    // It is the socket the server accepts on.
+    let mut client = StdTcpStream::connect(socket.local_addr().unwrap()).unwrap();
+    client.write_all(b"hi").unwrap();
+    run_until(&lp, || data_of(&log) == b"hi");
+
+    server.close();
+    assert!(server.sockets().is_empty());
+    assert_eq!(socket.raw_fd(), None);
+    assert_eq!(
+        socket.local_addr().unwrap_err().kind(),
+        io::ErrorKind::NotConnected
+    );
+    assert!(format!("{socket:?}").contains("closed"), "{socket:?}");
+    drop(client);
+    lp.close().unwrap();
+
+    // A Unix-domain server's socket has its path.
+    let lp = new_loop();
+    let dir = std::env::temp_dir().join(format!("shardloop-sockets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("server.sock");
+    let _ = std::fs::remove_file(&path);
+    let server = lp
+        .run_until_complete(lp.create_unix_server(move || Rec::new(&Log::default()), &path))
+        .unwrap()
+        .unwrap();
+    let socket = server.sockets().pop().unwrap();
+    assert_eq!(
+        socket.unix_local_addr().unwrap().as_pathname(),
+        Some(path.as_path())
+    );
+    assert_eq!(
+        socket.local_addr().unwrap_err().kind(),
+        io::ErrorKind::InvalidInput
+    );
+    assert!(listening::is_listening(socket.raw_fd().unwrap()));
+    server.close();
+    assert_eq!(
+        socket.unix_local_addr().unwrap_err().kind(),
+        io::ErrorKind::NotConnected
+    );
     lp.close().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -13,6 +13,8 @@
 mod bounded;
 #[path = "support/example.rs"]
 mod example;
+#[path = "support/listening.rs"]
+mod listening;
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read};
@@ -750,6 +752,51 @@ fn unix_socket_servers_and_connections() {
         w.wait_closed().await.unwrap();
         server.close();
         server.wait_closed().await;
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// asyncio's Server.sockets on a stream server: its listening socket while it
+// serves, for TCP and Unix servers; none once closed, and a kept handle then has no
+// descriptor.
+#[test]
+fn a_stream_servers_sockets_are_its_listening_socket_until_it_closes() {
+    let dir = std::env::temp_dir().join(format!("shardloop-stream-sockets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("server.sock");
+    let _ = std::fs::remove_file(&path);
+    block_on(async {
+        let server = streams::start_server("127.0.0.1:0", echo_lines)
+            .await
+            .unwrap();
+        let socket = server.sockets().pop().unwrap();
+        assert_eq!(socket.local_addr().unwrap(), server.local_addr());
+        assert!(listening::is_listening(socket.raw_fd().unwrap()));
+        let (mut r, mut w) = streams::open_connection(socket.local_addr().unwrap())
+            .await
+            .unwrap();
+        w.write(b"through its socket\n");
+        assert_eq!(r.readline().await.unwrap(), b"through its socket\n");
+        server.close();
+        assert!(server.sockets().is_empty());
+        assert_eq!(socket.raw_fd(), None);
+        assert_eq!(
+            socket.local_addr().unwrap_err().kind(),
+            io::ErrorKind::NotConnected
+        );
+
+        let server = streams::start_unix_server(&path, echo_lines).await.unwrap();
+        let sockets = server.sockets();
+        assert_eq!(sockets.len(), 1);
+        let unix = sockets[0].unix_local_addr().unwrap();
+        assert_eq!(unix.as_pathname(), Some(path.as_path()));
+        assert_eq!(
+            sockets[0].local_addr().unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+        assert!(listening::is_listening(sockets[0].raw_fd().unwrap()));
+        server.close();
+        assert_eq!(sockets[0].raw_fd(), None);
     });
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -72,6 +72,7 @@
 
 mod dispatch;
 mod lookup;
+mod server_socket;
 mod tcp;
 #[cfg(feature = "tokio-io")]
 mod tokio_io;
@@ -80,6 +81,8 @@ mod unix;
 
 pub use dispatch::{Dispatcher, Placement};
 pub use lookup::{lookup_host, ToSocketAddrs};
+pub(crate) use server_socket::{server_closed, ListenAddr, Listening};
+pub use server_socket::ServerSocket;
 pub use tcp::{OwnedReadHalf, OwnedWriteHalf, ReuniteError, TcpListener, TcpStream};
 pub use udp::UdpSocket;
 pub use unix::{UnixListener, UnixStream};

@@ -30,7 +30,9 @@ use crate::event_loop::ready::{Ready, Runnable};
 use crate::event_loop::LoopInner;
 use crate::io::reactor::{Readiness, ReadyQueue, Sink};
 use crate::io::registration::Registered;
-use crate::net::{connection_gone, out_of_resources, ACCEPT_BACKOFF};
+use crate::net::{
+    connection_gone, out_of_resources, server_closed, ListenAddr, Listening, ServerSocket, ACCEPT_BACKOFF,
+};
 use crate::sync::Event;
 use crate::task::raw::drop_payload;
 use crate::{EventLoop, Task};
@@ -574,6 +576,34 @@ impl Server {
         self.listener.socket.borrow().is_some()
     }
 
+    /// The sockets it listens on (asyncio's `Server.sockets`): its one listening
+    /// socket while it serves, none once it is closed.
+    ///
+    /// ```
+    /// # use shardloop::{Protocol, Transport};
+    /// struct Quiet;
+    /// impl Protocol for Quiet {
+    ///     fn connection_made(&mut self, _: Transport) {}
+    ///     fn data_received(&mut self, _: &[u8]) {}
+    /// }
+    /// shardloop::run(async {
+    ///     let lp = shardloop::get_event_loop()?;
+    ///     let server = lp.create_server(|| Quiet, "127.0.0.1:0").await?;
+    ///     let sockets = server.sockets();
+    ///     assert_eq!(sockets[0].local_addr()?, server.local_addr()?);
+    ///     server.close();
+    ///     assert!(server.sockets().is_empty());
+    ///     Ok::<_, Box<dyn std::error::Error>>(())
+    /// })??;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn sockets(&self) -> Vec<ServerSocket> {
+        match self.is_serving() {
+            true => vec![ServerSocket::new(self.listener.clone())],
+            false => Vec::new(),
+        }
+    }
+
     /// Waits until the server is closed and every connection it accepted is lost
     /// (its `connection_lost` delivered): asyncio 3.12's `wait_closed`.
     ///
@@ -615,6 +645,20 @@ impl Server {
         }
         let _closer = CloseOnDrop(&self.listener);
         self.listener.closed.wait().await;
+    }
+}
+
+impl Listening for Listener {
+    fn listening_fd(&self) -> Option<RawFd> {
+        self.socket.borrow().as_ref().map(|s| s.listen().as_raw_fd())
+    }
+
+    fn listening_addr(&self) -> io::Result<ListenAddr> {
+        match self.socket.borrow().as_ref().map(Socket::listen) {
+            Some(Listen::Tcp(l)) => l.local_addr().map(ListenAddr::from),
+            Some(Listen::Unix(l)) => l.local_addr().map(ListenAddr::from),
+            None => Err(server_closed()),
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::task::Poll;
 
@@ -15,7 +16,7 @@ use super::socket::sealed::Owner;
 use super::socket::StreamSocket;
 use super::writer::WriterHandle;
 use super::{from_socket, spawn_on, StreamReader, StreamWriter};
-use crate::net::TcpStream;
+use crate::net::{server_closed, ListenAddr, Listening, ServerSocket, TcpStream};
 use crate::sync::Event;
 use crate::{EventLoop, ExceptionContext};
 
@@ -147,6 +148,15 @@ impl<S: StreamSocket> Server<S> {
         self.inner.listener.borrow().is_some()
     }
 
+    /// The sockets it listens on (asyncio's `Server.sockets`): its one listening
+    /// socket while it serves, none once it is closed. See [`ServerSocket`].
+    pub fn sockets(&self) -> Vec<ServerSocket> {
+        match self.is_serving() {
+            true => vec![ServerSocket::new(self.inner.clone())],
+            false => Vec::new(),
+        }
+    }
+
     /// Waits until the server is closed and every handler has finished (asyncio
     /// 3.12's `wait_closed`).
     pub async fn wait_closed(&self) {
@@ -175,6 +185,16 @@ impl<S: StreamSocket> fmt::Debug for Server<S> {
             .field("serving", &self.is_serving())
             .field("connections", &self.inner.connections.get())
             .finish()
+    }
+}
+
+impl<S: StreamSocket> Listening for Inner<S> {
+    fn listening_fd(&self) -> Option<RawFd> {
+        self.listener.borrow().as_ref().map(S::listener_fd)
+    }
+
+    fn listening_addr(&self) -> io::Result<ListenAddr> {
+        self.listener.borrow().as_ref().map_or_else(|| Err(server_closed()), S::listener_addr)
     }
 }
 

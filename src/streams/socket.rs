@@ -3,12 +3,13 @@
 use std::fmt;
 use std::io;
 use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Weak;
 use std::task::{Context, Poll};
 
 use crate::event_loop::LoopInner;
 use crate::io::OpKey;
-use crate::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use crate::net::{ListenAddr, TcpListener, TcpStream, UnixListener, UnixStream};
 
 /// A connected stream socket that a [`StreamReader`](super::StreamReader) and a
 /// [`StreamWriter`](super::StreamWriter) run over: [`TcpStream`] or [`UnixStream`].
@@ -74,6 +75,12 @@ pub(crate) mod sealed {
 
         /// One accept on `listener`.
         fn poll_accept(listener: &Self::Listener, cx: &mut Context<'_>) -> Poll<io::Result<Self>>;
+
+        /// `listener`'s descriptor.
+        fn listener_fd(listener: &Self::Listener) -> RawFd;
+
+        /// The address `listener` is bound to.
+        fn listener_addr(listener: &Self::Listener) -> io::Result<ListenAddr>;
     }
 }
 
@@ -130,6 +137,14 @@ macro_rules! stream_socket {
 
             fn poll_accept(listener: &$listener, cx: &mut Context<'_>) -> Poll<io::Result<Self>> {
                 listener.poll_accept_stream(cx)
+            }
+
+            fn listener_fd(listener: &$listener) -> RawFd {
+                listener.as_raw_fd()
+            }
+
+            fn listener_addr(listener: &$listener) -> io::Result<ListenAddr> {
+                listener.local_addr().map(ListenAddr::from)
             }
         }
 
