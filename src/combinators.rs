@@ -14,6 +14,8 @@ use crate::{get_running_loop, Error, Task};
 /// asyncio's `gather`: runs each future as a task on the running loop and returns
 /// their outputs in input order. The first task to fail (a panic, a cancel) makes
 /// `gather` return that error at once; the other tasks keep running, as in asyncio.
+/// Dropping `gather` before it returns (its task cancelled, a timeout around it)
+/// cancels the tasks still running, as cancelling asyncio's `gather` does.
 /// `Err(Error::NoRunningLoop)` outside a running loop.
 ///
 /// ```
@@ -30,21 +32,20 @@ where
     F: Future + 'static,
 {
     let lp = get_running_loop()?;
-    let mut tasks: Vec<Option<Task<F::Output>>> = Vec::new();
+    let mut running = Gathered(Vec::new());
     for fut in futures {
-        tasks.push(Some(lp.create_task(fut)?));
+        running.0.push(Some(lp.create_task(fut)?));
     }
-    let mut outputs: Vec<Option<F::Output>> = tasks.iter().map(|_| None).collect();
-    poll_fn(|cx| {
+    let mut outputs: Vec<Option<F::Output>> = running.0.iter().map(|_| None).collect();
+    let result = poll_fn(|cx| {
         let mut pending = false;
-        for (task, output) in tasks.iter_mut().zip(outputs.iter_mut()) {
+        for (task, output) in running.0.iter_mut().zip(outputs.iter_mut()) {
             let Some(t) = task else { continue };
             match Pin::new(t).poll(cx) {
                 Poll::Ready(Ok(v)) => {
                     *output = Some(v);
                     *task = None;
                 }
-                // Returning drops the other tasks' handles: they run on, detached.
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => pending = true,
             }
@@ -55,8 +56,21 @@ where
             Poll::Ready(Ok(()))
         }
     })
-    .await?;
+    .await;
+    // Returned, even with an error: the other tasks run on, detached.
+    running.0.drain(..).for_each(drop);
+    result?;
     Ok(outputs.into_iter().map(|o| o.expect("every task finished")).collect())
+}
+
+/// The tasks of a [`gather`] that has not returned: dropped with it, they are
+/// cancelled.
+struct Gathered<T>(Vec<Option<Task<T>>>);
+
+impl<T> Drop for Gathered<T> {
+    fn drop(&mut self) {
+        self.0.iter().flatten().for_each(Task::cancel);
+    }
 }
 
 /// When [`wait`] returns (asyncio's `FIRST_COMPLETED`, `FIRST_EXCEPTION`,
@@ -65,8 +79,9 @@ where
 pub enum ReturnWhen {
     /// As soon as any task has finished.
     FirstCompleted,
-    /// As soon as any task has failed (panicked or been cancelled), else when all
-    /// have finished.
+    /// As soon as any task has panicked, else when all have finished. A cancelled
+    /// task is finished, not failed, as in asyncio (`FIRST_EXCEPTION` does not
+    /// count a `CancelledError`).
     FirstException,
     /// When every task has finished.
     AllCompleted,
@@ -99,16 +114,16 @@ pub async fn wait<T>(
     let mut deadline = timeout.map(crate::time::sleep);
     poll_fn(|cx| {
         let mut finished = 0;
-        let mut failed = false;
+        let mut raised = false;
         for t in &tasks {
             if t.poll_finished(cx).is_ready() {
                 finished += 1;
-                failed |= t.failed();
+                raised |= t.raised();
             }
         }
         let met = match when {
             ReturnWhen::FirstCompleted => finished > 0,
-            ReturnWhen::FirstException => failed,
+            ReturnWhen::FirstException => raised,
             ReturnWhen::AllCompleted => false,
         };
         if met || finished == tasks.len() {

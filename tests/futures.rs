@@ -157,6 +157,62 @@ fn gather_returns_the_first_failure_and_the_others_run_on() {
     assert_eq!(*finished.borrow(), [0, 2]);
 }
 
+// test_tasks.py's test_cancel_gather_1 / test_gather_cancel: cancelling the task
+// that awaits gather (or a timeout around it) cancels the tasks gather runs.
+#[test]
+fn a_cancelled_gather_cancels_its_tasks() {
+    /// Records, when a child's future is dropped, whether it had finished.
+    struct Child(Rc<RefCell<Vec<bool>>>, bool);
+    impl Drop for Child {
+        fn drop(&mut self) {
+            self.0.borrow_mut().push(self.1);
+        }
+    }
+    let children = |ends: &Rc<RefCell<Vec<bool>>>| {
+        (0..3)
+            .map(|_| {
+                let ends = ends.clone();
+                Box::pin(async move {
+                    let mut child = Child(ends, false);
+                    std::future::pending::<()>().await;
+                    child.1 = true;
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let lp = lp();
+    let ends = Rc::new(RefCell::new(Vec::new()));
+    lp.run_until_complete({
+        let ends = ends.clone();
+        async move {
+            let outer = shardloop::spawn(gather(children(&ends)));
+            for _ in 0..3 {
+                yield_now().await;
+            }
+            assert!(ends.borrow().is_empty(), "the children run");
+            outer.cancel();
+            assert!(matches!(outer.await, Err(Error::Cancelled)));
+            for _ in 0..3 {
+                yield_now().await;
+            }
+            assert_eq!(*ends.borrow(), [false; 3], "each child was cancelled");
+
+            ends.borrow_mut().clear();
+            let timed_out = shardloop::time::timeout(
+                std::time::Duration::from_millis(1),
+                gather(children(&ends)),
+            )
+            .await;
+            assert!(timed_out.is_err());
+            for _ in 0..3 {
+                yield_now().await;
+            }
+            assert_eq!(*ends.borrow(), [false; 3], "a timeout cancels them too");
+        }
+    })
+    .unwrap();
+}
+
 #[test]
 fn gather_of_nothing_is_empty_and_needs_a_running_loop() {
     let lp = lp();

@@ -84,6 +84,36 @@ fn wait_first_exception_returns_at_the_first_failure() {
     .unwrap();
 }
 
+// asyncio's FIRST_EXCEPTION does not count a cancelled task as an exception: a
+// cancel finishes the task, and wait goes on until one raises (or all finish).
+#[test]
+fn wait_first_exception_does_not_return_at_a_cancel() {
+    shardloop::run(async {
+        let cancelled = spawn(pending::<()>());
+        cancelled.cancel();
+        let failing = spawn(async {
+            turns(3).await;
+            panic!("the exception")
+        });
+        let long = spawn(pending::<()>());
+        let (done, pending) = wait(
+            vec![cancelled, failing, long],
+            ReturnWhen::FirstException,
+            None,
+        )
+        .await;
+        assert_eq!(
+            (done.len(), pending.len()),
+            (2, 1),
+            "returned at the panic, not the cancel"
+        );
+        assert!(done[0].cancelled() && done[0].failed());
+        assert!(!done[1].cancelled() && done[1].failed());
+        pending[0].cancel();
+    })
+    .unwrap();
+}
+
 // test_wait_first_exception_in_wait: with no failure it waits for all.
 #[test]
 fn wait_first_exception_without_failures_waits_for_all() {

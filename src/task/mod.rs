@@ -118,7 +118,20 @@ impl<T> Task<T> {
     /// Whether it finished with an error (`Panicked`, `Cancelled`) that awaiting
     /// it would return. False while it runs and once its result was taken.
     pub fn failed(&self) -> bool {
-        self.raw.failed()
+        self.raw.failure().is_some()
+    }
+
+    /// Whether it finished cancelled (asyncio's `Task.cancelled()`): awaiting it
+    /// would return `Err(Error::Cancelled)`. False while it runs and once its
+    /// result was taken.
+    pub fn cancelled(&self) -> bool {
+        self.raw.failure() == Some(raw::Failure::Cancelled)
+    }
+
+    /// Whether it finished with an error other than a cancel (a panic): what
+    /// asyncio's `wait(FIRST_EXCEPTION)` returns on.
+    pub(crate) fn raised(&self) -> bool {
+        self.raw.failure() == Some(raw::Failure::Error)
     }
 
     /// Ready when the task has finished, leaving its result in place (for

@@ -96,9 +96,18 @@ struct Vtable {
     poll_join: unsafe fn(NonNull<Header>, *mut (), &mut Context<'_>),
     drop_output: unsafe fn(NonNull<Header>),
     is_finished: unsafe fn(NonNull<Header>) -> bool,
-    failed: unsafe fn(NonNull<Header>) -> bool,
+    failure: unsafe fn(NonNull<Header>) -> Option<Failure>,
     dealloc: unsafe fn(NonNull<Header>),
     name: fn() -> &'static str,
+}
+
+/// How a finished task failed (asyncio tells a cancelled task from one that
+/// raised: `wait(FIRST_EXCEPTION)` returns on the second only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    Cancelled,
+    /// A panic, or another error its join would return.
+    Error,
 }
 
 enum Stage<F: Future> {
@@ -158,7 +167,7 @@ fn vtable<F: Future + 'static>() -> &'static Vtable {
             poll_join: poll_join::<F>,
             drop_output: drop_output::<F>,
             is_finished: is_finished::<F>,
-            failed: failed::<F>,
+            failure: failure::<F>,
             dealloc: dealloc::<F>,
             name: std::any::type_name::<F>,
         };
@@ -234,11 +243,11 @@ impl TaskRef {
         self.header().name.set(Some(Box::new(name.to_owned())));
     }
 
-    /// Whether it finished with an error (panicked or cancelled) whose result is
-    /// still there to read (loop thread).
-    pub(crate) fn failed(&self) -> bool {
+    /// How it failed, if it finished with an error whose result is still there to
+    /// read (loop thread).
+    pub(crate) fn failure(&self) -> Option<Failure> {
         // SAFETY: the handle is used on the loop's thread.
-        unsafe { (self.header().vtable.failed)(self.ptr) }
+        unsafe { (self.header().vtable.failure)(self.ptr) }
     }
 
     /// Ready once the task has finished, without taking its output: until then the
@@ -569,10 +578,15 @@ unsafe fn is_finished<F: Future>(ptr: NonNull<Header>) -> bool {
     !header.busy.get() && !matches!(&*stage, Stage::Running(_))
 }
 
-unsafe fn failed<F: Future>(ptr: NonNull<Header>) -> bool {
+unsafe fn failure<F: Future>(ptr: NonNull<Header>) -> Option<Failure> {
     // SAFETY: the vtable's contract; `busy` is checked before the stage is read.
     let (header, stage) = cell::<F>(ptr);
-    !header.busy.get() && matches!(&*stage, Stage::Done(Err(_)))
+    match &*stage {
+        _ if header.busy.get() => None,
+        Stage::Done(Err(Error::Cancelled)) => Some(Failure::Cancelled),
+        Stage::Done(Err(_)) => Some(Failure::Error),
+        _ => None,
+    }
 }
 
 unsafe fn dealloc<F: Future>(ptr: NonNull<Header>) {
