@@ -68,6 +68,17 @@ pub enum Error {
         /// How many bytes were asked for; `None` when unknown (`readuntil`).
         expected: Option<usize>,
     },
+    /// A queue's `put_nowait` found it full (asyncio's `QueueFull`). The
+    /// [`PutError`](crate::sync::PutError) it converts from holds the item; this
+    /// does not.
+    QueueFull,
+    /// A queue's `get_nowait` found it empty (asyncio's `QueueEmpty`).
+    QueueEmpty,
+    /// The queue was shut down (asyncio 3.13's `QueueShutDown`).
+    QueueShutDown,
+    /// A barrier was reset or aborted while its `wait` waited (asyncio's
+    /// `BrokenBarrierError`).
+    BrokenBarrier,
     /// An operating-system error.
     Io(io::Error),
 }
@@ -119,6 +130,10 @@ impl fmt::Display for Error {
                     None => f.write_str("undefined expected bytes"),
                 }
             }
+            Error::QueueFull => f.write_str("the queue is full"),
+            Error::QueueEmpty => f.write_str("the queue is empty"),
+            Error::QueueShutDown => f.write_str("the queue is shut down"),
+            Error::BrokenBarrier => f.write_str("the barrier is broken"),
             Error::Io(e) => write!(f, "i/o error: {e}"),
         }
     }

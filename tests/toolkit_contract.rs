@@ -96,6 +96,35 @@ fn futures_and_combinators() {
     );
 }
 
+// API.md writes `q.put_nowait(2)?; q.get_nowait()?;` in code whose `?`s return
+// shardloop::Error: the queue's and the barrier's errors convert.
+#[test]
+fn queue_and_barrier_errors_convert_for_question_marks() {
+    fn round(q: &shardloop::sync::Queue<u32>) -> Result<u32, shardloop::Error> {
+        q.put_nowait(2)?;
+        q.get_nowait().map_err(shardloop::Error::from)
+    }
+    let lp = EventLoop::new().unwrap();
+    lp.run_until_complete(async {
+        let q = shardloop::sync::Queue::<u32>::new(1);
+        assert!(matches!(round(&q), Ok(2)));
+        q.put_nowait(1).unwrap();
+        assert!(matches!(round(&q), Err(shardloop::Error::QueueFull)));
+        q.get_nowait().unwrap();
+        let empty = || -> Result<u32, shardloop::Error> { Ok(q.get_nowait()?) };
+        assert!(matches!(empty(), Err(shardloop::Error::QueueEmpty)));
+        q.shutdown(false);
+        assert!(matches!(round(&q), Err(shardloop::Error::QueueShutDown)));
+        assert_eq!(shardloop::Error::QueueFull.to_string(), "the queue is full");
+
+        let barrier = shardloop::sync::Barrier::new(2);
+        barrier.abort();
+        let broken: Result<usize, shardloop::Error> = async { Ok(barrier.wait().await?) }.await;
+        assert!(matches!(broken, Err(shardloop::Error::BrokenBarrier)));
+    })
+    .unwrap();
+}
+
 #[test]
 fn sync_primitives() {
     let lp = EventLoop::new().unwrap();

@@ -20,6 +20,12 @@ impl fmt::Display for BrokenBarrier {
 
 impl std::error::Error for BrokenBarrier {}
 
+impl From<BrokenBarrier> for crate::Error {
+    fn from(_: BrokenBarrier) -> Self {
+        crate::Error::BrokenBarrier
+    }
+}
+
 /// How a round of waiters ended: `None` while it fills, then whether it was
 /// released (`Some(true)`) or broken by `reset`/`abort` (`Some(false)`). Each waiter
 /// holds its round's, so it reads its own outcome however late it is polled.

@@ -50,6 +50,16 @@ impl<T> fmt::Display for PutError<T> {
 
 impl<T> std::error::Error for PutError<T> {}
 
+/// For `?` in code that returns [`Error`]: the item is dropped with the error.
+impl<T> From<PutError<T>> for Error {
+    fn from(e: PutError<T>) -> Self {
+        match e {
+            PutError::Full(_) => Error::QueueFull,
+            PutError::ShutDown(_) => Error::QueueShutDown,
+        }
+    }
+}
+
 /// Why a get gave no item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GetError {
@@ -69,6 +79,15 @@ impl fmt::Display for GetError {
 }
 
 impl std::error::Error for GetError {}
+
+impl From<GetError> for Error {
+    fn from(e: GetError) -> Self {
+        match e {
+            GetError::Empty => Error::QueueEmpty,
+            GetError::ShutDown => Error::QueueShutDown,
+        }
+    }
+}
 
 /// The order a [`Queue`] hands its items out in.
 pub trait QueueOrder<T>: Default {
