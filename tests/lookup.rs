@@ -100,6 +100,46 @@ fn host_names_are_looked_up_on_the_executor() {
     .unwrap();
 }
 
+/// A protocol that ignores what it is told.
+struct Quiet;
+impl shardloop::Protocol for Quiet {
+    fn connection_made(&mut self, _: shardloop::Transport) {}
+    fn data_received(&mut self, _: &[u8]) {}
+}
+
+// asyncio's create_server and start_server resolve a host name with getaddrinfo on
+// the executor too: they serve `localhost`, and with the executor shut down they
+// fail saying so (a lookup on the loop thread would have succeeded).
+#[test]
+fn servers_resolve_host_names_on_the_executor() {
+    block_on(async {
+        let lp = this_loop();
+        let server = lp.create_server(|| Quiet, ("localhost", 0)).await?;
+        assert!(server.local_addr()?.ip().is_loopback());
+        TcpStream::connect(server.local_addr()?).await?;
+        server.close();
+        let streams = shardloop::streams::start_server("localhost:0", |_r, _w| async {})
+            .await
+            .map_err(io::Error::from)?;
+        assert!(streams.local_addr().ip().is_loopback());
+        TcpStream::connect(streams.local_addr()).await?;
+        streams.close();
+
+        lp.shutdown_default_executor(Duration::from_secs(10))
+            .unwrap();
+        let err = lp.create_server(|| Quiet, "localhost:0").await.unwrap_err();
+        assert!(err.to_string().contains("executor"), "{err}");
+        let err = shardloop::streams::start_server("localhost:0", |_r, _w| async {})
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("executor"), "{err}");
+        // A numeric address needs no executor.
+        lp.create_server(|| Quiet, "127.0.0.1:0").await?.close();
+        io::Result::Ok(())
+    })
+    .unwrap();
+}
+
 /// Holds executor threads until it is opened (or dropped, so that a failing test
 /// does not leave them blocked).
 #[derive(Clone, Default)]

@@ -80,6 +80,7 @@ mod udp;
 mod unix;
 
 pub use dispatch::{Dispatcher, Placement};
+pub(crate) use lookup::resolve;
 pub use lookup::{lookup_host, ToSocketAddrs};
 pub(crate) use server_socket::{server_closed, ListenAddr, Listening};
 pub use server_socket::ServerSocket;

@@ -11,13 +11,14 @@ use super::datagram::Dgram;
 use super::server::{Factory, Listen, Listener};
 use super::stream::{Conn, Stream};
 use super::{DatagramProtocol, DatagramTransport, Protocol, Server, Transport};
-use crate::net::{each_addr, TcpStream, UnixStream};
+use crate::net::{each_addr, resolve, TcpStream, ToSocketAddrs, UnixStream};
 use crate::{Error, EventLoop};
 
 impl EventLoop {
     /// asyncio's `create_server`: listens on `addr` (the first of its addresses that
-    /// binds, with `SO_REUSEADDR`; binding is synchronous, like
-    /// [`TcpListener::bind`](crate::net::TcpListener::bind)) and, for each connection, makes a protocol with
+    /// binds, with `SO_REUSEADDR`; a host name is resolved on the loop's executor,
+    /// as [`lookup_host`](crate::net::lookup_host) does, so it never blocks the
+    /// loop) and, for each connection, makes a protocol with
     /// `factory` and a [`Transport`] for it (`connection_made` first). Serving
     /// starts on the next iteration and goes on until [`Server::close`] or the
     /// loop's close.
@@ -43,14 +44,14 @@ impl EventLoop {
     pub async fn create_server<P, F>(
         &self,
         factory: F,
-        addr: impl std::net::ToSocketAddrs,
+        addr: impl ToSocketAddrs,
     ) -> io::Result<Server>
     where
         P: Protocol,
         F: FnMut() -> P + 'static,
     {
         self.check_open()?;
-        let listener = each_addr(addr.to_socket_addrs()?, mio::net::TcpListener::bind)?;
+        let listener = each_addr(resolve(&addr).await?, mio::net::TcpListener::bind)?;
         Listener::start(self, Listen::Tcp(listener), boxed_factory(factory), std::any::type_name::<P>())
     }
 

@@ -63,7 +63,7 @@ pub use socket::StreamSocket;
 use socket::sealed::Owner;
 pub use writer::{StreamWriter, DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER};
 
-use crate::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use crate::net::{resolve, TcpListener, TcpStream, ToSocketAddrs, UnixListener, UnixStream};
 use crate::{Error, EventLoop, Task};
 
 /// The default limit of a [`StreamReader`] (asyncio's: 64 KiB).
@@ -109,16 +109,16 @@ pub async fn open_unix_connection(
 }
 
 /// Binds `addr` and serves it (asyncio's `start_server`): each connection runs
-/// `handler(reader, writer)` in a task of its own. See [`Server`]. Binding is
-/// synchronous, as [`TcpListener::bind`] is: pass an address, not a host name, on a
-/// busy loop.
-pub async fn start_server<F, Fut>(addr: impl std::net::ToSocketAddrs, handler: F) -> Result<Server, Error>
+/// `handler(reader, writer)` in a task of its own. See [`Server`]. A host name is
+/// resolved on the loop's executor, as [`lookup_host`](crate::net::lookup_host)
+/// does (it never blocks the loop); the first of its addresses that binds is served.
+pub async fn start_server<F, Fut>(addr: impl ToSocketAddrs, handler: F) -> Result<Server, Error>
 where
     F: Fn(StreamReader, StreamWriter) -> Fut + 'static,
     Fut: Future + 'static,
     Fut::Output: HandlerOutput,
 {
-    let listener = TcpListener::bind(addr)?;
+    let listener = TcpListener::bind(&resolve(&addr).await?.collect::<Vec<_>>()[..])?;
     let addr = listener.local_addr()?;
     Server::start(listener, addr, handler)
 }
