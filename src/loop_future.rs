@@ -8,6 +8,8 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
+use slab::Slab;
+
 use crate::{EventLoop, Error};
 
 enum State<T> {
@@ -21,7 +23,10 @@ type DoneCallback<T> = Box<dyn FnOnce(&LoopFuture<T>)>;
 struct Inner<T> {
     lp: EventLoop,
     state: RefCell<State<T>>,
-    wakers: RefCell<Vec<Waker>>,
+    /// The awaiters' wakers, one entry per awaiting handle: a handle dropped while
+    /// it waits takes its entry out, so awaiters that come and go (a timeout
+    /// around each) do not pile up until the result comes.
+    wakers: RefCell<Slab<Waker>>,
     callbacks: RefCell<Vec<DoneCallback<T>>>,
 }
 
@@ -48,12 +53,25 @@ struct Inner<T> {
 /// ```
 pub struct LoopFuture<T> {
     inner: Rc<Inner<T>>,
+    /// This handle's entry in `wakers`, once it was polled while pending.
+    waiting: Option<usize>,
 }
 
 impl<T> Clone for LoopFuture<T> {
     fn clone(&self) -> Self {
         LoopFuture {
             inner: self.inner.clone(),
+            waiting: None,
+        }
+    }
+}
+
+impl<T> Drop for LoopFuture<T> {
+    fn drop(&mut self) {
+        // Once it completed the table was emptied and is never filled again, so a
+        // key from before finds nothing.
+        if let Some(key) = self.waiting {
+            self.inner.wakers.borrow_mut().try_remove(key);
         }
     }
 }
@@ -65,9 +83,10 @@ impl EventLoop {
             inner: Rc::new(Inner {
                 lp: self.clone(),
                 state: RefCell::new(State::Pending),
-                wakers: RefCell::new(Vec::new()),
+                wakers: RefCell::new(Slab::new()),
                 callbacks: RefCell::new(Vec::new()),
             }),
+            waiting: None,
         }
     }
 }
@@ -93,7 +112,7 @@ impl<T: 'static> LoopFuture<T> {
             }
             *slot = state;
         }
-        for waker in self.inner.wakers.take() {
+        for (_, waker) in self.inner.wakers.take() {
             waker.wake();
         }
         for callback in self.inner.callbacks.take() {
@@ -148,9 +167,11 @@ impl<T: Clone + 'static> Future for LoopFuture<T> {
         if let Some(result) = self.result() {
             return Poll::Ready(result);
         }
-        let mut wakers = self.inner.wakers.borrow_mut();
-        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            wakers.push(cx.waker().clone());
+        let this = self.get_mut();
+        let mut wakers = this.inner.wakers.borrow_mut();
+        match this.waiting.and_then(|key| wakers.get_mut(key)) {
+            Some(waker) => waker.clone_from(cx.waker()),
+            None => this.waiting = Some(wakers.insert(cx.waker().clone())),
         }
         Poll::Pending
     }
@@ -164,5 +185,50 @@ impl<T> fmt::Debug for LoopFuture<T> {
             State::Cancelled => "cancelled",
         };
         f.debug_struct("LoopFuture").field("state", &state).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    use futures_util::FutureExt;
+
+    use crate::{yield_now, EventLoop};
+
+    // A server that awaits one shutdown future from each connection, each time
+    // under a timeout, must not keep a waker per awaiter that came and went.
+    #[test]
+    fn awaiters_that_go_away_leave_no_waker_behind() {
+        let lp = EventLoop::new().unwrap();
+        let f = lp.create_future::<u32>();
+        for _ in 0..1000 {
+            assert!(f.clone().now_or_never().is_none());
+        }
+        assert_eq!(f.inner.wakers.borrow().len(), 0);
+
+        let waiters: Vec<_> = (0..3).map(|_| lp.create_task(f.clone()).unwrap()).collect();
+        lp.run_until_complete(yield_now()).unwrap();
+        assert_eq!(f.inner.wakers.borrow().len(), 3);
+        waiters[1].cancel();
+        lp.run_until_complete(yield_now()).unwrap();
+        assert_eq!(f.inner.wakers.borrow().len(), 2, "the cancelled awaiter's is gone");
+
+        // Polled again by the same task, a handle keeps its one entry.
+        let mut again = f.clone();
+        let waker = futures_util::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        for _ in 0..3 {
+            assert!(std::pin::Pin::new(&mut again).poll(&mut cx).is_pending());
+        }
+        assert_eq!(f.inner.wakers.borrow().len(), 3);
+        drop(again);
+
+        f.set_result(9).unwrap();
+        let [a, b, c] = <[_; 3]>::try_from(waiters).ok().unwrap();
+        assert_eq!(lp.run_until_complete(a).unwrap().unwrap().unwrap(), 9);
+        assert!(lp.run_until_complete(b).unwrap().is_err());
+        assert_eq!(lp.run_until_complete(c).unwrap().unwrap().unwrap(), 9);
+        lp.close().unwrap();
     }
 }
