@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use kv_server::kv::{After, Command, Info, Route, Session, Store};
+use kv_server::kv::{After, Command, Info, Key, Route, Session, Store};
 use kv_server::resp::{Decoder, Limits, Protocol, Reply};
 use proptest::prelude::*;
 
@@ -667,7 +667,7 @@ proptest! {
             prop_assert_eq!(sharded, single, "{:?}", cmd);
         }
         // Same contents in the end.
-        let all: Vec<Vec<u8>> = KEYS.iter().map(|k| k.as_bytes().to_vec()).collect();
+        let all: Vec<Key> = KEYS.iter().map(|k| k.as_bytes().into()).collect();
         prop_assert_eq!(
             run_sharded(&mut four, Command::MGet(all.clone()), now),
             one.execute(Command::MGet(all), now)
@@ -683,8 +683,10 @@ proptest! {
 fn split_commands_merge_in_the_original_key_order() {
     let now = Instant::now();
     let mut four: Vec<Store> = (0..4).map(|_| Store::new()).collect();
-    let keys: Vec<Vec<u8>> = (0..20).map(|i| format!("key{i}").into_bytes()).collect();
-    let pairs: Vec<(Vec<u8>, Vec<u8>)> = keys
+    let keys: Vec<Key> = (0..20)
+        .map(|i| format!("key{i}").as_bytes().into())
+        .collect();
+    let pairs: Vec<(Key, Vec<u8>)> = keys
         .iter()
         .map(|k| (k.clone(), [&b"v-"[..], k].concat()))
         .collect();
@@ -706,7 +708,7 @@ fn split_commands_merge_in_the_original_key_order() {
     }
     let mut reversed = keys.clone();
     reversed.reverse();
-    reversed.push(b"missing".to_vec());
+    reversed.push(b"missing"[..].into());
     let expected = Reply::Array(
         reversed
             .iter()
@@ -737,7 +739,7 @@ fn split_commands_merge_in_the_original_key_order() {
 #[test]
 fn merging_passes_a_shard_error_through() {
     let Route::Split(split) =
-        Command::Del(vec![b"a".to_vec(), b"b".to_vec()]).route(2, |k| (k[0] - b'a') as usize)
+        Command::Del(vec![b"a"[..].into(), b"b"[..].into()]).route(2, |k| (k[0] - b'a') as usize)
     else {
         panic!("two shards");
     };

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::Instant;
 
-use super::store::Entry;
+use super::store::{Entry, Key};
 use super::value::Value;
 use super::Store;
 use crate::resp::Reply;
@@ -37,7 +37,7 @@ fn refused() -> Reply {
 pub type Step = Box<dyn FnOnce(&mut Store) -> StepResult + Send>;
 
 /// Key-value pairs, as `MSET` and `MSETNX` take them.
-pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+pub type Pairs = Vec<(Key, Vec<u8>)>;
 
 /// A multi-shard command that must look before it writes. Made by
 /// [`Command::route`](super::Command::route) as [`Route::Atomic`](super::Route::Atomic).
@@ -48,9 +48,9 @@ pub enum Atomic {
     /// `RENAME` / `RENAMENX` from a key on one shard to a key on another.
     Rename {
         /// (shard, key) renamed.
-        from: (usize, Vec<u8>),
+        from: (usize, Key),
         /// (shard, key) it becomes.
-        to: (usize, Vec<u8>),
+        to: (usize, Key),
         /// `RENAMENX`.
         nx: bool,
     },
@@ -97,7 +97,7 @@ impl Atomic {
         match self {
             Atomic::MSetNx(parts) => {
                 for (shard, pairs) in &parts {
-                    let keys: Vec<Vec<u8>> = pairs.iter().map(|(k, _)| k.clone()).collect();
+                    let keys: Vec<Key> = pairs.iter().map(|(k, _)| k.clone()).collect();
                     let step: Step = Box::new(move |store| {
                         StepResult::Exists(keys.iter().any(|k| store.contains(k, now)))
                     });

@@ -38,21 +38,21 @@ pub enum Command {
         get: bool,
     },
     /// `SETNX key value`: 1 if set, 0 if the key existed.
-    SetNx(Vec<u8>, Vec<u8>),
+    SetNx(Key, Vec<u8>),
     /// `GET key`.
     Get(Key),
     /// `GETDEL key`: the value, and the key is gone.
-    GetDel(Vec<u8>),
+    GetDel(Key),
     /// `GETEX key [EX | PX | EXAT | PXAT | PERSIST]`: the value, with a new expiry.
-    GetEx(Vec<u8>, GetExTtl),
+    GetEx(Key, GetExTtl),
     /// `APPEND key value`: the new length.
-    Append(Vec<u8>, Vec<u8>),
+    Append(Key, Vec<u8>),
     /// `STRLEN key`.
-    StrLen(Vec<u8>),
+    StrLen(Key),
     /// `DEL` / `UNLINK key [key ...]`: how many existed.
-    Del(Vec<Vec<u8>>),
+    Del(Vec<Key>),
     /// `TYPE key`: `string`, `list`, `hash`, `set`, `zset` or `none`.
-    Type(Vec<u8>),
+    Type(Key),
     /// `KEYS pattern`.
     Keys(Vec<u8>),
     /// `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]`.
@@ -68,27 +68,27 @@ pub enum Command {
         type_name: Option<Vec<u8>>,
     },
     /// `EXISTS key [key ...]`: how many exist (a key named twice counts twice).
-    Exists(Vec<Vec<u8>>),
+    Exists(Vec<Key>),
     /// `INCR`, `DECR`, `INCRBY`, `DECRBY`: add `by` to the integer at `key`.
     IncrBy {
         /// The key.
-        key: Vec<u8>,
+        key: Key,
         /// The amount to add (negative for `DECR`/`DECRBY`).
         by: i64,
     },
     /// `MGET key [key ...]`.
-    MGet(Vec<Vec<u8>>),
+    MGet(Vec<Key>),
     /// `MSET key value [key value ...]`.
-    MSet(Vec<(Vec<u8>, Vec<u8>)>),
+    MSet(Vec<(Key, Vec<u8>)>),
     /// `MSETNX key value [key value ...]`: sets them all only if none exists (1), or
     /// none (0).
-    MSetNx(Vec<(Vec<u8>, Vec<u8>)>),
+    MSetNx(Vec<(Key, Vec<u8>)>),
     /// `RENAME` / `RENAMENX source destination`: moves the value and its expiry.
     Rename {
         /// The key renamed.
-        from: Vec<u8>,
+        from: Key,
         /// Its new name.
-        to: Vec<u8>,
+        to: Key,
         /// `RENAMENX`: only if `to` does not exist (reply 1/0 instead of `+OK`).
         nx: bool,
     },
@@ -100,24 +100,24 @@ pub enum Command {
     Discard,
     /// `WATCH key [key ...]`: the next `EXEC` runs only if none of these keys was
     /// written meanwhile (a connection command).
-    Watch(Vec<Vec<u8>>),
+    Watch(Vec<Key>),
     /// `UNWATCH`: forget the watched keys (a connection command).
     Unwatch,
     /// `EXPIRE` / `PEXPIRE` / `EXPIREAT` / `PEXPIREAT key time [NX | XX | GT | LT]`.
     Expire {
         /// The key.
-        key: Vec<u8>,
+        key: Key,
         /// The new deadline; one not in the future deletes the key.
         at: Deadline,
         /// Conditions on the key's current expiry (`NX`, `XX`, `GT`, `LT`).
         condition: ExpireCondition,
     },
     /// `PERSIST key`: 1 if a deadline was removed.
-    Persist(Vec<u8>),
+    Persist(Key),
     /// `TTL key`: seconds left, -1 without expiry, -2 when missing.
-    Ttl(Vec<u8>),
+    Ttl(Key),
     /// `PTTL key`: milliseconds left, -1 without expiry, -2 when missing.
-    Pttl(Vec<u8>),
+    Pttl(Key),
     /// `DBSIZE`: the number of keys.
     DbSize,
     /// `FLUSHALL [ASYNC | SYNC]`: delete every key.
@@ -434,7 +434,7 @@ impl Command {
     /// Parses the command `name` with the arguments after it, `rest`.
     fn parse_parts<A: IntoKey + Into<Vec<u8>>>(
         name: &[u8],
-        mut rest: impl ExactSizeIterator<Item = A>,
+        rest: impl ExactSizeIterator<Item = A>,
     ) -> Result<Command, Reply> {
         let found = COMMANDS
             .iter()
@@ -447,52 +447,53 @@ impl Command {
         if (arity > 0 && argc != arity) || argc < -arity {
             return Err(arity_error(name));
         }
-        // Most of the traffic: the key goes inline, with no allocation of its own.
-        match name {
-            "get" => return Ok(Command::Get(rest.next().map_or_else(Key::new, A::into_key))),
-            "set" => {
-                let key = rest.next().map_or_else(Key::new, A::into_key);
-                let value = rest.next().map(A::into).unwrap_or_default();
-                return parse_set(key, value, rest.map(A::into).collect());
-            }
-            _ => {}
-        }
-        let mut rest = rest.map(A::into);
-        let mut next = || rest.next().unwrap_or_default();
+        // Keys go inline, taken from the request with no allocation of their own;
+        // other arguments become `Vec`s (a value is stored as one).
+        let mut rest = Rest(rest);
         Ok(match name {
+            "get" => Command::Get(rest.key()),
+            "set" => {
+                let key = rest.key();
+                let value = rest.arg();
+                return parse_set(key, value, rest.args());
+            }
             "lpush" | "rpush" | "lpop" | "rpop" | "lrange" | "llen" | "lindex" => {
-                Command::Lists(ListCommand::parse(name, rest.collect())?)
+                let key = rest.key();
+                Command::Lists(ListCommand::parse(name, key, rest.args())?)
             }
             "hset" | "hmset" | "hget" | "hmget" | "hdel" | "hgetall" | "hkeys" | "hvals"
             | "hlen" | "hincrby" | "hexists" => {
-                Command::Hashes(HashCommand::parse(name, rest.collect())?)
+                let key = rest.key();
+                Command::Hashes(HashCommand::parse(name, key, rest.args())?)
             }
             "sadd" | "srem" | "spop" | "smembers" | "sismember" | "scard" => {
-                Command::Sets(SetCommand::parse(name, rest.collect())?)
+                let key = rest.key();
+                Command::Sets(SetCommand::parse(name, key, rest.args())?)
             }
             "zadd" | "zincrby" | "zpopmin" | "zpopmax" | "zrange" | "zscore" | "zrem" | "zcard" => {
-                Command::SortedSets(ZSetCommand::parse(name, rest.collect())?)
+                let key = rest.key();
+                Command::SortedSets(ZSetCommand::parse(name, key, rest.args())?)
             }
-            "getdel" => Command::GetDel(next()),
+            "getdel" => Command::GetDel(rest.key()),
             "getex" => {
-                let key = next();
-                Command::GetEx(key, parse_getex(rest.collect())?)
+                let key = rest.key();
+                Command::GetEx(key, parse_getex(rest.args())?)
             }
             "setnx" => {
-                let key = next();
-                Command::SetNx(key, next())
+                let key = rest.key();
+                Command::SetNx(key, rest.arg())
             }
             "append" => {
-                let key = next();
-                Command::Append(key, next())
+                let key = rest.key();
+                Command::Append(key, rest.arg())
             }
-            "strlen" => Command::StrLen(next()),
-            "type" => Command::Type(next()),
-            "keys" => Command::Keys(next()),
-            "scan" => parse_scan(rest.collect())?,
-            "persist" => Command::Persist(next()),
-            "hello" => Command::Hello(Hello::parse(rest.collect())?),
-            "client" => Command::Client(ClientCommand::parse(rest.collect())?),
+            "strlen" => Command::StrLen(rest.key()),
+            "type" => Command::Type(rest.key()),
+            "keys" => Command::Keys(rest.arg()),
+            "scan" => parse_scan(rest.args())?,
+            "persist" => Command::Persist(rest.key()),
+            "hello" => Command::Hello(Hello::parse(rest.args())?),
+            "client" => Command::Client(ClientCommand::parse(rest.args())?),
             "shutdown" => {
                 let ok = ["nosave", "save", "now", "force"];
                 if !rest.all(|a| ok.iter().any(|o| a.eq_ignore_ascii_case(o.as_bytes()))) {
@@ -500,38 +501,42 @@ impl Command {
                 }
                 Command::Shutdown
             }
-            "ttl" => Command::Ttl(next()),
-            "pttl" => Command::Pttl(next()),
-            "echo" => Command::Echo(next()),
-            "incr" => Command::IncrBy { key: next(), by: 1 },
+            "ttl" => Command::Ttl(rest.key()),
+            "pttl" => Command::Pttl(rest.key()),
+            "echo" => Command::Echo(rest.arg()),
+            "incr" => Command::IncrBy {
+                key: rest.key(),
+                by: 1,
+            },
             "decr" => Command::IncrBy {
-                key: next(),
+                key: rest.key(),
                 by: -1,
             },
             "incrby" => {
-                let key = next();
+                let key = rest.key();
                 Command::IncrBy {
                     key,
-                    by: integer(&next())?,
+                    by: integer(&rest.arg())?,
                 }
             }
             "decrby" => {
-                let key = next();
-                let by = integer(&next())?
+                let key = rest.key();
+                let by = integer(&rest.arg())?
                     .checked_neg()
                     .ok_or(Reply::error("ERR decrement would overflow"))?;
                 Command::IncrBy { key, by }
             }
-            "del" | "unlink" => Command::Del(rest.collect()),
-            "exists" => Command::Exists(rest.collect()),
-            "mget" => Command::MGet(rest.collect()),
+            "del" | "unlink" => Command::Del(rest.keys()),
+            "exists" => Command::Exists(rest.keys()),
+            "mget" => Command::MGet(rest.keys()),
             "mset" | "msetnx" => {
                 if argc % 2 == 0 {
                     return Err(arity_error(name));
                 }
-                let mut pairs = Vec::with_capacity(rest.len() / 2);
-                while let (Some(k), Some(v)) = (rest.next(), rest.next()) {
-                    pairs.push((k, v));
+                let mut pairs = Vec::with_capacity(rest.0.len() / 2);
+                while rest.0.len() >= 2 {
+                    let key = rest.key();
+                    pairs.push((key, rest.arg()));
                 }
                 if name == "mset" {
                     Command::MSet(pairs)
@@ -540,35 +545,35 @@ impl Command {
                 }
             }
             "rename" | "renamenx" => {
-                let from = next();
+                let from = rest.key();
                 Command::Rename {
                     from,
-                    to: next(),
+                    to: rest.key(),
                     nx: name == "renamenx",
                 }
             }
             "multi" => Command::Multi,
-            "watch" => Command::Watch(rest.collect()),
+            "watch" => Command::Watch(rest.keys()),
             "unwatch" => Command::Unwatch,
             "exec" => Command::Exec,
             "discard" => Command::Discard,
             "expire" | "pexpire" | "expireat" | "pexpireat" => {
-                let key = next();
+                let key = rest.key();
                 let unit = if name.starts_with('p') { 1 } else { 1000 };
-                let ms = expire_time(&next(), unit, name)?;
+                let ms = expire_time(&rest.arg(), unit, name)?;
                 let at = if name.ends_with("at") {
                     Deadline::AtUnixMillis(ms)
                 } else {
                     Deadline::In(ms)
                 };
-                let condition = parse_expire_condition(rest.collect())?;
+                let condition = parse_expire_condition(rest.args())?;
                 Command::Expire { key, at, condition }
             }
             "ping" => {
                 if argc > 2 {
                     return Err(arity_error(name));
                 }
-                Command::Ping(rest.next())
+                Command::Ping((rest.0.len() == 1).then(|| rest.arg()))
             }
             "dbsize" => Command::DbSize,
             "flushall" | "flushdb" => {
@@ -581,19 +586,19 @@ impl Command {
                 }
                 Command::FlushAll
             }
-            "info" => Command::Info(rest.collect()),
-            "command" => parse_command_query(rest.collect())?,
+            "info" => Command::Info(rest.args()),
+            "command" => parse_command_query(rest.args())?,
             "config" => {
-                let sub = next();
+                let sub = rest.arg();
                 if !sub.eq_ignore_ascii_case(b"get") {
                     return Err(unknown_subcommand(&sub, "CONFIG"));
                 }
                 if argc < 3 {
                     return Err(arity_error("config|get"));
                 }
-                Command::ConfigGet(rest.collect())
+                Command::ConfigGet(rest.args())
             }
-            "select" => match integer(&next())? {
+            "select" => match integer(&rest.arg())? {
                 0 => Command::Select,
                 _ => return Err(Reply::error("ERR DB index is out of range")),
             },
@@ -658,13 +663,13 @@ impl Command {
     ///
     /// ```
     /// use kv_server::kv::Command;
-    /// let cmd = Command::MSet(vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]);
+    /// let cmd = Command::MSet(vec![(b"a"[..].into(), b"1".to_vec()), (b"b"[..].into(), b"2".to_vec())]);
     /// assert_eq!(cmd.keys(), [&b"a"[..], &b"b"[..]]);
     /// ```
     pub fn keys(&self) -> Vec<&[u8]> {
         match self {
             Command::Del(keys) | Command::Exists(keys) | Command::MGet(keys) => {
-                keys.iter().map(Vec::as_slice).collect()
+                keys.iter().map(|k| &k[..]).collect()
             }
             Command::MSet(pairs) | Command::MSetNx(pairs) => {
                 pairs.iter().map(|(k, _)| k.as_slice()).collect()
@@ -681,7 +686,7 @@ impl Command {
     /// ```
     /// use kv_server::kv::Command;
     /// assert_eq!(Command::Get(b"a"[..].into()).single_key(), Some(&b"a"[..]));
-    /// assert_eq!(Command::Del(vec![b"a".to_vec(), b"b".to_vec()]).single_key(), None);
+    /// assert_eq!(Command::Del(vec![b"a"[..].into(), b"b"[..].into()]).single_key(), None);
     /// ```
     pub fn single_key(&self) -> Option<&[u8]> {
         match self {
@@ -782,6 +787,33 @@ impl Command {
                 ) || cmd.is_connection()
             }
         }
+    }
+}
+
+/// A command's arguments after its name, taken one at a time: a key inline, any
+/// other argument as a `Vec` (an argument that is missing, which the arity check
+/// rules out where it matters, is empty).
+struct Rest<I>(I);
+
+impl<A: IntoKey + Into<Vec<u8>>, I: ExactSizeIterator<Item = A>> Rest<I> {
+    fn key(&mut self) -> Key {
+        self.0.next().map_or_else(Key::new, A::into_key)
+    }
+
+    fn arg(&mut self) -> Vec<u8> {
+        self.0.next().map(A::into).unwrap_or_default()
+    }
+
+    fn keys(&mut self) -> Vec<Key> {
+        self.0.by_ref().map(A::into_key).collect()
+    }
+
+    fn args(&mut self) -> Vec<Vec<u8>> {
+        self.0.by_ref().map(A::into).collect()
+    }
+
+    fn all(&mut self, mut f: impl FnMut(&[u8]) -> bool) -> bool {
+        self.0.all(|a| f(a.as_ref()))
     }
 }
 

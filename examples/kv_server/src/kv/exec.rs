@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::command::{CommandQuery, SetTtl, COMMANDS, NOT_AN_INTEGER};
-use super::store::{Entry, IntoKey};
+use super::store::{Entry, IntoKey, Key};
 use super::value::{Value, WRONGTYPE};
 use super::{Command, Condition, Deadline, GetExTtl, Info, Session, Store};
 use crate::resp::{
@@ -301,8 +301,8 @@ impl Store {
     /// let now = Instant::now();
     /// let mut out = Vec::new();
     /// let resp2 = Protocol::Resp2;
-    /// store.execute_into(Command::MSet(vec![(b"k".to_vec(), b"v".to_vec())]), now, resp2, &mut out);
-    /// store.execute_into(Command::MGet(vec![b"k".to_vec(), b"x".to_vec()]), now, resp2, &mut out);
+    /// store.execute_into(Command::MSet(vec![(b"k"[..].into(), b"v".to_vec())]), now, resp2, &mut out);
+    /// store.execute_into(Command::MGet(vec![b"k"[..].into(), b"x"[..].into()]), now, resp2, &mut out);
     /// assert_eq!(out, b"+OK\r\n*2\r\n$1\r\nv\r\n$-1\r\n");
     /// ```
     pub fn execute_into(&mut self, cmd: Command, now: Instant, proto: Protocol, out: &mut Vec<u8>) {
@@ -376,7 +376,7 @@ impl Store {
         done
     }
 
-    fn incr_by(&mut self, key: Vec<u8>, by: i64, now: Instant) -> Reply {
+    fn incr_by(&mut self, key: Key, by: i64, now: Instant) -> Reply {
         let value = match self.collection::<Vec<u8>>(&key, now) {
             Err(wrong_type) => return wrong_type,
             Ok(None) => {

@@ -6,6 +6,7 @@ use std::time::Instant;
 use indexmap::IndexMap;
 
 use super::command::{arity_error, integer};
+use super::store::Key;
 use super::Store;
 use crate::resp::{parse_integer, write_decimal, Reply};
 
@@ -18,44 +19,43 @@ pub enum HashCommand {
     /// `HMSET` (the same, answered `+OK`) sets `ok`.
     Set {
         /// The key.
-        key: Vec<u8>,
+        key: Key,
         /// Field-value pairs, set in order.
         pairs: Vec<(Vec<u8>, Vec<u8>)>,
         /// `HMSET`: reply `+OK` instead of the count.
         ok: bool,
     },
     /// `HGET key field`.
-    Get(Vec<u8>, Vec<u8>),
+    Get(Key, Vec<u8>),
     /// `HMGET key field [field ...]`: an array with nil for missing fields.
-    MGet(Vec<u8>, Vec<Vec<u8>>),
+    MGet(Key, Vec<Vec<u8>>),
     /// `HDEL key field [field ...]`: how many were removed.
-    Del(Vec<u8>, Vec<Vec<u8>>),
+    Del(Key, Vec<Vec<u8>>),
     /// `HGETALL key`: a map (a flat array in RESP2).
-    GetAll(Vec<u8>),
+    GetAll(Key),
     /// `HKEYS key`.
-    Keys(Vec<u8>),
+    Keys(Key),
     /// `HVALS key`.
-    Vals(Vec<u8>),
+    Vals(Key),
     /// `HLEN key`.
-    Len(Vec<u8>),
+    Len(Key),
     /// `HINCRBY key field increment`.
     IncrBy {
         /// The key.
-        key: Vec<u8>,
+        key: Key,
         /// The field.
         field: Vec<u8>,
         /// The amount to add.
         by: i64,
     },
     /// `HEXISTS key field`.
-    Exists(Vec<u8>, Vec<u8>),
+    Exists(Key, Vec<u8>),
 }
 
 impl HashCommand {
     /// Parses the arguments after the name (arity already checked).
-    pub(super) fn parse(name: &str, mut args: Vec<Vec<u8>>) -> Result<HashCommand, Reply> {
-        let key = std::mem::take(&mut args[0]);
-        let mut rest = args.into_iter().skip(1);
+    pub(super) fn parse(name: &str, key: Key, args: Vec<Vec<u8>>) -> Result<HashCommand, Reply> {
+        let mut rest = args.into_iter();
         let mut next = || rest.next().unwrap_or_default();
         Ok(match name {
             "hset" | "hmset" => {

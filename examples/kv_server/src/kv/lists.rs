@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::command::{integer, positive_count};
+use super::store::Key;
 use super::Store;
 use crate::resp::Reply;
 
@@ -13,7 +14,7 @@ pub enum ListCommand {
     /// `LPUSH` / `RPUSH key element [element ...]`: the list's new length.
     Push {
         /// The key.
-        key: Vec<u8>,
+        key: Key,
         /// Pushed in this order (so `LPUSH k a b` leaves `b` first).
         elements: Vec<Vec<u8>>,
         /// `LPUSH` (the head) or `RPUSH` (the tail).
@@ -22,7 +23,7 @@ pub enum ListCommand {
     /// `LPOP` / `RPOP key [count]`.
     Pop {
         /// The key.
-        key: Vec<u8>,
+        key: Key,
         /// With a count the reply is an array (nil when the key is missing).
         count: Option<usize>,
         /// `LPOP` (the head) or `RPOP` (the tail).
@@ -31,38 +32,37 @@ pub enum ListCommand {
     /// `LRANGE key start stop` (inclusive, negative from the end).
     Range {
         /// The key.
-        key: Vec<u8>,
+        key: Key,
         /// First index.
         start: i64,
         /// Last index.
         stop: i64,
     },
     /// `LLEN key`.
-    Len(Vec<u8>),
+    Len(Key),
     /// `LINDEX key index`.
     Index {
         /// The key.
-        key: Vec<u8>,
+        key: Key,
         /// The index (negative from the end).
         index: i64,
     },
 }
 
 impl ListCommand {
-    /// Parses the arguments after the name (arity already checked).
-    pub(super) fn parse(name: &str, mut args: Vec<Vec<u8>>) -> Result<ListCommand, Reply> {
-        let key = std::mem::take(&mut args[0]);
+    /// Parses the arguments after the name and the key (arity already checked).
+    pub(super) fn parse(name: &str, key: Key, args: Vec<Vec<u8>>) -> Result<ListCommand, Reply> {
         Ok(match name {
             "lpush" | "rpush" => ListCommand::Push {
                 key,
-                elements: args.split_off(1),
+                elements: args,
                 head: name == "lpush",
             },
             "lpop" | "rpop" => {
-                if args.len() > 2 {
+                if args.len() > 1 {
                     return Err(super::command::arity_error(name));
                 }
-                let count = args.get(1).map(|c| positive_count(c)).transpose()?;
+                let count = args.first().map(|c| positive_count(c)).transpose()?;
                 ListCommand::Pop {
                     key,
                     count,
@@ -71,13 +71,13 @@ impl ListCommand {
             }
             "lrange" => ListCommand::Range {
                 key,
-                start: integer(&args[1])?,
-                stop: integer(&args[2])?,
+                start: integer(&args[0])?,
+                stop: integer(&args[1])?,
             },
             "llen" => ListCommand::Len(key),
             "lindex" => ListCommand::Index {
                 key,
-                index: integer(&args[1])?,
+                index: integer(&args[0])?,
             },
             _ => unreachable!("only list commands are sent here"),
         })

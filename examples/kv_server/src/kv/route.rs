@@ -161,10 +161,10 @@ impl Command {
     /// use kv_server::resp::Reply;
     /// use std::time::Instant;
     ///
-    /// let keys = |ks: &[&str]| ks.iter().map(|k| k.as_bytes().to_vec()).collect::<Vec<_>>();
+    /// let keys = |ks: &[&str]| ks.iter().map(|k| k.as_bytes().into()).collect::<Vec<_>>();
     /// let shard_of = |k: &[u8]| (k[0] - b'a') as usize % 2; // a, c -> 0; b -> 1
     /// let mut stores = [Store::new(), Store::new()];
-    /// let mset = Command::MSet(vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())]);
+    /// let mset = Command::MSet(vec![(b"a"[..].into(), b"1".to_vec()), (b"b"[..].into(), b"2".to_vec())]);
     /// let Route::Split(split) = mset.route(2, shard_of) else { unreachable!() };
     /// let replies = split.parts.into_iter().map(|(i, c)| stores[i].execute(c, Instant::now())).collect();
     /// assert_eq!(split.merge.merge(replies), Reply::ok());

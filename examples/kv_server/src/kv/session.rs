@@ -296,7 +296,10 @@ impl Session {
             Command::Watch(_) if self.queued.is_some() => {
                 Reply::error("ERR WATCH inside MULTI is not allowed")
             }
-            Command::Watch(keys) => return (Reply::ok(), After::Watch(keys)),
+            Command::Watch(keys) => {
+                let keys = keys.iter().map(|k| k.to_vec()).collect();
+                return (Reply::ok(), After::Watch(keys));
+            }
             Command::Unwatch => {
                 let keys = self.take_watched().into_iter().map(|(k, _)| k).collect();
                 return (Reply::ok(), After::Unwatch(keys));

@@ -5,6 +5,7 @@ use std::time::Instant;
 use indexmap::IndexSet;
 
 use super::command::positive_count;
+use super::store::Key;
 use super::Store;
 use crate::resp::Reply;
 
@@ -14,24 +15,22 @@ type Set = IndexSet<Vec<u8>>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SetCommand {
     /// `SADD key member [member ...]`: how many are new.
-    Add(Vec<u8>, Vec<Vec<u8>>),
+    Add(Key, Vec<Vec<u8>>),
     /// `SREM key member [member ...]`: how many were removed.
-    Rem(Vec<u8>, Vec<Vec<u8>>),
+    Rem(Key, Vec<Vec<u8>>),
     /// `SPOP key [count]`: random members, removed. With a count the reply is a set.
-    Pop(Vec<u8>, Option<usize>),
+    Pop(Key, Option<usize>),
     /// `SMEMBERS key`.
-    Members(Vec<u8>),
+    Members(Key),
     /// `SISMEMBER key member`.
-    IsMember(Vec<u8>, Vec<u8>),
+    IsMember(Key, Vec<u8>),
     /// `SCARD key`.
-    Card(Vec<u8>),
+    Card(Key),
 }
 
 impl SetCommand {
     /// Parses the arguments after the name (arity already checked).
-    pub(super) fn parse(name: &str, mut args: Vec<Vec<u8>>) -> Result<SetCommand, Reply> {
-        let key = std::mem::take(&mut args[0]);
-        let rest = args.split_off(1);
+    pub(super) fn parse(name: &str, key: Key, rest: Vec<Vec<u8>>) -> Result<SetCommand, Reply> {
         Ok(match name {
             "sadd" => SetCommand::Add(key, rest),
             "srem" => SetCommand::Rem(key, rest),
@@ -65,10 +64,10 @@ impl Store {
         match cmd {
             SetCommand::Add(key, members) => match self.collection_or_create::<Set>(&key, now) {
                 Ok(set) => {
+                    // A member taken by value: a new one is stored as it came.
                     let added = members
                         .into_iter()
-                        .filter(|m| set.insert(m.clone()))
-                        .count();
+                        .fold(0, |n, m| n + usize::from(set.insert(m)));
                     Reply::Integer(added as i64)
                 }
                 Err(wrong_type) => wrong_type,

@@ -383,7 +383,7 @@ impl Store {
     }
 
     /// Puts an entry taken with [`take`](Self::take) at `key`, replacing what was there.
-    pub(super) fn put(&mut self, key: Vec<u8>, entry: Entry) {
+    pub(super) fn put(&mut self, key: impl IntoKey, entry: Entry) {
         self.insert(key, entry.value, entry.expires_at);
     }
 

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use super::command::{integer, positive_count, SYNTAX};
 use super::lists::clamp_range;
+use super::store::Key;
 use super::zset::{Score, ZSet};
 use super::Store;
 use crate::resp::Reply;
@@ -35,18 +36,18 @@ pub enum ZSetCommand {
     /// `ZADD key [NX|XX] [GT|LT] [CH] [INCR] score member [score member ...]`.
     Add {
         /// The key.
-        key: Vec<u8>,
+        key: Key,
         /// The options.
         flags: ZAddFlags,
         /// (score, member) pairs.
         pairs: Vec<(f64, Vec<u8>)>,
     },
     /// `ZINCRBY key increment member`: the new score.
-    IncrBy(Vec<u8>, f64, Vec<u8>),
+    IncrBy(Key, f64, Vec<u8>),
     /// `ZPOPMIN` / `ZPOPMAX key [count]`.
     Pop {
         /// The key.
-        key: Vec<u8>,
+        key: Key,
         /// With a count, the reply is a list of (member, score) pairs.
         count: Option<usize>,
         /// `ZPOPMAX`.
@@ -55,7 +56,7 @@ pub enum ZSetCommand {
     /// `ZRANGE key start stop [REV] [WITHSCORES]` (by rank).
     Range {
         /// The key.
-        key: Vec<u8>,
+        key: Key,
         /// First rank.
         start: i64,
         /// Last rank (inclusive).
@@ -69,7 +70,7 @@ pub enum ZSetCommand {
     /// `REV`, the bounds come max first, as in Redis).
     RangeByScore {
         /// The key.
-        key: Vec<u8>,
+        key: Key,
         /// The lowest score taken.
         min: ScoreBound,
         /// The highest score taken.
@@ -82,11 +83,11 @@ pub enum ZSetCommand {
         with_scores: bool,
     },
     /// `ZSCORE key member`.
-    Score(Vec<u8>, Vec<u8>),
+    Score(Key, Vec<u8>),
     /// `ZREM key member [member ...]`: how many were removed.
-    Rem(Vec<u8>, Vec<Vec<u8>>),
+    Rem(Key, Vec<Vec<u8>>),
     /// `ZCARD key`.
-    Card(Vec<u8>),
+    Card(Key),
 }
 
 /// One end of a `BYSCORE` range: `1.5`, `(1.5` (exclusive), `-inf`, `+inf`.
@@ -136,10 +137,8 @@ pub(super) fn parse_score(arg: &[u8]) -> Result<f64, Reply> {
 }
 
 impl ZSetCommand {
-    /// Parses the arguments after the name (arity already checked).
-    pub(super) fn parse(name: &str, mut args: Vec<Vec<u8>>) -> Result<ZSetCommand, Reply> {
-        let key = std::mem::take(&mut args[0]);
-        let rest = args.split_off(1);
+    /// Parses the arguments after the name and the key (arity already checked).
+    pub(super) fn parse(name: &str, key: Key, rest: Vec<Vec<u8>>) -> Result<ZSetCommand, Reply> {
         Ok(match name {
             "zadd" => parse_zadd(key, rest)?,
             "zincrby" => ZSetCommand::IncrBy(key, parse_score(&rest[0])?, rest[1].clone()),
@@ -179,7 +178,7 @@ impl ZSetCommand {
     }
 }
 
-fn parse_zrange(key: Vec<u8>, args: Vec<Vec<u8>>) -> Result<ZSetCommand, Reply> {
+fn parse_zrange(key: Key, args: Vec<Vec<u8>>) -> Result<ZSetCommand, Reply> {
     let (mut rev, mut with_scores, mut by_score, mut limit) = (false, false, false, None);
     let mut i = 2;
     while i < args.len() {
@@ -226,7 +225,7 @@ fn parse_zrange(key: Vec<u8>, args: Vec<Vec<u8>>) -> Result<ZSetCommand, Reply> 
     })
 }
 
-fn parse_zadd(key: Vec<u8>, args: Vec<Vec<u8>>) -> Result<ZSetCommand, Reply> {
+fn parse_zadd(key: Key, args: Vec<Vec<u8>>) -> Result<ZSetCommand, Reply> {
     let mut flags = ZAddFlags::default();
     let mut i = 0;
     while i < args.len() {
