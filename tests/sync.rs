@@ -1,14 +1,25 @@
 //! `shardloop::sync` (API.md section 7), mirroring CPython's
 //! `Lib/test/test_asyncio/test_locks.py` and `test_queues.py`: order, cancellation
-//! of waiters at each point, limits, and the counts `join` waits on.
+//! of waiters at each point (their task cancelled, their wait dropped, or a timeout
+//! around it), limits, and the counts `join` waits on.
+
+#[path = "support/bounded.rs"]
+mod bounded;
 
 use std::cell::RefCell;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
+use std::time::Duration;
 
 use shardloop::sync::{
     BoundedSemaphore, Event, GetError, LifoQueue, Lock, PriorityQueue, PutError, Queue, Semaphore,
 };
+use shardloop::time::timeout;
 use shardloop::{yield_now, EventLoop, Task};
+
+use bounded::block_on;
 
 fn lp() -> EventLoop {
     shardloop::new_event_loop().unwrap()
@@ -25,6 +36,22 @@ type Log = Rc<RefCell<Vec<u32>>>;
 
 fn log() -> Log {
     Rc::new(RefCell::new(Vec::new()))
+}
+
+/// How long a waiter under a timeout (asyncio's `wait_for`) waits before it gives
+/// up. What it waits for never comes meanwhile, so the timeout always fires; no
+/// result depends on how long it is.
+const GIVE_UP: Duration = Duration::from_millis(10);
+
+/// Whether `result` is the timeout's error.
+fn timed_out<T>(result: Result<T, shardloop::Error>) -> bool {
+    matches!(result, Err(shardloop::Error::Timeout))
+}
+
+/// Polls `fut` once from the running task (which it wakes as usual), for a wait
+/// that the test then drops itself, as a `select` that took another branch does.
+async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+    poll_fn(|cx| Poll::Ready(Pin::new(&mut *fut).poll(cx))).await
 }
 
 // ---------------------------------------------------------------------------------
@@ -685,4 +712,361 @@ fn barrier_reset_and_abort_fail_the_waiters_with_broken_barrier() {
         }
     })
     .unwrap();
+}
+
+// ---------------------------------------------------------------------------------
+// Timeouts (asyncio.wait_for) on every wait: the waiter that gave up leaves the
+// line, so what is released next goes to the next waiter in order (test_locks.py
+// test_acquire_cancel and ConditionTests.test_timeout_in_block, test_queues.py
+// test_cancelled_getters_not_being_held_in_self_getters and
+// test_cancelled_puts_not_being_held_in_self_putters). A waiter left in the line
+// would be handed the lock, the permit or the wakeup and drop it: the counts below
+// would be off, or the next waiter would hang until the bound of `block_on`.
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn a_timed_out_acquire_leaves_the_line() {
+    let order = log();
+    block_on(async {
+        let lock = Lock::new();
+        let held = lock.acquire().await;
+        assert!(timed_out(timeout(GIVE_UP, lock.acquire()).await));
+        assert!(lock.locked(), "still held by `held`");
+        drop(held);
+        assert!(
+            !lock.locked(),
+            "released to nobody: the one that gave up is gone"
+        );
+
+        // Giving up in the middle of the line: the lock goes to the next in order.
+        let held = lock.acquire().await;
+        let spawn = |i, give_up: bool| {
+            let (lock, order) = (lock.clone(), order.clone());
+            shardloop::spawn(async move {
+                if give_up {
+                    return timed_out(timeout(GIVE_UP, lock.acquire()).await);
+                }
+                let _g = lock.acquire().await;
+                order.borrow_mut().push(i);
+                true
+            })
+        };
+        let first = spawn(1, false);
+        settle().await;
+        let quitter = spawn(2, true);
+        settle().await;
+        let last = spawn(3, false);
+        assert!(quitter.await.unwrap(), "timed out: the lock was held");
+        drop(held);
+        assert!(first.await.unwrap() && last.await.unwrap());
+        assert!(!lock.locked());
+
+        // A semaphore's count: the permits given back are free again, none handed to
+        // the waiter that gave up, and nobody is left waiting (`locked` is false).
+        let sem = Semaphore::new(2);
+        let (a, b) = (sem.acquire().await, sem.acquire().await);
+        assert!(timed_out(timeout(GIVE_UP, sem.acquire()).await));
+        assert_eq!(sem.available_permits(), 0);
+        drop(a);
+        assert_eq!(sem.available_permits(), 1);
+        assert!(!sem.locked(), "no waiter left in line");
+        drop(b);
+        assert_eq!(sem.available_permits(), 2);
+        let _both = (sem.try_acquire().unwrap(), sem.try_acquire().unwrap());
+    });
+    assert_eq!(*order.borrow(), [1, 3]);
+}
+
+#[test]
+fn a_timed_out_get_leaves_the_line() {
+    block_on(async {
+        let q = Queue::new(5);
+        assert!(timed_out(timeout(GIVE_UP, q.get()).await));
+        // Nobody waits: an item put is there for the next get, which takes it.
+        q.put_nowait(1).unwrap();
+        assert_eq!(q.qsize(), 1);
+        assert_eq!(q.get().await, Ok(1));
+
+        // A getter that gave up between two others: each item put wakes the next
+        // getter still waiting, in order.
+        let spawn_get = |give_up: bool| {
+            let q = q.clone();
+            shardloop::spawn(async move {
+                if give_up {
+                    timeout(GIVE_UP, q.get()).await.ok()
+                } else {
+                    Some(q.get().await)
+                }
+            })
+        };
+        let first = spawn_get(false);
+        settle().await;
+        let quitter = spawn_get(true);
+        settle().await;
+        let last = spawn_get(false);
+        assert_eq!(quitter.await.unwrap(), None, "timed out on an empty queue");
+        q.put_nowait(10).unwrap();
+        assert_eq!(first.await.unwrap(), Some(Ok(10)));
+        q.put_nowait(20).unwrap();
+        assert_eq!(last.await.unwrap(), Some(Ok(20)));
+        assert!(q.empty());
+    });
+}
+
+#[test]
+fn a_timed_out_put_enqueues_nothing_and_leaves_the_line() {
+    // test_queues.py test_put_cancel_drop: the item of a put that gave up is not in
+    // the queue, and does not count for join.
+    block_on(async {
+        let q = Queue::<Rc<u32>>::new(1);
+        q.put_nowait(Rc::new(0)).unwrap();
+        let item = Rc::new(1);
+        assert!(timed_out(timeout(GIVE_UP, q.put(item.clone())).await));
+        assert_eq!(Rc::strong_count(&item), 1, "dropped with the put, not kept");
+        assert_eq!(q.qsize(), 1);
+        assert!(q.full());
+
+        // A putter that gave up between two others: the room made by each get goes
+        // to the next putter still waiting, in order.
+        let spawn_put = |v: u32, give_up: bool| {
+            let q = q.clone();
+            shardloop::spawn(async move {
+                if give_up {
+                    timed_out(timeout(GIVE_UP, q.put(Rc::new(v))).await)
+                } else {
+                    q.put(Rc::new(v)).await.is_ok()
+                }
+            })
+        };
+        let first = spawn_put(2, false);
+        settle().await;
+        let quitter = spawn_put(3, true);
+        settle().await;
+        let last = spawn_put(4, false);
+        assert!(quitter.await.unwrap(), "timed out on a full queue");
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.push(*q.get().await.unwrap());
+            q.task_done().unwrap();
+        }
+        assert!(first.await.unwrap() && last.await.unwrap());
+        assert_eq!(got, [0, 2, 4]);
+        assert!(q.empty());
+        // Three items were put, three marked done: nothing more counted.
+        assert!(matches!(q.task_done(), Err(shardloop::Error::InvalidState)));
+        q.join().await;
+    });
+}
+
+#[test]
+fn timed_out_event_and_condition_waits_leave_the_line() {
+    use shardloop::sync::Condition;
+    let order = log();
+    block_on(async {
+        let ev = Event::new();
+        assert!(timed_out(timeout(GIVE_UP, ev.wait()).await));
+        let waiter = shardloop::spawn({
+            let ev = ev.clone();
+            async move { ev.wait().await }
+        });
+        settle().await;
+        ev.set();
+        waiter.await.unwrap();
+        assert!(ev.is_set());
+
+        // A condition wait that gave up released the lock with its guard, and the
+        // next notify goes to a waiter still there.
+        let cond = Condition::new();
+        let guard = cond.acquire().await;
+        assert!(timed_out(timeout(GIVE_UP, cond.wait(guard)).await));
+        assert!(!cond.locked(), "the guard went with the wait");
+        let spawn = |i, give_up: bool| {
+            let (cond, order) = (cond.clone(), order.clone());
+            shardloop::spawn(async move {
+                let g = cond.acquire().await;
+                if give_up {
+                    return timed_out(timeout(GIVE_UP, cond.wait(g)).await);
+                }
+                let _g = cond.wait(g).await;
+                order.borrow_mut().push(i);
+                true
+            })
+        };
+        let quitter = spawn(1, true);
+        settle().await;
+        let waiter = spawn(2, false);
+        assert!(quitter.await.unwrap(), "timed out: nobody notified");
+        cond.notify(1); // one notify, for the only one still waiting
+        assert!(waiter.await.unwrap());
+        assert!(!cond.locked());
+    });
+    assert_eq!(*order.borrow(), [2]);
+}
+
+// ---------------------------------------------------------------------------------
+// Woken, then cancelled (the task cancelled, or the wait dropped) in the same turn,
+// before it runs (test_locks.py test_cancel_race, test_queues.py
+// test_get_cancel_drop_one_pending_reader / _many_pending_readers): the others woken
+// still wake, and nothing is lost.
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn joiners_and_event_waiters_woken_then_cancelled_do_not_stop_the_others() {
+    block_on(async {
+        let q = Queue::new(0);
+        q.put_nowait(1).unwrap();
+        let spawn_join = || {
+            let q = q.clone();
+            shardloop::spawn(async move { q.join().await })
+        };
+        let joiners: Vec<Task<()>> = (0..3).map(|_| spawn_join()).collect();
+        let mut mine = Box::pin(q.join());
+        assert!(poll_once(&mut mine).await.is_pending());
+        settle().await;
+        assert!(joiners.iter().all(|j| !j.is_finished()));
+        q.get_nowait().unwrap();
+        q.task_done().unwrap(); // wakes every joiner...
+        joiners[1].cancel(); // ...of which one is cancelled before it runs
+        drop(mine); // and one dropped
+        let results: Vec<_> = {
+            let mut rs = Vec::new();
+            for j in joiners {
+                rs.push(j.await);
+            }
+            rs
+        };
+        assert!(results[0].is_ok() && results[2].is_ok());
+        assert!(matches!(results[1], Err(shardloop::Error::Cancelled)));
+        q.join().await; // nothing unfinished
+        assert!(matches!(q.task_done(), Err(shardloop::Error::InvalidState)));
+
+        let ev = Event::new();
+        let spawn_wait = || {
+            let ev = ev.clone();
+            shardloop::spawn(async move { ev.wait().await })
+        };
+        let waiters: Vec<Task<()>> = (0..3).map(|_| spawn_wait()).collect();
+        let mut mine = Box::pin(ev.wait());
+        assert!(poll_once(&mut mine).await.is_pending());
+        settle().await;
+        ev.set();
+        ev.clear(); // the woken still return
+        waiters[0].cancel();
+        drop(mine);
+        let mut waiters = waiters.into_iter();
+        assert!(matches!(
+            waiters.next().unwrap().await,
+            Err(shardloop::Error::Cancelled)
+        ));
+        for w in waiters {
+            w.await.unwrap();
+        }
+        // The cancelled woke nobody else: a new waiter waits for the next set.
+        let later = spawn_wait();
+        settle().await;
+        assert!(!later.is_finished(), "the event is clear");
+        ev.set();
+        later.await.unwrap();
+    });
+}
+
+#[test]
+fn a_joiner_woken_then_dropped_does_not_release_a_later_join_early() {
+    // asyncio's join waits on an Event that put clears: a join that started after
+    // new work was put waits for that work, whatever became of earlier joiners.
+    block_on(async {
+        let q = Queue::new(0);
+        q.put_nowait(1).unwrap();
+        let mut early = Box::pin(q.join());
+        assert!(poll_once(&mut early).await.is_pending());
+        q.get_nowait().unwrap();
+        q.task_done().unwrap(); // wakes `early`
+        q.put_nowait(2).unwrap(); // new work, unfinished
+        let late = shardloop::spawn({
+            let q = q.clone();
+            async move { q.join().await }
+        });
+        settle().await;
+        assert!(!late.is_finished(), "item 2 is not done");
+        drop(early); // woken, never saw it (a select that took another branch)
+        settle().await;
+        assert!(
+            !late.is_finished(),
+            "join returned while item 2 was unfinished"
+        );
+        assert_eq!(q.get_nowait(), Ok(2));
+        q.task_done().unwrap();
+        late.await.unwrap();
+
+        // The same with the early joiner's task cancelled: `late` joins in the turn
+        // that the cancelled one runs in, just before it.
+        q.put_nowait(3).unwrap();
+        let early = shardloop::spawn({
+            let q = q.clone();
+            async move { q.join().await }
+        });
+        let go = Event::new();
+        let late = shardloop::spawn({
+            let (q, go) = (q.clone(), go.clone());
+            async move {
+                go.wait().await;
+                q.join().await
+            }
+        });
+        settle().await;
+        go.set(); // `late` runs next turn, first
+        assert_eq!(q.get_nowait(), Ok(3));
+        q.task_done().unwrap(); // wakes `early`, to run after `late`
+        early.cancel();
+        q.put_nowait(4).unwrap(); // new work: `late` joins while it is unfinished
+        settle().await;
+        assert!(early.await.is_err());
+        assert!(
+            !late.is_finished(),
+            "join returned while item 4 was unfinished"
+        );
+        assert_eq!(q.get_nowait(), Ok(4));
+        q.task_done().unwrap();
+        late.await.unwrap();
+    });
+}
+
+#[test]
+fn a_getter_woken_then_cancelled_leaves_its_item() {
+    // A woken getter takes its item when it runs: cancelled (or dropped) before
+    // that, it leaves the item in the queue, for the next getter in line or the
+    // next get.
+    block_on(async {
+        let q = Queue::new(0);
+        let spawn_get = || {
+            let q = q.clone();
+            shardloop::spawn(async move { q.get().await })
+        };
+        let reader = spawn_get();
+        settle().await;
+        q.put_nowait(1).unwrap(); // wakes `reader`...
+        q.put_nowait(2).unwrap();
+        reader.cancel(); // ...cancelled before it runs
+        assert!(matches!(reader.await, Err(shardloop::Error::Cancelled)));
+        assert_eq!(q.qsize(), 2, "both items still in the queue");
+        // "If we get 2, it means 1 got dropped!"
+        assert_eq!(spawn_get().await.unwrap(), Ok(1));
+        assert_eq!(q.get_nowait(), Ok(2));
+
+        // Three getters, the first two woken and then dropped / cancelled: the third
+        // gets the first item, and the second stays in the queue.
+        let mut mine = Box::pin(q.get());
+        assert!(poll_once(&mut mine).await.is_pending());
+        let (second, third) = (spawn_get(), spawn_get());
+        settle().await;
+        q.put_nowait(10).unwrap(); // wakes `mine`
+        q.put_nowait(20).unwrap(); // wakes `second`
+        drop(mine);
+        second.cancel();
+        assert_eq!(third.await.unwrap(), Ok(10));
+        assert!(second.await.is_err());
+        assert_eq!(q.qsize(), 1);
+        assert_eq!(q.get_nowait(), Ok(20));
+        assert!(q.empty());
+    });
 }

@@ -425,7 +425,9 @@ impl<T, O: QueueOrder<T>> Queue<T, O> {
     /// Waits until every item put so far was marked done.
     pub async fn join(&self) {
         let inner = &*self.inner;
-        let mut place = Place::new(&inner.joiners);
+        // Joiners are woken all at once, when the work is done: one that gave up
+        // after that hands nothing on (a joiner that came later waits for later work).
+        let mut place = Place::in_broadcast(&inner.joiners);
         poll_fn(|cx| {
             if !place.is_waiting() && inner.unfinished.get() == 0 {
                 return Poll::Ready(());

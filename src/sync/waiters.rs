@@ -57,13 +57,32 @@ pub(crate) fn poll_woken(slot: &mut Option<Rc<Waiter>>, line: &Waiters, cx: &Con
 pub(crate) struct Place<'a> {
     line: &'a Waiters,
     waiter: Option<Rc<Waiter>>,
+    /// Whether a wakeup it did not see goes on to the next waiter: not for a line
+    /// that is woken all at once, where the next waiter can only be one that came
+    /// after the wakeup, and waits for a later one.
+    hand_on: bool,
 }
 
 impl<'a> Place<'a> {
     /// Not in the line yet.
     #[inline]
     pub(crate) fn new(line: &'a Waiters) -> Place<'a> {
-        Place { line, waiter: None }
+        Place {
+            line,
+            waiter: None,
+            hand_on: true,
+        }
+    }
+
+    /// A place in a line that is only ever woken all at once (`wake_all`): dropped
+    /// after its wakeup, it hands nothing on.
+    #[inline]
+    pub(crate) fn in_broadcast(line: &'a Waiters) -> Place<'a> {
+        Place {
+            line,
+            waiter: None,
+            hand_on: false,
+        }
     }
 
     /// Whether it is in the line.
@@ -91,7 +110,9 @@ impl Drop for Place<'_> {
         // Most places never joined the line (the primitive was ready at once).
         if let Some(w) = self.waiter.take() {
             if w.is_woken() {
-                self.line.wake_one();
+                if self.hand_on {
+                    self.line.wake_one();
+                }
             } else {
                 self.line.remove(&w);
             }
