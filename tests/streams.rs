@@ -247,6 +247,100 @@ fn readexactly_waits_for_n_bytes_and_reports_an_early_end() {
     });
 }
 
+// ---------------------------------------------------------------------------------
+// Cancel safety: StreamReader's docs promise that a read dropped while it waits (a
+// timeout) loses nothing, what it had read staying in the buffer for the next call.
+// asyncio's reader gives the same (its buffer is the reader's, not the call's), which
+// `wait_for(reader.readline(), t)` users rely on; test_streams.py has no such test.
+// ---------------------------------------------------------------------------------
+
+/// How long a read under a timeout waits before it is dropped: long enough for the
+/// pieces written before it to have been read into the buffer, which is the case
+/// these tests are after. No result depends on it: a piece still on its way when
+/// the timeout fires is read by the next call all the same.
+const GIVE_UP: Duration = Duration::from_millis(50);
+
+/// Runs `read` under a timeout that must fire, since what it waits for is not all
+/// there: the call is dropped mid-read, as a caller giving up on a slow peer does.
+async fn times_out<T: std::fmt::Debug>(read: impl std::future::Future<Output = Result<T, Error>>) {
+    let result = shardloop::time::timeout(GIVE_UP, read).await;
+    assert!(
+        matches!(result, Err(Error::Timeout)),
+        "expected the timeout to fire, got {result:?}"
+    );
+}
+
+#[test]
+fn readline_dropped_by_a_timeout_keeps_the_part_that_came() {
+    block_on(async {
+        let ((mut r, _w), (_pr, mut pw)) = pair();
+        pw.write(b"chunk1 ");
+        settle().await;
+        times_out(r.readline()).await;
+        pw.write(b"chunk2 ");
+        settle().await;
+        times_out(r.readline()).await; // with chunk1 buffered by the first call
+        pw.write(b"chunk3\nnext");
+        assert_eq!(r.readline().await.unwrap(), b"chunk1 chunk2 chunk3\n");
+        // What came after the newline was kept as well.
+        times_out(r.readline()).await;
+        pw.write(b" line\n");
+        assert_eq!(r.readline().await.unwrap(), b"next line\n");
+    });
+}
+
+#[test]
+fn readuntil_dropped_by_a_timeout_finds_a_separator_split_around_it() {
+    block_on(async {
+        let ((mut r, _w), (_pr, mut pw)) = pair();
+        // The separator's first bytes come before the timeout, the rest after: the
+        // next call finds it across the two.
+        pw.write(b"HEAD\r\n\r");
+        settle().await;
+        times_out(r.readuntil(b"\r\n\r\n")).await;
+        pw.write(b"\nbody");
+        assert_eq!(r.readuntil(b"\r\n\r\n").await.unwrap(), b"HEAD\r\n\r\n");
+        // What a dropped readuntil read is there for any next call, here a readline.
+        pw.write(b" and more\nrest");
+        settle().await;
+        times_out(r.readuntil(b"END")).await;
+        assert_eq!(r.readline().await.unwrap(), b"body and more\n");
+        pw.write_eof();
+        assert_eq!(r.read_to_eof().await.unwrap(), b"rest");
+    });
+}
+
+#[test]
+fn readexactly_dropped_by_a_timeout_loses_no_byte() {
+    block_on(async {
+        let ((mut r, _w), (_pr, mut pw)) = pair();
+        pw.write(b"chunk");
+        settle().await;
+        times_out(r.readexactly(10)).await;
+        pw.write(b"chunk and more");
+        assert_eq!(r.readexactly(10).await.unwrap(), b"chunkchunk");
+        assert_eq!(r.readexactly(9).await.unwrap(), b" and more");
+
+        // Several reads' worth (the reader reads at most 256 KiB at a time) before the
+        // timeout, the rest after it: every byte once, in order.
+        let big = pattern(1024 * 1024 + 7);
+        let (head, tail) = big.split_at(600 * 1024);
+        pw.write(head);
+        settle().await;
+        times_out(r.readexactly(big.len())).await;
+        pw.write(tail);
+        let got = r.readexactly(big.len()).await.unwrap();
+        assert!(
+            got == big,
+            "{} bytes read, not the {} sent in order",
+            got.len(),
+            big.len()
+        );
+        pw.write_eof();
+        assert_eq!(r.read(10).await.unwrap(), b"", "nothing left over");
+    });
+}
+
 // test_read_zero, test_read, test_read_until_eof (read(-1)), test_read_eof.
 #[test]
 fn read_takes_up_to_n_and_read_to_eof_everything() {
