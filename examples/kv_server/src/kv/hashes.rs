@@ -53,7 +53,7 @@ pub enum HashCommand {
 }
 
 impl HashCommand {
-    /// Parses the arguments after the name (arity already checked).
+    /// Parses the arguments after the name and the key (arity already checked).
     pub(super) fn parse(name: &str, key: Key, args: Vec<Vec<u8>>) -> Result<HashCommand, Reply> {
         let mut rest = args.into_iter();
         let mut next = || rest.next().unwrap_or_default();

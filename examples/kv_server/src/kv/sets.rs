@@ -29,7 +29,7 @@ pub enum SetCommand {
 }
 
 impl SetCommand {
-    /// Parses the arguments after the name (arity already checked).
+    /// Parses the arguments after the name and the key (arity already checked).
     pub(super) fn parse(name: &str, key: Key, rest: Vec<Vec<u8>>) -> Result<SetCommand, Reply> {
         Ok(match name {
             "sadd" => SetCommand::Add(key, rest),

@@ -141,7 +141,11 @@ impl ZSetCommand {
     pub(super) fn parse(name: &str, key: Key, rest: Vec<Vec<u8>>) -> Result<ZSetCommand, Reply> {
         Ok(match name {
             "zadd" => parse_zadd(key, rest)?,
-            "zincrby" => ZSetCommand::IncrBy(key, parse_score(&rest[0])?, rest[1].clone()),
+            "zincrby" => {
+                let mut rest = rest.into_iter();
+                let increment = parse_score(&rest.next().unwrap_or_default())?;
+                ZSetCommand::IncrBy(key, increment, rest.next().unwrap_or_default())
+            }
             "zpopmin" | "zpopmax" => match rest.as_slice() {
                 [] => ZSetCommand::Pop {
                     key,
@@ -228,20 +232,22 @@ fn parse_zrange(key: Key, args: Vec<Vec<u8>>) -> Result<ZSetCommand, Reply> {
 fn parse_zadd(key: Key, args: Vec<Vec<u8>>) -> Result<ZSetCommand, Reply> {
     let mut flags = ZAddFlags::default();
     let mut i = 0;
-    while i < args.len() {
-        match args[i].to_ascii_lowercase().as_slice() {
-            b"nx" => flags.nx = true,
-            b"xx" => flags.xx = true,
-            b"gt" => flags.gt = true,
-            b"lt" => flags.lt = true,
-            b"ch" => flags.ch = true,
-            b"incr" => flags.incr = true,
+    while let Some(arg) = args.get(i) {
+        let is = |name: &[u8]| arg.eq_ignore_ascii_case(name);
+        let flag = match () {
+            _ if is(b"nx") => &mut flags.nx,
+            _ if is(b"xx") => &mut flags.xx,
+            _ if is(b"gt") => &mut flags.gt,
+            _ if is(b"lt") => &mut flags.lt,
+            _ if is(b"ch") => &mut flags.ch,
+            _ if is(b"incr") => &mut flags.incr,
             _ => break,
-        }
+        };
+        *flag = true;
         i += 1;
     }
-    let elements = &args[i..];
-    if elements.is_empty() || elements.len() % 2 != 0 {
+    let elements = args.len() - i;
+    if elements == 0 || elements % 2 != 0 {
         return Err(Reply::error(SYNTAX));
     }
     if flags.nx && flags.xx {
@@ -254,15 +260,17 @@ fn parse_zadd(key: Key, args: Vec<Vec<u8>>) -> Result<ZSetCommand, Reply> {
             "ERR GT, LT, and/or NX options at the same time are not compatible",
         ));
     }
-    if flags.incr && elements.len() > 2 {
+    if flags.incr && elements > 2 {
         return Err(Reply::error(
             "ERR INCR option supports a single increment-element pair",
         ));
     }
-    let pairs = elements
-        .chunks(2)
-        .map(|pair| Ok((parse_score(&pair[0])?, pair[1].clone())))
-        .collect::<Result<_, Reply>>()?;
+    // The members are taken, not copied: each is stored as it came.
+    let mut rest = args.into_iter().skip(i);
+    let mut pairs = Vec::with_capacity(elements / 2);
+    while let (Some(score), Some(member)) = (rest.next(), rest.next()) {
+        pairs.push((parse_score(&score)?, member));
+    }
     Ok(ZSetCommand::Add { key, flags, pairs })
 }
 
