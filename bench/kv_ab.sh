@@ -3,10 +3,12 @@
 # earlier commit in a git worktree) and B ($B, default this tree's release build),
 # both started with $KV_ARGS (default --proactor; KV_ARGS= for the epoll loop).
 # ROUNDS rounds (default 6), alternating which goes first, each running
-# redis-benchmark -t set,get -n N -c 50 -P 1 and -P 16 -r 100000 against both.
+# redis-benchmark -t $TESTS (default set,get) -n N -c 50 -P p -r 100000 against
+# both, for each p in $PIPES (default "1 16").
 # Prints each test's median requests/s for A and B and the ratio B / A.
 #
 # Usage: A=/tmp/before-target/release/kv_server bench/kv_ab.sh
+#        A=... TESTS=lpush,sadd PIPES=16 bench/kv_ab.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 A=${A:?set A to the kv_server binary to compare against}
@@ -14,6 +16,9 @@ B=${B:-target/release/kv_server}
 ROUNDS=${ROUNDS:-6}
 N=${N:-200000}
 KV_ARGS=${KV_ARGS---proactor}
+TESTS=${TESTS:-set,get}
+PIPES=${PIPES:-1 16}
+NAMES=$(tr a-z, 'A-Z ' <<< "$TESTS")
 WORK=$(mktemp -d)
 # shellcheck disable=SC2086
 "$A" --port 7021 $KV_ARGS >/dev/null 2>&1 & SA=$!
@@ -25,16 +30,17 @@ for r in $(seq "$ROUNDS"); do
   if (( r % 2 )); then order="A B"; else order="B A"; fi
   for n in $order; do
     port=7021; [[ $n == B ]] && port=7022
-    for p in 1 16; do
-      redis-benchmark -p $port -t set,get -n "$N" -c 50 -P $p -r 100000 --csv 2>/dev/null |
-        tr -d '"' | awk -F, -v n=$n -v p=$p '/^(SET|GET)/ {print n, "-P" p, $1, $2}' >> "$WORK/rows"
+    for p in $PIPES; do
+      redis-benchmark -p $port -t "$TESTS" -n "$N" -c 50 -P "$p" -r 100000 --csv 2>/dev/null |
+        tr -d '"' | awk -F, -v n=$n -v p="$p" 'NR > 1 {print n, "-P" p, $1, $2}' >> "$WORK/rows"
     done
   done
 done
 echo "| test | A req/s | B req/s | B / A |"
 echo "|---|---:|---:|---:|"
-for p in -P1 -P16; do
-  for t in SET GET; do
+for p in $PIPES; do
+  p=-P$p
+  for t in $NAMES; do
     med() { awk -v n="$1" -v p=$p -v t=$t '$1 == n && $2 == p && $3 == t {print $4}' "$WORK/rows" |
       sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
     a=$(med A); b=$(med B)
