@@ -114,6 +114,31 @@ fn wait_first_exception_does_not_return_at_a_cancel() {
     .unwrap();
 }
 
+// A task may ask its own handle how it ended while it runs (a supervisor that
+// keeps every worker's handle, itself among them): not finished, so neither.
+#[test]
+fn a_running_task_asking_its_own_handle_is_not_failed_or_cancelled() {
+    shardloop::run(async {
+        let me: Rc<RefCell<Option<shardloop::Task<(bool, bool)>>>> = Rc::default();
+        let task = spawn({
+            let me = me.clone();
+            async move {
+                turns(1).await;
+                let me = me.borrow();
+                let t = me.as_ref().unwrap();
+                (t.failed(), t.cancelled())
+            }
+        });
+        *me.borrow_mut() = Some(task);
+        while !me.borrow().as_ref().unwrap().is_finished() {
+            shardloop::yield_now().await;
+        }
+        let task = me.borrow_mut().take().unwrap();
+        assert_eq!(task.await.unwrap(), (false, false));
+    })
+    .unwrap();
+}
+
 // test_wait_first_exception_in_wait: with no failure it waits for all.
 #[test]
 fn wait_first_exception_without_failures_waits_for_all() {

@@ -581,8 +581,12 @@ unsafe fn is_finished<F: Future>(ptr: NonNull<Header>) -> bool {
 unsafe fn failure<F: Future>(ptr: NonNull<Header>) -> Option<Failure> {
     // SAFETY: the vtable's contract; `busy` is checked before the stage is read.
     let (header, stage) = cell::<F>(ptr);
+    // No reference to the stage while busy: the future may be borrowed mutably
+    // (polled) or half dropped.
+    if header.busy.get() {
+        return None;
+    }
     match &*stage {
-        _ if header.busy.get() => None,
         Stage::Done(Err(Error::Cancelled)) => Some(Failure::Cancelled),
         Stage::Done(Err(_)) => Some(Failure::Error),
         _ => None,
