@@ -71,7 +71,9 @@ impl<T> Drop for LoopFuture<T> {
         // Once it completed the table was emptied and is never filled again, so a
         // key from before finds nothing.
         if let Some(key) = self.waiting {
-            self.inner.wakers.borrow_mut().try_remove(key);
+            // Dropped after the borrow ends: a waker's drop may reach this future.
+            let removed = self.inner.wakers.borrow_mut().try_remove(key);
+            drop(removed);
         }
     }
 }
@@ -169,10 +171,17 @@ impl<T: Clone + 'static> Future for LoopFuture<T> {
         }
         let this = self.get_mut();
         let mut wakers = this.inner.wakers.borrow_mut();
-        match this.waiting.and_then(|key| wakers.get_mut(key)) {
-            Some(waker) => waker.clone_from(cx.waker()),
-            None => this.waiting = Some(wakers.insert(cx.waker().clone())),
-        }
+        let replaced = match this.waiting.and_then(|key| wakers.get_mut(key)) {
+            Some(waker) if waker.will_wake(cx.waker()) => None,
+            Some(waker) => Some(std::mem::replace(waker, cx.waker().clone())),
+            None => {
+                this.waiting = Some(wakers.insert(cx.waker().clone()));
+                None
+            }
+        };
+        // The old waker is dropped after the borrow ends, as in `drop`.
+        drop(wakers);
+        drop(replaced);
         Poll::Pending
     }
 }
