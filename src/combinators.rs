@@ -15,7 +15,10 @@ use crate::{get_running_loop, Error, Task};
 /// their outputs in input order. The first task to fail (a panic, a cancel) makes
 /// `gather` return that error at once; the other tasks keep running, as in asyncio.
 /// Dropping `gather` before it returns (its task cancelled, a timeout around it)
-/// cancels the tasks still running, as cancelling asyncio's `gather` does.
+/// cancels the tasks it made that still run, as cancelling asyncio's `gather` does.
+/// A [`Task`] given to it is a future like any other: the task made for it awaits
+/// it, and cancelling that one drops the handle, which detaches the task rather
+/// than cancel it (pass the futures themselves, or cancel the tasks you hold).
 /// `Err(Error::NoRunningLoop)` outside a running loop.
 ///
 /// ```
