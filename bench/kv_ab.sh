@@ -18,7 +18,6 @@ N=${N:-200000}
 KV_ARGS=${KV_ARGS---proactor}
 TESTS=${TESTS:-set,get}
 PIPES=${PIPES:-1 16}
-NAMES=$(tr a-z, 'A-Z ' <<< "$TESTS")
 WORK=$(mktemp -d)
 # shellcheck disable=SC2086
 "$A" --port 7021 $KV_ARGS >/dev/null 2>&1 & SA=$!
@@ -31,19 +30,19 @@ for r in $(seq "$ROUNDS"); do
   for n in $order; do
     port=7021; [[ $n == B ]] && port=7022
     for p in $PIPES; do
+      # One tab-separated row per result: build, pipeline, the test's name as
+      # redis-benchmark prints it (it may hold spaces: "MSET (10 keys)"), req/s.
       redis-benchmark -p $port -t "$TESTS" -n "$N" -c 50 -P "$p" -r 100000 --csv 2>/dev/null |
-        tr -d '"' | awk -F, -v n=$n -v p="$p" 'NR > 1 {print n, "-P" p, $1, $2}' >> "$WORK/rows"
+        tr -d '"' | awk -F, -v n=$n -v p="$p" -v OFS='\t' '$1 != "test" {print n, "-P" p, $1, $2}' >> "$WORK/rows"
     done
   done
 done
 echo "| test | A req/s | B req/s | B / A |"
 echo "|---|---:|---:|---:|"
-for p in $PIPES; do
-  p=-P$p
-  for t in $NAMES; do
-    med() { awk -v n="$1" -v p=$p -v t=$t '$1 == n && $2 == p && $3 == t {print $4}' "$WORK/rows" |
-      sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-    a=$(med A); b=$(med B)
-    awk -v t="$t $p" -v a="$a" -v b="$b" 'BEGIN {printf "| %s | %.0f | %.0f | %.2fx |\n", t, a, b, b / a}'
-  done
+# The tests in the order they ran, each pipeline depth apart.
+cut -f2,3 "$WORK/rows" | awk '!seen[$0]++' | while IFS=$'\t' read -r p t; do
+  med() { awk -F'\t' -v n="$1" -v p="$p" -v t="$t" '$1 == n && $2 == p && $3 == t {print $4}' "$WORK/rows" |
+    sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+  a=$(med A); b=$(med B)
+  awk -v t="$t $p" -v a="$a" -v b="$b" 'BEGIN {printf "| %s | %.0f | %.0f | %s |\n", t, a, b, (a > 0 ? sprintf("%.2fx", b / a) : "n/a")}'
 done

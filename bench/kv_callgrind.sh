@@ -18,16 +18,20 @@ command -v valgrind >/dev/null || apt-get install -y -qq valgrind >/dev/null
 command -v redis-benchmark >/dev/null || apt-get install -y -qq redis-tools >/dev/null
 [[ $BIN != target/release/kv_server ]] || cargo build --quiet --release -p kv_server
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+server=
+trap '[[ -z $server ]] || kill "$server" 2>/dev/null; rm -rf "$WORK"' EXIT
 for test in ${TESTS//,/ }; do
   out=$WORK/$test.callgrind
   valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" --port "$PORT" --shards 2 --spin-us 0 \
     >"$WORK/server.log" 2>&1 &
   server=$!
-  for _ in $(seq 100); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.2; done
+  up=
+  for _ in $(seq 100); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && up=1 && break; sleep 0.2; done
+  [[ -n $up ]] || { echo "kv_server did not come up on port $PORT:"; cat "$WORK/server.log"; exit 1; }
   redis-benchmark -p "$PORT" -q -t "$test" -n "$N" -c 50 -P 16 -r 100000 >/dev/null 2>&1
   kill -TERM "$server"
   wait "$server" || true
+  server=
   python3 - "$out" "$test" "$N" <<'PY'
 import re, sys
 path, test, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
