@@ -119,7 +119,9 @@ fn wait_first_exception_does_not_return_at_a_cancel() {
 #[test]
 fn a_running_task_asking_its_own_handle_is_not_failed_or_cancelled() {
     shardloop::run(async {
-        let me: Rc<RefCell<Option<shardloop::Task<(bool, bool)>>>> = Rc::default();
+        /// The task's own handle, shared with it.
+        type Own = Rc<RefCell<Option<shardloop::Task<(bool, bool)>>>>;
+        let me = Own::default();
         let task = spawn({
             let me = me.clone();
             async move {
