@@ -17,6 +17,7 @@ pub(crate) mod registration;
 mod timerfd;
 pub(crate) mod uring;
 mod wakers;
+mod write_behind;
 
 pub(crate) use completion::submit_send;
 pub(crate) use ops::OpKey;
@@ -78,6 +79,29 @@ pub(crate) fn rounds(mut seed: u32, n: usize) -> impl Iterator<Item = u32> {
 #[cfg(test)]
 pub(crate) fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// A peer on a thread that reads nothing until `go` (the sender) says so, then
+/// reads to EOF and returns what it read (nothing if `go` is dropped instead).
+#[cfg(test)]
+pub(crate) type SlowPeer = (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<Vec<u8>>);
+
+/// A [`SlowPeer`] listening at the address returned, for one connection.
+#[cfg(test)]
+pub(crate) fn slow_peer() -> (std::net::SocketAddr, SlowPeer) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (go, wait) = std::sync::mpsc::channel();
+    let peer = std::thread::spawn(move || {
+        let (mut peer, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        if wait.recv().is_ok() {
+            peer.read_to_end(&mut got).unwrap();
+        }
+        got
+    });
+    (addr, (go, peer))
 }
 
 /// The bytes of buffer that `lp`'s ring lends the kernel for operations in flight.

@@ -205,6 +205,11 @@ impl Ops {
         self.slots.contains(key)
     }
 
+    /// The length of operation `key`'s buffer (0 for a key not in the table).
+    pub(crate) fn buf_len(&self, key: OpKey) -> usize {
+        self.slots.get(key).map_or(0, |s| s.buf.len())
+    }
+
     /// Whether operation `key` completed and is still `sink`'s to collect (a report
     /// filed before it was collected or orphaned is dropped).
     pub(crate) fn reports_to(&self, key: OpKey, sink: Token) -> bool {

@@ -132,6 +132,10 @@ impl<'a, S: Source + AsRawFd> WriteAllOwned<'a, S> {
 
     fn poll_ring(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let io = self.io;
+        if self.key.is_none() {
+            // An `AsyncWrite` write the ring still sends goes first.
+            std::task::ready!(io.poll_flush_ring(cx))?;
+        }
         let (buf, key, sent) = (&mut self.buf, &mut self.key, &mut self.sent);
         io.with_ring(cx, |ring, cx| loop {
             if let Some(k) = *key {

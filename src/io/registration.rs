@@ -2,7 +2,7 @@
 //! registration released when it is dropped.
 
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll};
@@ -16,6 +16,7 @@ use super::datagrams::RingDatagrams;
 use super::ops::OpKey;
 use super::reactor::{Direction, IoState};
 use super::uring::UringPoller;
+use super::write_behind::WriteBehind;
 use crate::current;
 use crate::event_loop::LoopInner;
 use crate::{Error, EventLoop};
@@ -40,8 +41,9 @@ enum RingWork {
     /// None: readiness only (an epoll loop, or a source that is neither a stream
     /// nor a listener).
     Nothing,
-    /// A stream's reads (see [`super::completion`]).
-    Reads(Box<RingReads>),
+    /// A stream's reads (see [`super::completion`]) and writes (see
+    /// [`super::write_behind`]).
+    Stream(Box<RingStream>),
     /// A listener's accepts (see [`super::accepts`]).
     Accepts(RingAccept),
     /// A UDP socket's receives and sends (see [`super::datagrams`]).
@@ -83,7 +85,7 @@ impl<S: Source + AsRawFd> Registered<S> {
     fn register(lp: &EventLoop, source: S, kind: Kind) -> io::Result<Self> {
         let fd = source.as_raw_fd();
         let ring = match (kind, lp.inner.reactor.ring()) {
-            (Kind::Stream, Some(_)) => RingWork::Reads(Box::default()),
+            (Kind::Stream, Some(_)) => RingWork::Stream(Box::default()),
             (Kind::Listener, Some(ring)) if ring.accepts_by_ring() => RingWork::Accepts(RingAccept::default()),
             (Kind::Datagram, Some(_)) => RingWork::Datagrams(Box::default()),
             _ => RingWork::Nothing,
@@ -107,6 +109,13 @@ impl<S: Source + AsRawFd> Registered<S> {
         })
     }
 
+}
+
+/// A stream's two ring sides.
+#[derive(Default)]
+struct RingStream {
+    reads: RingReads,
+    writes: WriteBehind,
 }
 
 /// What a source is, for what the ring may do for it.
@@ -135,6 +144,7 @@ impl<S: Source> Registered<S> {
 
     /// Deregisters the source and gives it back (to move it to another loop).
     pub(crate) fn into_inner(mut self) -> S {
+        self.settle_writes("moves to another loop");
         let unread = match (self.ring_reads(), self.lp.upgrade()) {
             (Some(reads), Some(lp)) => lp.reactor.ring().map_or(0, |ring| reads.detach(ring)),
             _ => 0,
@@ -154,7 +164,10 @@ impl<S: Source> Registered<S> {
         if let (Some(lp), Some(_)) = (self.lp.upgrade(), self.source.as_ref()) {
             if let Some(ring) = lp.reactor.ring() {
                 match &self.ring {
-                    RingWork::Reads(reads) => reads.cancel(ring),
+                    RingWork::Stream(stream) => {
+                        stream.writes.release(ring);
+                        stream.reads.cancel(ring);
+                    }
                     RingWork::Accepts(accepts) => accepts.cancel(ring),
                     RingWork::Datagrams(datagrams) => datagrams.cancel(ring),
                     RingWork::Nothing => {}
@@ -234,8 +247,105 @@ impl<S: Source> Registered<S> {
     /// The stream's ring reads, if the ring does them.
     pub(crate) fn ring_reads(&self) -> Option<&RingReads> {
         match &self.ring {
-            RingWork::Reads(reads) => Some(reads),
+            RingWork::Stream(stream) => Some(&stream.reads),
             _ => None,
+        }
+    }
+
+    /// The stream's write-behind, on a proactor loop.
+    pub(crate) fn write_behind(&self) -> Option<&WriteBehind> {
+        match &self.ring {
+            RingWork::Stream(stream) => Some(&stream.writes),
+            _ => None,
+        }
+    }
+
+    /// On a proactor loop, a stream's write: from its running loop, through the ring
+    /// (see [`super::write_behind`]). `None` where the caller writes with `send(2)`:
+    /// an epoll loop, or outside the running loop once no ring send is left in the
+    /// kernel (one that is goes first: the bytes keep their order).
+    pub(crate) fn poll_write_ring(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Option<Poll<io::Result<usize>>> {
+        let writes = self.write_behind()?;
+        if self.sends_by_ring_now() {
+            return Some(self.with_ring(cx, |ring, cx| writes.poll_write(ring, self.fd, cx, bufs)));
+        }
+        if !writes.busy() {
+            return None;
+        }
+        match self.poll_flush_ring(cx) {
+            Poll::Ready(Ok(())) => None,
+            Poll::Ready(Err(e)) => Some(Poll::Ready(Err(e))),
+            Poll::Pending => Some(Poll::Pending),
+        }
+    }
+
+    /// Waits for the stream's ring send, if one is in the kernel (`poll_flush`); the
+    /// error of one that failed. Outside the running loop it first collects the
+    /// completions there are, since no turn of the loop's does.
+    pub(crate) fn poll_flush_ring(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(writes) = self.write_behind().filter(|w| w.busy()) else {
+            return Poll::Ready(Ok(()));
+        };
+        self.with_ring(cx, |ring, cx| {
+            let off_loop = current::running_loop_ptr() != self.lp.as_ptr();
+            if off_loop {
+                ring.reap_completions();
+            }
+            let idle = writes.poll_idle(ring, self.fd, cx);
+            if off_loop {
+                // The rest of a short send, restarted above, goes now.
+                ring.submit_queued();
+            }
+            idle
+        })
+    }
+
+    /// Before a shutdown of the write side: whether the stream's ring send is still
+    /// in the kernel, and a task (given `dup`, a duplicate of the stream's fd) now
+    /// shuts the write side down once it is done, so that the peer's end-of-stream
+    /// comes after the bytes; or whether the write side was shut down already
+    /// (again would cut such a task's send short). `false` when neither: the caller
+    /// shuts down now.
+    pub(crate) fn shut_down_after_send(&self, dup: impl FnOnce() -> io::Result<OwnedFd>) -> io::Result<bool> {
+        if self.note_write_shut() {
+            return Ok(true);
+        }
+        let (Some(writes), Some(lp)) = (self.write_behind().filter(|w| w.busy()), self.lp.upgrade()) else {
+            return Ok(false);
+        };
+        let ring = Self::ring_of(&lp);
+        // Most sends are done by now, or finish as they are submitted.
+        ring.reap_completions();
+        if writes.collect(ring, self.fd) {
+            return Ok(false);
+        }
+        let fd = dup()?;
+        let send = writes.hand_over();
+        let task = EventLoop { inner: lp }.create_task(send.shut_down_when_sent(self.lp.clone(), fd))?;
+        task.detach();
+        Ok(true)
+    }
+
+    /// The stream's write side is shut down: later writes are refused at once.
+    /// Whether it was already (on a proactor loop; `false` elsewhere).
+    pub(crate) fn note_write_shut(&self) -> bool {
+        self.write_behind().is_some_and(WriteBehind::shut_down)
+    }
+
+    /// Before a shutdown or a move to another loop, which cannot wait: the stream's
+    /// ring send, if one is in the kernel, is waited for, a bounded while (see
+    /// [`WriteBehind::settle`]). One that does not finish in time is left to the
+    /// kernel, and said so.
+    pub(crate) fn settle_writes(&self, what: &str) {
+        let (Some(writes), Some(lp)) = (self.write_behind().filter(|w| w.busy()), self.lp.upgrade()) else {
+            return;
+        };
+        if let Err(unsent) = writes.settle(Self::ring_of(&lp), self.fd) {
+            log::warn!(
+                "a stream {what} while the kernel still sends {unsent} bytes it was \
+                 given (its peer does not read): they may go after that, or not at all \
+                 (close a stream with AsyncWriteExt::close, which waits for them)"
+            );
         }
     }
 
@@ -252,6 +362,9 @@ impl<S: Source> Registered<S> {
     /// one the loop finished, for a writer used while its loop does not run) it is
     /// submitted at once, since no turn of the loop's is coming to.
     pub(crate) fn start_ring_send(&self, buf: Vec<u8>, from: usize) -> Result<OpKey, (io::Error, Vec<u8>)> {
+        // A write-behind send of the stream's, from before a stream writer took it,
+        // goes first.
+        self.settle_writes("is handed to a stream writer");
         let Some(lp) = self.lp.upgrade() else {
             return Err((Error::Closed.into(), buf));
         };

@@ -629,6 +629,36 @@ impl UringPoller {
         self.orphan_op(key).wake();
     }
 
+    /// Nobody will collect operation `key`, but it is to finish, not be cancelled
+    /// (a stream's last send, when the stream is dropped): its buffer is freed when
+    /// its completion comes. The ring's hold on the fd's file keeps the socket open
+    /// until then.
+    pub(crate) fn abandon_op(&self, key: OpKey) {
+        drop(self.ops.borrow_mut().orphan(key));
+    }
+
+    /// Submits what is queued and waits for operation `key` to complete, for at
+    /// most `limit`; its result and buffer, or `None` if it did not complete in
+    /// that time (it stays in the table, to poll later).
+    pub(crate) fn wait_op(&self, key: OpKey, limit: Duration) -> Option<(i32, Vec<u8>)> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(done) = self.take_done_op(key) {
+                return Some(done);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.wait_briefly(left.min(CANCEL_WAIT)).is_err() {
+                return self.take_done_op(key);
+            }
+            self.reap_early(CANCEL);
+        }
+    }
+
+    /// The length of operation `key`'s buffer.
+    pub(crate) fn op_len(&self, key: OpKey) -> usize {
+        self.ops.borrow().buf_len(key)
+    }
+
     /// Cancels operation `key` and waits for the kernel's answer; the wakers of the
     /// tasks that polled it, to drop or wake with no borrow held.
     fn orphan_op(&self, key: OpKey) -> Wakers {

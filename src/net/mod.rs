@@ -92,6 +92,7 @@ use std::cell::Cell;
 use std::future::poll_fn;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -160,6 +161,9 @@ pub(crate) fn poll_write<S: Source>(
 where
     for<'a> &'a S: Write,
 {
+    if let Some(r) = io.poll_write_ring(cx, &[IoSlice::new(buf)]) {
+        return r;
+    }
     let r = io.poll_io(Direction::Write, cx, |mut s| s.write(buf));
     note_short(io, Direction::Write, r, buf.len())
 }
@@ -172,6 +176,9 @@ pub(crate) fn poll_write_vectored<S: Source>(
 where
     for<'a> &'a S: Write,
 {
+    if let Some(r) = io.poll_write_ring(cx, bufs) {
+        return r;
+    }
     let want = bufs.iter().map(|b| b.len()).sum();
     let r = io.poll_io(Direction::Write, cx, |mut s| s.write_vectored(bufs));
     note_short(io, Direction::Write, r, want)
@@ -183,6 +190,7 @@ pub(crate) fn try_write<S: Source>(io: &Registered<S>, buf: &[u8]) -> io::Result
 where
     for<'a> &'a S: Write,
 {
+    io.settle_writes("is written to outside a task");
     let n = io.try_io(Direction::Write, |mut s| s.write(buf))?;
     if n > 0 && n < buf.len() {
         io.drained(Direction::Write);
@@ -204,10 +212,19 @@ fn note_short<S: Source>(
     r
 }
 
-/// `AsyncWrite::poll_close` for a stream: shut the write side down. A socket that is
-/// no longer connected has no write side left to close, which is what was asked.
-pub(crate) fn shutdown_write(result: io::Result<()>) -> Poll<io::Result<()>> {
-    match result {
+/// `AsyncWrite::poll_close` for a stream, once the writes the ring still sends are
+/// out: shut the write side down. A socket that is no longer connected has no write
+/// side left to close, which is what was asked.
+pub(crate) fn shutdown_write<S: Source + AsRawFd>(
+    io: &Registered<S>,
+    shut: impl FnOnce() -> io::Result<()>,
+) -> Poll<io::Result<()>> {
+    // Shut down here already: again could cut short the send that the earlier
+    // shutdown's task waits for.
+    if io.note_write_shut() {
+        return Poll::Ready(Ok(()));
+    }
+    match shut() {
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Poll::Ready(Ok(())),
         other => Poll::Ready(other),
     }
@@ -246,26 +263,28 @@ macro_rules! impl_async_read {
 }
 
 /// Implements `futures_io::AsyncWrite` for `$ty`; `poll_close` shuts the write side
-/// down (a half-close: the peer reads end-of-stream, reading still works), unless a
-/// `close: |this| expr` says otherwise (`this` is the `Pin<&mut Self>`; a pipe has no
-/// half-close, it closes).
+/// down (a half-close: the peer reads end-of-stream, reading still works) once the
+/// writes are out, unless a `close: |this| expr` says otherwise (`this` is the
+/// `Pin<&mut Self>`; a pipe has no half-close, it closes).
 macro_rules! impl_async_write {
     (&$ty:ident, |$s:ident| $io:expr) => {
-        $crate::net::impl_async_write!(@impl ['a] &'a $ty, |$s| $io, |this| {
+        $crate::net::impl_async_write!(@impl ['a] &'a $ty, |$s| $io, |this, cx| {
             let $s = &*this;
-            $crate::net::shutdown_write(($io).get_ref().shutdown(std::net::Shutdown::Write))
+            std::task::ready!(($io).poll_flush_ring(cx))?;
+            $crate::net::shutdown_write($io, || ($io).get_ref().shutdown(std::net::Shutdown::Write))
         });
     };
     ($ty:ident, |$s:ident| $io:expr) => {
-        $crate::net::impl_async_write!(@impl [] $ty, |$s| $io, |this| {
+        $crate::net::impl_async_write!(@impl [] $ty, |$s| $io, |this, cx| {
             let $s = &*this;
-            $crate::net::shutdown_write(($io).get_ref().shutdown(std::net::Shutdown::Write))
+            std::task::ready!(($io).poll_flush_ring(cx))?;
+            $crate::net::shutdown_write($io, || ($io).get_ref().shutdown(std::net::Shutdown::Write))
         });
     };
     ($ty:ident, |$s:ident| $io:expr, close: |$this:ident| $close:expr) => {
-        $crate::net::impl_async_write!(@impl [] $ty, |$s| $io, |$this| $close);
+        $crate::net::impl_async_write!(@impl [] $ty, |$s| $io, |$this, _cx| $close);
     };
-    (@impl [$($lt:lifetime)?] $ty:ty, |$s:ident| $io:expr, |$this:ident| $close:expr) => {
+    (@impl [$($lt:lifetime)?] $ty:ty, |$s:ident| $io:expr, |$this:ident, $cx:ident| $close:expr) => {
         impl<$($lt)?> futures_io::AsyncWrite for $ty {
             fn poll_write(
                 self: std::pin::Pin<&mut Self>,
@@ -285,17 +304,26 @@ macro_rules! impl_async_write {
                 $crate::net::poll_write_vectored($io, cx, bufs)
             }
 
-            /// Nothing is buffered in user space: nothing to flush.
+            /// Waits for a write that the ring still sends (a proactor loop's; on
+            /// an epoll loop nothing is buffered in user space, and this is done at
+            /// once). A closed write end has nothing left to flush.
             fn poll_flush(
                 self: std::pin::Pin<&mut Self>,
-                _cx: &mut std::task::Context<'_>,
+                cx: &mut std::task::Context<'_>,
             ) -> std::task::Poll<std::io::Result<()>> {
-                std::task::Poll::Ready(Ok(()))
+                let $s = &*self;
+                // `$io` may return early with `?` (a closed pipe): caught here.
+                #[allow(clippy::redundant_closure_call)]
+                let io = (move || -> std::io::Result<_> { Ok($io) })();
+                match io {
+                    Ok(io) => io.poll_flush_ring(cx),
+                    Err(_) => std::task::Poll::Ready(Ok(())),
+                }
             }
 
             fn poll_close(
                 self: std::pin::Pin<&mut Self>,
-                _cx: &mut std::task::Context<'_>,
+                $cx: &mut std::task::Context<'_>,
             ) -> std::task::Poll<std::io::Result<()>> {
                 let $this = self;
                 $close

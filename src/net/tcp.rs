@@ -175,6 +175,13 @@ impl AsFd for TcpListener {
 /// It implements `futures_io::AsyncRead` and `AsyncWrite` (also through `&TcpStream`,
 /// so one task can read while another writes); `poll_close` shuts the write side
 /// down. [`split`](Self::split) gives owned halves for two tasks.
+///
+/// On a proactor loop a write from the stream's loop is a ring send, behind the
+/// write: `poll_write` copies the bytes (up to 256 KiB) and returns at once, the
+/// loop's next `io_uring_enter` sends them, and a failed send is reported by the
+/// next write or by `poll_flush`, which waits for the send (`poll_close` flushes
+/// first). Bytes a write accepted are sent even if the stream is dropped right
+/// after.
 pub struct TcpStream {
     pub(crate) io: Registered<mio::net::TcpStream>,
 }
@@ -266,7 +273,16 @@ impl TcpStream {
 
     /// Shuts down the read side, the write side or both. `Shutdown::Write` is a
     /// half-close: the peer reads end-of-stream, and this side can still read.
+    /// On a proactor loop, a write the ring still sends goes first: if it is in
+    /// the kernel still, the write side is shut down once it is done, by a task of
+    /// the loop's (`AsyncWriteExt::close` is the way to wait for it).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        if how != Shutdown::Read && self.io.shut_down_after_send(|| self.as_fd().try_clone_to_owned())? {
+            return match how {
+                Shutdown::Both => self.io.get_ref().shutdown(Shutdown::Read),
+                _ => Ok(()),
+            };
+        }
         self.io.get_ref().shutdown(how)
     }
 

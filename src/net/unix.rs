@@ -146,7 +146,8 @@ impl AsFd for UnixListener {
 ///
 /// It implements `futures_io::AsyncRead` and `AsyncWrite` (also through
 /// `&UnixStream`, so one task can read while another writes); `poll_close` shuts the
-/// write side down.
+/// write side down. On a proactor loop writes are ring sends, behind the write, as
+/// [`TcpStream`](crate::net::TcpStream)'s are.
 pub struct UnixStream {
     pub(crate) io: Registered<mio::net::UnixStream>,
 }
@@ -202,8 +203,16 @@ impl UnixStream {
     }
 
     /// Shuts down the read side, the write side or both (`Shutdown::Write` is a
-    /// half-close).
+    /// half-close). On a proactor loop, a write the ring still sends goes first: if
+    /// it is in the kernel still, a task of the loop's shuts the write side down
+    /// once it is done (`AsyncWriteExt::close` waits for it).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        if how != Shutdown::Read && self.io.shut_down_after_send(|| self.as_fd().try_clone_to_owned())? {
+            return match how {
+                Shutdown::Both => self.io.get_ref().shutdown(Shutdown::Read),
+                _ => Ok(()),
+            };
+        }
         self.io.get_ref().shutdown(how)
     }
 

@@ -728,34 +728,18 @@ mod tests {
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
     use std::rc::Rc;
-    use std::sync::mpsc;
-    use std::thread::JoinHandle;
     use std::time::Duration;
 
     use super::StreamWriter;
-    use crate::io::{lent, on_test_proactor, pattern, rounds, until};
+    use crate::io::{lent, on_test_proactor, pattern, rounds, slow_peer, until, SlowPeer};
     use crate::streams::{open_connection, StreamReader};
     use crate::EventLoop;
 
-    /// A peer on a thread that reads nothing until `go` says so, then reads to
-    /// EOF and returns what it read (nothing if `go` is dropped instead).
-    type SlowPeer = (mpsc::Sender<()>, JoinHandle<Vec<u8>>);
-
     /// A connection to a [`SlowPeer`].
     async fn stream_to_slow_peer() -> (StreamReader, StreamWriter, SlowPeer) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (go, wait) = mpsc::channel();
-        let peer = std::thread::spawn(move || {
-            let (mut peer, _) = listener.accept().unwrap();
-            let mut got = Vec::new();
-            if wait.recv().is_ok() {
-                peer.read_to_end(&mut got).unwrap();
-            }
-            got
-        });
+        let (addr, peer) = slow_peer();
         let (r, w) = open_connection(addr).await.unwrap();
-        (r, w, (go, peer))
+        (r, w, peer)
     }
 
     /// On a proactor, a writer's writes from its running loop go to the kernel as
