@@ -133,7 +133,9 @@ impl<'a, S: Source + AsRawFd> WriteAllOwned<'a, S> {
     fn poll_ring(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let io = self.io;
         if self.key.is_none() {
-            // An `AsyncWrite` write the ring still sends goes first.
+            // An `AsyncWrite` write the ring still sends goes first; after a
+            // shutdown nothing does.
+            io.check_write_open()?;
             std::task::ready!(io.poll_flush_ring(cx))?;
         }
         let (buf, key, sent) = (&mut self.buf, &mut self.key, &mut self.sent);

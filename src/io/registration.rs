@@ -266,6 +266,11 @@ impl<S: Source> Registered<S> {
     /// kernel (one that is goes first: the bytes keep their order).
     pub(crate) fn poll_write_ring(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Option<Poll<io::Result<usize>>> {
         let writes = self.write_behind()?;
+        // Refused here, not by the socket: a shutdown's task may not have shut it
+        // down yet.
+        if let Err(e) = writes.check_open() {
+            return Some(Poll::Ready(Err(e)));
+        }
         if self.sends_by_ring_now() {
             return Some(self.with_ring(cx, |ring, cx| writes.poll_write(ring, self.fd, cx, bufs)));
         }
@@ -307,7 +312,7 @@ impl<S: Source> Registered<S> {
     /// (again would cut such a task's send short). `false` when neither: the caller
     /// shuts down now.
     pub(crate) fn shut_down_after_send(&self, dup: impl FnOnce() -> io::Result<OwnedFd>) -> io::Result<bool> {
-        if self.note_write_shut() {
+        if self.write_shut() {
             return Ok(true);
         }
         let (Some(writes), Some(lp)) = (self.write_behind().filter(|w| w.busy()), self.lp.upgrade()) else {
@@ -323,13 +328,26 @@ impl<S: Source> Registered<S> {
         let send = writes.hand_over();
         let task = EventLoop { inner: lp }.create_task(send.shut_down_when_sent(self.lp.clone(), fd))?;
         task.detach();
+        writes.shut_down();
         Ok(true)
     }
 
-    /// The stream's write side is shut down: later writes are refused at once.
-    /// Whether it was already (on a proactor loop; `false` elsewhere).
-    pub(crate) fn note_write_shut(&self) -> bool {
-        self.write_behind().is_some_and(WriteBehind::shut_down)
+    /// The stream's write side was shut down: later writes are refused at once.
+    pub(crate) fn note_write_shut(&self) {
+        if let Some(writes) = self.write_behind() {
+            writes.shut_down();
+        }
+    }
+
+    /// Whether the write side was shut down here (on a proactor loop; `false`
+    /// elsewhere, where nothing needs to know).
+    pub(crate) fn write_shut(&self) -> bool {
+        self.write_behind().is_some_and(|w| w.check_open().is_err())
+    }
+
+    /// The error for a write after the write side was shut down here, if it was.
+    pub(crate) fn check_write_open(&self) -> io::Result<()> {
+        self.write_behind().map_or(Ok(()), WriteBehind::check_open)
     }
 
     /// Before a shutdown or a move to another loop, which cannot wait: the stream's
@@ -340,7 +358,10 @@ impl<S: Source> Registered<S> {
         let (Some(writes), Some(lp)) = (self.write_behind().filter(|w| w.busy()), self.lp.upgrade()) else {
             return;
         };
-        if let Err(unsent) = writes.settle(Self::ring_of(&lp), self.fd) {
+        let ring = Self::ring_of(&lp);
+        if let Err(unsent) = writes.settle(ring, self.fd) {
+            // Left to the kernel, not waited for again by the next caller.
+            writes.release(ring);
             log::warn!(
                 "a stream {what} while the kernel still sends {unsent} bytes it was \
                  given (its peer does not read): they may go after that, or not at all \

@@ -634,7 +634,10 @@ impl UringPoller {
     /// its completion comes. The ring's hold on the fd's file keeps the socket open
     /// until then.
     pub(crate) fn abandon_op(&self, key: OpKey) {
-        drop(self.ops.borrow_mut().orphan(key));
+        // The wakers are dropped after the table's borrow ends: a waker's drop may
+        // drop a task, and with it a stream that goes to this table.
+        let orphaned = self.ops.borrow_mut().orphan(key);
+        drop(orphaned);
     }
 
     /// Submits what is queued and waits for operation `key` to complete, for at

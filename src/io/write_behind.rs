@@ -76,12 +76,6 @@ impl WriteBehind {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         ready!(self.poll_idle(ring, fd, cx))?;
-        if self.shut.get() {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "cannot write to a stream whose write side was shut down",
-            )));
-        }
         let mut buf = self.spare.take();
         buf.clear();
         for b in bufs {
@@ -150,10 +144,20 @@ impl WriteBehind {
         }
     }
 
-    /// The write side is shut down (see [`shut`](Self::shut)); whether it was
-    /// already.
-    pub(crate) fn shut_down(&self) -> bool {
-        self.shut.replace(true)
+    /// The write side is shut down (see [`shut`](Self::shut)).
+    pub(crate) fn shut_down(&self) {
+        self.shut.set(true);
+    }
+
+    /// The error for a write after the write side was shut down here, if it was.
+    pub(crate) fn check_open(&self) -> io::Result<()> {
+        if self.shut.get() {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "cannot write to a stream whose write side was shut down",
+            ));
+        }
+        Ok(())
     }
 
     /// The stream goes away: its send is left to the kernel to finish (its buffer
@@ -377,6 +381,8 @@ mod tests {
                     s.shutdown(Shutdown::Write).unwrap();
                     let e = s.write(b"late").await.unwrap_err();
                     assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe);
+                    let (r, _) = s.write_all_owned(b"late".to_vec()).await;
+                    assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);
                     // Shut down already: a close, and the split's write half
                     // dropped, do not shut down again under the send.
                     s.close().await.unwrap();

@@ -221,10 +221,14 @@ pub(crate) fn shutdown_write<S: Source + AsRawFd>(
 ) -> Poll<io::Result<()>> {
     // Shut down here already: again could cut short the send that the earlier
     // shutdown's task waits for.
-    if io.note_write_shut() {
+    if io.write_shut() {
         return Poll::Ready(Ok(()));
     }
-    match shut() {
+    let result = shut();
+    if result.is_ok() {
+        io.note_write_shut();
+    }
+    match result {
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Poll::Ready(Ok(())),
         other => Poll::Ready(other),
     }

@@ -283,7 +283,11 @@ impl TcpStream {
                 _ => Ok(()),
             };
         }
-        self.io.get_ref().shutdown(how)
+        self.io.get_ref().shutdown(how)?;
+        if how != Shutdown::Read {
+            self.io.note_write_shut();
+        }
+        Ok(())
     }
 
     /// Sets `IP_TTL`.

@@ -213,7 +213,11 @@ impl UnixStream {
                 _ => Ok(()),
             };
         }
-        self.io.get_ref().shutdown(how)
+        self.io.get_ref().shutdown(how)?;
+        if how != Shutdown::Read {
+            self.io.note_write_shut();
+        }
+        Ok(())
     }
 
     /// Takes the pending socket error (`SO_ERROR`), if any.
