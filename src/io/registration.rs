@@ -165,7 +165,7 @@ impl<S: Source> Registered<S> {
             if let Some(ring) = lp.reactor.ring() {
                 match &self.ring {
                     RingWork::Stream(stream) => {
-                        stream.writes.release(ring);
+                        stream.writes.release(&lp);
                         stream.reads.cancel(ring);
                     }
                     RingWork::Accepts(accepts) => accepts.cancel(ring),
@@ -296,7 +296,7 @@ impl<S: Source> Registered<S> {
             if off_loop {
                 ring.reap_completions();
             }
-            let idle = writes.poll_idle(ring, self.fd, cx);
+            let idle = writes.poll_idle(ring, Some(self.fd), cx);
             if off_loop {
                 // The rest of a short send, restarted above, goes now.
                 ring.submit_queued();
@@ -321,7 +321,7 @@ impl<S: Source> Registered<S> {
         let ring = Self::ring_of(&lp);
         // Most sends are done by now, or finish as they are submitted.
         ring.reap_completions();
-        if writes.collect(ring, self.fd) {
+        if writes.collect(ring, Some(self.fd)) {
             return Ok(false);
         }
         let fd = dup()?;
@@ -361,7 +361,7 @@ impl<S: Source> Registered<S> {
         let ring = Self::ring_of(&lp);
         if let Err(unsent) = writes.settle(ring, self.fd) {
             // Left to the kernel, not waited for again by the next caller.
-            writes.release(ring);
+            writes.release(&lp);
             log::warn!(
                 "a stream {what} while the kernel still sends {unsent} bytes it was \
                  given (its peer does not read): they may go after that, or not at all \

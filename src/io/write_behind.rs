@@ -15,7 +15,8 @@
 //! accepted, as a socket's buffer keeps what `send(2)` took after `close(2)`. The send
 //! is submitted before the fd is closed (its number could be reused by the next
 //! accept otherwise), and the ring's hold on the file keeps the socket open until
-//! the send is done. Everything else that writes to the socket lets this send
+//! the send is done; a task gives it [`OUTLIVE_LIMIT`] to be, and cancels it past
+//! that. Everything else that writes to the socket lets this send
 //! finish first, so the bytes keep their order: `poll_close` and `write_all_owned`
 //! wait for it; a `shutdown` that finds it still in the kernel leaves a task to
 //! shut the write side down once it is done (the loop does not wait); the stream
@@ -24,7 +25,7 @@
 use std::cell::Cell;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::rc::Weak;
+use std::rc::{Rc, Weak};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -32,10 +33,17 @@ use super::completion::submit_send;
 use super::ops::OpKey;
 use super::uring::UringPoller;
 use crate::event_loop::LoopInner;
+use crate::EventLoop;
 
 /// The most a write takes into one send: a larger write is accepted in parts (each
 /// `poll_write` says how much it took), so a stream holds at most this much.
 const MAX_SEND: usize = 256 * 1024;
+
+/// How long a send may outlive its stream (dropped, or shut down with the send in
+/// the kernel) before it is cancelled: a peer that reads nothing does not keep a
+/// socket and its buffer for good.
+/// (A second in the unit tests, which wait for it.)
+const OUTLIVE_LIMIT: Duration = Duration::from_secs(if cfg!(test) { 1 } else { 30 });
 
 /// How long a shutdown waits, at most, for a send still in the kernel (a peer that
 /// does not read) before it goes ahead.
@@ -75,7 +83,7 @@ impl WriteBehind {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        ready!(self.poll_idle(ring, fd, cx))?;
+        ready!(self.poll_idle(ring, Some(fd), cx))?;
         let mut buf = self.spare.take();
         buf.clear();
         for b in bufs {
@@ -95,7 +103,9 @@ impl WriteBehind {
     }
 
     /// Waits until no send is in the kernel; the error of one that failed.
-    pub(crate) fn poll_idle(&self, ring: &UringPoller, fd: RawFd, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// `fd` restarts the rest of a short send; with none (a stream gone) a short
+    /// send is an error.
+    pub(crate) fn poll_idle(&self, ring: &UringPoller, fd: Option<RawFd>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while let Some(send) = self.sending.get() {
             let (result, buf) = ready!(ring.poll_op(send.key, cx));
             self.sent(ring, fd, send, result, buf)?;
@@ -113,7 +123,7 @@ impl WriteBehind {
             let Some((result, buf)) = ring.wait_op(send.key, SETTLE_WAIT) else {
                 return Err(ring.op_len(send.key) - send.from);
             };
-            if let Err(e) = self.sent(ring, fd, send, result, buf) {
+            if let Err(e) = self.sent(ring, Some(fd), send, result, buf) {
                 log::debug!("a stream's send failed: {e}");
             }
         }
@@ -123,7 +133,7 @@ impl WriteBehind {
     /// Collects the send if it completed, without waiting (the caller reaped the
     /// ring's completions); whether none is in the kernel now. A failed send's
     /// error is dropped, as the caller cannot report it as a write's.
-    pub(crate) fn collect(&self, ring: &UringPoller, fd: RawFd) -> bool {
+    pub(crate) fn collect(&self, ring: &UringPoller, fd: Option<RawFd>) -> bool {
         while let Some(send) = self.sending.get() {
             let Some((result, buf)) = ring.take_done_op(send.key) else {
                 return false;
@@ -160,12 +170,31 @@ impl WriteBehind {
         Ok(())
     }
 
-    /// The stream goes away: its send is left to the kernel to finish (its buffer
-    /// is freed when it has), and submitted now, while its fd still names its socket.
-    pub(crate) fn release(&self, ring: &UringPoller) {
-        if let Some(send) = self.sending.take() {
-            ring.abandon_op(send.key);
-            ring.submit_queued();
+    /// The stream goes away (its fd is closed next): a send still in the kernel is
+    /// left to finish, for at most [`OUTLIVE_LIMIT`], by a task of the loop's. It
+    /// is submitted now, while the fd still names the socket; the ring's hold on
+    /// the file then keeps the socket open until the send is done.
+    pub(crate) fn release(&self, lp: &Rc<LoopInner>) {
+        let (Some(send), Some(ring)) = (self.sending.get(), lp.reactor.ring()) else {
+            return;
+        };
+        // Submits what is queued, and files the completions there are: most
+        // sends are done by now.
+        ring.reap_completions();
+        if self.collect(ring, None) {
+            return;
+        }
+        let left = self.hand_over();
+        let owner = Rc::downgrade(lp);
+        let task = EventLoop { inner: lp.clone() }.create_task(async move {
+            if let Err(e) = left.finish(&owner, None).await {
+                log::debug!("the last send of a dropped stream: {e}");
+            }
+        });
+        match task {
+            Ok(task) => task.detach(),
+            // The loop is closing: it cancels what is in flight.
+            Err(_) => ring.abandon_op(send.key),
         }
     }
 
@@ -173,26 +202,46 @@ impl WriteBehind {
     /// kernel (a peer that does not read): once `self` (the send, handed over) is
     /// done, the write side of `fd`'s socket is shut down. `fd` is a duplicate of the
     /// stream's, so the socket it names stays the same if the stream is dropped
-    /// meanwhile. A failed send skips the shutdown: the connection is broken.
+    /// meanwhile. A send that fails, or is not done within [`OUTLIVE_LIMIT`], skips
+    /// the shutdown: the connection is broken, and the duplicate is closed.
     pub(crate) async fn shut_down_when_sent(self, lp: Weak<LoopInner>, fd: OwnedFd) {
-        let sent = std::future::poll_fn(|cx| match lp.upgrade() {
-            Some(lp) => match lp.reactor.ring() {
-                Some(ring) => self.poll_idle(ring, fd.as_raw_fd(), cx),
-                None => Poll::Ready(Ok(())),
-            },
-            None => Poll::Ready(Err(crate::Error::Closed.into())),
-        })
-        .await;
+        let sent = self.finish(&lp, Some(fd.as_raw_fd())).await;
         let shut = sent.and_then(|()| socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Write));
         if let Err(e) = shut {
             log::debug!("a stream's deferred shutdown failed: {e}");
         }
     }
 
+    /// Waits until the handed-over send is done, for at most [`OUTLIVE_LIMIT`];
+    /// cancels it past that.
+    async fn finish(&self, lp: &Weak<LoopInner>, fd: Option<RawFd>) -> io::Result<()> {
+        let done = std::future::poll_fn(|cx| match lp.upgrade() {
+            Some(lp) => match lp.reactor.ring() {
+                Some(ring) => self.poll_idle(ring, fd, cx),
+                None => Poll::Ready(Ok(())),
+            },
+            None => Poll::Ready(Err(crate::Error::Closed.into())),
+        });
+        match crate::time::timeout(OUTLIVE_LIMIT, done).await {
+            Ok(r) => r,
+            Err(_) => {
+                if let (Some(send), Some(lp)) = (self.sending.take(), lp.upgrade()) {
+                    if let Some(ring) = lp.reactor.ring() {
+                        ring.cancel_op(send.key);
+                    }
+                }
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the peer read nothing for {OUTLIVE_LIMIT:?}: the send was cancelled"),
+                ))
+            }
+        }
+    }
+
     /// Send `send` completed with `result`: the rest of a short one (a signal, or
     /// more than a send's `u32` of bytes) goes again; a whole one's buffer is kept
     /// for the next.
-    fn sent(&self, ring: &UringPoller, fd: RawFd, send: Sending, result: i32, buf: Vec<u8>) -> io::Result<()> {
+    fn sent(&self, ring: &UringPoller, fd: Option<RawFd>, send: Sending, result: i32, buf: Vec<u8>) -> io::Result<()> {
         self.sending.set(None);
         let done = match result {
             r if r < 0 => {
@@ -203,6 +252,9 @@ impl WriteBehind {
             n => send.from + n as usize,
         };
         if done < buf.len() {
+            let Some(fd) = fd else {
+                return Err(io::Error::other("a send cut short after its stream was gone"));
+            };
             return self.start(ring, fd, buf, done);
         }
         self.spare.set(buf);
@@ -228,6 +280,7 @@ impl WriteBehind {
 mod tests {
     use std::future::Future;
     use std::io::{IoSlice, Read, Write};
+    use std::os::fd::AsRawFd;
     use std::net::Shutdown;
     use std::time::Duration;
 
@@ -363,6 +416,72 @@ mod tests {
         });
     }
 
+    /// A stream dropped right after a write, its send still queued, and a new
+    /// connection made at once (which may get the same fd number): the send goes to
+    /// the first peer, submitted before its fd closed, and nothing to the second.
+    #[test]
+    fn a_send_queued_as_its_stream_drops_goes_to_that_stream_only() {
+        on_test_proactor(|lp| async move {
+            for round in 0..50u32 {
+                let (first, (go_first, first_peer)) = stream_to_slow_peer().await;
+                let (addr, (go_second, second_peer)) = slow_peer();
+                let mut first = first;
+                first.write_all(b"first").await.unwrap();
+                let fd = first.as_raw_fd();
+                drop(first);
+                let mut second = TcpStream::connect(addr).await.unwrap();
+                if round == 0 {
+                    assert_eq!(second.as_raw_fd(), fd, "the test means to reuse the fd number");
+                }
+                second.write_all(b"second").await.unwrap();
+                second.close().await.unwrap();
+                drop(second);
+                peer_gets(&lp, (go_first, first_peer), b"first").await;
+                peer_gets(&lp, (go_second, second_peer), b"second").await;
+            }
+        });
+    }
+
+    /// A Unix stream's writes go through the ring the same way.
+    #[test]
+    fn proactor_unix_stream_writes_go_through_the_ring() {
+        on_test_proactor(|_| async move {
+            let (mut a, mut b) = crate::net::UnixStream::pair().unwrap();
+            let sent = pattern(1 << 20);
+            let reader = crate::spawn(async move {
+                let mut got = Vec::new();
+                b.read_to_end(&mut got).await.unwrap();
+                got
+            });
+            assert_eq!(a.write(&sent[..1000]).await.unwrap(), 1000);
+            assert!(a.io.write_behind().is_some_and(|w| w.busy()));
+            a.write_all(&sent[1000..]).await.unwrap();
+            a.close().await.unwrap();
+            assert!(reader.await.unwrap() == sent);
+        });
+    }
+
+    /// A stream dropped while its last send is stuck behind a peer that reads
+    /// nothing: past the limit the send is cancelled and its buffer freed, and the
+    /// socket closes; the peer, reading at last, gets a prefix of what was accepted
+    /// and then end-of-stream.
+    #[test]
+    fn a_dropped_streams_send_that_never_goes_is_cancelled_after_the_limit() {
+        on_test_proactor(|lp| async move {
+            let (mut s, (go, peer)) = stream_to_slow_peer().await;
+            let sent = pattern(16 << 20);
+            let at = fill(&mut s, &sent).await;
+            drop(s);
+            assert!(lent(&lp) > 0);
+            until(|| lent(&lp) == 0).await;
+            go.send(()).unwrap();
+            until(|| peer.is_finished()).await;
+            let got = peer.join().unwrap();
+            assert!(got.len() < at, "the send went on past the limit");
+            assert!(got == sent[..got.len()]);
+        });
+    }
+
     /// A shutdown, and a write half dropped, while the last send is stuck in the
     /// kernel: neither waits for it (the loop goes on), later writes are refused,
     /// and the peer reads every byte accepted, then end-of-stream.
@@ -389,8 +508,9 @@ mod tests {
                     s.split().0
                 };
                 assert!(lent(&lp) > 0, "the send did not stay in the kernel");
-                peer_gets(&lp, (go, peer), &sent[..at]).await;
+                // The shutdown's task outlives the stream.
                 drop(kept);
+                peer_gets(&lp, (go, peer), &sent[..at]).await;
             }
         });
     }
