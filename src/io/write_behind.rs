@@ -442,6 +442,51 @@ mod tests {
         });
     }
 
+    /// Streams ended at varied points of their writes (dropped, closed, shut down,
+    /// with writes given up on by a timeout between), to peers that start reading
+    /// at varied times: each peer gets exactly the bytes the writes accepted, in
+    /// order, and every buffer comes back.
+    #[test]
+    fn proactor_streams_ended_at_any_point_deliver_exactly_what_they_accepted() {
+        on_test_proactor(|lp| async move {
+            let sent = pattern(4 << 20);
+            let mut r = rounds(11, 10_000);
+            let mut next = move |n: u32| r.next().unwrap() % n;
+            for _ in 0..150 {
+                let delay = Duration::from_micros(u64::from(next(3000)));
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let peer = std::thread::spawn(move || {
+                    let (mut peer, _) = listener.accept().unwrap();
+                    std::thread::sleep(delay);
+                    let mut got = Vec::new();
+                    peer.read_to_end(&mut got).unwrap();
+                    got
+                });
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                let mut accepted = 0;
+                for _ in 0..1 + next(6) {
+                    let size = 1 + next(512 << 10) as usize;
+                    let end = (accepted + size).min(sent.len());
+                    let limit = Duration::from_micros(u64::from(next(2000)));
+                    if let Ok(n) = crate::time::timeout(limit, s.write(&sent[accepted..end])).await {
+                        accepted += n.unwrap();
+                    }
+                }
+                match next(3) {
+                    0 => drop(s),
+                    1 => s.close().await.unwrap(),
+                    _ => s.shutdown(Shutdown::Write).unwrap(),
+                }
+                until(|| peer.is_finished()).await;
+                let got = peer.join().unwrap();
+                assert_eq!(got.len(), accepted, "the peer did not get what the writes accepted");
+                assert!(got == sent[..accepted], "the bytes came changed or out of order");
+            }
+            until(|| lent(&lp) == 0).await;
+        });
+    }
+
     /// A Unix stream's writes go through the ring the same way.
     #[test]
     fn proactor_unix_stream_writes_go_through_the_ring() {
