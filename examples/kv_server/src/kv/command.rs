@@ -364,6 +364,17 @@ fn unknown_command(name: &[u8], args: impl Iterator<Item = Vec<u8>>) -> Reply {
     ))
 }
 
+/// An argument that may be missing (the arity check rules that out where it
+/// matters) as bytes: a missing one is empty.
+pub(super) fn bytes<A: AsRef<[u8]>>(arg: &Option<A>) -> &[u8] {
+    arg.as_ref().map_or(&[], AsRef::as_ref)
+}
+
+/// An argument that may be missing as a `Vec` (a missing one is empty).
+pub(super) fn arg<A: Into<Vec<u8>>>(arg: Option<A>) -> Vec<u8> {
+    arg.map(A::into).unwrap_or_default()
+}
+
 pub(super) fn integer(arg: &[u8]) -> Result<i64, Reply> {
     parse_integer(arg).ok_or(Reply::error(NOT_AN_INTEGER))
 }
@@ -459,20 +470,20 @@ impl Command {
             }
             "lpush" | "rpush" | "lpop" | "rpop" | "lrange" | "llen" | "lindex" => {
                 let key = rest.key();
-                Command::Lists(ListCommand::parse(name, key, rest.args())?)
+                Command::Lists(ListCommand::parse(name, key, rest.0)?)
             }
             "hset" | "hmset" | "hget" | "hmget" | "hdel" | "hgetall" | "hkeys" | "hvals"
             | "hlen" | "hincrby" | "hexists" => {
                 let key = rest.key();
-                Command::Hashes(HashCommand::parse(name, key, rest.args())?)
+                Command::Hashes(HashCommand::parse(name, key, rest.0)?)
             }
             "sadd" | "srem" | "spop" | "smembers" | "sismember" | "scard" => {
                 let key = rest.key();
-                Command::Sets(SetCommand::parse(name, key, rest.args())?)
+                Command::Sets(SetCommand::parse(name, key, rest.0)?)
             }
             "zadd" | "zincrby" | "zpopmin" | "zpopmax" | "zrange" | "zscore" | "zrem" | "zcard" => {
                 let key = rest.key();
-                Command::SortedSets(ZSetCommand::parse(name, key, rest.args())?)
+                Command::SortedSets(ZSetCommand::parse(name, key, rest.0)?)
             }
             "getdel" => Command::GetDel(rest.key()),
             "getex" => {

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use indexmap::IndexMap;
 
-use super::command::{arity_error, integer};
-use super::store::Key;
+use super::command::{arg, arity_error, bytes, integer};
+use super::store::{IntoKey, Key};
 use super::Store;
 use crate::resp::{parse_integer, write_decimal, Reply};
 
@@ -54,19 +54,20 @@ pub enum HashCommand {
 
 impl HashCommand {
     /// Parses the arguments after the name and the key (arity already checked).
-    pub(super) fn parse(name: &str, key: Key, args: Vec<Vec<u8>>) -> Result<HashCommand, Reply> {
-        let mut rest = args.into_iter();
-        let mut next = || rest.next().unwrap_or_default();
+    pub(super) fn parse<A: IntoKey + Into<Vec<u8>>>(
+        name: &str,
+        key: Key,
+        mut rest: impl ExactSizeIterator<Item = A>,
+    ) -> Result<HashCommand, Reply> {
         Ok(match name {
             "hset" | "hmset" => {
-                let all: Vec<Vec<u8>> = rest.collect();
-                if all.len() % 2 != 0 {
+                if rest.len() % 2 != 0 {
                     return Err(arity_error(name));
                 }
-                let mut pairs = Vec::with_capacity(all.len() / 2);
-                let mut it = all.into_iter();
-                while let (Some(f), Some(v)) = (it.next(), it.next()) {
-                    pairs.push((f, v));
+                // Straight from the request: no list of the arguments first.
+                let mut pairs = Vec::with_capacity(rest.len() / 2);
+                while let (Some(f), Some(v)) = (rest.next(), rest.next()) {
+                    pairs.push((f.into(), v.into()));
                 }
                 HashCommand::Set {
                     key,
@@ -74,22 +75,22 @@ impl HashCommand {
                     ok: name == "hmset",
                 }
             }
-            "hget" => HashCommand::Get(key, next()),
-            "hmget" => HashCommand::MGet(key, rest.collect()),
-            "hdel" => HashCommand::Del(key, rest.collect()),
+            "hget" => HashCommand::Get(key, arg(rest.next())),
+            "hmget" => HashCommand::MGet(key, rest.map(A::into).collect()),
+            "hdel" => HashCommand::Del(key, rest.map(A::into).collect()),
             "hgetall" => HashCommand::GetAll(key),
             "hkeys" => HashCommand::Keys(key),
             "hvals" => HashCommand::Vals(key),
             "hlen" => HashCommand::Len(key),
             "hincrby" => {
-                let field = next();
+                let field = arg(rest.next());
                 HashCommand::IncrBy {
                     key,
                     field,
-                    by: integer(&next())?,
+                    by: integer(bytes(&rest.next()))?,
                 }
             }
-            "hexists" => HashCommand::Exists(key, next()),
+            "hexists" => HashCommand::Exists(key, arg(rest.next())),
             _ => unreachable!("only hash commands are sent here"),
         })
     }

@@ -3,8 +3,8 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::command::{integer, positive_count};
-use super::store::Key;
+use super::command::{bytes, integer, positive_count};
+use super::store::{IntoKey, Key};
 use super::Store;
 use crate::resp::Reply;
 
@@ -51,33 +51,43 @@ pub enum ListCommand {
 
 impl ListCommand {
     /// Parses the arguments after the name and the key (arity already checked).
-    pub(super) fn parse(name: &str, key: Key, args: Vec<Vec<u8>>) -> Result<ListCommand, Reply> {
+    pub(super) fn parse<A: IntoKey + Into<Vec<u8>>>(
+        name: &str,
+        key: Key,
+        mut rest: impl ExactSizeIterator<Item = A>,
+    ) -> Result<ListCommand, Reply> {
         Ok(match name {
             "lpush" | "rpush" => ListCommand::Push {
                 key,
-                elements: args,
+                elements: rest.map(A::into).collect(),
                 head: name == "lpush",
             },
             "lpop" | "rpop" => {
-                if args.len() > 1 {
+                if rest.len() > 1 {
                     return Err(super::command::arity_error(name));
                 }
-                let count = args.first().map(|c| positive_count(c)).transpose()?;
+                let count = rest
+                    .next()
+                    .map(|c| positive_count(c.as_ref()))
+                    .transpose()?;
                 ListCommand::Pop {
                     key,
                     count,
                     head: name == "lpop",
                 }
             }
-            "lrange" => ListCommand::Range {
-                key,
-                start: integer(&args[0])?,
-                stop: integer(&args[1])?,
-            },
+            "lrange" => {
+                let (start, stop) = (rest.next(), rest.next());
+                ListCommand::Range {
+                    key,
+                    start: integer(bytes(&start))?,
+                    stop: integer(bytes(&stop))?,
+                }
+            }
             "llen" => ListCommand::Len(key),
             "lindex" => ListCommand::Index {
                 key,
-                index: integer(&args[0])?,
+                index: integer(bytes(&rest.next()))?,
             },
             _ => unreachable!("only list commands are sent here"),
         })

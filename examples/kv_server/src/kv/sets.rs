@@ -4,8 +4,8 @@ use std::time::Instant;
 
 use indexmap::IndexSet;
 
-use super::command::positive_count;
-use super::store::Key;
+use super::command::{arg, positive_count};
+use super::store::{IntoKey, Key};
 use super::Store;
 use crate::resp::Reply;
 
@@ -30,17 +30,21 @@ pub enum SetCommand {
 
 impl SetCommand {
     /// Parses the arguments after the name and the key (arity already checked).
-    pub(super) fn parse(name: &str, key: Key, rest: Vec<Vec<u8>>) -> Result<SetCommand, Reply> {
+    pub(super) fn parse<A: IntoKey + Into<Vec<u8>>>(
+        name: &str,
+        key: Key,
+        mut rest: impl ExactSizeIterator<Item = A>,
+    ) -> Result<SetCommand, Reply> {
         Ok(match name {
-            "sadd" => SetCommand::Add(key, rest),
-            "srem" => SetCommand::Rem(key, rest),
-            "spop" => match rest.as_slice() {
-                [] => SetCommand::Pop(key, None),
-                [count] => SetCommand::Pop(key, Some(positive_count(count)?)),
+            "sadd" => SetCommand::Add(key, rest.map(A::into).collect()),
+            "srem" => SetCommand::Rem(key, rest.map(A::into).collect()),
+            "spop" => match (rest.next(), rest.len()) {
+                (None, _) => SetCommand::Pop(key, None),
+                (Some(count), 0) => SetCommand::Pop(key, Some(positive_count(count.as_ref())?)),
                 _ => return Err(Reply::error("ERR syntax error")),
             },
             "smembers" => SetCommand::Members(key),
-            "sismember" => SetCommand::IsMember(key, rest.into_iter().next().unwrap_or_default()),
+            "sismember" => SetCommand::IsMember(key, arg(rest.next())),
             "scard" => SetCommand::Card(key),
             _ => unreachable!("only set commands are sent here"),
         })

@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
-use super::command::{integer, positive_count, SYNTAX};
+use super::command::{arg, bytes, integer, positive_count, SYNTAX};
 use super::lists::clamp_range;
-use super::store::Key;
+use super::store::{IntoKey, Key};
 use super::zset::{Score, ZSet};
 use super::Store;
 use crate::resp::Reply;
@@ -138,30 +138,33 @@ pub(super) fn parse_score(arg: &[u8]) -> Result<f64, Reply> {
 
 impl ZSetCommand {
     /// Parses the arguments after the name and the key (arity already checked).
-    pub(super) fn parse(name: &str, key: Key, rest: Vec<Vec<u8>>) -> Result<ZSetCommand, Reply> {
+    pub(super) fn parse<A: IntoKey + Into<Vec<u8>>>(
+        name: &str,
+        key: Key,
+        mut rest: impl ExactSizeIterator<Item = A>,
+    ) -> Result<ZSetCommand, Reply> {
         Ok(match name {
             "zadd" => parse_zadd(key, rest)?,
             "zincrby" => {
-                let mut rest = rest.into_iter();
-                let increment = parse_score(&rest.next().unwrap_or_default())?;
-                ZSetCommand::IncrBy(key, increment, rest.next().unwrap_or_default())
+                let increment = parse_score(bytes(&rest.next()))?;
+                ZSetCommand::IncrBy(key, increment, arg(rest.next()))
             }
-            "zpopmin" | "zpopmax" => match rest.as_slice() {
-                [] => ZSetCommand::Pop {
+            "zpopmin" | "zpopmax" => match (rest.next(), rest.len()) {
+                (None, _) => ZSetCommand::Pop {
                     key,
                     count: None,
                     max: name == "zpopmax",
                 },
-                [count] => ZSetCommand::Pop {
+                (Some(count), 0) => ZSetCommand::Pop {
                     key,
-                    count: Some(positive_count(count)?),
+                    count: Some(positive_count(count.as_ref())?),
                     max: name == "zpopmax",
                 },
                 _ => return Err(Reply::error(SYNTAX)),
             },
-            "zrange" => parse_zrange(key, rest)?,
-            "zscore" => ZSetCommand::Score(key, rest.into_iter().next().unwrap_or_default()),
-            "zrem" => ZSetCommand::Rem(key, rest),
+            "zrange" => parse_zrange(key, rest.map(A::into).collect())?,
+            "zscore" => ZSetCommand::Score(key, arg(rest.next())),
+            "zrem" => ZSetCommand::Rem(key, rest.map(A::into).collect()),
             "zcard" => ZSetCommand::Card(key),
             _ => unreachable!("only sorted-set commands are sent here"),
         })
@@ -229,11 +232,14 @@ fn parse_zrange(key: Key, args: Vec<Vec<u8>>) -> Result<ZSetCommand, Reply> {
     })
 }
 
-fn parse_zadd(key: Key, args: Vec<Vec<u8>>) -> Result<ZSetCommand, Reply> {
+fn parse_zadd<A: IntoKey + Into<Vec<u8>>>(
+    key: Key,
+    rest: impl ExactSizeIterator<Item = A>,
+) -> Result<ZSetCommand, Reply> {
     let mut flags = ZAddFlags::default();
-    let mut i = 0;
-    while let Some(arg) = args.get(i) {
-        let is = |name: &[u8]| arg.eq_ignore_ascii_case(name);
+    let mut rest = rest.peekable();
+    while let Some(arg) = rest.peek() {
+        let is = |name: &[u8]| arg.as_ref().eq_ignore_ascii_case(name);
         let flag = match () {
             _ if is(b"nx") => &mut flags.nx,
             _ if is(b"xx") => &mut flags.xx,
@@ -244,9 +250,9 @@ fn parse_zadd(key: Key, args: Vec<Vec<u8>>) -> Result<ZSetCommand, Reply> {
             _ => break,
         };
         *flag = true;
-        i += 1;
+        rest.next();
     }
-    let elements = args.len() - i;
+    let elements = rest.len();
     if elements == 0 || elements % 2 != 0 {
         return Err(Reply::error(SYNTAX));
     }
@@ -265,11 +271,11 @@ fn parse_zadd(key: Key, args: Vec<Vec<u8>>) -> Result<ZSetCommand, Reply> {
             "ERR INCR option supports a single increment-element pair",
         ));
     }
-    // The members are taken, not copied: each is stored as it came.
-    let mut rest = args.into_iter().skip(i);
+    // Straight from the request: a score read where it lies, each member stored
+    // as it came.
     let mut pairs = Vec::with_capacity(elements / 2);
     while let (Some(score), Some(member)) = (rest.next(), rest.next()) {
-        pairs.push((parse_score(&score)?, member));
+        pairs.push((parse_score(score.as_ref())?, member.into()));
     }
     Ok(ZSetCommand::Add { key, flags, pairs })
 }
