@@ -205,6 +205,11 @@ impl Ops {
         self.slots.contains(key)
     }
 
+    /// Whether operation `key` completed (and is not collected yet).
+    pub(crate) fn is_done(&self, key: OpKey) -> bool {
+        self.slots.get(key).is_some_and(|s| matches!(s.state, State::Done(_)))
+    }
+
     /// The length of operation `key`'s buffer (0 for a key not in the table).
     pub(crate) fn buf_len(&self, key: OpKey) -> usize {
         self.slots.get(key).map_or(0, |s| s.buf.len())

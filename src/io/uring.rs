@@ -657,6 +657,11 @@ impl UringPoller {
         }
     }
 
+    /// Whether operation `key` completed (its completion filed, not collected).
+    pub(crate) fn op_done(&self, key: OpKey) -> bool {
+        self.ops.borrow().is_done(key)
+    }
+
     /// The length of operation `key`'s buffer.
     pub(crate) fn op_len(&self, key: OpKey) -> usize {
         self.ops.borrow().buf_len(key)

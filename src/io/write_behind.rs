@@ -83,6 +83,16 @@ impl WriteBehind {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Some(send) = self.sending.get() {
+            if !ring.op_done(send.key) {
+                // A second write before the loop collected the send, most often in
+                // the same turn (a copy loop): the send may not even be submitted.
+                // Submit it now and collect what is done, rather than wait a turn
+                // of the loop for each buffer; a system call where `send(2)` would
+                // have made one too.
+                ring.reap_completions();
+            }
+        }
         ready!(self.poll_idle(ring, Some(fd), cx))?;
         let mut buf = self.spare.take();
         buf.clear();
