@@ -2,7 +2,7 @@
 # System calls a server makes per echoed message or per HTTP request, counted with
 # `strace -f -c` attached to the server for the whole load.
 #
-# LOAD=echo (default): `echo_load --messages 100000 --conns 64 --inflight 1` against
+# LOAD=echo (default): `echo_load --messages 100000 --conns 64 --inflight INFLIGHT` (default 1) against
 # SERVER (default: examples/echo_server --mode task --proactor).
 # LOAD=http: `wrk -t1 -c64 -d3s` against SERVER (default: examples/http_server, with
 # SHARDLOOP_PROACTOR=1 in its environment; set PROACTOR=0 for the epoll loop).
@@ -52,7 +52,7 @@ if [[ $LOAD == http ]]; then
   UNIT=request
 else
   COUNT=100000
-  target/release/examples/echo_load --addr "127.0.0.1:$PORT" --messages $COUNT --conns 64 --inflight 1 >/dev/null
+  target/release/examples/echo_load --addr "127.0.0.1:$PORT" --messages $COUNT --conns 64 --inflight "${INFLIGHT:-1}" >/dev/null
   UNIT=message
 fi
 sleep 0.3
