@@ -325,8 +325,8 @@ impl<S: Source> Registered<S> {
             return Ok(false);
         }
         let fd = dup()?;
-        let send = writes.hand_over();
-        let task = EventLoop { inner: lp }.create_task(send.shut_down_when_sent(self.lp.clone(), fd))?;
+        let send = writes.hand_over(self.lp.clone());
+        let task = EventLoop { inner: lp }.create_task(send.shut_down_when_sent(fd))?;
         task.detach();
         writes.shut_down();
         Ok(true)

@@ -629,17 +629,6 @@ impl UringPoller {
         self.orphan_op(key).wake();
     }
 
-    /// Nobody will collect operation `key`, but it is to finish, not be cancelled
-    /// (a stream's last send, when the stream is dropped): its buffer is freed when
-    /// its completion comes. The ring's hold on the fd's file keeps the socket open
-    /// until then.
-    pub(crate) fn abandon_op(&self, key: OpKey) {
-        // The wakers are dropped after the table's borrow ends: a waker's drop may
-        // drop a task, and with it a stream that goes to this table.
-        let orphaned = self.ops.borrow_mut().orphan(key);
-        drop(orphaned);
-    }
-
     /// Submits what is queued and waits for operation `key` to complete, for at
     /// most `limit`; its result and buffer, or `None` if it did not complete in
     /// that time (it stays in the table, to poll later).

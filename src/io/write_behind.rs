@@ -155,13 +155,14 @@ impl WriteBehind {
         true
     }
 
-    /// Hands the send in the kernel over, to finish elsewhere: this stream has
-    /// none after.
-    pub(crate) fn hand_over(&self) -> WriteBehind {
-        WriteBehind {
+    /// Hands the send in the kernel over, to finish in a task of `lp`'s: this
+    /// stream has none after.
+    pub(crate) fn hand_over(&self, lp: Weak<LoopInner>) -> HandedOver {
+        let writes = WriteBehind {
             sending: Cell::new(self.sending.take()),
             ..WriteBehind::default()
-        }
+        };
+        HandedOver { writes, lp }
     }
 
     /// The write side is shut down (see [`shut`](Self::shut)).
@@ -185,7 +186,7 @@ impl WriteBehind {
     /// is submitted now, while the fd still names the socket; the ring's hold on
     /// the file then keeps the socket open until the send is done.
     pub(crate) fn release(&self, lp: &Rc<LoopInner>) {
-        let (Some(send), Some(ring)) = (self.sending.get(), lp.reactor.ring()) else {
+        let (Some(_), Some(ring)) = (self.sending.get(), lp.reactor.ring()) else {
             return;
         };
         // Submits what is queued, and files the completions there are: most
@@ -194,57 +195,15 @@ impl WriteBehind {
         if self.collect(ring, None) {
             return;
         }
-        let left = self.hand_over();
-        let owner = Rc::downgrade(lp);
+        let left = self.hand_over(Rc::downgrade(lp));
         let task = EventLoop { inner: lp.clone() }.create_task(async move {
-            if let Err(e) = left.finish(&owner, None).await {
+            if let Err(e) = left.finish(None).await {
                 log::debug!("the last send of a dropped stream: {e}");
             }
         });
-        match task {
-            Ok(task) => task.detach(),
-            // The loop is closing: it cancels what is in flight.
-            Err(_) => ring.abandon_op(send.key),
-        }
-    }
-
-    /// The task a shutdown leaves behind when its stream's send is still in the
-    /// kernel (a peer that does not read): once `self` (the send, handed over) is
-    /// done, the write side of `fd`'s socket is shut down. `fd` is a duplicate of the
-    /// stream's, so the socket it names stays the same if the stream is dropped
-    /// meanwhile. A send that fails, or is not done within [`OUTLIVE_LIMIT`], skips
-    /// the shutdown: the connection is broken, and the duplicate is closed.
-    pub(crate) async fn shut_down_when_sent(self, lp: Weak<LoopInner>, fd: OwnedFd) {
-        let sent = self.finish(&lp, Some(fd.as_raw_fd())).await;
-        let shut = sent.and_then(|()| socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Write));
-        if let Err(e) = shut {
-            log::debug!("a stream's deferred shutdown failed: {e}");
-        }
-    }
-
-    /// Waits until the handed-over send is done, for at most [`OUTLIVE_LIMIT`];
-    /// cancels it past that.
-    async fn finish(&self, lp: &Weak<LoopInner>, fd: Option<RawFd>) -> io::Result<()> {
-        let done = std::future::poll_fn(|cx| match lp.upgrade() {
-            Some(lp) => match lp.reactor.ring() {
-                Some(ring) => self.poll_idle(ring, fd, cx),
-                None => Poll::Ready(Ok(())),
-            },
-            None => Poll::Ready(Err(crate::Error::Closed.into())),
-        });
-        match crate::time::timeout(OUTLIVE_LIMIT, done).await {
-            Ok(r) => r,
-            Err(_) => {
-                if let (Some(send), Some(lp)) = (self.sending.take(), lp.upgrade()) {
-                    if let Some(ring) = lp.reactor.ring() {
-                        ring.cancel_op(send.key);
-                    }
-                }
-                Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("the peer read nothing for {OUTLIVE_LIMIT:?}: the send was cancelled"),
-                ))
-            }
+        // A loop that is closing takes no task: the dropped one cancelled the send.
+        if let Ok(task) = task {
+            task.detach();
         }
     }
 
@@ -286,11 +245,66 @@ impl WriteBehind {
     }
 }
 
+/// A stream's send handed over to a task of its loop's, to finish after the
+/// stream let go of it (see [`WriteBehind::release`] and the shutdown's
+/// [`shut_down_when_sent`](Self::shut_down_when_sent)). Dropped with the send still
+/// in the kernel (past [`OUTLIVE_LIMIT`], or with its task: cancelled, even before
+/// its first poll, or its loop closing), it cancels the send: none is left in the
+/// kernel without a limit.
+pub(crate) struct HandedOver {
+    writes: WriteBehind,
+    lp: Weak<LoopInner>,
+}
+
+impl HandedOver {
+    /// The task a shutdown leaves behind when its stream's send is still in the
+    /// kernel (a peer that does not read): once the send is done, the write side of `fd`'s socket is shut down. `fd` is a duplicate of the
+    /// stream's, so the socket it names stays the same if the stream is dropped
+    /// meanwhile. A send not done within [`OUTLIVE_LIMIT`] is cancelled, and the
+    /// write side shut down all the same, so the peer still sees the end.
+    pub(crate) async fn shut_down_when_sent(self, fd: OwnedFd) {
+        if let Err(e) = self.finish(Some(fd.as_raw_fd())).await {
+            log::debug!("a stream's last send before its shutdown: {e}");
+        }
+        // A failed send leaves a broken connection, where this fails harmlessly.
+        if let Err(e) = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Write) {
+            log::debug!("a stream's deferred shutdown failed: {e}");
+        }
+    }
+
+    /// Waits until the send is done, for at most [`OUTLIVE_LIMIT`]; past that
+    /// it is cancelled (when `self` is dropped).
+    async fn finish(&self, fd: Option<RawFd>) -> io::Result<()> {
+        let done = std::future::poll_fn(|cx| match self.lp.upgrade() {
+            Some(lp) => match lp.reactor.ring() {
+                Some(ring) => self.writes.poll_idle(ring, fd, cx),
+                None => Poll::Ready(Ok(())),
+            },
+            None => Poll::Ready(Err(crate::Error::Closed.into())),
+        });
+        crate::time::timeout(OUTLIVE_LIMIT, done).await.unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the peer read nothing for {OUTLIVE_LIMIT:?}: the send was cancelled"),
+            ))
+        })
+    }
+}
+
+impl Drop for HandedOver {
+    fn drop(&mut self) {
+        if let (Some(send), Some(lp)) = (self.writes.sending.take(), self.lp.upgrade()) {
+            if let Some(ring) = lp.reactor.ring() {
+                ring.cancel_op(send.key);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::future::Future;
     use std::io::{IoSlice, Read, Write};
-    use std::os::fd::AsRawFd;
     use std::net::Shutdown;
     use std::time::Duration;
 
@@ -432,17 +446,14 @@ mod tests {
     #[test]
     fn a_send_queued_as_its_stream_drops_goes_to_that_stream_only() {
         on_test_proactor(|lp| async move {
-            for round in 0..50u32 {
-                let (first, (go_first, first_peer)) = stream_to_slow_peer().await;
+            for _ in 0..50 {
+                let (mut first, (go_first, first_peer)) = stream_to_slow_peer().await;
                 let (addr, (go_second, second_peer)) = slow_peer();
-                let mut first = first;
                 first.write_all(b"first").await.unwrap();
-                let fd = first.as_raw_fd();
                 drop(first);
+                // Most often the same fd number as `first`'s (not always: other
+                // tests open files meanwhile).
                 let mut second = TcpStream::connect(addr).await.unwrap();
-                if round == 0 {
-                    assert_eq!(second.as_raw_fd(), fd, "the test means to reuse the fd number");
-                }
                 second.write_all(b"second").await.unwrap();
                 second.close().await.unwrap();
                 drop(second);
@@ -534,6 +545,31 @@ mod tests {
             let got = peer.join().unwrap();
             assert!(got.len() < at, "the send went on past the limit");
             assert!(got == sent[..got.len()]);
+        });
+    }
+
+    /// The task that finishes a dropped stream's stuck send, cancelled (as
+    /// shutdown code that cancels every task does): the send is cancelled with it
+    /// and its buffer freed, not left in the kernel with no limit.
+    #[test]
+    fn cancelling_the_task_of_a_dropped_streams_send_cancels_the_send() {
+        on_test_proactor(|lp| async move {
+            let (mut s, (go, peer)) = stream_to_slow_peer().await;
+            let sent = pattern(16 << 20);
+            fill(&mut s, &sent).await;
+            drop(s);
+            assert!(lent(&lp) > 0);
+            // (The test's body is not a task.)
+            let tasks = crate::all_tasks();
+            assert_eq!(tasks.len(), 1, "one task finishes the dropped stream's send");
+            tasks[0].cancel();
+            until(|| tasks[0].is_finished()).await;
+            // The task, and the limit's timer with it, is gone: only the cancel
+            // can free the buffer now.
+            until(|| lent(&lp) == 0).await;
+            go.send(()).unwrap();
+            until(|| peer.is_finished()).await;
+            assert!(peer.join().unwrap().len() < sent.len());
         });
     }
 
