@@ -352,6 +352,11 @@ impl UringPoller {
         }
     }
 
+    /// Whether a stream's send is queued and not submitted yet.
+    pub(crate) fn sends_queued(&self) -> bool {
+        self.sends_queued.get()
+    }
+
     /// A send was queued: [`submit_queued`](Self::submit_queued) submits.
     pub(crate) fn note_send_queued(&self) {
         self.sends_queued.set(true);
@@ -360,6 +365,7 @@ impl UringPoller {
     /// Submits what is queued and files the completions there are, without waiting
     /// (a closing loop's transports settling their sends).
     pub(crate) fn reap_completions(&self) {
+        self.sends_queued.set(false);
         if let Err(e) = self.ring.borrow().submitter().submit() {
             log::debug!("io_uring: submitting to read completions failed ({e})");
         }

@@ -45,8 +45,9 @@ const MAX_SEND: usize = 256 * 1024;
 /// (A second in the unit tests, which wait for it.)
 const OUTLIVE_LIMIT: Duration = Duration::from_secs(if cfg!(test) { 1 } else { 30 });
 
-/// How long a shutdown waits, at most, for a send still in the kernel (a peer that
-/// does not read) before it goes ahead.
+/// How long a caller that cannot wait (a stream writer taking the socket, a move
+/// to another loop, a write outside a task) waits, at most, for a send still in
+/// the kernel (a peer that does not read) before it goes ahead.
 const SETTLE_WAIT: Duration = Duration::from_millis(100);
 
 /// A stream's write-behind state (see the module's comment).
@@ -84,12 +85,13 @@ impl WriteBehind {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         if let Some(send) = self.sending.get() {
-            if !ring.op_done(send.key) {
-                // A second write before the loop collected the send, most often in
-                // the same turn (a copy loop): the send may not even be submitted.
-                // Submit it now and collect what is done, rather than wait a turn
-                // of the loop for each buffer; a system call where `send(2)` would
-                // have made one too.
+            if !ring.op_done(send.key) && ring.sends_queued() {
+                // A second write in the turn that queued the send (a copy loop):
+                // the send is not even submitted. Submit it now and collect what is
+                // done, rather than wait a turn of the loop for each buffer; a
+                // system call where `send(2)` would have made one too. (A send
+                // submitted in an earlier turn and not done is stuck behind a full
+                // socket: entering the kernel again would not help.)
                 ring.reap_completions();
             }
         }
@@ -123,7 +125,7 @@ impl WriteBehind {
         Poll::Ready(Ok(()))
     }
 
-    /// For a caller that cannot wait (a shutdown, a stream leaving its loop): the
+    /// For a caller that cannot wait (see [`SETTLE_WAIT`]): the
     /// send in the kernel, if any, submitted and waited for, a bounded while. `Err`
     /// with the bytes still unsent if it did not finish in that time (it is left
     /// to finish on its own then); a failed send's error is dropped, as the caller
