@@ -144,7 +144,7 @@ impl<S: Source> Registered<S> {
 
     /// Deregisters the source and gives it back (to move it to another loop).
     pub(crate) fn into_inner(mut self) -> S {
-        self.settle_writes("moves to another loop");
+        self.settle_writes();
         let unread = match (self.ring_reads(), self.lp.upgrade()) {
             (Some(reads), Some(lp)) => lp.reactor.ring().map_or(0, |ring| reads.detach(ring)),
             _ => 0,
@@ -350,11 +350,32 @@ impl<S: Source> Registered<S> {
         self.write_behind().map_or(Ok(()), WriteBehind::check_open)
     }
 
-    /// Before a shutdown or a move to another loop, which cannot wait: the stream's
+    /// Whether the stream has no ring send in the kernel, collecting one that
+    /// completed, without waiting (a failed one's error is dropped: the caller's
+    /// own write to the broken connection reports it). Outside the running loop it
+    /// first collects the completions there are, since no turn of the loop's does.
+    pub(crate) fn ring_writes_done(&self) -> bool {
+        let (Some(writes), Some(lp)) = (self.write_behind().filter(|w| w.busy()), self.lp.upgrade()) else {
+            return true;
+        };
+        let ring = Self::ring_of(&lp);
+        let off_loop = current::running_loop_ptr() != self.lp.as_ptr();
+        if off_loop {
+            ring.reap_completions();
+        }
+        let done = writes.collect(ring, Some(self.fd));
+        if off_loop {
+            // The rest of a short send, restarted above, goes now.
+            ring.submit_queued();
+        }
+        done
+    }
+
+    /// Before a move to another loop, which cannot wait: the stream's
     /// ring send, if one is in the kernel, is waited for, a bounded while (see
     /// [`WriteBehind::settle`]). One that does not finish in time is left to the
     /// kernel, and said so.
-    pub(crate) fn settle_writes(&self, what: &str) {
+    fn settle_writes(&self) {
         let (Some(writes), Some(lp)) = (self.write_behind().filter(|w| w.busy()), self.lp.upgrade()) else {
             return;
         };
@@ -363,9 +384,10 @@ impl<S: Source> Registered<S> {
             // Left to the kernel, not waited for again by the next caller.
             writes.release(&lp);
             log::warn!(
-                "a stream {what} while the kernel still sends {unsent} bytes it was \
-                 given (its peer does not read): they may go after that, or not at all \
-                 (close a stream with AsyncWriteExt::close, which waits for them)"
+                "a stream moves to another loop while the kernel still sends {unsent} \
+                 bytes it was given (its peer does not read): they may go after the new \
+                 owner's, or not at all (flush a stream with AsyncWriteExt::flush before \
+                 moving it: that waits for them)"
             );
         }
     }
@@ -383,9 +405,8 @@ impl<S: Source> Registered<S> {
     /// one the loop finished, for a writer used while its loop does not run) it is
     /// submitted at once, since no turn of the loop's is coming to.
     pub(crate) fn start_ring_send(&self, buf: Vec<u8>, from: usize) -> Result<OpKey, (io::Error, Vec<u8>)> {
-        // A write-behind send of the stream's, from before a stream writer took it,
-        // goes first.
-        self.settle_writes("is handed to a stream writer");
+        // The stream writer, the only caller, starts no send while one of the
+        // stream's own (from before the writer took it) is in the kernel.
         let Some(lp) = self.lp.upgrade() else {
             return Err((Error::Closed.into(), buf));
         };

@@ -19,8 +19,10 @@
 //! that. Everything else that writes to the socket lets this send
 //! finish first, so the bytes keep their order: `poll_close` and `write_all_owned`
 //! wait for it; a `shutdown` that finds it still in the kernel leaves a task to
-//! shut the write side down once it is done (the loop does not wait); the stream
-//! moving to another loop, or written to outside a task, waits a bounded while.
+//! shut the write side down once it is done (the loop does not wait); a stream
+//! writer that takes the socket sends after it, and a write outside a task finds
+//! the socket full (`WouldBlock`) until it is done; the stream moving to another
+//! loop, which cannot wait, waits a bounded while.
 
 use std::cell::Cell;
 use std::io::{self, IoSlice};
@@ -45,9 +47,9 @@ const MAX_SEND: usize = 256 * 1024;
 /// (A second in the unit tests, which wait for it.)
 const OUTLIVE_LIMIT: Duration = Duration::from_secs(if cfg!(test) { 1 } else { 30 });
 
-/// How long a caller that cannot wait (a stream writer taking the socket, a move
-/// to another loop, a write outside a task) waits, at most, for a send still in
-/// the kernel (a peer that does not read) before it goes ahead.
+/// How long a stream moving to another loop (a call that cannot wait) waits, at
+/// most, for a send still in the kernel (a peer that does not read) before it goes
+/// ahead.
 const SETTLE_WAIT: Duration = Duration::from_millis(100);
 
 /// A stream's write-behind state (see the module's comment).
@@ -668,6 +670,55 @@ mod tests {
             assert!(!busy(&s));
             assert_eq!(lent(&lp), 0);
         });
+    }
+
+    /// A stream handed to the streams while its write-behind send is stuck behind a
+    /// peer that reads nothing (for longer than any bounded wait): the writer's
+    /// bytes wait for that send and go after it, written from a task and from
+    /// outside one (the socket refuses them then, and the writer's flusher sends
+    /// them). The peer gets each byte once, in order.
+    #[test]
+    fn a_stream_writer_taking_a_stream_mid_send_writes_after_that_send() {
+        for outside_a_task in [false, true] {
+            let Some(lp) = crate::io::test_proactor() else {
+                return;
+            };
+            crate::set_event_loop(Some(lp.clone()));
+            let sent = pattern(16 << 20);
+            let (s, at, peer) = lp
+                .run_until_complete(async {
+                    let (mut s, peer) = stream_to_slow_peer().await;
+                    let at = fill(&mut s, &sent).await;
+                    assert!(busy(&s));
+                    (s, at, peer)
+                })
+                .unwrap();
+            let (_reader, mut writer) = crate::streams::from_socket(s);
+            let tail = pattern(100_000).into_iter().rev().collect::<Vec<u8>>();
+            if outside_a_task {
+                writer.write(&tail);
+            }
+            lp.run_until_complete(async {
+                if !outside_a_task {
+                    writer.write(&tail);
+                }
+                crate::time::sleep(super::SETTLE_WAIT * 3).await;
+                let (go, peer) = peer;
+                go.send(()).unwrap();
+                writer.drain().await.unwrap();
+                writer.close();
+                writer.wait_closed().await.unwrap();
+                until(|| peer.is_finished()).await;
+                let got = peer.join().unwrap();
+                let mut want = sent[..at].to_vec();
+                want.extend_from_slice(&tail);
+                assert_eq!(got.len(), want.len(), "the peer got a different number of bytes");
+                assert!(got == want, "the writer's bytes did not go after the stream's send");
+                until(|| lent(&lp) == 0).await;
+            })
+            .unwrap();
+            crate::set_event_loop(None);
+        }
     }
 
     /// Outside its running loop, a stream whose last ring send the loop submitted

@@ -190,7 +190,11 @@ pub(crate) fn try_write<S: Source>(io: &Registered<S>, buf: &[u8]) -> io::Result
 where
     for<'a> &'a S: Write,
 {
-    io.settle_writes("is written to outside a task");
+    if !io.ring_writes_done() {
+        // A ring send of the stream's is in the kernel: a write now would go ahead
+        // of its bytes. The caller buffers, and its flusher waits for the send.
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
     let n = io.try_io(Direction::Write, |mut s| s.write(buf))?;
     if n > 0 && n < buf.len() {
         io.drained(Direction::Write);

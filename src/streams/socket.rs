@@ -64,6 +64,14 @@ pub(crate) mod sealed {
         /// Cancels ring send `key` in the kernel, waking the task that polled it.
         fn cancel_ring_send(&self, key: OpKey);
 
+        /// Waits for the ring send that the socket's own `AsyncWrite` left in the
+        /// kernel, if any (a writer's bytes go after it); the error of one that failed.
+        fn poll_own_send(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+        /// Whether the socket's own `AsyncWrite` has no ring send in the kernel,
+        /// collecting one that completed, without waiting.
+        fn own_send_done(&self) -> bool;
+
         /// Shuts one or both directions down.
         fn shutdown(&self, how: Shutdown) -> io::Result<()>;
 
@@ -120,6 +128,14 @@ macro_rules! stream_socket {
 
             fn cancel_ring_send(&self, key: OpKey) {
                 self.io.cancel_ring_send(key)
+            }
+
+            fn poll_own_send(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.io.poll_flush_ring(cx)
+            }
+
+            fn own_send_done(&self) -> bool {
+                self.io.ring_writes_done()
             }
 
             fn shutdown(&self, how: Shutdown) -> io::Result<()> {

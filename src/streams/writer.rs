@@ -24,7 +24,7 @@ use std::future::poll_fn;
 use std::io;
 use std::net::Shutdown;
 use std::rc::{Rc, Weak};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use super::socket::StreamSocket;
 use super::{spawn_on, Connection};
@@ -496,6 +496,9 @@ impl<S: StreamSocket> Shared<S> {
     fn poll_send_by_ring(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             let Some(send) = self.sending.get() else {
+                // A send the socket's own `AsyncWrite` made before the writer took
+                // it goes first.
+                ready!(self.conn.socket.poll_own_send(cx))?;
                 if self.buffer.borrow().len() == 0 {
                     return Poll::Ready(Ok(()));
                 }
@@ -514,10 +517,11 @@ impl<S: StreamSocket> Shared<S> {
     }
 
     /// Collects the ring send if it completed, with nobody waiting for it (a
-    /// failure loses the connection); whether no send is in the kernel now.
+    /// failure loses the connection); whether no send is in the kernel now: the
+    /// writer's, or one the socket's own `AsyncWrite` made before the writer took it.
     fn collect_send(&self) -> bool {
         let Some(send) = self.sending.get() else {
-            return true;
+            return self.conn.socket.own_send_done();
         };
         let Some((sent, buf)) = self.conn.socket.take_ring_send(send.key) else {
             return false;
