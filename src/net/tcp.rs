@@ -240,10 +240,11 @@ impl TcpStream {
     /// (it receives the next bytes as soon as a reader has taken the last ones):
     /// they cannot go back into the socket, so they are lost, and logged as an
     /// error. Move a stream before reading from it, or once its peer waits for an
-    /// answer (nothing is in flight then). Its writes there go out through the
-    /// ring, behind the write: flush it first, as a send still in the kernel (a
-    /// peer that reads nothing) is waited for only a moment, then left to the
-    /// kernel, and logged, where the new owner's bytes could go ahead of it.
+    /// answer (nothing is in flight then). On the proactor a write's bytes go on
+    /// through the ring after it returns: flush the stream before moving it, as a
+    /// send still in the kernel (a peer that reads nothing) is waited for only a
+    /// moment, then left to the kernel and logged, and the new owner's bytes could
+    /// go ahead of it.
     pub fn into_std(self) -> std::net::TcpStream {
         std::net::TcpStream::from(std::os::fd::OwnedFd::from(self.io.into_inner()))
     }
