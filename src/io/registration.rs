@@ -292,17 +292,24 @@ impl<S: Source> Registered<S> {
             return Poll::Ready(Ok(()));
         };
         self.with_ring(cx, |ring, cx| {
-            let off_loop = current::running_loop_ptr() != self.lp.as_ptr();
-            if off_loop {
-                ring.reap_completions();
-            }
-            let idle = writes.poll_idle(ring, Some(self.fd), cx);
-            if off_loop {
-                // The rest of a short send, restarted above, goes now.
-                ring.submit_queued();
-            }
-            idle
+            self.collecting_off_loop(ring, || writes.poll_idle(ring, Some(self.fd), cx))
         })
+    }
+
+    /// Runs `collect` (which looks at the stream's ring send), with the ring's
+    /// completions reaped before and the rest of a short send, restarted by it,
+    /// submitted after, when called outside the running loop: no turn of the loop's
+    /// does either then.
+    fn collecting_off_loop<T>(&self, ring: &UringPoller, collect: impl FnOnce() -> T) -> T {
+        let off_loop = current::running_loop_ptr() != self.lp.as_ptr();
+        if off_loop {
+            ring.reap_completions();
+        }
+        let collected = collect();
+        if off_loop {
+            ring.submit_queued();
+        }
+        collected
     }
 
     /// Before a shutdown of the write side: whether the stream's ring send is still
@@ -352,23 +359,13 @@ impl<S: Source> Registered<S> {
 
     /// Whether the stream has no ring send in the kernel, collecting one that
     /// completed, without waiting (a failed one's error is dropped: the caller's
-    /// own write to the broken connection reports it). Outside the running loop it
-    /// first collects the completions there are, since no turn of the loop's does.
+    /// own write to the broken connection reports it).
     pub(crate) fn ring_writes_done(&self) -> bool {
         let (Some(writes), Some(lp)) = (self.write_behind().filter(|w| w.busy()), self.lp.upgrade()) else {
             return true;
         };
         let ring = Self::ring_of(&lp);
-        let off_loop = current::running_loop_ptr() != self.lp.as_ptr();
-        if off_loop {
-            ring.reap_completions();
-        }
-        let done = writes.collect(ring, Some(self.fd));
-        if off_loop {
-            // The rest of a short send, restarted above, goes now.
-            ring.submit_queued();
-        }
-        done
+        self.collecting_off_loop(ring, || writes.collect(ring, Some(self.fd)))
     }
 
     /// Before a move to another loop, which cannot wait: the stream's
