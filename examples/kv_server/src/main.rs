@@ -14,10 +14,12 @@
 //!
 //! What is atomic: every command, and every `MULTI`/`EXEC` block. A command on one
 //! key runs whole on the key's shard, which runs one thing at a time. A command on
-//! keys of several shards, and an `EXEC`, lock the keys they touch, shard by shard,
-//! lowest first, run their parts and unlock (`txn.rs`); meanwhile the other commands
-//! on those keys wait, so no client sees half of it. A pipeline's run of such
-//! commands in a row locks and runs as one. `WATCH` makes an `EXEC` give up (a nil
+//! keys of several shards is a transaction (`txn.rs`): it appends its part for each
+//! shard to that shard's inbox, all in one step, so that every shard runs the
+//! transactions it shares with others in the same order, and no client sees half of
+//! one. A pipeline's run of such commands in a row is one transaction. An `EXEC` (and
+//! `MSETNX`, `RENAME`) appends claims instead: each shard grants the keys at the
+//! block's turn, and holds them until it ends. `WATCH` makes an `EXEC` give up (a nil
 //! reply) if another write touched a watched key first: each shard stamps its
 //! watched keys on every write, and `EXEC` compares the stamps under its locks.
 //!
